@@ -1,0 +1,1 @@
+"""The driver: CLI, spec schema, Optuna space, Ray Tune runner, front, rerun."""

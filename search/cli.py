@@ -1,0 +1,97 @@
+"""``frontier``: run a search, check a spec, inspect the front, rerun a trial.
+
+    frontier run SPEC [--trials N] [--name NAME] [--address ADDR] [--resume] [--no-cache]
+    frontier check SPEC
+    frontier front RUN_DIR [--html FILE] [--json]
+    frontier rerun RUN_DIR --trial best|ID [--out DIR] [--max-size-bytes B] [--max-latency-ms MS]
+
+A user's mistake (a bad spec, a missing file, an unknown trial) prints one line per problem,
+``frontier: <key path>: <what is wrong>``, and exits with code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from trainables.errors import FrontierError
+
+EXIT_USER_ERROR = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="frontier", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the search a spec describes")
+    run.add_argument("spec")
+    run.add_argument("--trials", type=int, help="override the spec's trial count")
+    run.add_argument("--name", help="run name (default: the spec's name); results go to runs/NAME/")
+    run.add_argument("--address", help="Ray cluster address (default: local Ray)")
+    run.add_argument("--resume", action="store_true", help="resume the run of the same name")
+    run.add_argument("--no-cache", action="store_true", help="turn the stage cache off")
+    run.add_argument("--runs", default="runs", help="folder holding the runs (default: runs)")
+    check = sub.add_parser("check", help="validate a spec; one line per problem, exit 2 if any")
+    check.add_argument("spec")
+    front = sub.add_parser("front", help="show the Pareto front of a finished run")
+    front.add_argument("run_dir")
+    front.add_argument("--html", help="write a self-contained plotly page to this file")
+    front.add_argument("--json", action="store_true", help="print the front as JSON")
+    rerun = sub.add_parser("rerun", help="rerun a trial as a final exported model")
+    rerun.add_argument("run_dir")
+    rerun.add_argument("--trial", required=True, help="'best' or a trial id")
+    rerun.add_argument("--out", help="output folder (default: RUN_DIR/final/<trial>)")
+    rerun.add_argument("--max-size-bytes", type=float, help="constraint for --trial best")
+    rerun.add_argument("--max-latency-ms", type=float, help="constraint for --trial best")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except FrontierError as exc:
+        for line in str(exc).splitlines() or ["error"]:
+            print(f"frontier: {line}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("frontier: interrupted; finished trials are kept in the run folder", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "check":
+        from .check import check_spec
+
+        spec = check_spec(args.spec)
+        print(f"{args.spec}: ok ({spec.trials} trials, objectives {', '.join(spec.metric_names)})")
+        return 0
+    if args.command == "run":
+        from .check import check_spec
+        from .runner import run_search
+
+        if args.trials is not None and args.trials < 1:
+            raise FrontierError(f"--trials: must be >= 1 but got {args.trials}")
+        spec = check_spec(args.spec)
+        run_dir = run_search(spec, Path(args.spec).read_text(), name=args.name, address=args.address,
+                             trials=args.trials, resume=args.resume, cache=False if args.no_cache else None,
+                             runs_root=args.runs)
+        print(f"results: {run_dir}/trials.csv and {run_dir}/front.json")
+        print(f"next: frontier front {run_dir} --html front.html ; frontier rerun {run_dir} --trial best")
+        return 0
+    if args.command == "front":
+        from .report import show_front
+
+        show_front(args.run_dir, html=args.html, as_json=args.json)
+        return 0
+    from .rerun import rerun
+
+    out = rerun(args.run_dir, args.trial, out=args.out, max_size_bytes=args.max_size_bytes,
+                max_latency_ms=args.max_latency_ms)
+    print(f"final model: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

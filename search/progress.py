@@ -1,0 +1,102 @@
+"""The live progress of a search: trials done, running and failed, best accuracy, front size.
+
+A Ray Tune callback on the driver. On a terminal it redraws one rich status panel; elsewhere (CI,
+a log file) it prints one line whenever a trial finishes or fails.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+from ray.tune import Callback
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from .front import pareto_front
+
+
+class SearchProgress(Callback):
+    """Counts trials by state and keeps the running front of finished ones."""
+
+    def __init__(self, total: int, names: list[str], directions: list[str]) -> None:
+        self.total, self.names, self.directions = total, names, directions
+        self.done: dict[str, list[float]] = {}
+        self.failed: set[str] = set()
+        self.running: set[str] = set()
+        self.stage: dict[str, str] = {}
+        self._live: Live | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its run config (callbacks included); a live display is not picklable
+        return {**self.__dict__, "_live": None}
+
+    def setup(self, **info: Any) -> None:
+        console = Console()
+        if console.is_terminal:
+            self._live = Live(self._render(), console=console, refresh_per_second=2, transient=False)
+            self._live.start()
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.running.add(trial.trial_id)
+        self._refresh()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self.stage[trial.trial_id] = f"{result.get('stage_index', 0)}/{result.get('stages', '?')}"
+        values = [result.get(n) for n in self.names]
+        if all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            self.done[trial.trial_id] = [float(v) for v in values]
+        self._refresh()
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.running.discard(trial.trial_id)
+        self._line(f"trial {trial.trial_id} finished: {result_text(trial.last_result, self.names)}")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.running.discard(trial.trial_id)
+        self.done.pop(trial.trial_id, None)
+        self.failed.add(trial.trial_id)
+        self._line(f"trial {trial.trial_id} failed")
+
+    def on_experiment_end(self, trials, **info) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+            self._live.stop()
+            self._live = None
+
+    def summary(self) -> str:
+        """One line: counts, best accuracy and front size."""
+        best = ""
+        if "accuracy" in self.names and self.done:
+            i = self.names.index("accuracy")
+            best = f" · best accuracy {max(v[i] for v in self.done.values()):.4f}"
+        front = len(pareto_front(list(self.done.values()), self.directions)) if self.done else 0
+        return (f"trials {len(self.done)}/{self.total} done, {len(self.running)} running, "
+                f"{len(self.failed)} failed{best} · front {front}")
+
+    def _render(self) -> Text:
+        text = Text(self.summary(), style="bold")
+        for trial_id in sorted(self.running):
+            text.append(f"\n  {trial_id}: stage {self.stage.get(trial_id, '0/?')}")
+        return text
+
+    def _refresh(self) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+
+    def _line(self, message: str) -> None:
+        if self._live is not None:
+            self._live.console.print(message)
+            self._refresh()
+        else:
+            print(f"{message} | {self.summary()}", file=sys.stdout, flush=True)
+
+
+def result_text(result: dict[str, Any], names: list[str]) -> str:
+    parts = [str(result.get("pipeline", "?"))]
+    for n in names:
+        v = result.get(n)
+        parts.append(f"{n}={v:.4g}" if isinstance(v, (int, float)) else f"{n}=?")
+    return " ".join(parts)

@@ -1,0 +1,126 @@
+"""A run's results on disk: ``trials.csv``, ``front.json`` and ``plans.json`` (DESIGN.md names).
+
+``trials.csv`` has one row per trial: ``trial_id, status, pipeline, order, accuracy, top5,
+size_bytes, latency_ms, sparsity``, the seconds of each stage (``seconds.D``, ``seconds.T``, ...),
+``error`` for failed trials, and every sampled parameter as ``param.<name>``. ``status`` is ``ok``
+for a trial that reported every objective as a finite float, else ``failed``. ``front.json`` holds
+the objectives and their directions, the reference point, the hypervolume and the front's trial
+ids with their values. All files are written atomically (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .front import hypervolume, pareto_front
+
+BASE_COLUMNS = ["trial_id", "status", "pipeline", "order", "accuracy", "top5", "size_bytes", "latency_ms", "sparsity"]
+RESERVED_CONFIG = ("plan", "pipeline")
+EXTRA_METRICS = ("top3", "real_sparsity", "latency_p90_ms", "latency_backend", "latency_threads", "cached_stages")
+
+
+def atomic_write(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def trial_row(trial_id: str, config: dict[str, Any], metrics: dict[str, Any], error: str | None) -> dict[str, Any]:
+    """One ``trials.csv`` row from a trial's config, last result and error."""
+    params = {f"param.{k}": v for k, v in config.items() if k not in RESERVED_CONFIG}
+    row: dict[str, Any] = {"trial_id": trial_id, "pipeline": config.get("pipeline", metrics.get("pipeline"))}
+    row["order"] = config.get("order", "none")
+    for key in BASE_COLUMNS[4:]:
+        row[key] = metrics.get(key, math.nan)
+    row.update({k: v for k, v in metrics.items() if k.startswith("seconds.") or k in EXTRA_METRICS})
+    finished = metrics.get("stage_index") is not None and metrics.get("stage_index") == metrics.get("stages")
+    ok = error is None and finished and all(_finite(row[k]) for k in BASE_COLUMNS[4:])
+    row["status"] = "ok" if ok else "failed"
+    row["error"] = "" if ok else (error or "did not report every objective").strip().splitlines()[-1][:300]
+    row.update(params)
+    return row
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def trials_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Rows as a table with the DESIGN.md columns first, stage seconds next, parameters last."""
+    frame = pd.DataFrame(list(rows))
+    for col in BASE_COLUMNS:
+        if col not in frame:
+            frame[col] = pd.Series(dtype=object)
+    seconds = sorted(c for c in frame.columns if c.startswith("seconds."))
+    params = sorted(c for c in frame.columns if c.startswith("param."))
+    rest = [c for c in frame.columns if c not in BASE_COLUMNS + seconds + params]
+    return frame[BASE_COLUMNS + seconds + rest + params].sort_values("trial_id").reset_index(drop=True)
+
+
+def default_reference(frame: pd.DataFrame, names: Sequence[str], directions: Sequence[str]) -> list[float]:
+    """A reference point every ok trial dominates: 0 for a maximised accuracy-like objective,
+    1.1 x the worst value seen for a minimised one."""
+    ref = []
+    for name, direction in zip(names, directions):
+        column = frame[name].astype(float)
+        if direction == "max":
+            ref.append(min(0.0, float(column.min())) if len(column) else 0.0)
+        else:
+            ref.append(float(column.max()) * 1.1 if len(column) else 1.0)
+    return ref
+
+
+def front_summary(frame: pd.DataFrame, names: Sequence[str], directions: Sequence[str],
+                  reference: Sequence[float] | None = None) -> dict[str, Any]:
+    """The front of the ok trials of ``frame``, with its hypervolume; what ``front.json`` holds."""
+    ok = frame[frame["status"] == "ok"].reset_index(drop=True)
+    values = ok[list(names)].astype(float).to_numpy() if len(ok) else []
+    reference = list(reference) if reference is not None else default_reference(ok, names, directions)
+    index = pareto_front(values, directions) if len(ok) else []
+    front = ok.iloc[index]
+    return {
+        "objectives": [{"name": n, "direction": d} for n, d in zip(names, directions)],
+        "reference": reference,
+        "hypervolume": hypervolume(values, directions, reference) if len(ok) else 0.0,
+        "trials": [
+            {"trial_id": row["trial_id"], "pipeline": row["pipeline"], **{n: float(row[n]) for n in names}}
+            for _, row in front.iterrows()
+        ],
+    }
+
+
+def write_results(run_dir: Path, rows: Sequence[dict[str, Any]], names: Sequence[str], directions: Sequence[str],
+                  plans: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Write ``trials.csv``, ``front.json`` and ``plans.json`` under ``run_dir``."""
+    frame = trials_frame(rows)
+    atomic_write(run_dir / "trials.csv", frame.to_csv(index=False))
+    summary = front_summary(frame, names, directions)
+    atomic_write(run_dir / "front.json", json.dumps(summary, indent=2))
+    atomic_write(run_dir / "plans.json", json.dumps(plans, indent=1))
+    return frame, summary
+
+
+def read_trials(run_dir: str | Path) -> pd.DataFrame:
+    """``trials.csv`` of ``run_dir``; a missing file names the folder."""
+    from trainables.errors import FrontierError
+
+    path = Path(run_dir) / "trials.csv"
+    if not path.is_file():
+        raise FrontierError(f"run_dir: '{run_dir}' has no trials.csv (is it a finished frontier run?)")
+    return pd.read_csv(path)

@@ -1,0 +1,160 @@
+"""Run a search: Optuna proposes plans, Ray Tune runs them, the results land in ``runs/<name>/``.
+
+The define-by-run space goes to ``OptunaSearch(space=..., metric=[...], mode=[...])`` (the lists to
+the searcher, not to ``TuneConfig``, or the study silently turns single-objective). Every trial
+runs :func:`trainables.pipeline.tune_trial` with the spec's resources; local Ray by default,
+``address`` for a cluster. At the end ``trials.csv``, ``front.json`` and ``plans.json`` are written.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.search.optuna import OptunaSearch
+
+from trainables.errors import FrontierError
+from trainables.pipeline import tune_trial
+
+from .progress import SearchProgress
+from .results import atomic_write, trial_row, write_results
+from .space import suggest
+from .spec import Spec, pba_lower_bound, plan_for
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class SpaceFunction:
+    """The define-by-run space of a spec: samples an assignment and returns its plan as constants.
+
+    A class rather than a closure so the searcher (which holds it) can be pickled for a restore.
+    """
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        assignment = suggest(trial, self.spec.nodes, lower=pba_lower_bound)
+        plan = plan_for(self.spec, assignment)
+        return {"plan": plan.model_dump(mode="json"), "pipeline": plan.pipeline,
+                "order": str(assignment.get("order", "none"))}
+
+
+class FailAwareOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna FAIL for a trial that errored or lacks a finite objective.
+
+    Ray's version tells COMPLETE with the last intermediate result's values; when those lack an
+    objective (a trial that died between stages) Optuna refuses it and the Optuna trial stays
+    RUNNING forever (DESIGN.md, stack facts). This override uses the searcher's ``_ot_trials`` and
+    ``_ot_study``, which Ray's own methods use the same way.
+    """
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        values = [result.get(m) for m in self.metric] if result else []
+        finite = bool(values) and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+        if trial_id in self._ot_trials and (error or not finite) and trial_id not in self._completed_trials:
+            self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.FAIL)
+            self._completed_trials.add(trial_id)
+            return
+        super().on_trial_complete(trial_id, result, error)
+
+
+def trial_dirname(trial: Any) -> str:
+    """Short trial folders (Ray's default name holds the whole config)."""
+    return trial.trial_id
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler a spec names, seeded."""
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def run_dir_for(name: str, runs_root: str | Path = "runs") -> Path:
+    """``runs_root/name``; a name that could leave the runs folder is refused."""
+    if not NAME_PATTERN.match(name) or name in (".", ".."):
+        raise FrontierError(f"--name: '{name}' must be 1-64 letters, digits, '_', '-' or '.', not starting with them")
+    return Path(runs_root).resolve() / name
+
+
+def run_search(
+    spec: Spec,
+    spec_text: str,
+    *,
+    name: str | None = None,
+    address: str | None = None,
+    trials: int | None = None,
+    resume: bool = False,
+    cache: bool | None = None,
+    runs_root: str | Path = "runs",
+) -> Path:
+    """Run the search ``spec`` describes; returns the run folder."""
+    run_dir = run_dir_for(name or spec.name, runs_root)
+    experiment = run_dir / "tune"
+    if experiment.exists() and not resume:
+        raise FrontierError(f"run '{run_dir.name}' already exists in {run_dir.parent}; pass --resume or another --name")
+    if resume and not experiment.exists():
+        raise FrontierError(f"--resume: there is no run '{run_dir.name}' in {run_dir.parent} to resume")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(run_dir / "spec.yaml", spec_text)
+    total = trials or spec.trials
+    _start_ray(address)
+    progress = SearchProgress(total, spec.metric_names, spec.modes)
+    trainable = tune.with_resources(
+        tune.with_parameters(tune_trial, run_dir=str(run_dir), cache=spec.cache if cache is None else cache),
+        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+    )
+    run_config = tune.RunConfig(
+        name="tune",
+        storage_path=str(run_dir),
+        callbacks=[progress],
+        verbose=0,
+        failure_config=tune.FailureConfig(max_failures=1),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+    )
+    if resume:
+        tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        searcher = FailAwareOptunaSearch(
+            space=SpaceFunction(spec), metric=spec.metric_names, mode=spec.modes,
+            sampler=make_sampler(spec.sampler, spec.seed),
+        )
+        tune_config = tune.TuneConfig(search_alg=searcher, num_samples=total, max_concurrent_trials=spec.concurrency,
+                                      trial_dirname_creator=trial_dirname)
+        tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+    grid = tuner.fit()
+    rows, plans = [], {}
+    for result in grid:
+        trial_id = result.metrics.get("trial_id") or Path(result.path).name
+        rows.append(trial_row(trial_id, result.config or {}, result.metrics or {},
+                              None if result.error is None else f"{type(result.error).__name__}: {result.error}"))
+        plans[trial_id] = (result.config or {}).get("plan")
+    write_results(run_dir, rows, spec.metric_names, spec.modes, plans)
+    print(progress.summary())
+    return run_dir
+
+
+def _start_ray(address: str | None) -> None:
+    """Connect to ``address`` or start (or reuse) a local Ray without its dashboard."""
+    # Intermediate per-stage reports carry no objectives; Tune's strict check would reject them.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # one checkpoint per stage is the design; Ray warns about that frequency on every snapshot
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if ray.is_initialized():
+        return
+    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)

@@ -1,0 +1,179 @@
+"""The search space: a tree in the spec, parsed into nodes, sampled define-by-run by Optuna.
+
+Grammar of ``space:`` (each key a parameter name, each value a node)::
+
+    lr:     0.01                         # a constant
+    mode:   {choice: [finetune, freeze]} # a categorical of scalars
+    order:  {choice: {PB: {...}, PA: {...}}}  # a categorical whose options carry sub-spaces
+    epochs: {int: [1, 4]}                # int range; optional step, log
+    s1:     {float: [0.3, 0.9], step: 0.1}   # float range; optional step, log
+    lr2:    {log: [1.0e-4, 1.0e-2]}      # float range on a log scale
+
+A parameter inside a branch appears only when that branch is chosen; its Optuna name is prefixed
+with the branch (``PBA:s1``), so each branch keeps its own distribution. :func:`suggest` walks the
+tree on an ``optuna.Trial`` and returns the flat assignment ``{"order": "PBA", "s1": 0.5, ...}``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+Scalar = Union[str, int, float, bool, None]
+BRANCH_SEP = ":"  # Ray unflattens '/' in parameter names: never use it here
+
+
+@dataclass(frozen=True)
+class Const:
+    name: str
+    value: Scalar
+
+
+@dataclass(frozen=True)
+class Range:
+    name: str
+    kind: str  # "int" or "float"
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+
+@dataclass(frozen=True)
+class Choice:
+    name: str
+    options: tuple[Scalar, ...]
+    branches: Mapping[str, tuple[Node, ...]] = field(default_factory=dict)
+
+
+Node = Union[Const, Range, Choice]
+
+
+class SpaceError(ValueError):
+    """A malformed space node; ``path`` is the key path, ``message`` what is wrong."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path, self.message = path, message
+
+
+def parse_space(raw: Any, path: str = "space") -> tuple[Node, ...]:
+    """Parse a ``space:`` mapping into nodes; raises :class:`SpaceError` naming the key path."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping):
+        raise SpaceError(path, f"must be a mapping of parameter names to nodes, got {type(raw).__name__}")
+    return tuple(_parse_node(str(name), value, f"{path}.{name}") for name, value in raw.items())
+
+
+def _parse_node(name: str, raw: Any, path: str) -> Node:
+    if BRANCH_SEP in name or "/" in name:
+        raise SpaceError(path, f"parameter names cannot contain '{BRANCH_SEP}' or '/'")
+    if not isinstance(raw, Mapping):
+        if isinstance(raw, (list, tuple)):
+            raise SpaceError(path, "a list is not a node; write {choice: [...]} for a categorical")
+        return Const(name, raw)
+    kinds = [k for k in ("choice", "int", "float", "log") if k in raw]
+    if len(kinds) != 1:
+        raise SpaceError(path, f"a node has exactly one of choice, int, float, log; got keys {sorted(raw)}")
+    kind = kinds[0]
+    extra = set(raw) - {kind, "step", "log"} if kind != "choice" else set(raw) - {"choice"}
+    if extra:
+        raise SpaceError(f"{path}.{sorted(extra)[0]}", "unknown key")
+    if kind == "choice":
+        return _parse_choice(name, raw["choice"], f"{path}.choice")
+    return _parse_range(name, kind, raw, path)
+
+
+def _parse_choice(name: str, options: Any, path: str) -> Choice:
+    if isinstance(options, Mapping):
+        if not options:
+            raise SpaceError(path, "needs at least one option")
+        branches = {str(k): parse_space(v, f"{path}.{k}") for k, v in options.items()}
+        return Choice(name, tuple(branches), branches)
+    if not isinstance(options, (list, tuple)) or not options:
+        raise SpaceError(path, "must be a non-empty list of values or a mapping of options to sub-spaces")
+    if any(isinstance(o, (Mapping, list)) for o in options):
+        raise SpaceError(path, "list options must be plain values; use a mapping for options with sub-spaces")
+    if len(set(map(repr, options))) != len(options):
+        raise SpaceError(path, f"options repeat: {list(options)}")
+    return Choice(name, tuple(options))
+
+
+def _parse_range(name: str, kind: str, raw: Mapping, path: str) -> Range:
+    bounds = raw[kind]
+    if not (isinstance(bounds, (list, tuple)) and len(bounds) == 2 and all(_is_number(b) for b in bounds)):
+        raise SpaceError(f"{path}.{kind}", f"must be [low, high] numbers, got {bounds!r}")
+    low, high = bounds
+    if not low < high:
+        raise SpaceError(f"{path}.{kind}", f"low must be below high, got [{low}, {high}]")
+    log = kind == "log" or raw.get("log") is True
+    if log and low <= 0:
+        raise SpaceError(f"{path}.{kind}", f"a log range needs low > 0, got {low}")
+    if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
+        raise SpaceError(f"{path}.int", f"int bounds must be whole numbers, got [{low}, {high}]")
+    step = raw.get("step")
+    if step is not None and (not _is_number(step) or step <= 0 or log):
+        raise SpaceError(f"{path}.step", f"must be a positive number on a linear range, got {step!r}")
+    return Range(name, "int" if kind == "int" else "float", low, high, log, step)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+LowerBound = Callable[[str, dict[str, Any]], float | None]
+
+
+def suggest(
+    trial: Any, nodes: tuple[Node, ...], prefix: str = "", lower: LowerBound | None = None, outer: dict | None = None
+) -> dict[str, Any]:
+    """Sample ``nodes`` on an Optuna trial; returns the flat assignment (branch prefixes dropped).
+
+    ``lower(name, sampled_so_far)`` may raise a float range's low bound from what was sampled
+    before it (PBA's s2 above s1); a float range is sampled in ``[max(low, bound), high]``.
+    ``outer`` holds what enclosing levels sampled (a branch sees its parents' values).
+    """
+    values: dict[str, Any] = {}
+    # plain parameters before branching choices, so a branch's bounds can depend on them
+    for node in sorted(nodes, key=lambda n: isinstance(n, Choice) and bool(n.branches)):
+        optuna_name = f"{prefix}{node.name}"
+        if isinstance(node, Const):
+            values[node.name] = node.value
+        elif isinstance(node, Range):
+            bound = (lower or _none)(node.name, {**(outer or {}), **values})
+            values[node.name] = _suggest_range(trial, optuna_name, node, bound)
+        else:
+            picked = trial.suggest_categorical(optuna_name, list(node.options))
+            values[node.name] = picked
+            if node.branches:
+                inner = f"{prefix}{picked}{BRANCH_SEP}"
+                branch = suggest(trial, node.branches[picked], inner, lower, {**(outer or {}), **values})
+                values.update(branch)
+    return values
+
+
+def _none(name: str, values: dict[str, Any]) -> None:
+    return None
+
+
+def _suggest_range(trial: Any, name: str, node: Range, bound: float | None) -> float | int:
+    low = node.low if bound is None else max(node.low, bound)
+    if node.kind == "int":
+        return trial.suggest_int(name, int(low), int(node.high), step=int(node.step or 1), log=node.log)
+    if node.step:
+        low = node.low + math.ceil((low - node.low) / node.step - 1e-9) * node.step
+        low = min(low, node.high)
+    return trial.suggest_float(name, low, node.high, step=node.step, log=node.log)
+
+
+def walk(nodes: tuple[Node, ...], path: str = "space"):
+    """Yield ``(path, node)`` for every node of the tree, depth first."""
+    for node in nodes:
+        node_path = f"{path}.{node.name}"
+        yield node_path, node
+        if isinstance(node, Choice):
+            for option, sub in node.branches.items():
+                yield from walk(sub, f"{node_path}.choice.{option}")

@@ -1,0 +1,71 @@
+"""Curriculum augmentation: when it steps up, what each level does, and when it stops."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.transforms import v2
+
+from trainables.curriculum import LEVELS, Curriculum, augmentation
+
+
+def feed(c: Curriculum, accuracies: list[float]) -> list[bool]:
+    return [c.update(a) for a in accuracies]
+
+
+def test_steps_up_only_when_validation_accuracy_stops_rising() -> None:
+    c = Curriculum(patience=2)
+    assert feed(c, [0.5, 0.6, 0.7, 0.8]) == [False] * 4 and c.level == 0
+    feed(c, [0.8])  # one flat epoch: patience not reached
+    assert c.level == 0
+    feed(c, [0.79])
+    assert c.level == 1 and c.steps == [6]
+
+
+def test_walks_the_papers_levels_then_stops() -> None:
+    c = Curriculum(patience=1)
+    stops = feed(c, [0.9, 0.9] * len(LEVELS))
+    assert c.level == len(LEVELS) - 1
+    assert stops[-1] is True and not any(stops[:-1])
+    assert len(c.steps) == len(LEVELS) - 1
+
+
+def test_level_zero_is_plain_early_stopping() -> None:
+    c = Curriculum(patience=3, max_level=0)
+    assert feed(c, [0.5, 0.5, 0.5, 0.5]) == [False, False, False, True]
+    assert c.transform is None
+
+
+def test_a_drop_after_step_up_does_not_count_against_the_new_level() -> None:
+    c = Curriculum(patience=1, max_level=2)
+    feed(c, [0.9, 0.9])  # step up to level 1
+    assert c.level == 1
+    assert feed(c, [0.6]) == [False] and c.level == 1  # augmented data starts lower: a new best for this level
+
+
+def kinds(level: int) -> list[type]:
+    return [type(t) for t in augmentation(level).transforms]
+
+
+def test_levels_add_the_papers_transforms_in_order() -> None:
+    assert augmentation(0) is None
+    assert kinds(1) == [v2.RandomHorizontalFlip]
+    assert kinds(2) == [v2.RandomHorizontalFlip, v2.RandomRotation, v2.RandomAffine]
+    assert kinds(3)[-1] is v2.ColorJitter and kinds(4)[-1] is v2.ColorJitter
+    assert augmentation(3).transforms[-1].brightness == pytest.approx((0.8, 1.2))
+    assert augmentation(4).transforms[-1].brightness == pytest.approx((0.5, 1.5))
+
+
+def test_augmentations_keep_shape_and_range() -> None:
+    torch.manual_seed(0)
+    image = torch.rand(3, 32, 32)
+    for level in range(1, len(LEVELS)):
+        out = augmentation(level)(image)
+        assert out.shape == image.shape and out.min() >= 0 and out.max() <= 1
+
+
+def test_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="patience must be >= 1 but got 0"):
+        Curriculum(patience=0)
+    with pytest.raises(ValueError, match="max_level must be in"):
+        Curriculum(max_level=9)

@@ -1,0 +1,158 @@
+"""ONNX export and measured latency: valid graphs, outputs that match torch, honest numbers."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torch.nn.utils import prune
+
+from trainables.errors import FrontierError
+from trainables.masks import is_masked
+from trainables.measure import BACKEND, Latency, export_onnx, measure, onnx_latency
+
+SHAPE = (3, 32, 32)
+
+
+def small_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),
+    )
+
+
+def randomise_batchnorm(model: nn.Module) -> nn.Module:
+    """Non-trivial running statistics, so that eval-mode export is really checked."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def ort_outputs(path: Path, x: torch.Tensor) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["logits"], {"input": x.numpy()})[0]
+
+
+@pytest.fixture(scope="module")
+def small_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, Path]:
+    model = randomise_batchnorm(small_net())
+    model.train()  # the export must switch a copy to eval, not the caller's model
+    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "small.onnx", SHAPE)
+    assert model.training
+    return model.eval(), path
+
+
+@pytest.mark.parametrize("kind", ["small", "resnet18"])
+def test_export_is_valid_and_matches_torch_at_any_batch(kind: str, small_onnx: tuple, tmp_path: Path) -> None:
+    if kind == "small":
+        model, path = small_onnx
+    else:
+        torch.manual_seed(0)
+        model = randomise_batchnorm(torchvision.models.resnet18(num_classes=10)).eval()
+        path = export_onnx(model, tmp_path / "r18.onnx", SHAPE)
+        assert [p.name for p in tmp_path.iterdir()] == ["r18.onnx"]  # no temp file left
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert [i.name for i in proto.graph.input] == ["input"]
+    assert [o.name for o in proto.graph.output] == ["logits"]
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic batch
+    assert not any(init.data_location == onnx.TensorProto.EXTERNAL for init in proto.graph.initializer)
+    for batch in (1, 3):
+        x = torch.randn(batch, *SHAPE)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        np.testing.assert_allclose(ort_outputs(path, x), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_masked_model_exports_plain_weights_and_keeps_its_hooks(tmp_path: Path) -> None:
+    model = small_net().eval()
+    prune.l1_unstructured(model[0], "weight", 0.5)
+    prune.l1_unstructured(model[7], "weight", 0.5)
+    path = export_onnx(model, tmp_path / "masked.onnx", SHAPE)
+    assert is_masked(model) and hasattr(model[0], "weight_orig")  # the caller's model is untouched
+
+    names = [init.name for init in onnx.load(str(path)).graph.initializer]
+    assert not any("weight_orig" in n or "weight_mask" in n for n in names), names
+    x = torch.randn(2, *SHAPE)
+    with torch.no_grad():
+        np.testing.assert_allclose(ort_outputs(path, x), model(x).numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_fixed_batch_export(tmp_path: Path) -> None:
+    path = export_onnx(small_net(), tmp_path / "fixed.onnx", SHAPE, dynamic_batch=False)
+    dim = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim.dim_value == 1
+    with pytest.raises(FrontierError, match="fixed batch of 1"):
+        onnx_latency(path, batch_size=2, warmup=0, runs=1)
+
+
+def test_onnx_latency_reports_what_it_measured(small_onnx: tuple) -> None:
+    _, path = small_onnx
+    latency = onnx_latency(path, batch_size=4, threads=1, warmup=2, runs=15)
+    assert isinstance(latency, Latency)
+    assert math.isfinite(latency.median_ms) and 0 < latency.median_ms <= latency.p90_ms
+    assert (latency.batch_size, latency.threads, latency.runs, latency.warmup) == (4, 1, 15, 2)
+    assert latency.backend == BACKEND == "onnxruntime-cpu"
+    assert latency.providers == ("CPUExecutionProvider",)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"batch_size": 0}, "batch_size must be an integer >= 1 but got 0"), ({"runs": 0}, "runs must be"),
+     ({"threads": 0}, "threads must be"), ({"warmup": -1}, "warmup must be")],
+)  # fmt: skip
+def test_onnx_latency_checks_its_arguments(small_onnx: tuple, kwargs: dict, message: str) -> None:
+    with pytest.raises(FrontierError, match=message):
+        onnx_latency(small_onnx[1], **kwargs)
+
+
+def test_bad_export_arguments_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FrontierError, match="input_shape"):
+        export_onnx(small_net(), tmp_path / "m.onnx", (32, 32))  # type: ignore[arg-type]
+    with pytest.raises(FrontierError, match="opset must be >= 18 .* got 13"):
+        export_onnx(small_net(), tmp_path / "m.onnx", SHAPE, opset=13)
+    with pytest.raises(FrontierError, match="nothing.onnx"):
+        onnx_latency(tmp_path / "nothing.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_measure_writes_both_files_and_reports_them(tmp_path: Path) -> None:
+    model = small_net()
+    prune.l1_unstructured(model[3], "weight", 0.8)
+    out = tmp_path / "trial" / "B"
+    metrics = measure(model, SHAPE, out, batch_size=2, threads=1, warmup=1, runs=5, attrs={"trial": "t1"})
+    assert set(metrics) == {
+        "size_bytes", "latency_ms", "latency_p90_ms", "latency_batch", "latency_threads",
+        "latency_backend", "artifact", "onnx",
+    }  # fmt: skip
+    assert metrics["artifact"] == str(out / "model.h5") and metrics["onnx"] == str(out / "model.onnx")
+    assert metrics["size_bytes"] == os.path.getsize(out / "model.h5")
+    assert 0 < metrics["latency_ms"] <= metrics["latency_p90_ms"]
+    assert (metrics["latency_batch"], metrics["latency_threads"]) == (2, 1)
+    assert metrics["latency_backend"] == "onnxruntime-cpu"
+    assert sorted(p.name for p in out.iterdir()) == ["model.h5", "model.onnx"]
+    assert is_masked(model)
+
+    from trainables.artifact import load_artifact
+
+    state, attrs = load_artifact(out / "model.h5")
+    assert attrs == {"trial": "t1"}
+    assert "3.weight" in state and "3.weight_orig" not in state
+    assert float((state["3.weight"] == 0).float().mean()) == pytest.approx(0.8, abs=0.01)

@@ -1,0 +1,81 @@
+"""Content-addressed cache of stage outputs.
+
+An entry's key is the SHA-256 of (stage config, input artifact hash, data spec, seed), so trials
+that share a prefix (the dense pretrain, a ``PB`` pruning to 50%) compute it once. An entry is a
+folder ``<root>/<key>/`` holding ``model.pt`` (the output state dict) and ``meta.json`` (its
+content hash and the stage's metrics). Entries are written to a temporary folder and renamed into
+place, so a reader sees a whole entry or none; a corrupt or truncated entry fails its content-hash
+check on read, is removed, and the stage is recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def state_hash(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of a state dict (independent of file format)."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def stage_key(config: Any, input_hash: str | None, data: Any, seed: int) -> str:
+    """The cache key of a stage: SHA-256 of its canonical JSON description."""
+    payload = json.dumps({"config": config, "input": input_hash, "data": data, "seed": seed}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class StageCache:
+    """Stage outputs stored by key under ``root`` (a shared path on a cluster)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any], str] | None:
+        """``(state_dict, metrics, content_hash)`` of entry ``key``, or None (missing or corrupt)."""
+        entry = self.root / key
+        try:
+            meta = json.loads((entry / "meta.json").read_text())
+            state = torch.load(entry / "model.pt", map_location="cpu", weights_only=True)
+            if state_hash(state) != meta["sha256"]:
+                raise ValueError("content hash mismatch")
+        except FileNotFoundError:
+            self.misses += 1
+            return None
+        except Exception:  # truncated, garbled or tampered with: drop it and recompute
+            shutil.rmtree(entry, ignore_errors=True)
+            self.misses += 1
+            return None
+        self.hits += 1
+        return state, meta["metrics"], meta["sha256"]
+
+    def put(self, key: str, state: Mapping[str, torch.Tensor], metrics: Mapping[str, Any]) -> str:
+        """Store an entry atomically; returns its content hash. An entry already there is kept."""
+        digest = state_hash(state)
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=self.root))
+        try:
+            torch.save(dict(state), tmp / "model.pt")
+            (tmp / "meta.json").write_text(json.dumps({"sha256": digest, "metrics": dict(metrics)}))
+            os.rename(tmp, self.root / key)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (self.root / key).is_dir():
+                raise
+            # another trial stored the same key first: theirs is as good as ours
+        return digest

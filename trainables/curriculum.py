@@ -1,0 +1,86 @@
+"""Curriculum augmentation, as in the transfer paper (sec. IV-C 2).
+
+Training starts without augmentation; "whenever the model's training accuracy goes nearly 100%
+and validation accuracy stops rising, we further augment the data": + random horizontal flip ->
++ random rotation and random affine -> + brightness, contrast, saturation, hue change by 20% ->
+the same by 50%. :class:`Curriculum` decides when to step up from the validation accuracy; once
+the last level stagnates too, it says stop (early stopping on validation).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torchvision.transforms import v2
+
+LEVELS = ("none", "flip", "flip+rotate+affine", "flip+rotate+affine+jitter20", "flip+rotate+affine+jitter50")
+
+
+def augmentation(level: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The per-sample transform of curriculum ``level`` (0 = none), for a [0,1] image tensor."""
+    if not 0 <= level < len(LEVELS):
+        raise ValueError(f"level must be in [0, {len(LEVELS) - 1}] but got {level}")
+    if level == 0:
+        return None
+    steps: list[torch.nn.Module] = [v2.RandomHorizontalFlip()]
+    if level >= 2:
+        # the paper's rotation is uniform in [-10, 10] degrees; the affine shift and scale are ours
+        steps += [v2.RandomRotation(10), v2.RandomAffine(degrees=0, translate=(0.1, 0.1), scale=(0.9, 1.1))]
+    if level >= 3:
+        strength = 0.2 if level == 3 else 0.5
+        steps.append(v2.ColorJitter(brightness=strength, contrast=strength, saturation=strength, hue=strength))
+    return v2.Compose(steps)
+
+
+class Curriculum:
+    """Steps augmentation up when validation accuracy stops rising; says stop after the last level.
+
+    Args:
+        patience: epochs without a new best validation accuracy (at the current level) before
+            stepping up, or, at the last level, before stopping.
+        max_level: the highest level used (``len(LEVELS) - 1`` for the paper's full curriculum;
+            0 turns augmentation off and leaves plain early stopping).
+        min_delta: the rise in validation accuracy that counts as rising.
+
+    Example:
+        >>> c = Curriculum(patience=1, max_level=2)
+        >>> [c.update(a) for a in (0.5, 0.6, 0.6, 0.55, 0.7, 0.7, 0.7, 0.7)]
+        [False, False, False, False, False, False, False, True]
+        >>> c.level
+        2
+    """
+
+    def __init__(self, patience: int = 2, max_level: int = len(LEVELS) - 1, min_delta: float = 0.0) -> None:
+        if patience < 1:
+            raise ValueError(f"patience must be >= 1 but got {patience}")
+        if not 0 <= max_level < len(LEVELS):
+            raise ValueError(f"max_level must be in [0, {len(LEVELS) - 1}] but got {max_level}")
+        self.patience, self.max_level, self.min_delta = patience, max_level, min_delta
+        self.level = 0
+        self.best = -math.inf  # best validation accuracy since the last step-up
+        self.wait = 0
+        self.steps: list[int] = []  # epoch (1-based) at which each step-up happened
+        self._epoch = 0
+
+    def update(self, val_accuracy: float) -> bool:
+        """Record one epoch's validation accuracy; True means training should stop."""
+        self._epoch += 1
+        if val_accuracy > self.best + self.min_delta:
+            self.best, self.wait = val_accuracy, 0
+            return False
+        self.wait += 1
+        if self.wait < self.patience:
+            return False
+        if self.level == self.max_level:
+            return True
+        self.level += 1
+        self.steps.append(self._epoch)
+        self.best, self.wait = -math.inf, 0
+        return False
+
+    @property
+    def transform(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The augmentation of the current level."""
+        return augmentation(self.level)

@@ -1,0 +1,500 @@
+"""Named datasets from local roots, class subsets, seeded splits and unlabeled views.
+
+Contract:
+
+* :func:`load_data` turns a :class:`DataSpec` into :class:`Splits` (train, val, test). Nothing is
+  downloaded: every dataset but ``digits`` (sklearn's bundled copy) is read from ``spec.root``.
+* Every item is ``(image, label)``: ``image`` is float32 ``[3, S, S]`` with ``S =
+  spec.image_size``, built as the [0, 1] image, then the dataset's ``augment`` callable if set,
+  then ImageNet normalisation (last, so that colour jitter sees [0, 1] pixels). ``label`` is an
+  ``int`` in ``0..num_classes-1``.
+* ``spec.classes`` keeps those original class indices only and relabels them ``0..k-1`` in the
+  order given, so one dataset yields a source and a target domain (``[0..4]`` and ``[5..9]``).
+* Splits are drawn per class from a generator keyed by ``(seed, original class)``: the same spec
+  always gives the same indices; val (and test, where the dataset has no official test split)
+  is exactly stratified; train, val and test are disjoint; and a class keeps its split whatever
+  other classes a subset holds, so a model trained on a superset never saw a subset's test images.
+  Per class, a permutation is cut as ``[test | val | train]``: test takes ``test_fraction`` of the
+  class (only without an official test split), ``max_per_class`` then caps the rest (the train
+  pool), and val takes ``val_fraction`` of that pool.
+* Images that are not square are zero-padded to a centred square, then resized (bilinear);
+  Stanford Cars images are first cropped to their bounding box (the transfer paper's recipe).
+* Every user mistake raises :class:`~trainables.errors.DataError` with one line naming the field
+  or path, the value received and what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import numpy as np
+import scipy.io
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.datasets import ImageFolder
+from torchvision.transforms.v2.functional import normalize, pil_to_tensor
+
+from trainables.errors import DataError
+
+DATASETS: tuple[str, ...] = ("digits", "cifar10", "cifar100", "food101", "stanford_cars", "imagefolder")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SPLITS = ("train", "val", "test")
+
+
+class DataSpec(BaseModel):
+    """Which dataset, which classes, at what size, split how.
+
+    Example::
+
+        DataSpec(name="digits", classes=[5, 6, 7, 8, 9], image_size=32, seed=0)
+
+    Args:
+        name: one of :data:`DATASETS`.
+        root: local folder holding the dataset (required for all but ``digits``; checked when
+            loaded, see :func:`check_root`).
+        classes: original class indices to keep, relabelled ``0..k-1`` in the order given.
+        image_size: side in pixels of the square model input.
+        val_fraction: share of the train pool held out for validation.
+        test_fraction: share of each class held out for test, only where the dataset has no
+            official test split.
+        max_per_class: cap on images per class in the train pool (train + val), for quick runs.
+        seed: seed of the splits and of the ``max_per_class`` draw.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Literal["digits", "cifar10", "cifar100", "food101", "stanford_cars", "imagefolder"]
+    root: str | None = None
+    classes: list[int] | None = None
+    image_size: int = Field(32, ge=8)
+    val_fraction: float = Field(0.15, gt=0.0, le=0.5)
+    test_fraction: float = Field(0.15, gt=0.0, le=0.5)
+    max_per_class: int | None = Field(None, ge=1)
+    seed: int = 0
+
+    @field_validator("classes")
+    @classmethod
+    def _check_classes(cls, value: list[int] | None) -> list[int] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("must list at least one class index, got []")
+        if min(value) < 0:
+            raise ValueError(f"class indices must be >= 0, got {min(value)}")
+        if len(set(value)) != len(value):
+            dupes = sorted({c for c in value if value.count(c) > 1})
+            raise ValueError(f"class indices must be unique, got {dupes} more than once")
+        return value
+
+
+# ----------------------------------------------------------------------------- image sources
+
+
+class _TensorImages:
+    """Images held in memory as ``[N, C, H, W]`` (uint8 0..255 or float 0..1), resized per item."""
+
+    def __init__(self, data: Tensor, size: int | None = None) -> None:
+        self.data = data
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> Tensor:
+        x = self.data[i]
+        x = x.float().div(255) if x.dtype == torch.uint8 else x.float().clone()
+        if self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size):
+            x = F.interpolate(x[None], size=(self.size, self.size), mode="bilinear",
+                              align_corners=False, antialias=True)[0]
+        return x.repeat(3, 1, 1) if x.shape[0] == 1 else x
+
+
+class _FileImages:
+    """Image files decoded per item: optional box crop, centred zero-pad to square, resize."""
+
+    def __init__(self, paths: Sequence[str], size: int, boxes: np.ndarray | None = None) -> None:
+        self.paths = list(paths)
+        self.size = size
+        self.boxes = boxes  # [N, 4] as PIL crop boxes (left, top, right, bottom), 0-based
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Tensor:
+        with Image.open(self.paths[i]) as im:
+            image = im.convert("RGB")
+        if self.boxes is not None:
+            image = _crop(image, self.boxes[i])
+        return _pad_resize(image, self.size)
+
+
+def _crop(image: Image.Image, box: np.ndarray) -> Image.Image:
+    """Crop to ``box`` clamped to the image; the whole image if the clamped box is empty."""
+    left, top = max(int(box[0]), 0), max(int(box[1]), 0)
+    right, bottom = min(int(box[2]), image.width), min(int(box[3]), image.height)
+    return image.crop((left, top, right, bottom)) if right > left and bottom > top else image
+
+
+def _pad_resize(image: Image.Image, size: int) -> Tensor:
+    """Zero-pad ``image`` to a centred square, resize it to ``size`` and return [0, 1] float32."""
+    side = max(image.size)
+    square = Image.new("RGB", (side, side))
+    square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+    if side != size:
+        square = square.resize((size, size), Image.Resampling.BILINEAR)
+    return pil_to_tensor(square).float().div(255)
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+class ImageDataset(Dataset):
+    """``(image, label)`` pairs: the [0, 1] image, then ``augment`` if set, then ImageNet normalisation.
+
+    Example::
+
+        ds = load_data(DataSpec(name="digits")).train
+        ds.augment = torchvision.transforms.v2.ColorJitter(brightness=0.4)
+        image, label = ds[0]          # float32 [3, 32, 32], int
+
+    Args:
+        images: indexable source whose items are float32 ``[3, S, S]`` in [0, 1] (a tensor
+            ``[N, 3, S, S]`` works, uint8 0..255 too).
+        labels: int64 ``[M]``, already relabelled; one per selected item.
+        indices: which items of ``images`` this dataset holds (positions in the split's source
+            pool); all of them when ``None``.
+        augment: callable applied per sample to the [0, 1] image before normalisation. A public,
+            settable attribute: a curriculum may swap it between epochs.
+    """
+
+    def __init__(self, images: Sequence[Tensor] | Tensor, labels: Tensor,
+                 indices: Tensor | None = None,
+                 augment: Callable[[Tensor], Tensor] | None = None) -> None:
+        self.images = _TensorImages(images) if isinstance(images, Tensor) else images
+        if indices is None:
+            indices = torch.arange(len(self.images))
+        self.indices = torch.as_tensor(indices, dtype=torch.int64)
+        self.labels = torch.as_tensor(labels, dtype=torch.int64)
+        if len(self.labels) != len(self.indices):
+            raise ValueError(f"labels: {len(self.labels)} labels for {len(self.indices)} images")
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        return self.image(i), int(self.labels[i])
+
+    def image(self, i: int, augment: bool = True) -> Tensor:
+        """The normalised image of item ``i``; ``augment=False`` skips :attr:`augment`."""
+        x = self.images[int(self.indices[i])]
+        if augment and self.augment is not None:
+            x = self.augment(x)
+        return normalize(x, IMAGENET_MEAN, IMAGENET_STD)
+
+
+class _Unlabeled(Dataset):
+    """The images of an :class:`ImageDataset` without labels or augmentation."""
+
+    def __init__(self, base: ImageDataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.base.image(i, augment=False)
+
+
+@dataclass
+class Splits:
+    """The three splits of one :class:`DataSpec`, with the class names after relabelling."""
+
+    train: ImageDataset
+    val: ImageDataset
+    test: ImageDataset
+    num_classes: int
+    class_names: list[str]
+    spec: DataSpec
+
+    def unlabeled(self, split: str = "train") -> Dataset:
+        """``split`` ('train', 'val' or 'test') yielding the image tensor only, never augmented."""
+        if split not in SPLITS:
+            raise DataError(f"unlabeled split: {split!r} is not one of {', '.join(SPLITS)}")
+        return _Unlabeled(getattr(self, split))
+
+
+# ----------------------------------------------------------------------------- layouts
+
+
+class _Raw(NamedTuple):
+    """A dataset as read from disk: class names, train pool, official test pool (or None)."""
+
+    class_names: list[str]
+    train: Sequence[Tensor]
+    train_labels: np.ndarray
+    test: Sequence[Tensor] | None = None
+    test_labels: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where one dataset lives under its root and how to read it."""
+
+    expects: str                                  # what the root must hold, for error messages
+    folder: str | None                            # subfolder that may sit under root (else root is it)
+    files: tuple[str, ...]                        # paths that must exist under the dataset folder
+    names: Callable[[Path], list[str]]            # class names, cheap
+    read: Callable[[Path, int], _Raw]             # (folder, image_size) -> _Raw
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="latin1")
+
+
+def _cifar_batches(base: Path, files: Sequence[str], label_key: str) -> tuple[Tensor, np.ndarray]:
+    """uint8 ``[N, 3, 32, 32]`` images and labels from CIFAR's python-pickle batches."""
+    batches = [_unpickle(base / f) for f in files]
+    data = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches])
+    labels = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
+    return torch.from_numpy(data.reshape(-1, 3, 32, 32)), labels
+
+
+def _cifar_reader(train: Sequence[str], test: str, meta: str, names_key: str, label_key: str):
+    """Readers of CIFAR-10/100: pickles read directly (torchvision's class insists on the md5
+    of the official files, so it cannot read anything else and hashes 160 MB per load)."""
+
+    def names(base: Path) -> list[str]:
+        return [str(n) for n in _unpickle(base / meta)[names_key]]
+
+    def read(base: Path, size: int) -> _Raw:
+        x, y = _cifar_batches(base, train, label_key)
+        xt, yt = _cifar_batches(base, [test], label_key)
+        return _Raw(names(base), _TensorImages(x, size), y, _TensorImages(xt, size), yt)
+
+    return names, read
+
+
+def _food_names(base: Path) -> list[str]:
+    return [line.strip() for line in (base / "meta" / "classes.txt").read_text().splitlines() if line.strip()]
+
+
+def _food_split(base: Path, split: str, index: dict[str, int], size: int) -> tuple[_FileImages, np.ndarray]:
+    meta = json.loads((base / "meta" / f"{split}.json").read_text())
+    paths, labels = [], []
+    for name, items in meta.items():
+        if name not in index:
+            where = str(base / "meta" / f"{split}.json")
+            raise DataError(f"data.root: {where!r} lists class {name!r}, missing from meta/classes.txt")
+        paths += [str(base / "images" / f"{item}.jpg") for item in items]
+        labels += [index[name]] * len(items)
+    return _FileImages(paths, size), np.asarray(labels, dtype=np.int64)
+
+
+def _food_read(base: Path, size: int) -> _Raw:
+    names = _food_names(base)
+    index = {n: i for i, n in enumerate(names)}
+    train, y = _food_split(base, "train", index, size)
+    test, yt = _food_split(base, "test", index, size)
+    return _Raw(names, train, y, test, yt)
+
+
+def _cars_names(base: Path) -> list[str]:
+    names = scipy.io.loadmat(base / "devkit" / "cars_meta.mat", squeeze_me=True)["class_names"]
+    return [str(n) for n in np.atleast_1d(names)]
+
+
+def _cars_test_annos(base: Path) -> Path:
+    top = base / "cars_test_annos_withlabels.mat"
+    return top if top.exists() else base / "devkit" / top.name
+
+
+def _cars_split(annos: Path, images: Path, size: int) -> tuple[_FileImages, np.ndarray]:
+    """Images and 0-based labels of one split; boxes go from 1-based inclusive to PIL crop boxes."""
+    a = np.atleast_1d(scipy.io.loadmat(annos, squeeze_me=True)["annotations"])
+    boxes = np.stack([a[k].astype(np.int64) for k in ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2")], axis=1)
+    boxes[:, :2] -= 1
+    paths = [str(images / str(f)) for f in a["fname"]]
+    return _FileImages(paths, size, boxes), a["class"].astype(np.int64) - 1
+
+
+def _cars_read(base: Path, size: int) -> _Raw:
+    train, y = _cars_split(base / "devkit" / "cars_train_annos.mat", base / "cars_train", size)
+    test, yt = _cars_split(_cars_test_annos(base), base / "cars_test", size)
+    return _Raw(_cars_names(base), train, y, test, yt)
+
+
+def _folder_parts(root: Path) -> tuple[Path, Path | None]:
+    """(train tree, test tree or None): ``training/validation``, ``train/test``, ``train/val``."""
+    for train, tests in (("training", ("validation",)), ("train", ("test", "val"))):
+        if (root / train).is_dir():
+            for test in tests:
+                if (root / test).is_dir():
+                    return root / train, root / test
+    return root, None
+
+
+def _image_folder(path: Path) -> ImageFolder:
+    try:
+        return ImageFolder(str(path))
+    except (FileNotFoundError, OSError) as e:  # no class folders, or a class folder without images
+        reason = str(e).splitlines()[0]
+        raise DataError(f"data.root: {str(path)!r} is not a class-per-folder image tree ({reason})") from None
+
+
+def _folder_names(root: Path) -> list[str]:
+    return _image_folder(_folder_parts(root)[0]).classes
+
+
+def _folder_read(root: Path, size: int) -> _Raw:
+    train_dir, test_dir = _folder_parts(root)
+    train = _image_folder(train_dir)
+    paths, labels = zip(*train.samples)
+    if test_dir is None:
+        return _Raw(train.classes, _FileImages(paths, size), np.asarray(labels, dtype=np.int64))
+    test = _image_folder(test_dir)
+    if test.classes != train.classes:
+        raise DataError(f"data.root: {str(test_dir)!r} has classes {test.classes} "
+                        f"but {str(train_dir)!r} has {train.classes}")
+    test_paths, test_labels = zip(*test.samples)
+    return _Raw(train.classes, _FileImages(paths, size), np.asarray(labels, dtype=np.int64),
+                _FileImages(test_paths, size), np.asarray(test_labels, dtype=np.int64))
+
+
+def _digits_read(_: Path | None, size: int) -> _Raw:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.from_numpy(digits.images / 16.0).float().unsqueeze(1)  # [1797, 1, 8, 8] in [0, 1]
+    return _Raw([str(c) for c in range(10)], _TensorImages(images, size), digits.target.astype(np.int64))
+
+
+_CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+_CIFAR10 = _cifar_reader(_CIFAR10_TRAIN, "test_batch", "batches.meta", "label_names", "labels")
+_CIFAR100 = _cifar_reader(["train"], "test", "meta", "fine_label_names", "fine_labels")
+
+_LAYOUTS: dict[str, _Layout] = {
+    "cifar10": _Layout("the folder holding 'cifar-10-batches-py'", "cifar-10-batches-py",
+                       _CIFAR10_TRAIN + ("test_batch", "batches.meta"), *_CIFAR10),
+    "cifar100": _Layout("the folder holding 'cifar-100-python'", "cifar-100-python",
+                        ("train", "test", "meta"), *_CIFAR100),
+    "food101": _Layout("the folder holding 'food-101/' with images/ and meta/", "food-101",
+                       ("images", "meta/classes.txt", "meta/train.json", "meta/test.json"), _food_names, _food_read),
+    "stanford_cars": _Layout("the folder holding 'stanford_cars/' in torchvision's layout", "stanford_cars",
+                             ("devkit/cars_meta.mat", "devkit/cars_train_annos.mat", "cars_train", "cars_test"),
+                             _cars_names, _cars_read),
+    "imagefolder": _Layout("a class-per-folder image tree", None, (), _folder_names, _folder_read),
+}
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _locate(spec: DataSpec) -> Path | None:
+    """The dataset folder under ``spec.root`` (None for digits), or DataError naming what is missing."""
+    if spec.name == "digits":
+        return None
+    layout = _LAYOUTS[spec.name]
+    hint = f"({spec.name} expects {layout.expects})"
+    if spec.root is None:
+        raise DataError(f"data.root: None; {spec.name} is read from a local folder, no downloads {hint}")
+    root = Path(os.path.expanduser(spec.root))
+    if not root.is_dir():
+        raise DataError(f"data.root: {spec.root!r} does not exist or is not a folder {hint}")
+    base = root / layout.folder if layout.folder and (root / layout.folder).is_dir() else root
+    for rel in layout.files:
+        if not (base / rel).exists():
+            raise DataError(f"data.root: {spec.root!r} has no {str(base.relative_to(root) / rel)!r} {hint}")
+    if spec.name == "stanford_cars" and not _cars_test_annos(base).exists():
+        raise DataError(f"data.root: {spec.root!r} has no 'cars_test_annos_withlabels.mat' {hint}")
+    return base
+
+
+def _check_classes(spec: DataSpec, names: list[str]) -> None:
+    for c in spec.classes or ():
+        if c >= len(names):
+            raise DataError(f"data.classes: {c} is out of range for {spec.name} (valid 0..{len(names) - 1})")
+
+
+def check_root(spec: DataSpec) -> None:
+    """Raise :class:`DataError` unless ``spec``'s dataset files are where they must be.
+
+    Also checks ``spec.classes`` against the dataset's class count (read from its metadata,
+    cheap: no images are decoded). ``digits`` needs no root and always passes the root check.
+    """
+    base = _locate(spec)
+    names = [str(c) for c in range(10)] if base is None else _LAYOUTS[spec.name].names(base)
+    _check_classes(spec, names)
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def _take(n: int, fraction: float) -> int:
+    """How many of ``n`` items a ``fraction`` holds out: at least one, never all (0 if n < 2)."""
+    return 0 if n < 2 else min(n - 1, max(1, round(n * fraction)))
+
+
+def _split_class(idx: np.ndarray, spec: DataSpec, cls: int, carve_test: bool) -> tuple[np.ndarray, ...]:
+    """(train, val, test) positions of one class: a seeded permutation cut ``[test | val | train]``."""
+    rng = np.random.default_rng([spec.seed % 2**63, cls])
+    idx = idx[rng.permutation(len(idx))]
+    n_test = _take(len(idx), spec.test_fraction) if carve_test else 0
+    test, pool = idx[:n_test], idx[n_test:]
+    if spec.max_per_class is not None:
+        pool = pool[: spec.max_per_class]
+    n_val = _take(len(pool), spec.val_fraction)
+    return pool[n_val:], pool[:n_val], test
+
+
+def _split(labels: np.ndarray, classes: list[int], spec: DataSpec, carve_test: bool) -> list[np.ndarray]:
+    """Sorted (train, val, test) positions in a pool over the kept ``classes``."""
+    parts = [_split_class(np.flatnonzero(labels == c), spec, c, carve_test) for c in classes]
+    return [np.sort(np.concatenate([p[k] for p in parts])) for k in range(3)]
+
+
+def _dataset(images: Sequence[Tensor], labels: np.ndarray, idx: np.ndarray, relabel: np.ndarray) -> ImageDataset:
+    return ImageDataset(images, torch.from_numpy(relabel[labels[idx]]), torch.from_numpy(idx))
+
+
+def load_data(spec: DataSpec) -> Splits:
+    """Load ``spec``'s dataset from its local root and split it (see the module docstring).
+
+    Example::
+
+        splits = load_data(DataSpec(name="digits", classes=[5, 6, 7, 8, 9]))
+        image, label = splits.train[0]    # float32 [3, 32, 32], label in 0..4
+
+    Raises:
+        DataError: missing or incomplete root, or a class index out of range.
+    """
+    base = _locate(spec)
+    raw = _digits_read(None, spec.image_size) if base is None else _LAYOUTS[spec.name].read(base, spec.image_size)
+    _check_classes(spec, raw.class_names)
+    classes = list(range(len(raw.class_names))) if spec.classes is None else list(spec.classes)
+    relabel = np.full(len(raw.class_names), -1, dtype=np.int64)
+    relabel[classes] = np.arange(len(classes))
+    train, val, test = _split(raw.train_labels, classes, spec, carve_test=raw.test is None)
+    if raw.test is not None:
+        test = np.sort(np.flatnonzero(np.isin(raw.test_labels, classes)))
+    test_images, test_labels = (raw.train, raw.train_labels) if raw.test is None else (raw.test, raw.test_labels)
+    return Splits(
+        train=_dataset(raw.train, raw.train_labels, train, relabel),
+        val=_dataset(raw.train, raw.train_labels, val, relabel),
+        test=_dataset(test_images, test_labels, test, relabel),
+        num_classes=len(classes),
+        class_names=[raw.class_names[c] for c in classes],
+        spec=spec,
+    )

@@ -1,0 +1,135 @@
+"""A trial's plan: its data, seed and stages, as plain data the driver sends to a worker.
+
+The driver (``search/``) turns a spec and one sampled assignment into a :class:`Plan`; the worker
+turns the plan into stage objects. The plan is JSON, so it travels in the Ray trial config, is
+hashed for the stage cache, and is rebuilt identically for a rerun.
+
+The orders of the pruning-order paper (sec. 4.2):
+
+    none  D|T|B          PB  D|s1|T|B          PA  D|T|s2|B          PBA  D|s1|T|s2|B  (s2 > s1)
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .benchmark import Benchmark, BenchmarkConfig
+from .data import DataSpec
+from .dense import Dense, DenseConfig
+from .gradual import GradualConfig, GradualPrune
+from .stage import Domain, Stage
+from .transfer import Transfer, TransferConfig
+
+ORDERS = ("none", "PB", "PA", "PBA")
+
+
+class _Step(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DenseStep(_Step):
+    kind: Literal["D"] = "D"
+    config: DenseConfig
+
+
+class TransferStep(_Step):
+    kind: Literal["T"] = "T"
+    config: TransferConfig
+
+
+class PruneStep(_Step):
+    kind: Literal["P"] = "P"
+    domain: Domain
+    config: GradualConfig
+
+
+class BenchmarkStep(_Step):
+    kind: Literal["B"] = "B"
+    config: BenchmarkConfig
+    nominal_sparsity: float = 0.0
+
+
+StepSpec = Annotated[Union[DenseStep, TransferStep, PruneStep, BenchmarkStep], Field(discriminator="kind")]
+
+
+class Plan(BaseModel):
+    """Everything one trial runs: the data of both domains, the seed and the stages in order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 0
+    source: DataSpec | None = None
+    target: DataSpec
+    steps: list[StepSpec]
+
+    def stages(self) -> list[Stage]:
+        """The stage objects, in order."""
+        return [_stage(step) for step in self.steps]
+
+    @property
+    def pipeline(self) -> str:
+        """The pipeline string, e.g. ``D|50|T|80|B``."""
+        return "|".join(stage.label for stage in self.stages())
+
+    def slot(self, index: int) -> str:
+        """A stable name for step ``index``: D, P1 (prune on source), T, P2 (prune on target), B."""
+        step = self.steps[index]
+        if isinstance(step, PruneStep):
+            return "P1" if step.domain == "source" else "P2"
+        return step.kind
+
+    def domain_spec(self, step: StepSpec) -> DataSpec | None:
+        """The dataset a step trains or evaluates on (the cache key includes it)."""
+        if isinstance(step, DenseStep) or (isinstance(step, PruneStep) and step.domain == "source"):
+            return self.source
+        return self.target
+
+
+def _stage(step: StepSpec) -> Stage:
+    if isinstance(step, DenseStep):
+        return Dense(step.config)
+    if isinstance(step, TransferStep):
+        return Transfer(step.config)
+    if isinstance(step, PruneStep):
+        return GradualPrune(step.config, step.domain)
+    return Benchmark(step.config, nominal_sparsity=step.nominal_sparsity)
+
+
+def make_plan(
+    *,
+    order: str,
+    dense: DenseConfig,
+    transfer: TransferConfig,
+    prune: dict,
+    benchmark: BenchmarkConfig,
+    target: DataSpec,
+    source: DataSpec | None = None,
+    s1: float | None = None,
+    s2: float | None = None,
+    seed: int = 0,
+) -> Plan:
+    """The plan of ``order`` with sparsities ``s1`` (before transfer) and ``s2`` (after).
+
+    ``prune`` holds the :class:`~trainables.gradual.PruneSchedule` fields shared by both pruning stages.
+    """
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)} but got {order!r}")
+    needs = {"none": (), "PB": ("s1",), "PA": ("s2",), "PBA": ("s1", "s2")}[order]
+    given = {"s1": s1, "s2": s2}
+    for name in needs:
+        if given[name] is None:
+            raise ValueError(f"order {order} needs {name}")
+    if order == "PBA" and not s2 > s1:
+        raise ValueError(f"order PBA needs s2 > s1 but got s1={s1}, s2={s2}")
+    steps: list = [DenseStep(config=dense)]
+    if "s1" in needs:
+        steps.append(PruneStep(domain="source", config=GradualConfig(**prune, final=s1)))
+    steps.append(TransferStep(config=transfer))
+    if "s2" in needs:
+        initial = s1 if order == "PBA" else 0.0
+        steps.append(PruneStep(domain="target", config=GradualConfig(**prune, final=s2, initial=initial)))
+    nominal = s2 if "s2" in needs else (s1 if "s1" in needs else 0.0)
+    steps.append(BenchmarkStep(config=benchmark, nominal_sparsity=nominal))
+    return Plan(seed=seed, source=source, target=target, steps=steps)

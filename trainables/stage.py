@@ -1,0 +1,87 @@
+"""The stage contract: ``run(model, context) -> (model, metrics)``.
+
+A stage (``D``, ``T``, ``P<s>``, ``B``; DESIGN.md's vocabulary) is a small object with a ``label``
+for the pipeline string and one method. It does not import Ray. Everything it needs besides the
+model comes from the :class:`Context`: the data of both domains, the device, the seed, a folder
+to write into, and a progress callback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import torch
+from torch import nn
+
+from .errors import FrontierError
+
+if TYPE_CHECKING:
+    from .data import DataSpec, Splits
+
+Domain = Literal["source", "target"]
+Metrics = dict[str, float]
+
+
+@dataclass
+class Context:
+    """What stages share within one pipeline run.
+
+    Args:
+        source: the dataset the model is (pre)trained on; needed by ``D`` training and ``PB``.
+        target: the dataset the model is transferred to and measured on.
+        workdir: a folder the stage may write into (exports, artifacts).
+        seed: seeds data order and initialisation; a rerun with the same seed repeats the run.
+        device: torch device string.
+        progress: called as ``progress(stage_label, record)`` after each epoch of a stage.
+    """
+
+    source: DataSpec | None
+    target: DataSpec | None
+    workdir: Path
+    seed: int = 0
+    device: str = "cpu"
+    progress: Callable[[str, dict], None] | None = None
+    _loaded: dict[str, Splits] = field(default_factory=dict, repr=False)
+
+    def data(self, domain: Domain) -> Splits:
+        """The splits of ``domain``, loaded once."""
+        if domain not in self._loaded:
+            spec = self.source if domain == "source" else self.target
+            if spec is None:
+                raise FrontierError(f"data.{domain}: this pipeline needs a {domain} dataset but none is given")
+            from .data import load_data  # data pulls in torchvision's datasets: only when a stage needs it
+
+            self._loaded[domain] = load_data(spec)
+        return self._loaded[domain]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """The (channels, height, width) the model is measured at: the target's image size."""
+        spec = self.target or self.source
+        if spec is None:
+            raise FrontierError("data: neither a source nor a target dataset is given")
+        return (3, spec.image_size, spec.image_size)
+
+    def reporter(self, label: str) -> Callable[[dict], None] | None:
+        """The per-epoch callback for stage ``label``, or None."""
+        if self.progress is None:
+            return None
+        progress = self.progress
+        return lambda record: progress(label, record)
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+
+class Stage(Protocol):
+    """One step of a pipeline."""
+
+    label: str
+
+    def run(self, model: nn.Module | None, ctx: Context) -> tuple[nn.Module, Metrics]:
+        """Transform ``model`` (None only for the first stage) and report its metrics."""
+        ...
