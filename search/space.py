@@ -164,7 +164,8 @@ def _suggest_range(trial: Any, name: str, node: Range, bound: float | None) -> f
     if node.kind == "int":
         return trial.suggest_int(name, int(low), int(node.high), step=int(node.step or 1), log=node.log)
     if node.step:
-        low = node.low + math.ceil((low - node.low) / node.step - 1e-9) * node.step
+        # stay on the step grid from the range's own low (rounded: 0.5 + 7 * 0.05 is 0.8500000000000001)
+        low = round(node.low + math.ceil((low - node.low) / node.step - 1e-9) * node.step, 12)
         low = min(low, node.high)
     return trial.suggest_float(name, low, node.high, step=node.step, log=node.log)
 

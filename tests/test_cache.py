@@ -1,0 +1,65 @@
+"""Stage cache: keys by content, atomic entries, corrupt entries detected and recomputed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainables.cache import StageCache, stage_key, state_hash
+from trainables.models import build_model
+
+
+def test_key_depends_on_every_part() -> None:
+    base = stage_key({"final": 0.5}, "abc", {"name": "digits"}, 0)
+    assert base == stage_key({"final": 0.5}, "abc", {"name": "digits"}, 0)
+    assert len({base, stage_key({"final": 0.6}, "abc", {"name": "digits"}, 0),
+                stage_key({"final": 0.5}, "abd", {"name": "digits"}, 0),
+                stage_key({"final": 0.5}, "abc", {"name": "cifar10"}, 0),
+                stage_key({"final": 0.5}, "abc", {"name": "digits"}, 1)}) == 5
+
+
+def test_state_hash_sees_one_changed_value() -> None:
+    state = build_model("small_resnet", 3).state_dict()
+    before = state_hash(state)
+    state["fc.bias"][0] += 1e-6
+    assert state_hash(state) != before
+
+
+def test_round_trip_and_hit_counting(tmp_path: Path) -> None:
+    cache = StageCache(tmp_path)
+    state = build_model("small_resnet", 3).state_dict()
+    assert cache.get("k") is None and cache.misses == 1
+    digest = cache.put("k", state, {"accuracy": 0.5})
+    loaded, metrics, got = cache.get("k")
+    assert got == digest == state_hash(state) and metrics == {"accuracy": 0.5} and cache.hits == 1
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+    assert [p.name for p in tmp_path.iterdir()] == ["k"], "no temporary folders are left behind"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "tamper_meta", "garble_meta"])
+def test_corrupt_entry_is_detected_and_removed(tmp_path: Path, damage: str) -> None:
+    cache = StageCache(tmp_path)
+    cache.put("k", build_model("small_resnet", 3).state_dict(), {})
+    entry = tmp_path / "k"
+    if damage == "truncate":
+        data = (entry / "model.pt").read_bytes()
+        (entry / "model.pt").write_bytes(data[: len(data) // 2])
+    elif damage == "tamper_meta":
+        meta = json.loads((entry / "meta.json").read_text())
+        meta["sha256"] = "0" * 64
+        (entry / "meta.json").write_text(json.dumps(meta))
+    else:
+        (entry / "meta.json").write_text("{not json")
+    assert cache.get("k") is None
+    assert not entry.exists(), "the corrupt entry is dropped so the stage recomputes"
+
+
+def test_second_writer_keeps_the_first_entry(tmp_path: Path) -> None:
+    cache = StageCache(tmp_path)
+    first = build_model("small_resnet", 3).state_dict()
+    cache.put("k", first, {"who": 1})
+    cache.put("k", build_model("small_resnet", 3).state_dict(), {"who": 2})
+    assert cache.get("k")[1] == {"who": 1}

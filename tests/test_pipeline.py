@@ -1,0 +1,85 @@
+"""Pipelines on digits: the CPU pipeline from Python, the stage cache, and resuming mid-plan."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SOURCE, TARGET
+from trainables import (Benchmark, BenchmarkConfig, Context, Dense, DenseConfig, GradualConfig, GradualPrune,
+                        Transfer, TransferConfig, make_plan, run_plan, run_stages)
+from trainables.artifact import load_artifact
+from trainables.cache import StageCache
+
+FAST = BenchmarkConfig(warmup=1, runs=5)
+
+
+def test_digits_pipeline_pretrain_transfer_prune_measure(tmp_path: Path) -> None:
+    ctx = Context(source=SOURCE, target=TARGET, workdir=tmp_path)
+    model, metrics = run_stages([
+        Dense(DenseConfig(model="small_resnet", epochs=6, batch_size=32)),
+        Transfer(TransferConfig(epochs=6, batch_size=32)),
+        GradualPrune(GradualConfig(final=0.8, epochs=1, recover_epochs=1, frequency=4, batch_size=32,
+                                   optim={"name": "adam", "lr": 5e-4}), domain="target"),
+        Benchmark(FAST, nominal_sparsity=0.8),
+    ], ctx)
+    assert metrics["pipeline"] == "D|T|80|B"
+    assert metrics["accuracy"] >= 0.9
+    assert metrics["real_sparsity"] > 0.75 and metrics["sparsity"] == 0.8
+    assert metrics["size_bytes"] == os.path.getsize(tmp_path / "model.h5")
+    assert metrics["latency_ms"] > 0 and (tmp_path / "model.onnx").is_file()
+    state, _ = load_artifact(tmp_path / "model.h5")
+    assert set(state) == set(model.state_dict())
+    assert {"seconds.D", "seconds.T", "seconds.80", "seconds.B"} <= set(metrics)
+
+
+def tiny_plan(order: str = "PBA"):
+    return make_plan(
+        order=order, s1=0.4, s2=0.7, seed=0, source=SOURCE, target=TARGET,
+        dense=DenseConfig(model="small_resnet", epochs=1, batch_size=64),
+        transfer=TransferConfig(epochs=1, batch_size=64),
+        prune={"epochs": 1, "recover_epochs": 0, "frequency": 4, "batch_size": 64},
+        benchmark=FAST,
+    )
+
+
+def test_cache_reuses_every_stage_but_the_benchmark(tmp_path: Path) -> None:
+    cache = StageCache(tmp_path / "cache")
+    plan = tiny_plan()
+    _, first = run_plan(plan, Context(SOURCE, TARGET, tmp_path / "a"), cache=cache)
+    assert cache.hits == 0 and cache.misses == 4
+    _, second = run_plan(plan, Context(SOURCE, TARGET, tmp_path / "b"), cache=cache)
+    assert cache.hits == 4
+    assert second["cached_stages"] == "D,P1,T,P2"
+    assert second["size_bytes"] == first["size_bytes"] and second["accuracy"] == first["accuracy"]
+    assert (tmp_path / "b" / "model.h5").read_bytes() == (tmp_path / "a" / "model.h5").read_bytes()
+
+
+def test_a_different_prefix_misses_and_a_shared_prefix_hits(tmp_path: Path) -> None:
+    cache = StageCache(tmp_path / "cache")
+    run_plan(tiny_plan("PB"), Context(SOURCE, TARGET, tmp_path / "a"), cache=cache)  # D, P1(0.4), T
+    hits = cache.hits
+    run_plan(tiny_plan("PBA"), Context(SOURCE, TARGET, tmp_path / "b"), cache=cache)  # D, P1(0.4), T shared
+    assert cache.hits - hits == 3
+
+
+def test_resume_after_the_last_finished_stage_gives_the_same_result(tmp_path: Path) -> None:
+    plan = tiny_plan()
+    saved = {}
+
+    def after(model, progress):
+        if progress.index == 2:
+            saved["state"] = {k: v.clone() for k, v in model.state_dict().items()}
+            saved["progress"] = type(progress)(**{**progress.__dict__, "seconds": dict(progress.seconds)})
+
+    _, full = run_plan(plan, Context(SOURCE, TARGET, tmp_path / "full"), after_stage=after)
+    from trainables.models import rebuild
+
+    ran = []
+    resumed_ctx = Context(SOURCE, TARGET, tmp_path / "resumed", progress=lambda label, rec: ran.append(label))
+    _, resumed = run_plan(plan, resumed_ctx, model=rebuild("small_resnet", saved["state"]), progress=saved["progress"])
+    assert "D" not in ran and "40" not in ran and "T" in ran, "stages before the checkpoint are not rerun"
+    assert resumed["size_bytes"] == full["size_bytes"]
+    assert resumed["accuracy"] == pytest.approx(full["accuracy"])

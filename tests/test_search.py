@@ -1,0 +1,151 @@
+"""A small real search: local Ray (started once for this module), a real Optuna study, the files
+it writes, the front, the HTML report, a rerun, and a diverging trial that fails cleanly."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+import yaml
+
+from search.cli import main
+from search.front import pareto_front
+from search.runner import run_search
+from search.spec import parse_spec
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+
+TINY = {
+    "name": "tiny",
+    "seed": 0,
+    "data": {"source": {"name": "digits", "classes": [0, 1, 2, 3, 4]},
+             "target": {"name": "digits", "classes": [5, 6, 7, 8, 9]}},
+    "model": {"name": "small_resnet"},
+    "sampler": "random",
+    "trials": 5,
+    "concurrency": 2,
+    "resources": {"cpu": 1},
+    "budgets": {
+        "dense": {"epochs": 2, "batch_size": 64},
+        "transfer": {"epochs": 2, "batch_size": 64},
+        "prune": {"epochs": 1, "recover_epochs": 0, "frequency": 4, "batch_size": 64},
+        "benchmark": {"warmup": 1, "runs": 5},
+    },
+    "space": {"order": {"choice": {"PB": {"s1": {"float": [0.3, 0.9]}},
+                                   "PA": {"s2": {"float": [0.3, 0.9]}},
+                                   "PBA": {"s1": {"float": [0.2, 0.5]}, "s2": {"float": [0.6, 0.9]}}}}},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=150 * 1024**2, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    return run_search(parse_spec(TINY), yaml.safe_dump(TINY), runs_root=runs)
+
+
+def test_trials_csv_has_a_row_per_trial_and_the_design_columns(run_dir: Path) -> None:
+    frame = pd.read_csv(run_dir / "trials.csv")
+    assert len(frame) == 5 and frame["trial_id"].is_unique
+    assert list(frame.columns[:9]) == ["trial_id", "status", "pipeline", "order", "accuracy", "top5",
+                                       "size_bytes", "latency_ms", "sparsity"]
+    assert (frame["status"] == "ok").all(), frame["error"].tolist()
+    assert {"seconds.D", "seconds.T", "seconds.B", "param.order"} <= set(frame.columns)
+    for _, row in frame.iterrows():
+        assert row["pipeline"].startswith("D|") and row["pipeline"].endswith("|B")
+        assert row["param.order"] == row["order"]
+        branch = {c for c in frame.columns if c.startswith(f"param.{row['order']}:") and pd.notna(row[c])}
+        assert branch == {f"param.{row['order']}:{s}" for s in {"PB": ["s1"], "PA": ["s2"], "PBA": ["s1", "s2"]}[row["order"]]}
+        assert 0 <= row["accuracy"] <= 1 and row["size_bytes"] > 0 and row["latency_ms"] > 0
+        assert row["size_bytes"] == (run_dir / "trials" / row["trial_id"] / "model.h5").stat().st_size
+    assert frame["cached_stages"].fillna("").str.contains("D").any(), "later trials reuse the dense stage"
+
+
+def test_front_json_equals_an_independent_filter_of_trials_csv(run_dir: Path) -> None:
+    frame = pd.read_csv(run_dir / "trials.csv")
+    front = json.loads((run_dir / "front.json").read_text())
+    names = [o["name"] for o in front["objectives"]]
+    assert names == ["accuracy", "size_bytes", "latency_ms"]
+    values = frame[names].to_numpy()
+    dominated = set()
+    for i, p in enumerate(values):
+        for j, q in enumerate(values):
+            if (q[0] >= p[0] and q[1] <= p[1] and q[2] <= p[2]) and (q[0] > p[0] or q[1] < p[1] or q[2] < p[2]):
+                dominated.add(i)
+    expected = sorted(frame["trial_id"][i] for i in range(len(frame)) if i not in dominated)
+    assert sorted(t["trial_id"] for t in front["trials"]) == expected
+    assert front["hypervolume"] > 0 and len(front["reference"]) == 3
+
+
+def test_front_cli_json_table_and_html(run_dir: Path, tmp_path: Path, capsys) -> None:
+    assert main(["front", str(run_dir), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((run_dir / "front.json").read_text())
+    html = tmp_path / "front.html"
+    assert main(["front", str(run_dir), "--html", str(html)]) == 0
+    out = capsys.readouterr().out
+    assert "hypervolume" in out and "pipeline" in out
+    page = html.read_text()
+    assert "plotly" in page.lower() and "scene" in page and printed["trials"][0]["trial_id"] in page
+
+
+def test_rerun_best_writes_a_final_model_matching_its_trial(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "final"
+    assert main(["rerun", str(run_dir), "--trial", "best", "--out", str(out)]) == 0
+    card = json.loads((out / "card.json").read_text())
+    frame = pd.read_csv(run_dir / "trials.csv")
+    front_ids = [t["trial_id"] for t in json.loads((run_dir / "front.json").read_text())["trials"]]
+    best = frame[frame["trial_id"].isin(front_ids)].sort_values(["accuracy", "size_bytes"], ascending=[False, True])
+    assert card["trial_id"] == best.iloc[0]["trial_id"]
+    assert card["matches_trial"] == {"accuracy": True, "size_bytes": True}
+    assert card["metrics"]["size_bytes"] == (out / "model.h5").stat().st_size
+    assert {"torch", "onnxruntime", "python"} <= set(card["versions"])
+    for name in ("model.pt", "model.onnx", "model.h5"):
+        assert (out / name).is_file()
+
+
+def test_rerun_unknown_trial_is_a_clear_error(run_dir: Path, capsys) -> None:
+    assert main(["rerun", str(run_dir), "--trial", "nope"]) == 2
+    assert "frontier: --trial: no trial 'nope'" in capsys.readouterr().err
+
+
+def test_run_with_a_bad_spec_exits_2_and_writes_nothing(tmp_path: Path) -> None:
+    bad = dict(TINY, trials=0)
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(yaml.safe_dump(bad))
+    runs = tmp_path / "runs"
+    proc = subprocess.run([sys.executable, "-m", "search.cli", "run", str(spec), "--runs", str(runs)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "frontier: trials: Input should be greater than or equal to 1"
+    assert "Traceback" not in proc.stderr and not runs.exists()
+
+
+def test_a_diverging_trial_fails_cleanly_and_stays_off_the_front(tmp_path: Path) -> None:
+    spec = dict(TINY, name="diverge", trials=2, concurrency=1)
+    spec["space"] = {"order": "PA", "s2": 0.5,
+                     "transfer.optim.lr": {"choice": [0.001, 1.0e12]}, "transfer.optim.name": "sgd"}
+    spec["sampler"] = "random"
+    spec["seed"] = 3
+    run_dir = run_search(parse_spec(spec), yaml.safe_dump(spec), runs_root=tmp_path)
+    frame = pd.read_csv(run_dir / "trials.csv")
+    assert len(frame) == 2
+    failed = frame[frame["param.transfer.optim.lr"] > 1]
+    assert not failed.empty, "the seed samples the diverging learning rate once"
+    assert (failed["status"] == "failed").all() and failed["error"].str.contains("loss became").all()
+    assert all(not isinstance(v, float) or math.isnan(v) for v in failed["accuracy"])
+    front = json.loads((run_dir / "front.json").read_text())
+    assert set(failed["trial_id"]).isdisjoint(t["trial_id"] for t in front["trials"])

@@ -1,0 +1,46 @@
+"""The searcher tells Optuna FAIL for a trial that errored or lacks an objective, never leaves it RUNNING."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from search.runner import FailAwareOptunaSearch, SpaceFunction
+from search.spec import load_spec
+
+SPACES = Path(__file__).resolve().parent.parent / "spaces"
+
+
+@pytest.fixture()
+def searcher() -> FailAwareOptunaSearch:
+    spec = load_spec(SPACES / "quickstart.yaml")
+    return FailAwareOptunaSearch(space=SpaceFunction(spec), metric=spec.metric_names, mode=spec.modes,
+                                 sampler=optuna.samplers.RandomSampler(seed=0))
+
+
+def states(searcher) -> list:
+    return [t.state for t in searcher._ot_study.trials]
+
+
+def test_study_is_multi_objective(searcher) -> None:
+    assert searcher._ot_study.directions == [optuna.study.StudyDirection.MAXIMIZE,
+                                             optuna.study.StudyDirection.MINIMIZE,
+                                             optuna.study.StudyDirection.MINIMIZE]
+
+
+def test_errored_trial_with_partial_results_is_failed(searcher) -> None:
+    config = searcher.suggest("a")
+    assert "plan" in config and "pipeline" in config
+    searcher.on_trial_complete("a", {"stage_index": 2, "stages": 5}, error=True)
+    assert states(searcher) == [optuna.trial.TrialState.FAIL]
+
+
+def test_non_finite_objective_is_failed_and_finite_is_complete(searcher) -> None:
+    searcher.suggest("a")
+    searcher.suggest("b")
+    searcher.on_trial_complete("a", {"accuracy": float("nan"), "size_bytes": 1.0, "latency_ms": 1.0})
+    searcher.on_trial_complete("b", {"accuracy": 0.9, "size_bytes": 100.0, "latency_ms": 0.5})
+    assert states(searcher) == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+    assert searcher._ot_study.trials[1].values == [0.9, 100.0, 0.5]

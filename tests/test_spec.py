@@ -1,0 +1,120 @@
+"""Spec validation: the shipped specs validate; each kind of mistake is one line naming its key path."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from search.cli import main
+from search.spec import SpecError, load_spec, parse_spec
+
+SPACES = Path(__file__).resolve().parent.parent / "spaces"
+
+
+def quickstart() -> dict:
+    return yaml.safe_load((SPACES / "quickstart.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SPACES.glob("*.yaml")))
+def test_shipped_specs_validate(name: str) -> None:
+    spec = load_spec(SPACES / name)
+    assert spec.trials >= 1 and spec.objectives
+
+
+def test_quickstart_is_a_cpu_search_over_all_three_orders() -> None:
+    spec = load_spec(SPACES / "quickstart.yaml")
+    order = next(n for n in spec.nodes if n.name == "order")
+    assert set(order.options) == {"PB", "PA", "PBA"}
+    assert spec.trials >= 12 and spec.resources.gpu == 0 and spec.data.target.name == "digits"
+
+
+def mutate(path: str, value) -> dict:
+    raw = copy.deepcopy(quickstart())
+    node = raw
+    *parents, leaf = path.split("/")
+    for part in parents:
+        node = node.setdefault(part, {})
+    if value is DELETE:
+        del node[leaf]
+    else:
+        node[leaf] = value
+    return raw
+
+
+DELETE = object()
+
+BAD = [
+    ("unknown top-level key", "colour", "red", "colour: unknown key"),
+    ("wrong type", "trials", "many", "trials: Input should be a valid integer"),
+    ("zero trials", "trials", 0, "trials: Input should be greater than or equal to 1"),
+    ("negative concurrency", "concurrency", -1, "concurrency: Input should be greater than or equal to 1"),
+    ("unknown model", "model/name", "resnet9", "model.name: unknown architecture 'resnet9'"),
+    ("unknown dataset", "data/target/name", "mnist", "data.target.name: Input should be"),
+    ("empty objectives", "objectives", [], "objectives: List should have at least 1 item"),
+    ("duplicate objective", "objectives", [{"name": "accuracy"}, {"name": "accuracy"}], "objectives: objective 'accuracy' appears 2 times"),
+    ("unknown objective", "objectives", [{"name": "flops"}], "objectives.0.name: Input should be"),
+    ("unknown sampler", "sampler", "cmaes", "sampler: Input should be"),
+    ("bad budget", "budgets/transfer/epochs", 0, "budgets.transfer.epochs: Input should be greater than or equal to 1"),
+    ("unknown budget key", "budgets/prune/speed", 3, "budgets.prune.speed: unknown key"),
+    ("sparsity above 1", "space/order/choice/PB/s1", {"float": [0.3, 1.2]}, "space.order.choice.PB.s1: a sparsity must be a number in [0, 1), got 1.2"),
+    ("PBA s2 not above s1", "space/order/choice/PBA", {"s1": 0.6, "s2": 0.5}, "space.order.choice.PBA: PBA needs s2 > s1"),
+    ("order branch missing s2", "space/order/choice/PA", {}, "space.order.choice.PA: order PA needs 's2'"),
+    ("unknown order", "space/order", {"choice": {"PX": {}}}, "space.order: order must be one of"),
+    ("unknown space parameter", "space/warp", {"int": [1, 3]}, "space.warp: unknown parameter 'warp'"),
+    ("bad override value", "space/transfer.epochs", {"int": [0, 3]}, "space.transfer.epochs: 0 is not valid for budgets.transfer.epochs"),
+    ("range low above high", "space/transfer.optim.lr", {"log": [0.1, 0.01]}, "space.transfer.optim.lr.log: low must be below high"),
+    ("log range at zero", "space/transfer.optim.lr", {"log": [0, 0.01]}, "space.transfer.optim.lr.log: a log range needs low > 0"),
+    ("list instead of choice", "space/transfer.mode", ["finetune", "freeze"], "space.transfer.mode: a list is not a node"),
+    ("two kinds in one node", "space/transfer.optim.lr", {"log": [0.1, 1], "int": [1, 2]}, "a node has exactly one of"),
+    ("bad run name", "name", "../escape", "name: String should match pattern"),
+]
+
+
+@pytest.mark.parametrize("what,path,value,expected", BAD, ids=[b[0] for b in BAD])
+def test_bad_spec_names_its_key_path(what, path, value, expected) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec(mutate(path, value))
+    assert any(expected in line for line in info.value.problems), info.value.problems
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndata: {target: [unclosed\n")
+    with pytest.raises(SpecError, match=r"not valid YAML at line \d+"):
+        load_spec(bad)
+
+
+def test_missing_spec_file() -> None:
+    with pytest.raises(SpecError, match="spec: file 'nope.yaml' does not exist"):
+        load_spec("nope.yaml")
+
+
+def test_check_cli_prints_one_line_per_problem_and_exits_2(tmp_path: Path, capsys) -> None:
+    raw = mutate("trials", 0)
+    raw["budgets"]["transfer"]["epochs"] = -3
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["frontier: trials: Input should be greater than or equal to 1",
+                   "frontier: budgets.transfer.epochs: Input should be greater than or equal to 1"]
+
+
+def test_check_cli_names_missing_data_root_and_weights(tmp_path: Path, capsys) -> None:
+    raw = quickstart()
+    raw["data"]["target"] = {"name": "cifar10", "root": str(tmp_path / "nowhere")}
+    raw["model"]["weights"] = str(tmp_path / "w.pth")
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "frontier: data.target.root:" in err and "nowhere" in err
+    assert f"frontier: model.weights: file '{tmp_path / 'w.pth'}' does not exist" in err
+
+
+def test_check_cli_ok(capsys) -> None:
+    assert main(["check", str(SPACES / "quickstart.yaml")]) == 0
+    assert "ok (12 trials" in capsys.readouterr().out
