@@ -123,7 +123,9 @@ def run_search(
         callbacks=[progress],
         verbose=0,
         failure_config=tune.FailureConfig(max_failures=1),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        # keep every stage checkpoint (at most one per stage): a limit forces an experiment
+        # snapshot on the driver after each report, which costs more than the disk it saves
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
     )
     if resume:
         tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=True)
@@ -133,7 +135,7 @@ def run_search(
             sampler=make_sampler(spec.sampler, spec.seed),
         )
         tune_config = tune.TuneConfig(search_alg=searcher, num_samples=total, max_concurrent_trials=spec.concurrency,
-                                      trial_dirname_creator=trial_dirname)
+                                      trial_dirname_creator=trial_dirname, reuse_actors=True)
         tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
     grid = tuner.fit()
     rows, plans = [], {}
@@ -154,6 +156,9 @@ def _start_ray(address: str | None) -> None:
     # one checkpoint per stage is the design; Ray warns about that frequency on every snapshot
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    # Tune's console reporter: our SearchProgress is the display; verbose=0 silences the old one
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if ray.is_initialized():
         return

@@ -273,7 +273,11 @@ def _order_problems(spec: Spec) -> Iterable[str]:
                 yield f"{path}: order {name} needs '{key}' in the space"
         if name == "PBA" and "s1" in scope and "s2" in scope:
             high1, high2 = max(_numbers(scope["s1"]), default=0), max(_numbers(scope["s2"]), default=1)
-            if high2 < high1 + PBA_MIN_GAP:
+            if not isinstance(scope["s2"], Range) and min(_numbers(scope["s2"]), default=1) <= high1:
+                # only a range can be sampled above the s1 drawn; fixed values must all clear it
+                yield (f"{path}: PBA needs s2 > s1, but s2 can be {min(_numbers(scope['s2']))} "
+                       f"and s1 can be {high1}; make every s2 value larger than every s1, or s2 a range")
+            elif high2 < high1 + PBA_MIN_GAP:
                 yield (f"{path}: PBA needs s2 > s1 for every s1, so s2's highest value ({high2}) must be "
                        f"at least s1's highest ({high1}) + {PBA_MIN_GAP}")
 

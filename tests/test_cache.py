@@ -63,3 +63,44 @@ def test_second_writer_keeps_the_first_entry(tmp_path: Path) -> None:
     cache.put("k", first, {"who": 1})
     cache.put("k", build_model("small_resnet", 3).state_dict(), {"who": 2})
     assert cache.get("k")[1] == {"who": 1}
+
+
+def test_claim_lets_one_trial_compute_while_the_other_waits(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    state = build_model("small_resnet", 3).state_dict()
+    computed, got = [], []
+
+    def trial(name: str, delay: float) -> None:
+        cache = StageCache(tmp_path)
+        time.sleep(delay)
+        with cache.claim("k") as hit:
+            if hit is None:
+                computed.append(name)
+                time.sleep(1.0)  # the stage runs while the other trial waits
+                cache.put("k", state, {"by": name})
+            else:
+                got.append(hit[1]["by"])
+
+    threads = [threading.Thread(target=trial, args=("a", 0.0)), threading.Thread(target=trial, args=("b", 0.2))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert computed == ["a"] and got == ["a"]
+    assert not (tmp_path / "k.claim").exists()
+
+
+def test_a_stale_claim_is_taken_over(tmp_path: Path) -> None:
+    import os
+    import time
+
+    (tmp_path / "k.claim").touch()
+    old = time.time() - 120
+    os.utime(tmp_path / "k.claim", (old, old))  # its owner died two minutes ago
+    cache = StageCache(tmp_path, stale_after=60)
+    with cache.claim("k") as hit:
+        assert hit is None
+        cache.put("k", build_model("small_resnet", 3).state_dict(), {})
+    assert cache.get("k") is not None and cache.misses == 1 and cache.hits == 1

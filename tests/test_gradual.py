@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from trainables.artifact import save_artifact
 from trainables.gradual import GradualConfig, agp_sparsity, gradual_prune, prune_to
 from trainables.masks import is_masked, prunable_layers, zero_fraction
 from trainables.models import build_model
@@ -68,8 +69,9 @@ def random_splits(n: int = 192, classes: int = 4, size: int = 32):
     return Splits
 
 
-def test_gradual_prune_reaches_final_per_layer_and_leaves_first_and_last_dense() -> None:
+def test_gradual_prune_reaches_final_per_layer_and_leaves_first_and_last_dense(tmp_path) -> None:
     model = build_model("resnet18", 4)
+    dense_bytes = save_artifact(model.state_dict(), tmp_path / "dense.h5")
     first, last = model.conv1.weight.clone(), model.fc.weight.clone()
     cfg = GradualConfig(final=0.8, epochs=1, recover_epochs=0, batch_size=64)
     model, metrics = gradual_prune(model, random_splits(), cfg)
@@ -81,6 +83,8 @@ def test_gradual_prune_reaches_final_per_layer_and_leaves_first_and_last_dense()
     assert metrics["sparsity"] == pytest.approx(0.8, abs=0.005)
     assert 0.7 < metrics["sparsity_all"] < 0.8
     assert set(metrics) >= {"accuracy", "top5", "loss", "sparsity", "seconds"}
+    pruned_bytes = save_artifact(model.state_dict(), tmp_path / "pruned.h5")
+    assert pruned_bytes <= 0.35 * dense_bytes, (pruned_bytes, dense_bytes)
 
 
 def test_second_pruning_keeps_the_first_zeros_and_can_prune_first_layer_when_asked() -> None:

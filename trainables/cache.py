@@ -15,7 +15,10 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +42,32 @@ def stage_key(config: Any, input_hash: str | None, data: Any, seed: int) -> str:
 
 
 class StageCache:
-    """Stage outputs stored by key under ``root`` (a shared path on a cluster)."""
+    """Stage outputs stored by key under ``root`` (a shared path on a cluster).
 
-    def __init__(self, root: str | Path) -> None:
+    Concurrent trials that miss the same key do not all compute it: :meth:`claim` lets one trial
+    compute while the others wait for its entry (see :meth:`claim`).
+
+    Args:
+        root: the cache folder.
+        stale_after: seconds after which a claim whose owner stopped refreshing it is abandoned.
+    """
+
+    def __init__(self, root: str | Path, stale_after: float = 60.0) -> None:
         self.root = Path(root)
+        self.stale_after = stale_after
         self.hits = 0
         self.misses = 0
 
     def get(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any], str] | None:
         """``(state_dict, metrics, content_hash)`` of entry ``key``, or None (missing or corrupt)."""
+        found = self._read(key)
+        if found is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return found
+
+    def _read(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any], str] | None:
         entry = self.root / key
         try:
             meta = json.loads((entry / "meta.json").read_text())
@@ -55,13 +75,10 @@ class StageCache:
             if state_hash(state) != meta["sha256"]:
                 raise ValueError("content hash mismatch")
         except FileNotFoundError:
-            self.misses += 1
             return None
         except Exception:  # truncated, garbled or tampered with: drop it and recompute
             shutil.rmtree(entry, ignore_errors=True)
-            self.misses += 1
             return None
-        self.hits += 1
         return state, meta["metrics"], meta["sha256"]
 
     def put(self, key: str, state: Mapping[str, torch.Tensor], metrics: Mapping[str, Any]) -> str:
@@ -79,3 +96,53 @@ class StageCache:
                 raise
             # another trial stored the same key first: theirs is as good as ours
         return digest
+
+    @contextmanager
+    def claim(self, key: str) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, Any], str] | None]:
+        """Get entry ``key``, or the right to compute it.
+
+        Yields the entry if it exists or appears while waiting for another trial that claimed it;
+        otherwise yields None, and the caller computes the stage and :meth:`put`\ s it inside the
+        block. A claim is a ``<key>.claim`` file created exclusively (``O_EXCL``, atomic on local
+        and NFS v3+ file systems) and touched every few seconds while held; a claim not touched
+        for ``stale_after`` seconds (its trial died) is taken over.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        marker = self.root / f"{key}.claim"
+        while True:
+            found = self._read(key)
+            if found is not None:
+                self.hits += 1
+                yield found
+                return
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                break
+            except FileExistsError:
+                if self._stale(marker):
+                    marker.unlink(missing_ok=True)
+                    continue
+                time.sleep(0.5)
+        self.misses += 1
+        stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(marker, stop), daemon=True)
+        beat.start()
+        try:
+            yield None
+        finally:
+            stop.set()
+            beat.join()
+            marker.unlink(missing_ok=True)
+
+    def _stale(self, marker: Path) -> bool:
+        try:
+            return time.time() - marker.stat().st_mtime > self.stale_after
+        except FileNotFoundError:
+            return False
+
+    def _heartbeat(self, marker: Path, stop: threading.Event) -> None:
+        while not stop.wait(min(5.0, self.stale_after / 4)):
+            try:
+                os.utime(marker)
+            except FileNotFoundError:
+                return

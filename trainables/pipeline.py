@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .cache import StageCache, stage_key, state_hash
+from .cache import StageCache, stage_key
 from .models import rebuild
 from .plan import Plan
 from .stage import Context, Metrics, Stage
@@ -108,21 +108,20 @@ def run_plan(
     stages, arch = plan.stages(), plan.steps[0].config.model
     for i in range(progress.index, len(stages)):
         step, stage, start = plan.steps[i], stages[i], time.perf_counter()
-        key = None
-        if cache is not None and step.kind != "B":
+        if cache is None or step.kind == "B":  # the benchmark measures anew every time
+            model, metrics = stage.run(model, ctx)
+            digest, hit = None, None
+        else:
             data = plan.domain_spec(step)
             key = stage_key(step.model_dump(mode="json"), progress.input_hash,
                             data.model_dump(mode="json") if data else None, plan.seed)
-        hit = cache.get(key) if key else None
-        if hit is not None:
-            state, metrics, digest = hit
-            model = rebuild(arch, state)
-        else:
-            model, metrics = stage.run(model, ctx)
-            if key is not None:
-                digest = cache.put(key, model.state_dict(), metrics)
-            else:
-                digest = None if step.kind == "B" else state_hash(model.state_dict())
+            with cache.claim(key) as hit:
+                if hit is not None:
+                    state, metrics, digest = hit
+                    model = rebuild(arch, state)
+                else:
+                    model, metrics = stage.run(model, ctx)
+                    digest = cache.put(key, model.state_dict(), metrics)
         progress.input_hash = digest
         progress.add(plan.slot(i), metrics, time.perf_counter() - start, cached=hit is not None)
         if after_stage is not None and i < len(stages) - 1:

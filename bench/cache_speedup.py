@@ -1,0 +1,37 @@
+"""Stage cache on vs off: the same 12-trial PB/PA/PBA quickstart search, same seed, side by side.
+
+The random sampler with a fixed seed proposes the same 12 trials in both runs (TPE's proposals
+would depend on measured latencies, which differ run to run), so the two runs do the same work
+but for what the cache saves: the dense pretrain shared by every trial and the prefixes that
+trials share (``D|50|...``). Goal (issue "Search spine"): wall time with cache / without <= 0.5.
+
+    python bench/cache_speedup.py
+"""
+
+from __future__ import annotations
+
+from _common import finish, quickstart, timed_search
+
+
+def main() -> None:
+    raw = quickstart(name="cache", sampler="random")
+    wall_off, off = timed_search(raw, cache=False)
+    wall_on, on = timed_search(raw, cache=True)
+    same = sorted(off["pipeline"]) == sorted(on["pipeline"])
+    ratio = wall_on / wall_off
+    stages_off = off[[c for c in off.columns if c.startswith("seconds.")]].sum().sum()
+    stages_on = on[[c for c in on.columns if c.startswith("seconds.")]].sum().sum()
+    finish(
+        [("trials", f"{len(off)} without cache, {len(on)} with"), ("same pipelines in both runs", str(same)),
+         ("orders", ", ".join(f"{k}={v}" for k, v in on["order"].value_counts().items())),
+         ("wall without cache (s)", f"{wall_off:.1f}"), ("wall with cache (s)", f"{wall_on:.1f}"),
+         ("stage seconds without / with", f"{stages_off:.1f} / {stages_on:.1f}"),
+         ("ratio with / without", f"{ratio:.3f}")],
+        {"wall_off_s": round(wall_off, 2), "wall_on_s": round(wall_on, 2), "ratio": round(ratio, 4),
+         "same_trials": same, "stage_s_off": round(float(stages_off), 2), "stage_s_on": round(float(stages_on), 2)},
+        "cache-on wall time / cache-off wall time <= 0.5 on the 12-trial quickstart", ratio <= 0.5 and same,
+    )
+
+
+if __name__ == "__main__":
+    main()
