@@ -24,7 +24,8 @@ from .front import hypervolume, pareto_front
 
 BASE_COLUMNS = ["trial_id", "status", "pipeline", "order", "accuracy", "top5", "size_bytes", "latency_ms", "sparsity"]
 RESERVED_CONFIG = ("plan", "pipeline")
-EXTRA_METRICS = ("top3", "real_sparsity", "latency_p90_ms", "latency_backend", "latency_threads", "cached_stages")
+EXTRA_METRICS = ("top3", "real_sparsity", "latency_p90_ms", "latency_backend", "latency_threads", "cached_stages",
+                 "resumed_at")
 
 
 def atomic_write(path: str | Path, text: str) -> None:

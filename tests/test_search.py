@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +46,9 @@ TINY = {
 
 
 @pytest.fixture(scope="module", autouse=True)
-def local_ray():
+def local_ray(tmp_path_factory):
+    # workers inherit the driver's environment: a test arms a fault by writing this file
+    os.environ["FRONTIER_FAULT_FILE"] = str(tmp_path_factory.mktemp("fault") / "fault.json")
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=150 * 1024**2, log_to_driver=False)
     yield
     ray.shutdown()
@@ -149,3 +152,16 @@ def test_a_diverging_trial_fails_cleanly_and_stays_off_the_front(tmp_path: Path)
     assert all(not isinstance(v, float) or math.isnan(v) for v in failed["accuracy"])
     front = json.loads((run_dir / "front.json").read_text())
     assert set(failed["trial_id"]).isdisjoint(t["trial_id"] for t in front["trials"])
+
+
+def test_a_crashed_trial_is_retried_and_resumes_after_its_last_finished_stage(tmp_path: Path) -> None:
+    fault = Path(os.environ["FRONTIER_FAULT_FILE"])
+    fault.write_text(json.dumps({"after_stage": 2}))  # crash once, after D and P1 are checkpointed
+    spec = dict(TINY, name="crash", trials=1, concurrency=1)
+    spec["space"] = {"order": "PBA", "s1": 0.4, "s2": 0.7}
+    run_dir = run_search(parse_spec(spec), yaml.safe_dump(spec), runs_root=tmp_path, cache=False)
+    frame = pd.read_csv(run_dir / "trials.csv")
+    assert not fault.exists() and Path(f"{fault}.fired").exists(), "the fault fired"
+    assert len(frame) == 1 and frame["status"][0] == "ok"
+    assert str(frame["resumed_at"][0]) == "2", "the retry resumed at stage 2 (T), not from scratch"
+    assert frame["pipeline"][0] == "D|40|T|70|B"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -72,6 +73,7 @@ class Progress:
     seconds: dict[str, float] = field(default_factory=dict)
     cached: list[str] = field(default_factory=list)
     last: dict[str, Any] = field(default_factory=dict)
+    resumed_at: list[int] = field(default_factory=list)  # stage index of each resume from a checkpoint
 
     def add(self, label: str, metrics: Metrics, seconds: float | None = None, cached: bool = False) -> None:
         key, n = f"seconds.{label}", 2
@@ -84,7 +86,8 @@ class Progress:
         self.index += 1
 
     def final(self, pipeline: str) -> dict[str, Any]:
-        return {**self.last, **self.seconds, "pipeline": pipeline, "cached_stages": ",".join(self.cached)}
+        return {**self.last, **self.seconds, "pipeline": pipeline, "cached_stages": ",".join(self.cached),
+                "resumed_at": ",".join(map(str, self.resumed_at))}
 
 
 StageHook = Callable[[nn.Module, Progress], None]
@@ -146,6 +149,7 @@ def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True) -> None
             (Path(tmp) / "progress.json").write_text(json.dumps(progress.__dict__))
             report = {"stage_index": progress.index, "stages": len(plan.steps), **progress.seconds}
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
+        _injected_fault(progress.index)
 
     _, metrics = run_plan(plan, ctx, cache=stage_cache, model=model, progress=progress, after_stage=checkpoint)
     final = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
@@ -163,7 +167,30 @@ def _restore(checkpoint, plan: Plan) -> tuple[nn.Module | None, Progress]:
     with checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / "model.pt", map_location="cpu", weights_only=True)
         progress = Progress(**json.loads((Path(folder) / "progress.json").read_text()))
+    progress.resumed_at.append(progress.index)
     return rebuild(plan.steps[0].config.model, state), progress
+
+
+FAULT_FILE_ENV = "FRONTIER_FAULT_FILE"
+
+
+def _injected_fault(finished: int) -> None:
+    """Fault injection for reliability tests: crash once after stage ``after_stage``.
+
+    If ``$FRONTIER_FAULT_FILE`` names a JSON file ``{"after_stage": N}``, the first trial to finish
+    its N-th stage renames the file away (atomically, so exactly one trial fires) and raises.
+    Without the variable this does nothing.
+    """
+    path = os.environ.get(FAULT_FILE_ENV)
+    if not path or not Path(path).is_file():
+        return
+    if json.loads(Path(path).read_text()).get("after_stage") != finished:
+        return
+    try:
+        os.rename(path, f"{path}.fired")
+    except FileNotFoundError:
+        return  # another trial fired it first
+    raise RuntimeError(f"injected fault after stage {finished} ({FAULT_FILE_ENV})")
 
 
 def _device() -> str:

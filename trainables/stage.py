@@ -11,15 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
 import torch
 from torch import nn
 
+from .data import DataSpec, Splits, load_data
 from .errors import FrontierError
-
-if TYPE_CHECKING:
-    from .data import DataSpec, Splits
 
 Domain = Literal["source", "target"]
 Metrics = dict[str, float]
@@ -52,8 +50,6 @@ class Context:
             spec = self.source if domain == "source" else self.target
             if spec is None:
                 raise FrontierError(f"data.{domain}: this pipeline needs a {domain} dataset but none is given")
-            from .data import load_data  # data pulls in torchvision's datasets: only when a stage needs it
-
             self._loaded[domain] = load_data(spec)
         return self._loaded[domain]
 
