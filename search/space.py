@@ -143,7 +143,7 @@ def suggest(
         if isinstance(node, Const):
             values[node.name] = node.value
         elif isinstance(node, Range):
-            bound = (lower or _none)(node.name, {**(outer or {}), **values})
+            bound = lower(node.name, {**(outer or {}), **values}) if lower else None
             values[node.name] = _suggest_range(trial, optuna_name, node, bound)
         else:
             picked = trial.suggest_categorical(optuna_name, list(node.options))
@@ -153,10 +153,6 @@ def suggest(
                 branch = suggest(trial, node.branches[picked], inner, lower, {**(outer or {}), **values})
                 values.update(branch)
     return values
-
-
-def _none(name: str, values: dict[str, Any]) -> None:
-    return None
 
 
 def _suggest_range(trial: Any, name: str, node: Range, bound: float | None) -> float | int:
