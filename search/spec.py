@@ -6,8 +6,9 @@ space (see :mod:`search.space` for the tree's grammar). ``frontier check SPEC`` 
 per problem (``budgets.transfer.epochs: Input should be greater than or equal to 1``) and exits 2.
 
 Keys the space may set: ``order`` (none, PB, PA, PBA), ``s1`` (sparsity before transfer),
-``s2`` (after), and any budget field by its dotted path (``transfer.optim.lr``, ``transfer.mode``,
-``prune.frequency``, ``dense.epochs``, ...).
+``s2`` (after), ``quantize`` (none, Q: weight sharing, QR: sharing then retraining), and any
+budget field by its dotted path (``transfer.optim.lr``, ``transfer.mode``, ``prune.frequency``,
+``share.groups.layer3`` for a group listed under ``budgets.share.groups``, ``retrain.mode``, ...).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from trainables.dense import DenseBudget, DenseConfig
 from trainables.errors import FrontierError
 from trainables.gradual import PruneSchedule
 from trainables.models import ARCHITECTURES
-from trainables.plan import ORDERS, Plan, make_plan
+from trainables.plan import ORDERS, QUANTIZE, Plan, make_plan
+from trainables.quantize import RetrainConfig, ShareConfig
 from trainables.transfer import TransferConfig
 
 from .space import Choice, Const, Node, Range, SpaceError, parse_space, walk
@@ -89,6 +91,8 @@ class Budgets(_Strict):
     dense: DenseBudget = DenseBudget()
     transfer: TransferConfig = TransferConfig()
     prune: PruneSchedule = PruneSchedule()
+    share: ShareConfig = ShareConfig()
+    retrain: RetrainConfig = RetrainConfig()
     benchmark: BenchmarkConfig = BenchmarkConfig()
 
 
@@ -191,11 +195,12 @@ def _pydantic_lines(exc: ValidationError) -> list[str]:
 def _space_problems(spec: Spec) -> Iterable[str]:
     """Keys the space may not set, values the budgets reject, and impossible orders."""
     for path, node in walk(spec.nodes):
-        if node.name in ("order", "s1", "s2"):
+        if node.name in SPECIAL_KEYS:
             yield from _special_problems(path, node)
         else:
             yield from _override_problems(spec, path, node)
     yield from _order_problems(spec)
+    yield from _share_problems(spec)
 
 
 def _values(node: Node) -> list[Any]:
@@ -206,12 +211,16 @@ def _values(node: Node) -> list[Any]:
     return list(node.options)
 
 
+SPECIAL_KEYS = ("order", "s1", "s2", "quantize")
+
+
 def _special_problems(path: str, node: Node) -> Iterable[str]:
-    if node.name == "order":
-        bad = [v for v in _values(node) if v not in ORDERS]
-        if bad or isinstance(node, Range):
-            yield f"{path}: order must be one of {', '.join(ORDERS)}, got {bad[0] if bad else 'a range'!r}"
-        return
+    for name, allowed in (("order", ORDERS), ("quantize", QUANTIZE)):
+        if node.name == name:
+            bad = [v for v in _values(node) if v not in allowed]
+            if bad or isinstance(node, Range):
+                yield f"{path}: {name} must be one of {', '.join(allowed)}, got {bad[0] if bad else 'a range'!r}"
+            return
     for value in _values(node):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
             yield f"{path}: a sparsity must be a number in [0, 1), got {value!r}"
@@ -221,7 +230,7 @@ def _special_problems(path: str, node: Node) -> Iterable[str]:
 def _override_problems(spec: Spec, path: str, node: Node) -> Iterable[str]:
     parts = node.name.split(".")
     if parts[0] not in Budgets.model_fields:
-        known = ", ".join(["order", "s1", "s2", *(f"{k}.<field>" for k in Budgets.model_fields)])
+        known = ", ".join([*SPECIAL_KEYS, *(f"{k}.<field>" for k in Budgets.model_fields)])
         yield f"{path}: unknown parameter '{node.name}'; the space can set {known}"
         return
     for value in _values(node):
@@ -282,6 +291,28 @@ def _order_problems(spec: Spec) -> Iterable[str]:
                        f"at least s1's highest ({high1}) + {PBA_MIN_GAP}")
 
 
+def _share_problems(spec: Spec) -> Iterable[str]:
+    """Share groups the model has; a source dataset when retraining reads its images."""
+    names = {n.name for _, n in walk(spec.nodes)}
+    quantize = {v for _, n in walk(spec.nodes) if n.name == "quantize" for v in _values(n)}
+    if spec.budgets.share.groups:
+        import torch
+
+        with torch.device("meta"):  # the architecture's structure without allocating its weights
+            model = ARCHITECTURES[spec.model.name](num_classes=2)
+        from trainables.quantize import layer_groups
+
+        known = layer_groups(model)
+        for group in spec.budgets.share.groups:
+            if group not in known:
+                yield (f"budgets.share.groups.{group}: {spec.model.name} has no layer group '{group}'; "
+                       f"it has {', '.join(known)}")
+    retrain = spec.budgets.retrain
+    if "QR" in quantize and "retrain.mode" not in names and retrain.mode == "unlabeled" \
+            and retrain.unlabeled == "source" and spec.data.source is None:
+        yield "budgets.retrain.unlabeled: retraining reads the source's images but data.source is not given"
+
+
 def _numbers(node: Node) -> list[float]:
     return [v for v in _values(node) if isinstance(v, (int, float)) and not isinstance(v, bool)]
 
@@ -291,7 +322,7 @@ PBA_MIN_GAP = 0.01  # s2 is sampled in [s1 + gap, high] for PBA
 
 def plan_for(spec: Spec, assignment: dict[str, Any]) -> Plan:
     """The trial plan of one sampled ``assignment`` (``{"order": "PBA", "s1": 0.5, ...}``)."""
-    overrides = {k: v for k, v in assignment.items() if k not in ("order", "s1", "s2")}
+    overrides = {k: v for k, v in assignment.items() if k not in SPECIAL_KEYS}
     budgets = apply_overrides(spec.budgets, overrides)
     return make_plan(
         order=str(assignment.get("order", "none")),
@@ -304,6 +335,9 @@ def plan_for(spec: Spec, assignment: dict[str, Any]) -> Plan:
         s1=assignment.get("s1"),
         s2=assignment.get("s2"),
         seed=spec.seed,
+        quantize=str(assignment.get("quantize", "none")),
+        share=budgets.share,
+        retrain=budgets.retrain,
     )
 
 

@@ -33,7 +33,7 @@ def test_conditional_parameters_appear_only_in_their_branch() -> None:
     for params, constants in sample(spec, 60):
         order = params["order"]
         seen.add(order)
-        branch = {k for k in params if ":" in k}
+        branch = {k for k in params if ":" in k and not k.startswith("Q")}
         expected = {"PB": {"PB:s1"}, "PA": {"PA:s2"}, "PBA": {"PBA:s1", "PBA:s2"}}[order]
         assert branch == expected, (order, params)
         assert constants["order"] == order
@@ -44,11 +44,18 @@ def test_pba_always_samples_s2_above_s1_and_plans_follow_the_paper_notation() ->
     spec = load_spec(SPACES / "quickstart.yaml")
     for params, constants in sample(spec, 80, seed=1):
         plan = Plan.model_validate(constants["plan"])
-        steps = [s.kind for s in plan.steps]
+        steps = [s.kind for s in plan.steps if s.kind != "Q"]
+        shares = [s for s in plan.steps if s.kind == "Q"]
+        assert len(shares) == (params["quantize"] != "none")
+        if shares:
+            assert plan.steps[-2] is shares[0], "sharing comes after pruning, before the benchmark"
+            assert (shares[0].retrain is not None) == (params["quantize"] == "QR")
+            assert shares[0].config.groups["layer3"] == params[f"{params['quantize']}:share.groups.layer3"]
+        tail = {"none": "", "Q": "Q|", "QR": "Q|R|"}[params["quantize"]]
         if params["order"] == "PBA":
             assert params["PBA:s2"] > params["PBA:s1"]
             s1, s2 = round(params["PBA:s1"] * 100), round(params["PBA:s2"] * 100)
-            assert constants["pipeline"] == f"D|{s1}|T|{s2}|B" and steps == ["D", "P", "T", "P", "B"]
+            assert constants["pipeline"] == f"D|{s1}|T|{s2}|{tail}B" and steps == ["D", "P", "T", "P", "B"]
             assert plan.steps[3].config.initial == pytest.approx(params["PBA:s1"])
         elif params["order"] == "PB":
             assert steps == ["D", "P", "T", "B"] and plan.steps[1].domain == "source"

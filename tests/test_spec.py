@@ -70,6 +70,11 @@ BAD = [
     ("list instead of choice", "space/transfer.mode", ["finetune", "freeze"], "space.transfer.mode: a list is not a node"),
     ("two kinds in one node", "space/transfer.optim.lr", {"log": [0.1, 1], "int": [1, 2]}, "a node has exactly one of"),
     ("bad run name", "name", "../escape", "name: String should match pattern"),
+    ("unknown share group", "budgets/share/groups", {"layer9": "keep"}, "budgets.share.groups.layer9: small_resnet has no layer group 'layer9'; it has stem, layer1"),
+    ("centroids not a power of two", "budgets/share/groups", {"layer3": 3}, "budgets.share.groups: layer3: centroids must be a power of two from 1 to 256 or 'keep', got 3"),
+    ("centroids above 256", "space/share.groups.layer3", {"choice": [16, 512]}, "space.share.groups.layer3: 512 is not valid for budgets.share.groups: layer3: centroids must be"),
+    ("share group not in budgets", "space/share.groups.layer9", {"choice": [4]}, "space.share.groups.layer9: 4 is not valid for 'share.groups.layer9' is not a budget field"),
+    ("unknown quantize", "space/quantize", {"choice": ["Q", "Z"]}, "space.quantize: quantize must be one of none, Q, QR, got 'Z'"),
 ]
 
 
@@ -78,6 +83,18 @@ def test_bad_spec_names_its_key_path(what, path, value, expected) -> None:
     with pytest.raises(SpecError) as info:
         parse_spec(mutate(path, value))
     assert any(expected in line for line in info.value.problems), info.value.problems
+
+
+def test_retraining_on_source_images_needs_a_source() -> None:
+    raw = quickstart()
+    del raw["data"]["source"]
+    raw["budgets"]["dense"]["epochs"] = 0
+    raw["model"]["weights"] = "w.pth"
+    raw["space"] = {"quantize": "QR"}
+    with pytest.raises(SpecError) as info:
+        parse_spec(raw)
+    assert info.value.problems == [
+        "budgets.retrain.unlabeled: retraining reads the source's images but data.source is not given"]
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:

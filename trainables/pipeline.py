@@ -115,9 +115,7 @@ def run_plan(
             model, metrics = stage.run(model, ctx)
             digest, hit = None, None
         else:
-            data = plan.domain_spec(step)
-            key = stage_key(step.model_dump(mode="json"), progress.input_hash,
-                            data.model_dump(mode="json") if data else None, plan.seed)
+            key = stage_key(step.model_dump(mode="json"), progress.input_hash, plan.data_key(), plan.seed)
             with cache.claim(key) as hit:
                 if hit is not None:
                     state, metrics, digest = hit

@@ -7,6 +7,9 @@ hashed for the stage cache, and is rebuilt identically for a rerun.
 The orders of the pruning-order paper (sec. 4.2):
 
     none  D|T|B          PB  D|s1|T|B          PA  D|T|s2|B          PBA  D|s1|T|s2|B  (s2 > s1)
+
+each optionally followed by weight sharing ``Q`` (quantization paper) or sharing and retraining
+``Q|R`` before the benchmark: ``D|50|T|80|Q|R|B``.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from .benchmark import Benchmark, BenchmarkConfig
 from .data import DataSpec
 from .dense import Dense, DenseConfig
 from .gradual import GradualConfig, GradualPrune
+from .quantize import RetrainConfig, Share, ShareConfig
 from .stage import Domain, Stage
 from .transfer import Transfer, TransferConfig
 
 ORDERS = ("none", "PB", "PA", "PBA")
+QUANTIZE = ("none", "Q", "QR")  # no sharing; weight sharing; sharing then retraining
 
 
 class _Step(BaseModel):
@@ -45,13 +50,19 @@ class PruneStep(_Step):
     config: GradualConfig
 
 
+class ShareStep(_Step):
+    kind: Literal["Q"] = "Q"
+    config: ShareConfig
+    retrain: RetrainConfig | None = None
+
+
 class BenchmarkStep(_Step):
     kind: Literal["B"] = "B"
     config: BenchmarkConfig
     nominal_sparsity: float = 0.0
 
 
-StepSpec = Annotated[Union[DenseStep, TransferStep, PruneStep, BenchmarkStep], Field(discriminator="kind")]
+StepSpec = Annotated[Union[DenseStep, TransferStep, PruneStep, ShareStep, BenchmarkStep], Field(discriminator="kind")]
 
 
 class Plan(BaseModel):
@@ -80,11 +91,10 @@ class Plan(BaseModel):
             return "P1" if step.domain == "source" else "P2"
         return step.kind
 
-    def domain_spec(self, step: StepSpec) -> DataSpec | None:
-        """The dataset a step trains or evaluates on (the cache key includes it)."""
-        if isinstance(step, DenseStep) or (isinstance(step, PruneStep) and step.domain == "source"):
-            return self.source
-        return self.target
+    def data_key(self) -> dict:
+        """The data every stage may read, as the cache key includes it."""
+        return {"source": self.source.model_dump(mode="json") if self.source else None,
+                "target": self.target.model_dump(mode="json")}
 
 
 def _stage(step: StepSpec) -> Stage:
@@ -94,6 +104,8 @@ def _stage(step: StepSpec) -> Stage:
         return Transfer(step.config)
     if isinstance(step, PruneStep):
         return GradualPrune(step.config, step.domain)
+    if isinstance(step, ShareStep):
+        return Share(step.config, step.retrain)
     return Benchmark(step.config, nominal_sparsity=step.nominal_sparsity)
 
 
@@ -109,11 +121,17 @@ def make_plan(
     s1: float | None = None,
     s2: float | None = None,
     seed: int = 0,
+    quantize: str = "none",
+    share: ShareConfig | None = None,
+    retrain: RetrainConfig | None = None,
 ) -> Plan:
-    """The plan of ``order`` with sparsities ``s1`` (before transfer) and ``s2`` (after).
+    """The plan of ``order`` with sparsities ``s1`` (before transfer) and ``s2`` (after), then
+    weight sharing (``quantize`` ``Q``) and retraining (``QR``) before the benchmark.
 
     ``prune`` holds the :class:`~trainables.gradual.PruneSchedule` fields shared by both pruning stages.
     """
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize must be one of {', '.join(QUANTIZE)} but got {quantize!r}")
     if order not in ORDERS:
         raise ValueError(f"order must be one of {', '.join(ORDERS)} but got {order!r}")
     needs = {"none": (), "PB": ("s1",), "PA": ("s2",), "PBA": ("s1", "s2")}[order]
@@ -130,6 +148,8 @@ def make_plan(
     if "s2" in needs:
         initial = s1 if order == "PBA" else 0.0
         steps.append(PruneStep(domain="target", config=GradualConfig(**prune, final=s2, initial=initial)))
+    if quantize != "none":
+        steps.append(ShareStep(config=share or ShareConfig(), retrain=(retrain or RetrainConfig()) if quantize == "QR" else None))
     nominal = s2 if "s2" in needs else (s1 if "s1" in needs else 0.0)
     steps.append(BenchmarkStep(config=benchmark, nominal_sparsity=nominal))
     return Plan(seed=seed, source=source, target=target, steps=steps)

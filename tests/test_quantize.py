@@ -1,0 +1,144 @@
+"""Weight sharing: groups, sharing per tensor, the artifact it makes, retraining, and the sweep."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import SOURCE, TARGET
+from trainables.artifact import load_artifact, save_artifact
+from trainables.errors import FrontierError
+from trainables.models import build_model
+from trainables.quantize import (RetrainConfig, Share, ShareConfig, layer_groups, propose_groups, retrain,
+                                 sensitivity, share, write_sensitivity)
+from trainables.stage import Context
+from trainables.train import OptimConfig, evaluate, fit, loader, seed_everything
+from trainables.transfer import TransferConfig, transfer
+
+
+def distinct_nonzero(t: torch.Tensor) -> int:
+    return int(torch.unique(t[t != 0]).numel())
+
+
+def test_groups_follow_resnet_stages_and_the_papers_vgg_numbering() -> None:
+    r18 = layer_groups(build_model("resnet18", 3))
+    assert list(r18) == ["stem", "layer1", "layer2", "layer3", "layer4", "fc"]
+    assert "layer2.0.downsample.0" in r18["layer2"] and r18["stem"] == ["conv1"]
+    with torch.device("meta"):
+        vgg = layer_groups(build_model("vgg16", 3))
+    assert len(vgg) == 16 and vgg["layer14"] == ["classifier.0"] and vgg["layer15"] == ["classifier.3"]
+
+
+def test_share_leaves_k_values_per_tensor_in_the_chosen_group_only() -> None:
+    model = build_model("small_resnet", 5)
+    before = copy.deepcopy(model.state_dict())
+    shared = share(model, ShareConfig(groups={"layer3": 8, "layer1": "keep"}, bias="one"))
+    assert set(shared) == {f"{n}.weight" for n in layer_groups(model)["layer3"]} | {"fc.bias"}
+    state = model.state_dict()
+    for name in layer_groups(model)["layer3"]:
+        assert distinct_nonzero(state[f"{name}.weight"]) <= 8
+    assert torch.equal(state["layer1.0.conv1.weight"], before["layer1.0.conv1.weight"])
+    assert distinct_nonzero(state["fc.bias"]) == 1
+    assert state["fc.bias"][0] == pytest.approx(before["fc.bias"].mean().item(), abs=1e-6)
+
+
+def test_pruned_zeros_stay_zero_and_are_not_a_centroid() -> None:
+    model = build_model("small_resnet", 5)
+    w = model.layer3[0].conv2.weight
+    with torch.no_grad():
+        w[w.abs() < w.abs().median()] = 0
+    zeros = w == 0
+    share(model, ShareConfig(groups={"layer3": 4}))
+    assert torch.equal(model.layer3[0].conv2.weight == 0, zeros)
+    assert distinct_nonzero(model.layer3[0].conv2.weight) == 4
+
+
+def test_shared_model_makes_a_smaller_artifact_that_loads_back_exactly(tmp_path: Path) -> None:
+    model = build_model("resnet18", 5)
+    dense = save_artifact(model.state_dict(), tmp_path / "dense.h5")
+    share(model, ShareConfig(groups={"layer3": 16, "layer4": 16}, bias="one"))
+    size = save_artifact(model.state_dict(), tmp_path / "shared.h5")
+    assert size == os.path.getsize(tmp_path / "shared.h5") and size < 0.6 * dense
+    loaded, _ = load_artifact(tmp_path / "shared.h5")
+    assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
+
+
+def test_bad_configs_are_named() -> None:
+    with pytest.raises(ValueError, match="layer3: centroids must be a power of two from 1 to 256 or 'keep', got 3"):
+        ShareConfig(groups={"layer3": 3})
+    with pytest.raises(ValueError, match="got 512"):
+        ShareConfig(groups={"layer3": 512})
+    with pytest.raises(FrontierError, match="share.groups.layer9: no such layer group; this model has stem"):
+        share(build_model("small_resnet", 2), ShareConfig(groups={"layer9": 4}))
+
+
+@pytest.fixture(scope="module")
+def transferred(source_splits, target_splits):
+    """small_resnet trained on digits 0-4, fine-tuned on 5-9."""
+    seed_everything(0)
+    model = build_model("small_resnet", 5)
+    fit(model, loader(source_splits.train, 32, shuffle=True), loader(source_splits.val, 256, shuffle=False),
+        OptimConfig(), 6, restore_best=True)
+    model, metrics = transfer(model, target_splits, TransferConfig(epochs=6, batch_size=32))
+    return model, metrics["accuracy"]
+
+
+AGGRESSIVE = ShareConfig(groups={"layer2": 2, "layer3": 2}, bias="one")
+
+
+def test_unlabeled_retraining_recovers_half_the_loss_and_is_timed_beside_labeled(
+        transferred, source_splits, target_splits) -> None:
+    dense_model, dense_acc = transferred
+    test = loader(target_splits.test, 256, shuffle=False)
+    results = {}
+    for mode in ("unlabeled", "labeled"):
+        model = copy.deepcopy(dense_model)
+        shared = share(model, AGGRESSIVE)
+        shared_acc = evaluate(model, test)["accuracy"]
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        cfg = RetrainConfig(mode=mode, epochs=4, batch_size=32)
+        data = ({"unlabeled": loader(source_splits.unlabeled("train"), 32, shuffle=True)} if mode == "unlabeled"
+                else {"labeled": loader(target_splits.train, 32, shuffle=True)})
+        info = retrain(model, dense_model, shared, cfg, **data)
+        after = model.state_dict()
+        for name in shared:
+            assert torch.equal(after[name], before[name]), f"shared tensor {name} moved"
+        assert torch.equal(after["bn1.running_mean"], before["bn1.running_mean"]), "BN statistics stay fixed"
+        assert not torch.equal(after["layer1.0.conv1.weight"], before["layer1.0.conv1.weight"])
+        results[mode] = (shared_acc, evaluate(model, test)["accuracy"], info["retrain_seconds"])
+    print({"dense": dense_acc, **results})
+    shared_acc, recovered, _ = results["unlabeled"]
+    lost = dense_acc - shared_acc
+    assert lost > 0.1, f"sharing at 2 centroids should hurt ({dense_acc} -> {shared_acc})"
+    assert recovered - shared_acc >= lost / 2, f"unlabeled retraining recovered {recovered - shared_acc} of {lost}"
+    assert results["labeled"][2] > 0 and results["unlabeled"][2] > 0
+
+
+def test_share_stage_reports_before_and_after_retraining(transferred, tmp_path: Path) -> None:
+    model, _ = transferred
+    ctx = Context(SOURCE, TARGET, tmp_path)
+    stage = Share(AGGRESSIVE, RetrainConfig(epochs=2, batch_size=32))
+    assert stage.label == "Q|R"
+    _, metrics = stage.run(copy.deepcopy(model), ctx)
+    assert metrics["accuracy"] > metrics["shared_accuracy"]
+    assert metrics["shared_tensors"] == len(layer_groups(model)["layer2"]) + len(layer_groups(model)["layer3"]) + 1
+    assert metrics["retrain_seconds"] > 0
+
+
+def test_sensitivity_sweep_table_plot_and_proposal(transferred, target_splits, tmp_path: Path) -> None:
+    model, _ = transferred
+    table = sensitivity(model, loader(target_splits.test, 256, shuffle=False), ks=(1, 4, 64), groups=["layer1", "layer3"])
+    assert list(table.columns) == ["group", "k", "accuracy", "size_bytes"] and len(table) == 1 + 2 * 3
+    base = table.iloc[0]
+    rows = table.set_index(["group", "k"])
+    assert rows.loc[("layer3", 64), "accuracy"] >= base["accuracy"] - 0.05, "64 centroids barely hurt"
+    assert rows.loc[("layer3", 1), "accuracy"] < base["accuracy"] - 0.2, "one centroid wrecks a stage"
+    assert rows.loc[("layer3", 4), "size_bytes"] < rows.loc[("layer3", 64), "size_bytes"] < base["size_bytes"]
+    proposal = propose_groups(table, max_drop=0.02)
+    assert set(proposal) == {"layer1", "layer3"} and proposal["layer3"] in (4, 64)
+    csv, html = write_sensitivity(table, tmp_path, "small_resnet on digits 5-9")
+    assert csv.read_text().startswith("group,k,accuracy,size_bytes") and "plotly" in html.read_text().lower()

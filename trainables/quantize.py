@@ -1,0 +1,338 @@
+"""Weight sharing (stage ``Q``) and retraining on unlabeled data (``R``), after the
+quantization-retraining paper (Thonglek et al.).
+
+*Sharing* (sec. III-A): the values of one layer's weight tensor are clustered into k centroids
+(k a power of two from 1 to 256, "because the number of centroids is based on the number of
+stored data bits") and each value is replaced by its centroid. Weights, biases and batch-norm
+parameters are clustered separately, per layer; zeros left by pruning stay exact zeros and are not
+clustered. Layers are chosen by *group* (:func:`layer_groups`): ResNet stages, or VGG's numbered
+layers, so a spec can say "layer4 at 256 centroids, biases at one". The HDF5 artifact recognises a
+tensor with at most 256 distinct values and stores it as codebook + packed indices, so
+``size_bytes`` falls without any further step.
+
+*Retraining* (sec. III-B): "we split the layers of the model into trainable layers and
+non-trainable layers. We keep the quantized layers as non-trainable"; the others are trained so
+that the shared model's outputs match the original model's outputs on an *unlabeled* dataset
+different from the labeled one. Beside it, conventional retraining with labels (Fig. 15/16).
+
+*Sensitivity* (Fig. 7/8, 12/13): :func:`sensitivity` shares one group at a time at every k and
+records accuracy and artifact size, to propose which groups to share (:func:`propose_groups`).
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Literal, Union
+
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .artifact import save_artifact
+from .clustering import METHODS, cluster
+from .errors import FrontierError
+from .masks import PRUNABLE
+from .stage import Context, Domain, Metrics
+from .train import OptimConfig, evaluate, fit, loader, make_optimizer, seed_everything
+
+__all__ = ["cluster", "layer_groups", "share", "retrain", "sensitivity", "propose_groups", "Share",
+           "ShareConfig", "RetrainConfig", "CENTROIDS"]
+
+CENTROIDS = tuple(2**i for i in range(9))  # 1, 2, 4, ..., 256
+Centroids = Union[int, Literal["keep"]]
+
+
+def layer_groups(model: nn.Module) -> dict[str, list[str]]:
+    """Named groups of ``Conv2d``/``Linear`` modules, in definition order.
+
+    ResNets (torchvision's and ``small_resnet``): ``stem`` (conv1), ``layer1`` .. ``layer4`` (every
+    conv of a stage, downsample included) and ``fc``. Other architectures: ``layer1`` .. ``layerN``,
+    one group per weight layer numbered as the paper numbers VGG-16's 16 layers.
+    """
+    names = [name for name, m in model.named_modules() if isinstance(m, PRUNABLE)]
+    if hasattr(model, "layer1") and hasattr(model, "fc"):
+        groups: dict[str, list[str]] = {}
+        for name in names:
+            top = name.split(".")[0]
+            groups.setdefault("stem" if top == "conv1" else top, []).append(name)
+        return groups
+    return {f"layer{i}": [name] for i, name in enumerate(names, start=1)}
+
+
+class ShareConfig(BaseModel):
+    """Which groups to share at how many centroids, the bias rule and the clustering method.
+
+    Args:
+        groups: group name -> centroid count (a power of two, 1 to 256) or ``keep``.
+        bias: ``one`` shares every conv/linear bias as one centroid (its mean), the paper's choice
+            for VGG-16 and ResNet-50; ``keep`` leaves biases alone.
+        method: ``kmeans`` (1-D k-means) or ``equal`` (equal-count clusters, the paper's Fig. 2).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    groups: dict[str, Centroids] = Field(default_factory=dict)
+    bias: Literal["one", "keep"] = "keep"
+    method: Literal["kmeans", "equal"] = "kmeans"
+
+    @field_validator("groups")
+    @classmethod
+    def _powers_of_two(cls, groups: dict[str, Centroids]) -> dict[str, Centroids]:
+        for name, k in groups.items():
+            if k != "keep" and k not in CENTROIDS:
+                raise ValueError(f"{name}: centroids must be a power of two from 1 to 256 or 'keep', got {k!r}")
+        return groups
+
+    @property
+    def active(self) -> bool:
+        return self.bias == "one" or any(k != "keep" for k in self.groups.values())
+
+
+@torch.no_grad()
+def share_tensor(tensor: torch.Tensor, k: int, method: str) -> torch.Tensor:
+    """``tensor`` with its nonzero values replaced by their k centroids (zeros stay zero)."""
+    flat = tensor.detach().reshape(-1)
+    keep = flat != 0
+    values = flat[keep]
+    if values.numel() == 0:
+        return tensor.clone()
+    centroids, labels = cluster(values.cpu().numpy(), k, method)
+    out = torch.zeros_like(flat)
+    out[keep] = torch.as_tensor(centroids, dtype=tensor.dtype)[torch.as_tensor(labels, dtype=torch.long)].to(out.device)
+    return out.reshape(tensor.shape)
+
+
+@torch.no_grad()
+def share(model: nn.Module, cfg: ShareConfig) -> dict[str, int]:
+    """Share ``model``'s tensors in place as ``cfg`` says; returns ``{tensor name: k}`` of what was shared.
+
+    Raises:
+        FrontierError: a group name the model does not have (the message lists the known ones).
+    """
+    groups = layer_groups(model)
+    unknown = sorted(set(cfg.groups) - set(groups))
+    if unknown:
+        raise FrontierError(f"share.groups.{unknown[0]}: no such layer group; this model has {', '.join(groups)}")
+    modules = dict(model.named_modules())
+    shared: dict[str, int] = {}
+    for group, k in cfg.groups.items():
+        if k == "keep":
+            continue
+        for name in groups[group]:
+            module = modules[name]
+            module.weight.copy_(share_tensor(module.weight, k, cfg.method))
+            shared[f"{name}.weight"] = k
+    if cfg.bias == "one":
+        for name, module in modules.items():
+            if isinstance(module, PRUNABLE) and module.bias is not None:
+                module.bias.copy_(share_tensor(module.bias, 1, cfg.method))
+                shared[f"{name}.bias"] = 1
+    return shared
+
+
+class RetrainConfig(BaseModel):
+    """Retraining after sharing.
+
+    Args:
+        mode: ``unlabeled`` (match the original model's outputs; the paper's method) or
+            ``labeled`` (conventional: cross-entropy on the target's labeled training split).
+        unlabeled: whose training images serve as the unlabeled data: ``source`` (by default: a
+            dataset other than the labeled target, as the paper uses CIFAR for an ImageNet model)
+            or ``target`` (its images, labels ignored).
+        loss: ``kl`` (KL divergence of the softmax outputs, teacher to student) or ``mse`` (squared
+            error between the softmax output vectors).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["unlabeled", "labeled"] = "unlabeled"
+    unlabeled: Domain = "source"
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(64, ge=1)
+    loss: Literal["kl", "mse"] = "kl"
+    optim: OptimConfig = OptimConfig(name="adam", lr=1e-3)
+
+
+def _output_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "kl":
+        return nn.functional.kl_div(student.log_softmax(1), teacher.log_softmax(1), log_target=True,
+                                    reduction="batchmean")
+    return nn.functional.mse_loss(student.softmax(1), teacher.softmax(1))
+
+
+def retrain(
+    model: nn.Module,
+    teacher: nn.Module,
+    shared: Iterable[str],
+    cfg: RetrainConfig,
+    *,
+    unlabeled: DataLoader | None = None,
+    labeled: DataLoader | None = None,
+    device: str = "cpu",
+) -> dict[str, float]:
+    """Train ``model``'s unshared tensors; shared tensors and batch-norm statistics stay fixed.
+
+    ``unlabeled`` mode needs ``unlabeled`` (images only) and the ``teacher`` (the model before
+    sharing); ``labeled`` mode needs ``labeled`` ((image, label) pairs). Returns the time taken
+    and the last epoch's mean loss.
+    """
+    start = time.perf_counter()
+    shared = set(shared)
+    params = [p for name, p in model.named_parameters() if name not in shared]
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    for name, p in model.named_parameters():
+        p.requires_grad_(name not in shared)
+    model.to(device)
+    try:
+        if cfg.mode == "labeled":
+            if labeled is None:
+                raise ValueError("labeled retraining needs a labeled loader")
+            result = fit(model, labeled, None, cfg.optim, cfg.epochs, device=device, params=params, frozen=model)
+            loss = result.history[-1]["loss"]
+        else:
+            if unlabeled is None:
+                raise ValueError("unlabeled retraining needs an unlabeled loader")
+            loss = _distill(model, teacher.to(device).eval(), unlabeled, params, cfg, device)
+    finally:
+        for name, p in model.named_parameters():
+            p.requires_grad_(flags[name])
+    return {"retrain_seconds": time.perf_counter() - start, "retrain_loss": loss}
+
+
+def _distill(model, teacher, data: DataLoader, params, cfg: RetrainConfig, device: str) -> float:
+    """Fit ``model``'s outputs to ``teacher``'s on unlabeled images (sec. III-B, Fig. 3)."""
+    from .train import Diverged
+
+    opt = make_optimizer(params, cfg.optim)
+    mean = float("nan")
+    for _ in range(cfg.epochs):
+        model.eval()  # batch-norm statistics stay those of the labeled data
+        total, count = 0.0, 0
+        for x in data:
+            x = x.to(device)
+            with torch.no_grad():
+                target = teacher(x)
+            loss = _output_loss(model(x), target, cfg.loss)
+            if not torch.isfinite(loss):
+                raise Diverged(f"retraining loss became {loss.item()}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total, count = total + loss.item() * len(x), count + len(x)
+        mean = total / max(count, 1)
+    return mean
+
+
+class Share:
+    """Stage ``Q`` (sharing) or ``Q|R`` (sharing, then retraining).
+
+    Metrics: ``accuracy``/``top5`` on the target's test split after the stage,
+    ``shared_accuracy`` right after sharing (before retraining), ``shared_tensors``, and with
+    retraining ``retrain_seconds``.
+    """
+
+    def __init__(self, cfg: ShareConfig, retrain_cfg: RetrainConfig | None = None) -> None:
+        self.cfg, self.retrain_cfg = cfg, retrain_cfg
+        self.label = "Q" if retrain_cfg is None else "Q|R"
+
+    def run(self, model: nn.Module | None, ctx: Context) -> tuple[nn.Module, Metrics]:
+        if model is None:
+            raise ValueError("the Q stage needs a model from an earlier stage")
+        start = time.perf_counter()
+        seed_everything(ctx.seed)
+        target = ctx.data("target")
+        teacher = copy.deepcopy(model).eval() if self.retrain_cfg else None
+        model = model.cpu()
+        shared = share(model, self.cfg)
+        test = loader(target.test, 256, shuffle=False)
+        metrics: dict = {"shared_tensors": len(shared)}
+        metrics["shared_accuracy"] = evaluate(model, test, ctx.device)["accuracy"]
+        if self.retrain_cfg is not None:
+            cfg = self.retrain_cfg
+            if cfg.mode == "labeled":
+                data = {"labeled": loader(target.train, cfg.batch_size, shuffle=True, seed=ctx.seed)}
+            else:
+                images = ctx.data(cfg.unlabeled).unlabeled("train")
+                data = {"unlabeled": loader(images, cfg.batch_size, shuffle=True, seed=ctx.seed)}
+            metrics.update(retrain(model, teacher, shared, cfg, device=ctx.device, **data))
+        metrics.update(evaluate(model, test, ctx.device))
+        metrics["seconds"] = time.perf_counter() - start
+        return model, metrics
+
+
+def sensitivity(
+    model: nn.Module,
+    test: DataLoader,
+    *,
+    ks: Sequence[int] = CENTROIDS,
+    groups: Sequence[str] | None = None,
+    method: str = "kmeans",
+    device: str = "cpu",
+) -> pd.DataFrame:
+    """Accuracy and artifact size with one group shared at a time, for every k (Fig. 7/8, 12/13).
+
+    Returns a table with columns ``group, k, accuracy, size_bytes``; the first row (group
+    ``none``, k 0) is the unshared model.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS} but got {method!r}")
+    known = layer_groups(model)
+    chosen = list(known) if groups is None else list(groups)
+    for g in chosen:
+        if g not in known:
+            raise FrontierError(f"groups: no layer group '{g}'; this model has {', '.join(known)}")
+    rows = [{"group": "none", "k": 0, **_score(model, test, device)}]
+    for group in chosen:
+        for k in ks:
+            trial = copy.deepcopy(model)
+            share(trial, ShareConfig(groups={group: k}, method=method))
+            rows.append({"group": group, "k": k, **_score(trial, test, device)})
+    return pd.DataFrame(rows)
+
+
+def _score(model: nn.Module, test: DataLoader, device: str) -> dict[str, float]:
+    accuracy = evaluate(model, test, device)["accuracy"]
+    with tempfile.TemporaryDirectory() as tmp:
+        size = save_artifact(model.state_dict(), Path(tmp) / "m.h5")
+    return {"accuracy": accuracy, "size_bytes": size}
+
+
+def propose_groups(table: pd.DataFrame, max_drop: float = 0.01) -> dict[str, Centroids]:
+    """For each group, the fewest centroids whose accuracy stays within ``max_drop`` of the
+    unshared model's, or ``keep`` when none does."""
+    base = float(table.loc[table["group"] == "none", "accuracy"].iloc[0])
+    proposal: dict[str, Centroids] = {}
+    for group, rows in table[table["group"] != "none"].groupby("group", sort=False):
+        good = rows[rows["accuracy"] >= base - max_drop]
+        proposal[str(group)] = int(good["k"].min()) if len(good) else "keep"
+    return proposal
+
+
+def write_sensitivity(table: pd.DataFrame, out_dir: str | Path, title: str = "sensitivity") -> tuple[Path, Path]:
+    """Write the table as ``sensitivity.csv`` and a plotly page ``sensitivity.html`` (accuracy and
+    size against log2 k, one line per group)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv, html = out / "sensitivity.csv", out / "sensitivity.html"
+    table.to_csv(csv, index=False)
+    base = table[table["group"] == "none"].iloc[0]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy", "artifact size (bytes)"))
+    for group, rows in table[table["group"] != "none"].groupby("group", sort=False):
+        for col, key in ((1, "accuracy"), (2, "size_bytes")):
+            fig.add_trace(go.Scatter(x=rows["k"], y=rows[key], mode="lines+markers", name=str(group),
+                                     legendgroup=str(group), showlegend=col == 1), row=1, col=col)
+    for col, key in ((1, "accuracy"), (2, "size_bytes")):
+        fig.add_hline(y=float(base[key]), line_dash="dot", annotation_text="unshared", row=1, col=col)
+        fig.update_xaxes(type="log", title_text="centroids k", row=1, col=col)
+    fig.update_layout(title=title)
+    fig.write_html(str(html), include_plotlyjs=True, full_html=True)
+    return csv, html
