@@ -4,6 +4,7 @@
     frontier check SPEC
     frontier front RUN_DIR [--html FILE] [--json]
     frontier rerun RUN_DIR --trial best|ID [--out DIR] [--max-size-bytes B] [--max-latency-ms MS]
+    frontier sweep MODEL_DIR [--groups G ...] [--ks K ...] [--max-drop D]
 
 A user's mistake (a bad spec, a missing file, an unknown trial) prints one line per problem,
 ``frontier: <key path>: <what is wrong>``, and exits with code 2; no traceback.
@@ -12,6 +13,7 @@ A user's mistake (a bad spec, a missing file, an unknown trial) prints one line 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     rerun.add_argument("--out", help="output folder (default: RUN_DIR/final/<trial>)")
     rerun.add_argument("--max-size-bytes", type=float, help="constraint for --trial best")
     rerun.add_argument("--max-latency-ms", type=float, help="constraint for --trial best")
+    sweep = sub.add_parser("sweep", help="sharing sensitivity of a final model (from rerun), per layer group")
+    sweep.add_argument("model_dir")
+    sweep.add_argument("--groups", nargs="+", help="layer groups to sweep (default: all)")
+    sweep.add_argument("--ks", nargs="+", type=int, default=[1, 2, 4, 8, 16, 32, 64, 128, 256])
+    sweep.add_argument("--method", choices=["kmeans", "equal"], default="kmeans")
+    sweep.add_argument("--max-drop", type=float, default=0.01, help="accuracy drop allowed in the proposal")
     return parser
 
 
@@ -84,6 +92,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .report import show_front
 
         show_front(args.run_dir, html=args.html, as_json=args.json)
+        return 0
+    if args.command == "sweep":
+        from .sweep import sweep
+
+        proposal = sweep(args.model_dir, groups=args.groups, ks=args.ks, method=args.method, max_drop=args.max_drop)
+        print(f"wrote {args.model_dir}/sensitivity.csv and sensitivity.html")
+        print("proposal for budgets.share.groups: " + json.dumps(proposal))
         return 0
     from .rerun import rerun
 

@@ -46,6 +46,19 @@ def test_share_leaves_k_values_per_tensor_in_the_chosen_group_only() -> None:
     assert state["fc.bias"][0] == pytest.approx(before["fc.bias"].mean().item(), abs=1e-6)
 
 
+def test_batchnorm_tensors_are_shared_each_on_its_own_when_asked() -> None:
+    model = build_model("small_resnet", 5)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+    shared = share(model, ShareConfig(batchnorm=2))
+    assert "bn1.running_var" in shared and "layer1.0.bn2.weight" in shared and "fc.weight" not in shared
+    assert distinct_nonzero(model.bn1.running_var) == 2 and distinct_nonzero(model.layer1[0].bn2.weight) == 2
+    assert not set(shared) & {n for n, _ in model.named_parameters() if n.endswith("conv1.weight")}
+
+
 def test_pruned_zeros_stay_zero_and_are_not_a_centroid() -> None:
     model = build_model("small_resnet", 5)
     w = model.layer3[0].conv2.weight

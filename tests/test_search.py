@@ -118,6 +118,12 @@ def test_rerun_best_writes_a_final_model_matching_its_trial(run_dir: Path, tmp_p
     assert {"torch", "onnxruntime", "python"} <= set(card["versions"])
     for name in ("model.pt", "model.onnx", "model.h5"):
         assert (out / name).is_file()
+    # the sharing sweep reads the final folder and proposes groups to share
+    assert main(["sweep", str(out), "--groups", "layer3", "--ks", "1", "64"]) == 0
+    table = pd.read_csv(out / "sensitivity.csv")
+    assert list(table["group"]) == ["none", "layer3", "layer3"] and list(table["k"]) == [0, 1, 64]
+    assert (out / "sensitivity.html").is_file()
+    assert main(["sweep", str(out), "--ks", "3"]) == 2
 
 
 def test_rerun_unknown_trial_is_a_clear_error(run_dir: Path, capsys) -> None:

@@ -73,6 +73,8 @@ class ShareConfig(BaseModel):
         bias: ``one`` shares every conv/linear bias as one centroid (its mean), the paper's choice
             for VGG-16 and ResNet-50; ``keep`` leaves biases alone.
         method: ``kmeans`` (1-D k-means) or ``equal`` (equal-count clusters, the paper's Fig. 2).
+        batchnorm: centroids for every batch-norm tensor (weight, bias, running mean and variance,
+            each clustered on its own), or ``keep``; the paper found sharing them costs accuracy.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -80,6 +82,7 @@ class ShareConfig(BaseModel):
     groups: dict[str, Centroids] = Field(default_factory=dict)
     bias: Literal["one", "keep"] = "keep"
     method: Literal["kmeans", "equal"] = "kmeans"
+    batchnorm: Centroids = "keep"
 
     @field_validator("groups")
     @classmethod
@@ -89,9 +92,12 @@ class ShareConfig(BaseModel):
                 raise ValueError(f"{name}: centroids must be a power of two from 1 to 256 or 'keep', got {k!r}")
         return groups
 
-    @property
-    def active(self) -> bool:
-        return self.bias == "one" or any(k != "keep" for k in self.groups.values())
+    @field_validator("batchnorm")
+    @classmethod
+    def _batchnorm_power_of_two(cls, k: Centroids) -> Centroids:
+        if k != "keep" and k not in CENTROIDS:
+            raise ValueError(f"centroids must be a power of two from 1 to 256 or 'keep', got {k!r}")
+        return k
 
 
 @torch.no_grad()
@@ -133,6 +139,14 @@ def share(model: nn.Module, cfg: ShareConfig) -> dict[str, int]:
             if isinstance(module, PRUNABLE) and module.bias is not None:
                 module.bias.copy_(share_tensor(module.bias, 1, cfg.method))
                 shared[f"{name}.bias"] = 1
+    if cfg.batchnorm != "keep":
+        for name, module in modules.items():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                for attr in ("weight", "bias", "running_mean", "running_var"):
+                    tensor = getattr(module, attr)
+                    if tensor is not None:
+                        tensor.copy_(share_tensor(tensor, cfg.batchnorm, cfg.method))
+                        shared[f"{name}.{attr}"] = cfg.batchnorm
     return shared
 
 
