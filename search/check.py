@@ -1,7 +1,9 @@
-"""``frontier check``: the spec validates and the files it names are there."""
+"""``frontier check``: the spec validates, the files it names are there, and on the local machine
+a trial's resources fit (Ray would otherwise wait forever for a CPU or GPU that never comes)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from trainables.data import check_root
@@ -10,10 +12,11 @@ from trainables.errors import FrontierError
 from .spec import Spec, SpecError, load_spec
 
 
-def check_spec(path: str | Path) -> Spec:
-    """Load ``path`` and check its data roots and weights file; raises :class:`SpecError` listing problems."""
+def check_spec(path: str | Path, address: str | None = None) -> Spec:
+    """Load ``path`` and check its data roots, weights file and, for a local run (no ``address``),
+    that one trial's resources fit this machine; raises :class:`SpecError` listing problems."""
     spec = load_spec(path)
-    problems = []
+    problems = [] if address else local_resource_problems(spec)
     for domain in ("source", "target"):
         data = getattr(spec.data, domain)
         if data is None:
@@ -29,3 +32,18 @@ def check_spec(path: str | Path) -> Spec:
     if problems:
         raise SpecError(problems)
     return spec
+
+
+def local_resource_problems(spec: Spec) -> list[str]:
+    """Resources one trial asks for that this machine does not have."""
+    import torch
+
+    problems = []
+    cpus, gpus = os.cpu_count() or 1, torch.cuda.device_count()
+    if spec.resources.cpu > cpus:
+        problems.append(f"resources.cpu: each trial asks for {spec.resources.cpu:g} CPUs but this machine has "
+                        f"{cpus}; lower it, or run on a cluster with --address")
+    if spec.resources.gpu > gpus:
+        problems.append(f"resources.gpu: each trial asks for {spec.resources.gpu:g} GPUs but this machine has "
+                        f"{gpus}; lower it, or run on a cluster with --address")
+    return problems

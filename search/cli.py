@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--runs", default="runs", help="folder holding the runs (default: runs)")
     check = sub.add_parser("check", help="validate a spec; one line per problem, exit 2 if any")
     check.add_argument("spec")
+    check.add_argument("--address", help="the spec runs on this Ray cluster: skip the local resource check")
     front = sub.add_parser("front", help="show the Pareto front of a finished run")
     front.add_argument("run_dir")
     front.add_argument("--html", help="write a self-contained plotly page to this file")
@@ -72,7 +73,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "check":
         from .check import check_spec
 
-        spec = check_spec(args.spec)
+        spec = check_spec(args.spec, address=args.address)
         print(f"{args.spec}: ok ({spec.trials} trials, objectives {', '.join(spec.metric_names)})")
         return 0
     if args.command == "run":
@@ -81,7 +82,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         if args.trials is not None and args.trials < 1:
             raise FrontierError(f"--trials: must be >= 1 but got {args.trials}")
-        spec = check_spec(args.spec)
+        spec = check_spec(args.spec, address=args.address)
         run_dir = run_search(spec, Path(args.spec).read_text(), name=args.name, address=args.address,
                              trials=args.trials, resume=args.resume, cache=False if args.no_cache else None,
                              runs_root=args.runs)
