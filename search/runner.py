@@ -102,7 +102,7 @@ def run_search(
     runs_root: str | Path = "runs",
 ) -> Path:
     """Run the search ``spec`` describes; returns the run folder."""
-    run_dir = run_dir_for(name or spec.name, runs_root)
+    run_dir = run_dir_for(spec.name if name is None else name, runs_root)
     experiment = run_dir / "tune"
     if experiment.exists() and not resume:
         raise FrontierError(f"run '{run_dir.name}' already exists in {run_dir.parent}; pass --resume or another --name")

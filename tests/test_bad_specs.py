@@ -34,3 +34,12 @@ def test_bad_spec_is_one_clear_line_and_exit_2(path: Path, command: str, tmp_pat
     assert any(expected(path) in line for line in lines), (expected(path), lines)
     assert "Traceback" not in captured.err + captured.out
     assert not runs.exists(), "a rejected spec writes nothing"
+
+
+@pytest.mark.parametrize("name", ["../escape", "/etc", ".hidden", "a/b", "x" * 65, ""])
+def test_run_name_cannot_leave_the_runs_folder(name: str, tmp_path: Path, capsys) -> None:
+    spec = Path(__file__).resolve().parent.parent / "spaces" / "quickstart.yaml"
+    runs = tmp_path / "runs"
+    assert main(["run", str(spec), "--name", name, "--runs", str(runs)]) == 2
+    assert "frontier: --name:" in capsys.readouterr().err
+    assert not runs.exists() and not (tmp_path / "escape").exists()
