@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-import torch
 from torch import nn
 
 from .data import DataSpec, Splits, load_data
@@ -67,10 +66,6 @@ class Context:
             return None
         progress = self.progress
         return lambda record: progress(label, record)
-
-    @property
-    def torch_device(self) -> torch.device:
-        return torch.device(self.device)
 
 
 class Stage(Protocol):
