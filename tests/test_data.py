@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -273,6 +276,79 @@ def test_fake_cifar100_loads(tmp_path):
     splits = load_data(DataSpec(name="cifar100", root=str(tmp_path), classes=[99, 0]))
     assert splits.class_names == ["c99", "c0"] and len(splits.test) == 2
     assert sorted(splits.train.labels.tolist() + splits.val.labels.tolist()) == [0, 0, 0, 1, 1, 1]
+
+
+class Py2Pickler(pickle._Pickler):
+    """Writes str and bytes as Python 2's cPickle wrote the official CIFAR batches (BINSTRING)."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_binstring(self, obj: str | bytes) -> None:
+        data = obj.encode("latin-1") if isinstance(obj, str) else obj
+        if len(data) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(data)) + data)
+        self.memoize(obj)
+
+    dispatch[str] = save_binstring
+    dispatch[bytes] = save_binstring
+
+
+def test_a_batch_as_python2_and_numpy1_wrote_it_loads(tmp_path):
+    arrays = write_cifar10(tmp_path)
+    base = tmp_path / "cifar-10-batches-py"
+    for name in ("data_batch_1", "test_batch"):  # rewrite two batches the way the official files are
+        batch = pickle.loads((base / name).read_bytes())
+        out = io.BytesIO()
+        Py2Pickler(out, protocol=2).dump(batch)
+        legacy = out.getvalue().replace(b"numpy._core.", b"numpy.core.")
+        assert b"numpy.core.multiarray\n_reconstruct" in legacy and b"_codecs" not in legacy
+        (base / name).write_bytes(legacy)
+    splits = load_data(DataSpec(name="cifar10", root=str(tmp_path)))
+    ds = splits.test
+    assert np.array_equal(ds.labels.numpy(), arrays["yt"][ds.indices.numpy()])
+    img = unnormalise(ds[0][0]) * 255
+    assert torch.allclose(img, torch.from_numpy(arrays["xt"][int(ds.indices[0])].reshape(3, 32, 32)).float(), atol=1e-3)
+
+
+class RunsAShell:
+    """What a tampered batch could hold: unpickling it calls os.system."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_a_batch_holding_anything_else_is_refused_and_nothing_runs(tmp_path, protocol):
+    write_cifar10(tmp_path)
+    base, marker = tmp_path / "cifar-10-batches-py", tmp_path / "pwned"
+    batch = {"labels": [0], "data": np.zeros((1, 3072), np.uint8), "x": RunsAShell(f"touch {marker}")}
+    (base / "data_batch_3").write_bytes(pickle.dumps(batch, protocol=protocol))
+    with pytest.raises(DataError) as exc:
+        load_data(DataSpec(name="cifar10", root=str(tmp_path)))
+    message = one_line(exc)
+    assert str(base / "data_batch_3") in message and f"{os.system.__module__}.system" in message
+    assert "refusing" in message and not marker.exists()
+
+
+@pytest.mark.parametrize("payload, names", [
+    (b"cbuiltins\neval\n(S'1+1'\ntR.", "builtins.eval"),        # a global outside the allowed set
+    (b"c_codecs\nencode\n(X\x01\x00\x00\x00aX\x05\x00\x00\x00rot13tR.", "rot13"),  # latin-1 only
+    (b"\x80\x02}q\x00", "not a readable CIFAR batch"),                 # cut short
+    (b"\x80\x02]q\x00.", "holds a list"),                                # not a dict
+])
+def test_other_bad_batches_name_the_file(tmp_path, payload, names):
+    write_cifar10(tmp_path)
+    meta = tmp_path / "cifar-10-batches-py" / "batches.meta"
+    meta.write_bytes(payload)
+    with pytest.raises(DataError) as exc:
+        check_root(DataSpec(name="cifar10", root=str(tmp_path)))
+    message = one_line(exc)
+    assert str(meta) in message and names in message
 
 
 # ----------------------------------------------------------------------------- Stanford Cars

@@ -25,6 +25,7 @@ Contract:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
@@ -259,9 +260,74 @@ class _Layout:
     read: Callable[[Path, int], _Raw]             # (folder, image_size) -> _Raw
 
 
+class _Refused(pickle.UnpicklingError):
+    """A pickle asked for a global that a CIFAR batch never holds."""
+
+    def __init__(self, module: str, name: str) -> None:
+        super().__init__(f"{module}.{name}")
+        self.qualname = f"{module}.{name}"
+
+
+def _latin1_bytes(text: str, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` as a Python 3 protocol-2 pickle calls it for ``bytes``, latin-1 only."""
+    if encoding not in ("latin1", "latin-1"):
+        raise _Refused("_codecs", f"encode(..., {encoding!r})")
+    return text.encode("latin-1")
+
+
+@functools.cache
+def _numpy_globals() -> dict[tuple[str, str], object]:
+    """The only globals a CIFAR batch needs: numpy's array, dtype and scalar rebuilders.
+
+    Python 2 wrote them as ``numpy.core.*`` (the official files), numpy 2 as ``numpy._core.*``;
+    both names map to the objects of the numpy installed, without importing either module.
+    """
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray, numeric
+    allowed: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                                              ("_codecs", "encode"): _latin1_bytes}
+    for core in ("numpy.core", "numpy._core"):
+        allowed[(f"{core}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        allowed[(f"{core}.multiarray", "scalar")] = multiarray.scalar
+        allowed[(f"{core}.numeric", "_frombuffer")] = numeric._frombuffer
+    return allowed
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR's python batches (dicts of str, bytes, int lists and numpy arrays) and nothing else.
+
+    :meth:`find_class` is the only way a pickle reaches a callable; it returns the numpy rebuilders
+    of :func:`_numpy_globals` and raises :class:`_Refused` for every other global, before anything
+    is called, so a tampered file cannot run code.
+    """
+
+    def find_class(self, module: str, name: str) -> object:
+        allowed = _numpy_globals()
+        if (module, name) not in allowed:
+            raise _Refused(module, name)
+        return allowed[(module, name)]
+
+
 def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
+    """The dict pickled in the CIFAR batch ``path``, read with :class:`_CifarUnpickler`.
+
+    Raises :class:`DataError` naming the file when it holds any other object (say, one that would
+    run code when unpickled) or cannot be read as a pickle at all. Python 2 strings come back as str
+    (latin-1), as the official batches need.
+    """
+    try:
+        with open(path, "rb") as f:
+            batch = _CifarUnpickler(f, encoding="latin1").load()
+    except _Refused as exc:
+        raise DataError(f"data.root: {str(path)!r} holds a pickled {exc.qualname}, which a CIFAR batch never "
+                        "does (only dicts, lists, strings, numbers and numpy arrays); refusing to load it") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise DataError(f"data.root: {str(path)!r} is not a readable CIFAR batch: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(batch, dict):
+        raise DataError(f"data.root: {str(path)!r} holds a {type(batch).__name__}, not the dict of a CIFAR batch")
+    return batch
 
 
 def _cifar_batches(base: Path, files: Sequence[str], label_key: str) -> tuple[Tensor, np.ndarray]:
