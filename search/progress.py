@@ -2,12 +2,18 @@
 
 A Ray Tune callback on the driver. On a terminal it redraws one rich status panel; elsewhere (CI,
 a log file) it prints one line whenever a trial finishes or fails.
+
+On ``frontier run --resume`` Tune brings back the trials that finished before as TERMINATED or
+ERROR and calls no callback for them (and uses the copy of this callback it pickled when the run
+began, counts empty). The first step of the loop therefore seeds the counts from Tune's trial list,
+so a resumed run's display starts from the trials already finished.
 """
 
 from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ray.tune import Callback
@@ -17,9 +23,14 @@ from rich.text import Text
 
 from .front import pareto_front
 
+TERMINATED, ERROR = "TERMINATED", "ERROR"  # Tune's Trial.status values of a finished trial
+
 
 class SearchProgress(Callback):
     """Counts trials by state and keeps the running front of finished ones."""
+
+    before_resume = 0  # class defaults too: a run pickled by an older version lacks these attributes
+    _seeded = False
 
     def __init__(self, total: int, names: list[str], directions: list[str]) -> None:
         self.total, self.names, self.directions = total, names, directions
@@ -27,6 +38,8 @@ class SearchProgress(Callback):
         self.failed: set[str] = set()
         self.running: set[str] = set()
         self.stage: dict[str, str] = {}
+        self.before_resume = 0  # trials that had finished before this run started (a resume)
+        self._seeded = False
         self._live: Live | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -39,15 +52,49 @@ class SearchProgress(Callback):
             self._live = Live(self._render(), console=console, refresh_per_second=2, transient=False)
             self._live.start()
 
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        if not self._seeded:
+            self._seeded = True
+            self.seed(trials)
+
+    def seed(self, trials: Iterable[Any]) -> None:
+        """Start the counts from ``trials`` (Tune ``Trial`` objects) that have already finished.
+
+        A trial counts as done when its status is TERMINATED and its last result holds every
+        objective as a finite float, as failed when its status is ERROR (a restored errored trial
+        that Tune retries is PENDING, not ERROR). Replaces whatever counts this object held.
+        """
+        self.done, self.failed, self.running, self.stage = {}, set(), set(), {}
+        finished = [t for t in trials if t.status in (TERMINATED, ERROR)]
+        for trial in finished:
+            self.record(trial.trial_id, trial.last_result, failed=trial.status == ERROR)
+        self.before_resume = len(finished)
+        if finished:
+            self._line(f"resuming: {len(finished)} trial(s) finished before")
+
+    def record(self, trial_id: str, result: Mapping[str, Any] | None, failed: bool = False) -> None:
+        """Count ``trial_id`` as finished: failed, or done if ``result`` holds every finite objective.
+
+        Idempotent: recording a trial again replaces its entry.
+        """
+        self.running.discard(trial_id)
+        if failed:
+            self.done.pop(trial_id, None)
+            self.failed.add(trial_id)
+            return
+        values = objective_values(result or {}, self.names)
+        if values is not None:
+            self.done[trial_id] = values
+
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.running.add(trial.trial_id)
         self._refresh()
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self.stage[trial.trial_id] = f"{result.get('stage_index', 0)}/{result.get('stages', '?')}"
-        values = [result.get(n) for n in self.names]
-        if all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
-            self.done[trial.trial_id] = [float(v) for v in values]
+        values = objective_values(result, self.names)
+        if values is not None:
+            self.done[trial.trial_id] = values
         self._refresh()
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
@@ -55,9 +102,7 @@ class SearchProgress(Callback):
         self._line(f"trial {trial.trial_id} finished: {result_text(trial.last_result, self.names)}")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self.running.discard(trial.trial_id)
-        self.done.pop(trial.trial_id, None)
-        self.failed.add(trial.trial_id)
+        self.record(trial.trial_id, None, failed=True)
         self._line(f"trial {trial.trial_id} failed")
 
     def on_experiment_end(self, trials, **info) -> None:
@@ -73,7 +118,8 @@ class SearchProgress(Callback):
             i = self.names.index("accuracy")
             best = f" · best accuracy {max(v[i] for v in self.done.values()):.4f}"
         front = len(pareto_front(list(self.done.values()), self.directions)) if self.done else 0
-        return (f"trials {len(self.done)}/{self.total} done, {len(self.running)} running, "
+        resumed = f" ({self.before_resume} before the resume)" if self.before_resume else ""
+        return (f"trials {len(self.done)}/{self.total} done{resumed}, {len(self.running)} running, "
                 f"{len(self.failed)} failed{best} · front {front}")
 
     def _render(self) -> Text:
@@ -92,6 +138,14 @@ class SearchProgress(Callback):
             self._refresh()
         else:
             print(f"{message} | {self.summary()}", file=sys.stdout, flush=True)
+
+
+def objective_values(result: Mapping[str, Any], names: list[str]) -> list[float] | None:
+    """The objectives ``names`` of ``result`` as floats, or None unless every one is finite."""
+    values = [result.get(n) for n in names]
+    if all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        return [float(v) for v in values]
+    return None
 
 
 def result_text(result: dict[str, Any], names: list[str]) -> str:
