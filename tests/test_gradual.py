@@ -103,3 +103,132 @@ def test_second_pruning_keeps_the_first_zeros_and_can_prune_first_layer_when_ask
 def test_config_rejects_initial_above_final() -> None:
     with pytest.raises(ValueError, match="initial sparsity 0.9 is above final sparsity 0.5"):
         GradualConfig(final=0.5, initial=0.9)
+
+
+# --- granularity: channel (units that surgery removes) and 2:4 (TensorRT's sparse kernels) ---
+
+from trainables import gradual as gradual_module  # noqa: E402
+from trainables.gradual import granularity_problem, semi_structured_mask  # noqa: E402
+from trainables.surgery import dead_units, shrink  # noqa: E402
+from trainables.units import unit_layers  # noqa: E402
+
+
+def groups_of_four(weight: torch.Tensor) -> torch.Tensor:
+    """Non-zeros per group of 4 consecutive input channels, one entry per group."""
+    return (weight.movedim(1, -1).reshape(-1, 4) != 0).sum(dim=1)
+
+
+def test_config_and_granularity_problem_reject_2_4_above_half() -> None:
+    assert granularity_problem("2:4", 0.5) is None
+    assert granularity_problem("channel", 0.9) is None and granularity_problem("unstructured", 0.9) is None
+    assert "sparsity 0.6 is above 0.5" in granularity_problem("2:4", 0.6)
+    assert "granularity must be one of unstructured, channel, 2:4 but got 'block'" == granularity_problem("block", 0.5)
+    with pytest.raises(ValueError, match="final sparsity 0.8 is above 0.5, the most that granularity '2:4' reaches"):
+        GradualConfig(final=0.8, granularity="2:4")
+    assert GradualConfig(final=0.8).granularity == "unstructured"
+
+
+def test_semi_structured_mask_keeps_the_two_largest_of_every_four_input_channels() -> None:
+    g = torch.Generator().manual_seed(0)
+    for weight in (torch.randn(6, 8, 3, 3, generator=g), torch.randn(5, 12, generator=g)):
+        keep = semi_structured_mask(weight)
+        assert keep.shape == weight.shape and keep.dtype == torch.bool
+        assert torch.all(groups_of_four(weight * keep) == 2)
+        magnitudes = weight.abs().movedim(1, -1).reshape(-1, 4)
+        kept = keep.movedim(1, -1).reshape(-1, 4)
+        smallest_kept = magnitudes.masked_fill(~kept, float("inf")).min(dim=1).values
+        largest_dropped = magnitudes.masked_fill(kept, -1.0).max(dim=1).values
+        assert torch.all(smallest_kept >= largest_dropped)
+    one = semi_structured_mask(weight, zeros=1)
+    assert torch.all(groups_of_four(weight * one) == 3)
+    two = semi_structured_mask(weight, zeros=2, mask=one)
+    assert torch.all(two <= one), "masks only grow"
+    with pytest.raises(ValueError, match=r"multiples of 4 but got shape \(4, 3, 3, 3\)"):
+        semi_structured_mask(torch.randn(4, 3, 3, 3))
+
+
+def spy_on_pruning_steps(monkeypatch, record) -> None:
+    """Call ``record(t, model)`` right after each pruning step that gradual_prune's fit runs."""
+    real_fit = gradual_module.fit
+
+    def fit(model, *args, before_step, **kwargs):
+        def step(t: int) -> None:
+            before_step(t)
+            record(t, model)
+
+        return real_fit(model, *args, before_step=step, **kwargs)
+
+    monkeypatch.setattr(gradual_module, "fit", fit)
+
+
+def test_channel_granularity_follows_the_schedule_in_units_and_shrinks_exactly(monkeypatch) -> None:
+    model = build_model("small_resnet", 4)
+    units = unit_layers(model)
+    cfg = GradualConfig(final=0.7, epochs=2, recover_epochs=0, batch_size=32, granularity="channel")
+    n = cfg.epochs * 4  # 128 images in batches of 32
+    shares: list[tuple[int, dict[str, torch.Tensor]]] = []
+    spy_on_pruning_steps(monkeypatch, lambda t, m: shares.append((t, {k: ~v for k, v in dead_units(m).items()})))
+    model, metrics = gradual_prune(model, random_splits(n=128), cfg)
+    assert [t for t, _ in shares] == list(range(n))
+    for (t, pruned), (_, before) in zip(shares, [shares[0]] + shares[:-1]):
+        s_t = agp_sparsity(t, 0.0, 0.7, 0, n, 1)
+        for unit in units:
+            assert int(pruned[unit.name].sum()) == round(s_t * unit.size), (t, unit.name)
+            assert torch.all(pruned[unit.name] >= before[unit.name]), f"step {t}: a pruned unit came back"
+    assert not is_masked(model)
+    final = dead_units(model)
+    for unit in units:
+        assert int((~final[unit.name]).sum()) == round(0.7 * unit.size), unit.name
+        layer, bn = model.get_submodule(unit.name), model.get_submodule(unit.gate)
+        assert torch.all(layer.weight[~final[unit.name]] == 0) and torch.all(bn.bias[~final[unit.name]] == 0)
+    share = sum(round(0.7 * u.size) for u in units) / sum(u.size for u in units)
+    assert metrics["sparsity"] == pytest.approx(share) and metrics["unit_sparsity"] == pytest.approx(share)
+    assert 0 < metrics["weight_sparsity"] < share
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert float((shrink(model, final)(x) - model(x)).abs().max()) < 1e-5
+
+
+def test_channel_granularity_keeps_units_of_an_earlier_stage_dead_and_one_unit_per_layer() -> None:
+    model = build_model("small_resnet", 4)
+    splits = random_splits(n=64)
+    cfg = dict(epochs=1, recover_epochs=1, batch_size=32, granularity="channel")
+    model, _ = gradual_prune(model, splits, GradualConfig(final=0.4, **cfg))
+    first = {k: ~v for k, v in dead_units(model).items()}
+    model, metrics = gradual_prune(model, splits, GradualConfig(final=0.99, initial=0.4, **cfg))
+    second = {k: ~v for k, v in dead_units(model).items()}
+    for name, pruned in first.items():
+        assert torch.all(second[name] >= pruned), f"{name}: a unit pruned in the first stage came back"
+        assert int((~second[name]).sum()) == 1, "a unit layer keeps one unit"
+
+
+def test_2_4_granularity_follows_the_schedule_per_group_and_skips_three_channel_input(monkeypatch) -> None:
+    model = build_model("small_resnet", 4)
+    cfg = GradualConfig(final=0.5, epochs=2, recover_epochs=1, batch_size=32, granularity="2:4", skip_first=False)
+    n = cfg.epochs * 4
+    layers = [m for _, m in prunable_layers(model, skip_first=False)][1:]  # conv1 reads 3 channels
+    zeros: list[tuple[int, set[int]]] = []
+    spy_on_pruning_steps(
+        monkeypatch, lambda t, m: zeros.append((t, {4 - int(groups_of_four(layer.weight).max()) for layer in layers}))
+    )
+    model, metrics = gradual_prune(model, random_splits(n=128), cfg)
+    for t, per_group in zeros:
+        s_t = agp_sparsity(min(t, n), 0.0, 0.5, 0, n, 1)
+        assert per_group == {2 if t >= n else min(2, round(4 * s_t))}, t
+    for layer in layers:
+        assert int(groups_of_four(layer.weight).max()) <= 2
+    assert zero_fraction([model.conv1]) == 0.0
+    assert metrics["layers_skipped"] == 1
+    assert not is_masked(model)
+    assert metrics["sparsity"] == pytest.approx(0.5 * sum(m.weight.numel() for m in layers)
+                                                / sum(m.weight.numel() for m in [model.conv1, *layers]))
+
+
+def test_2_4_granularity_below_half_still_ends_in_the_2_4_pattern() -> None:
+    model = build_model("small_resnet", 4)
+    cfg = GradualConfig(final=0.3, epochs=1, recover_epochs=0, batch_size=32, granularity="2:4")
+    model, metrics = gradual_prune(model, random_splits(n=64), cfg)
+    for name, layer in prunable_layers(model):
+        assert torch.all(groups_of_four(layer.weight) == 2), name
+    assert metrics["sparsity"] == pytest.approx(0.5) and metrics["layers_skipped"] == 0

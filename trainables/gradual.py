@@ -4,12 +4,26 @@ Zhu & Gupta's schedule, as eq. 1 of the pruning-order paper (sec. 3.1):
 
     s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (n * dt))**3   for t in {t0, t0 + dt, ..., t0 + n*dt}
 
-Every ``dt`` training steps inside the window each pruned layer is brought to ``s_t`` by an
-unstructured magnitude (L1) mask through ``torch.nn.utils.prune``; the network trains between
+Every ``dt`` training steps inside the window each pruned layer is brought to ``s_t`` by a
+magnitude (L1) mask through ``torch.nn.utils.prune`` (unstructured by default, see below); the network trains between
 pruning steps and for ``recover_epochs`` after the window, then the masks are made permanent.
 All layers are pruned "except the first input layer and the last fully connected layer"
 (configurable). Pruned weights stay pruned: each step only adds to the mask. The same stage
 prunes on the source domain (``PB``) or on the target domain (``PA``).
+
+``granularity`` picks what one mask entry is (searchable as ``prune.granularity``):
+
+- ``unstructured`` (the paper's): single weights, each layer masked to s_t by magnitude.
+- ``channel``: units (:mod:`trainables.units`): in each unit layer the lowest-L1-norm output
+  channels are masked until the layer's share of pruned units reaches s_t, together with their
+  gate BatchNorm's gamma and beta, so the units are dead and :mod:`trainables.surgery` can remove
+  them: unlike unstructured zeros, this buys latency on any engine.
+- ``2:4``: semi-structured sparsity for the sparse tensor cores TensorRT uses: in each group of 4
+  consecutive input channels (at every output channel and kernel position) the smallest
+  magnitudes are masked, round(4 * s_t) per group on the schedule, capped at 2, and exactly the
+  2:4 pattern (2 of 4 kept) from the end of the window on. So s_f must be <= 0.5; a smaller s_f
+  only delays the pattern to the window's last step. Layers whose input channels are not a
+  multiple of 4 (the 3-channel input conv) stay dense and are counted.
 """
 
 from __future__ import annotations
@@ -17,13 +31,20 @@ from __future__ import annotations
 import time
 from typing import Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from torch.nn.utils import prune
 
 from .masks import prunable_layers, sparsity_kept, zero_fraction
 from .stage import Context, Domain, Metrics
+from .surgery import dead_units, zero_units
 from .train import OptimConfig, evaluate, fit, loader, seed_everything
+from .units import UnitLayer, gate_batchnorm, unit_layers
+
+Granularity = Literal["unstructured", "channel", "2:4"]
+GRANULARITIES: tuple[str, ...] = ("unstructured", "channel", "2:4")
+MAX_SEMI_STRUCTURED = 0.5  # 2:4 keeps 2 of every 4 weights
 
 
 def agp_sparsity(step: int, initial: float, final: float, start: int, steps: int, frequency: int) -> float:
@@ -70,6 +91,60 @@ def prune_to(module: nn.Module, sparsity: float) -> None:
         prune.l1_unstructured(module, "weight", amount=extra)
 
 
+def granularity_problem(granularity: str, sparsity: float) -> str | None:
+    """Why ``sparsity`` cannot be pruned at ``granularity``, in one line; None when it can.
+
+    ``2:4`` keeps 2 of every 4 weights, so it cannot go above 0.5. The spec check calls this for
+    every sparsity the search space can sample.
+
+    Example:
+        >>> granularity_problem("2:4", 0.8)
+        "sparsity 0.8 is above 0.5, the most that granularity '2:4' reaches (it keeps 2 of every 4 weights)"
+        >>> granularity_problem("channel", 0.8) is None
+        True
+    """
+    if granularity not in GRANULARITIES:
+        return f"granularity must be one of {', '.join(GRANULARITIES)} but got {granularity!r}"
+    if granularity == "2:4" and sparsity > MAX_SEMI_STRUCTURED:
+        return (f"sparsity {sparsity} is above {MAX_SEMI_STRUCTURED}, the most that granularity '2:4' "
+                "reaches (it keeps 2 of every 4 weights)")
+    return None
+
+
+def semi_structured_mask(weight: torch.Tensor, zeros: int = 2, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Bool keep mask of ``weight``'s shape masking ``zeros`` of every 4 consecutive input channels.
+
+    Groups run along dim 1, the input channels of a conv weight [out, in, kh, kw] (one group per
+    4 inputs at every (out, kh, kw)) or the inputs of a Linear weight [out, in]; in each group the
+    ``zeros`` smallest magnitudes are masked. Entries already 0 in ``mask`` rank lowest and stay
+    masked, so masks only grow. Hand-written: torch's ``to_sparse_semi_structured`` needs CUDA and
+    groups along a 2-D matrix's last dim, while TensorRT's sparse convs group input channels.
+
+    Args:
+        weight: a weight whose dim 1 is a multiple of 4.
+        zeros: entries masked per group of 4, 0 to 4 (2 for the 2:4 pattern).
+        mask: the current mask (1/True = kept), or None.
+
+    Raises:
+        ValueError: dim 1 of ``weight`` not a multiple of 4, or ``zeros`` outside 0..4.
+    """
+    if weight.dim() < 2 or weight.shape[1] % 4:
+        raise ValueError(
+            f"weight must have input channels (dim 1) in multiples of 4 but got shape {tuple(weight.shape)}"
+        )
+    if not 0 <= zeros <= 4:
+        raise ValueError(f"zeros must be in 0..4 but got {zeros}")
+    score = weight.detach().abs()
+    if mask is not None:
+        score = score.masked_fill(mask == 0, -1.0)
+    moved = score.movedim(1, -1)  # [..., in]: groups of 4 consecutive input channels last
+    groups = moved.reshape(*moved.shape[:-1], -1, 4)
+    lowest = groups.argsort(dim=-1)[..., :zeros]
+    drop = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, lowest, True)
+    keep = ~drop.reshape(moved.shape).movedim(-1, 1)
+    return keep if mask is None else keep & (mask != 0)
+
+
 class PruneSchedule(BaseModel):
     """Budget of a gradual pruning stage, without its target sparsity (the search samples that).
 
@@ -78,6 +153,8 @@ class PruneSchedule(BaseModel):
         frequency: dt, batches between pruning steps (the paper uses 1).
         recover_epochs: epochs of training at the final sparsity after the window.
         skip_first / skip_last: leave the input conv / the classifier head dense.
+        granularity: ``unstructured`` weights, ``channel`` units, or the ``2:4`` pattern (see
+            the module doc); searchable as ``prune.granularity``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -89,6 +166,7 @@ class PruneSchedule(BaseModel):
     optim: OptimConfig = OptimConfig(name="sgd", lr=0.005, schedule="exponential", gamma=0.95)
     skip_first: bool = True
     skip_last: bool = True
+    granularity: Granularity = "unstructured"
 
 
 class GradualConfig(PruneSchedule):
@@ -106,6 +184,9 @@ class GradualConfig(PruneSchedule):
     def _initial_below_final(self) -> GradualConfig:
         if self.initial > self.final:
             raise ValueError(f"initial sparsity {self.initial} is above final sparsity {self.final}")
+        problem = granularity_problem(self.granularity, self.final)
+        if problem is not None:
+            raise ValueError(f"final {problem}")
         return self
 
 
@@ -114,24 +195,28 @@ def gradual_prune(
 ) -> tuple[nn.Module, Metrics]:
     """Prune ``model`` to ``cfg.final`` on ``splits`` (see module doc); the masks end permanent.
 
-    Returns metrics: ``sparsity`` (zeros over the pruned layers' weights), ``sparsity_all``
-    (zeros over every conv/linear weight), ``layer_sparsity_min/max``, and top-1/3/5 and loss on
-    the test split of ``splits``.
+    Returns metrics: ``sparsity``, ``sparsity_all`` (zeros over every conv/linear weight),
+    ``layer_sparsity_min/max``, and top-1/3/5 and loss on the test split of ``splits``.
+    ``sparsity`` is the zero share of the pruned layers' weights, except for ``channel``
+    granularity, where it is the share of pruned units over the unit layers (also reported as
+    ``unit_sparsity``, per layer in ``layer_sparsity_min/max``), the zero share being
+    ``weight_sparsity``. ``2:4`` adds ``layers_skipped`` (layers left dense: input channels not a
+    multiple of 4).
     """
     start_time = time.perf_counter()
     seed_everything(seed)
     model.to(device)
-    layers = [m for _, m in prunable_layers(model, skip_first=cfg.skip_first, skip_last=cfg.skip_last)]
     train = loader(splits.train, cfg.batch_size, shuffle=True, seed=seed)
     n = cfg.epochs * len(train) // cfg.frequency
 
-    def before_step(t: int) -> None:
-        if t <= n * cfg.frequency and t % cfg.frequency == 0:
-            s = agp_sparsity(t, cfg.initial, cfg.final, start=0, steps=n, frequency=cfg.frequency)
-            for layer in layers:
-                prune_to(layer, s)
+    with sparsity_kept(model):  # zeros (and dead units) from an earlier pruning stage (PBA) stay zero
+        pruner = _PRUNERS[cfg.granularity](model, cfg)
 
-    with sparsity_kept(model):  # zeros from an earlier pruning stage (PBA) stay zero
+        def before_step(t: int) -> None:
+            if t <= n * cfg.frequency and t % cfg.frequency == 0:
+                s = agp_sparsity(t, cfg.initial, cfg.final, start=0, steps=n, frequency=cfg.frequency)
+                pruner.step(s, last=t == n * cfg.frequency)
+
         fit(
             model,
             train,
@@ -142,19 +227,133 @@ def gradual_prune(
             before_step=before_step,
             on_epoch=on_epoch,
         )
-        for layer in layers:  # the last pruning step falls after training when recover_epochs == 0
-            prune_to(layer, cfg.final)
-    per_layer = [zero_fraction([m]) for m in layers]
+        pruner.step(cfg.final, last=True)  # the last pruning step falls after training when recover_epochs == 0
+    pruner.finish()
     metrics = evaluate(model, loader(splits.test, 256, shuffle=False), device)
     metrics.update(
-        sparsity=zero_fraction(layers),
+        pruner.metrics(),
         sparsity_all=zero_fraction([m for _, m in prunable_layers(model, skip_first=False, skip_last=False)]),
-        layer_sparsity_min=min(per_layer, default=0.0),
-        layer_sparsity_max=max(per_layer, default=0.0),
         pruning_steps=n + 1,
         seconds=time.perf_counter() - start_time,
     )
     return model, metrics
+
+
+class _Unstructured:
+    """Each pruned layer's smallest weights masked to s_t (the paper's method)."""
+
+    def __init__(self, model: nn.Module, cfg: GradualConfig) -> None:
+        self.layers = [m for _, m in prunable_layers(model, skip_first=cfg.skip_first, skip_last=cfg.skip_last)]
+
+    def step(self, sparsity: float, last: bool) -> None:
+        for layer in self.layers:
+            prune_to(layer, sparsity)
+
+    def finish(self) -> None:
+        pass
+
+    def metrics(self) -> Metrics:
+        per_layer = [zero_fraction([m]) for m in self.layers]
+        return {"sparsity": zero_fraction(self.layers), "layer_sparsity_min": min(per_layer, default=0.0),
+                "layer_sparsity_max": max(per_layer, default=0.0)}
+
+
+class _SemiStructured(_Unstructured):
+    """The 2:4 pattern along input channels, reached in steps of one more zero per group of 4."""
+
+    def __init__(self, model: nn.Module, cfg: GradualConfig) -> None:
+        super().__init__(model, cfg)
+        self.candidates = self.layers  # the metrics count the skipped (dense) layers too
+        self.layers = [m for m in self.candidates if m.weight.shape[1] % 4 == 0]
+        self.zeros = 0
+
+    def step(self, sparsity: float, last: bool) -> None:
+        zeros = 2 if last else min(2, round(4 * sparsity))
+        if zeros <= self.zeros:  # masks only grow, and they change only when a group loses one more
+            return
+        self.zeros = zeros
+        for layer in self.layers:
+            current = layer.weight_mask if hasattr(layer, "weight_mask") else None
+            _mask_entries(layer, "weight", semi_structured_mask(layer.weight, zeros, current))
+
+    def metrics(self) -> Metrics:
+        per_layer = [zero_fraction([m]) for m in self.candidates]
+        return {"sparsity": zero_fraction(self.candidates), "layer_sparsity_min": min(per_layer, default=0.0),
+                "layer_sparsity_max": max(per_layer, default=0.0),
+                "layers_skipped": len(self.candidates) - len(self.layers)}
+
+
+class _Channel:
+    """Each unit layer's lowest-L1 output channels masked until its pruned-unit share is s_t.
+
+    A unit is masked in its layer's weight rows and bias and in its gate BatchNorm's gamma and
+    beta, so that it is dead (:func:`trainables.surgery.dead_units` finds it). Units already dead
+    when the stage starts (pruned by an earlier stage) count as pruned and are masked again. Each
+    layer keeps at least one unit, which surgery needs. ``skip_first`` leaves out a unit layer
+    that is the model's input conv (VGG, AlexNet, SqueezeNet); the head is never a unit layer.
+    """
+
+    def __init__(self, model: nn.Module, cfg: GradualConfig) -> None:
+        units = unit_layers(model)
+        if cfg.skip_first:
+            first, _ = prunable_layers(model, skip_first=False, skip_last=False)[0]
+            units = [u for u in units if u.name != first]
+        self.model, self.units = model, units
+        self.layers = [m for _, m in prunable_layers(model, skip_first=cfg.skip_first, skip_last=cfg.skip_last)]
+        self.pruned = {name: ~keep for name, keep in dead_units(model, units).items()}
+        for unit in units:
+            if bool(self.pruned[unit.name].any()):
+                self._mask(unit)
+
+    def step(self, sparsity: float, last: bool) -> None:
+        for unit in self.units:
+            pruned = self.pruned[unit.name]
+            extra = min(round(sparsity * unit.size), unit.size - 1) - int(pruned.sum())
+            if extra <= 0:
+                continue
+            weight = self.model.get_submodule(unit.name).weight.detach()
+            norms = weight.flatten(1).abs().sum(dim=1).cpu().masked_fill(pruned, float("inf"))
+            pruned[torch.topk(norms, extra, largest=False).indices] = True
+            self._mask(unit)
+
+    def _mask(self, unit: UnitLayer) -> None:
+        keep = ~self.pruned[unit.name]
+        layer = self.model.get_submodule(unit.name)
+        gate = gate_batchnorm(self.model, unit)
+        for module, name in ((layer, "weight"), (layer, "bias"), (gate, "weight"), (gate, "bias")):
+            tensor = None if module is None else getattr(module, name, None)
+            if tensor is not None:
+                rows = keep.to(tensor.device).view((-1,) + (1,) * (tensor.dim() - 1)).expand_as(tensor)
+                _mask_entries(module, name, rows)
+
+    def finish(self) -> None:
+        """Zero the readers' inputs of the pruned units too (dead anyway), so the artifact compresses."""
+        zero_units(self.model, {name: ~pruned for name, pruned in self.pruned.items()})
+
+    def metrics(self) -> Metrics:
+        per_layer = [float(self.pruned[u.name].float().mean()) for u in self.units]
+        units = sum(u.size for u in self.units)
+        share = sum(int(self.pruned[u.name].sum()) for u in self.units) / units if units else 0.0
+        return {"sparsity": share, "unit_sparsity": share, "weight_sparsity": zero_fraction(self.layers),
+                "layer_sparsity_min": min(per_layer, default=0.0), "layer_sparsity_max": max(per_layer, default=0.0)}
+
+
+_PRUNERS = {"unstructured": _Unstructured, "channel": _Channel, "2:4": _SemiStructured}
+
+
+def _mask_entries(module: nn.Module, name: str, keep: torch.Tensor) -> None:
+    """Mask ``module.<name>`` where ``keep`` is False, adding to any mask it already has.
+
+    The first mask is a ``prune.custom_from_mask`` reparametrization; later ones multiply into
+    its ``<name>_mask`` buffer in place: another ``custom_from_mask`` would stack a full-size
+    copy of the mask in a ``PruningContainer`` at every pruning step.
+    """
+    mask = getattr(module, f"{name}_mask", None)
+    if mask is None:
+        prune.custom_from_mask(module, name, mask=keep.clone())
+        return
+    mask.mul_(keep.to(mask.dtype))
+    setattr(module, name, getattr(module, f"{name}_orig") * mask)  # what the pre-forward hook computes
 
 
 class GradualPrune:

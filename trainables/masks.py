@@ -56,14 +56,38 @@ def sparsity_kept(model: nn.Module) -> Iterator[nn.Module]:
     Each ``Conv2d``/``Linear`` weight that has zeros gets a mask of its nonzeros
     (``prune.custom_from_mask``); on exit every mask is made permanent. A pruned model that is
     transferred (the ``T`` of ``D|50|T``) stays exactly as sparse as it came in.
+
+    Dead units stay dead too: a BatchNorm channel whose ``weight`` (gamma) and ``bias`` (beta) are
+    both 0, and a conv/linear output whose weight row and bias are all 0, get masks on those
+    entries; otherwise beta or the bias would train away from 0 and revive a unit that channel
+    pruning removed (:mod:`trainables.surgery` would then no longer find it dead).
     """
     for _, module in prunable_layers(model, skip_first=False, skip_last=False):
         if not prune.is_pruned(module) and bool((module.weight == 0).any()):
             prune.custom_from_mask(module, "weight", mask=module.weight != 0)
+    _keep_dead_units(model)
     try:
         yield model
     finally:
         make_permanent(model)
+
+
+def _keep_dead_units(model: nn.Module) -> None:
+    """Mask the gamma/beta of dead BatchNorm channels and the bias of all-zero conv/linear rows."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.weight is not None:
+            dead = (module.weight == 0) & (module.bias == 0)
+            names = ("weight", "bias")
+        elif isinstance(module, PRUNABLE) and module.bias is not None:
+            dead = (module.weight.flatten(1) == 0).all(dim=1) & (module.bias == 0)
+            names = ("bias",)  # the row's weights are kept at zero by the weight mask already
+        else:
+            continue
+        if not bool(dead.any()):
+            continue
+        for name in names:
+            if not hasattr(module, f"{name}_mask"):
+                prune.custom_from_mask(module, name, mask=~dead)
 
 
 def zero_fraction(modules: list[nn.Module]) -> float:

@@ -1,0 +1,264 @@
+"""Energies of a population of unit states on one batch: reference, batched and Ray-actor evaluators.
+
+Each evaluator takes the model's current weights, a batch ``(x, y)`` and a population of binary
+states ``S x D`` over the unit layers of :mod:`trainables.units`, and returns the energy loss
+(EPruning paper, eq. 3) of every state, shape ``(S,)``. All three give the same energies (within
+float rounding); they differ in how the S sub-networks run:
+
+- :class:`ReferenceEvaluator`: one candidate at a time, zeroing the pruned units in the weights,
+  running the batch, restoring the weights (the plain loop, kept for tests and the benchmark).
+- :class:`BatchedEvaluator`: one forward of all S candidates at once: the batch is repeated S
+  times where the first unit layer's block begins (everything before it runs once), and each
+  gate's output is multiplied by its candidate's unit mask on that candidate's slice of the
+  batch. No weight is copied.
+- :class:`ActorPoolEvaluator`: Ray actors each run :class:`BatchedEvaluator` on a share of the
+  population; the weights travel through the object store once per call.
+
+Energies are taken in eval mode (BatchNorm's running statistics) without gradients, so the S
+candidates do not share batch statistics and evaluating them does not move the running averages.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from .units import UnitLayer
+
+
+def sample_energies(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Eq. 3 per sample: F(y_c) - min_{c' != c} F(y_c'), with F = -logits (eq. 2); shape ``(B,)``."""
+    energy = -logits
+    own = energy.gather(1, target[:, None]).squeeze(1)
+    others = energy.scatter(1, target[:, None], float("inf"))
+    return own - others.min(dim=1).values
+
+
+def split_states(states: torch.Tensor, layers: Sequence[UnitLayer]) -> list[torch.Tensor]:
+    """Cut ``(S, D)`` states into one ``(S, size)`` float mask per unit layer, in order."""
+    sizes = [u.size for u in layers]
+    if states.shape[-1] != sum(sizes):
+        raise ValueError(f"states have {states.shape[-1]} units but the layers have {sum(sizes)}")
+    return list(torch.split(states.float(), sizes, dim=-1))
+
+
+@contextmanager
+def gated(model: nn.Module, layers: Sequence[UnitLayer], states: torch.Tensor, expand: bool = False) -> Iterator[None]:
+    """Inside the block, ``model`` runs the sub-networks of ``states`` (``(S, D)`` or ``(D,)``).
+
+    Each gate's output is multiplied by its unit mask: with S states, a batch of ``S * B`` holds
+    candidate k's samples at ``[k * B, (k + 1) * B)``. With ``expand``, the batch of B given to
+    the model is repeated S times at the input of the first unit layer's block (the part of the
+    network before it runs once). Hooks are removed on exit.
+    """
+    states = states.reshape(-1, states.shape[-1]) if states.dim() == 1 else states
+    count = states.shape[0]
+    masks = split_states(states.to(next(model.parameters()).device), layers)
+    handles = []
+    try:
+        if expand and count > 1:
+            repeat = lambda _m, args: (args[0].repeat(count, *[1] * (args[0].dim() - 1)), *args[1:])  # noqa: E731
+            handles.append(_expansion_point(model, layers[0].name).register_forward_pre_hook(repeat))
+        for layer, mask in zip(layers, masks):
+            handles.append(model.get_submodule(layer.gate).register_forward_hook(_mask_hook(mask)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _mask_hook(mask: torch.Tensor):
+    def hook(_module: nn.Module, _args, out: torch.Tensor) -> torch.Tensor:
+        count = mask.shape[0]
+        shaped = out.reshape(count, out.shape[0] // count, *out.shape[1:])
+        scale = mask.reshape(count, 1, mask.shape[1], *[1] * (out.dim() - 2)).to(out.dtype)
+        return (shaped * scale).reshape(out.shape)
+
+    return hook
+
+
+def _expansion_point(model: nn.Module, first_unit: str) -> nn.Module:
+    """The innermost module holding ``first_unit`` whose input is the only tensor flowing there.
+
+    A child of an ``nn.Sequential`` receives everything that flows at its position, so
+    repeating its input repeats the whole computation after it (for a ResNet: the residual
+    block holding the first unit conv, whose identity path then sees the repeated batch too).
+    Without such an ancestor, the model's own input is repeated.
+    """
+    parts = first_unit.split(".")
+    for depth in range(len(parts), 0, -1):
+        parent = model.get_submodule(".".join(parts[: depth - 1])) if depth > 1 else model
+        if isinstance(parent, nn.Sequential):
+            return parent.get_submodule(parts[depth - 1])
+    return model
+
+
+class Evaluator(Protocol):
+    """``evaluator(model, x, y, states) -> energies``: eq. 3 of each state on ``(x, y)``, shape ``(S,)``."""
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, states: torch.Tensor) -> torch.Tensor: ...
+
+
+class ReferenceEvaluator:
+    """One candidate at a time: zero its pruned units in the weights, forward, restore."""
+
+    def __init__(self, layers: Sequence[UnitLayer]) -> None:
+        self.layers = list(layers)
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        with _eval_mode(model):
+            energies = []
+            for state in states:
+                with _zeroed(model, self.layers, state):
+                    energies.append(sample_energies(model(x), y).mean())
+            return torch.stack(energies).cpu()
+
+
+@contextmanager
+def _zeroed(model: nn.Module, layers: Sequence[UnitLayer], state: torch.Tensor) -> Iterator[None]:
+    """Zero the gate parameters (BN gamma and beta, or the layer's weight rows and bias) of pruned units."""
+    saved = []
+    try:
+        for layer, mask in zip(layers, split_states(state[None], layers)):
+            off = mask[0] == 0
+            for tensor in _gate_tensors(model, layer):
+                saved.append((tensor, tensor[off].clone(), off))
+                tensor[off] = 0
+        yield
+    finally:
+        for tensor, values, off in saved:
+            tensor[off] = values
+
+
+def _gate_tensors(model: nn.Module, layer: UnitLayer) -> list[torch.Tensor]:
+    gate = model.get_submodule(layer.gate)
+    return [t.data for t in (gate.weight, gate.bias) if t is not None]
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+class BatchedEvaluator:
+    """All candidates in one forward: each unit mask applied to its slice of an ``S * B`` batch.
+
+    Args:
+        layers: the unit layers the states run over.
+        chunk: at most this many candidates per forward (bounds memory; None: all at once).
+    """
+
+    def __init__(self, layers: Sequence[UnitLayer], chunk: int | None = None) -> None:
+        self.layers, self.chunk = list(layers), chunk
+
+    @torch.no_grad()
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        step = self.chunk or states.shape[0]
+        out = []
+        with _eval_mode(model):
+            for part in torch.split(states, step):
+                with gated(model, self.layers, part, expand=True):
+                    logits = model(x)
+                energy = sample_energies(logits, y.repeat(part.shape[0]))
+                out.append(energy.reshape(part.shape[0], -1).mean(dim=1))
+        return torch.cat(out).cpu()
+
+
+class _PopulationWorker:
+    """A Ray actor holding a copy of the model; evaluates a share of the population per call."""
+
+    def __init__(self, model: nn.Module, layers: list[UnitLayer], threads: int) -> None:
+        torch.set_num_threads(max(1, threads))
+        self.model = model
+        self.device = "cuda" if torch.cuda.is_available() and _assigned_gpus() else "cpu"
+        self.model.to(self.device)
+        self.evaluate = BatchedEvaluator(layers)
+
+    def energies(self, state: dict, x: torch.Tensor, y: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        self.model.load_state_dict(state)
+        return self.evaluate(self.model, x.to(self.device), y.to(self.device), states)
+
+
+def _assigned_gpus() -> list:
+    import ray
+
+    return ray.get_gpu_ids()
+
+
+class ActorPoolEvaluator:
+    """A pool of Ray actors, each evaluating a share of the population on the current weights.
+
+    Per call the weights are put in the object store once (every actor reads the same object)
+    and the population is split evenly over the actors. Inside a Ray Tune trial the actors are
+    scheduled in the trial's placement group, which must hold one bundle per actor
+    (``resources_per_actor``); elsewhere they go to the local or connected Ray cluster.
+
+    Args:
+        model: the model (its architecture travels once, at start).
+        layers: the unit layers the states run over.
+        actors: number of actors.
+        cpus / gpus: resources of each actor.
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[UnitLayer], actors: int = 2,
+                 cpus: float = 1.0, gpus: float = 0.0) -> None:
+        import ray
+
+        if actors < 1:
+            raise ValueError(f"actors must be >= 1 but got {actors}")
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False, log_to_driver=False)
+        worker = ray.remote(_PopulationWorker).options(num_cpus=cpus, num_gpus=gpus, **_placement())
+        skeleton = ray.put(copy.deepcopy(model).cpu())
+        self.actors = [worker.remote(skeleton, list(layers), max(1, int(cpus))) for _ in range(actors)]
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        import ray
+
+        state = ray.put({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        x, y = x.cpu(), y.cpu()
+        shares = [s for s in torch.tensor_split(states.cpu(), len(self.actors)) if len(s)]
+        futures = [actor.energies.remote(state, x, y, share) for actor, share in zip(self.actors, shares)]
+        return torch.cat(ray.get(futures))
+
+    def close(self) -> None:
+        """Stop the actors."""
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+
+
+def _placement() -> dict:
+    """Schedule actors in the current placement group (a Tune trial's), if there is one."""
+    from ray.util import get_current_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    group = get_current_placement_group()
+    if group is None:
+        return {}
+    return {"scheduling_strategy": PlacementGroupSchedulingStrategy(group, placement_group_capture_child_tasks=True)}
+
+
+def make_evaluator(kind: str, model: nn.Module, layers: Sequence[UnitLayer], *, actors: int = 2,
+                   actor_cpus: float = 1.0, actor_gpus: float = 0.0) -> Evaluator:
+    """The evaluator named ``kind``: ``batched``, ``actors`` or ``reference``."""
+    if kind == "batched":
+        return BatchedEvaluator(layers)
+    if kind == "reference":
+        return ReferenceEvaluator(layers)
+    if kind == "actors":
+        return ActorPoolEvaluator(model, layers, actors, actor_cpus, actor_gpus)
+    raise ValueError(f"evaluator must be batched, actors or reference but got {kind!r}")
