@@ -14,7 +14,20 @@ from trainables.errors import FrontierError
 
 from .results import front_summary, read_trials
 
-TABLE_COLUMNS = ("pipeline", "accuracy", "top5", "size_bytes", "latency_ms", "sparsity")
+# (header, trials.csv column, format): nominal sparsity beside real bytes, real latency and what timed it;
+# a column an older trials.csv lacks shows "-"
+TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("pipeline", "pipeline", "{}"),
+    ("accuracy", "accuracy", "{:.4f}"),
+    ("top5", "top5", "{:.4f}"),
+    ("size_bytes", "size_bytes", "{:,.0f}"),
+    ("latency_ms", "latency_ms", "{:.4f}"),
+    ("p90_ms", "latency_p90_ms", "{:.4f}"),
+    ("img/s", "throughput_ips", "{:,.0f}"),
+    ("backend", "backend", "{}"),
+    ("sparsity", "sparsity", "{:.2f}"),
+    ("real_sparsity", "real_sparsity", "{:.2f}"),
+)
 
 
 def load_front(run_dir: str | Path) -> tuple[pd.DataFrame, dict]:
@@ -47,19 +60,50 @@ def show_front(run_dir: str | Path, *, html: str | None = None, as_json: bool = 
 
 
 def front_table(frame: pd.DataFrame, summary: dict) -> Table:
-    """The front's trials, best accuracy first, with nominal sparsity beside real bytes and latency."""
+    """The front's trials, best accuracy first, with nominal sparsity beside real bytes and latency,
+    and the backend that measured the latency; a caption says where (device, batch)."""
     ids = [t["trial_id"] for t in summary["trials"]]
     rows = frame[frame["trial_id"].isin(ids)].sort_values(["accuracy", "size_bytes"], ascending=[False, True])
+    rows = rows.assign(backend=[backend_label(row) for _, row in rows.iterrows()])
     ok = int((frame["status"] == "ok").sum())
     table = Table(title=f"front: {len(ids)} of {ok} ok trials ({len(frame)} in all) · "
-                        f"hypervolume {summary['hypervolume']:.6g}")
+                        f"hypervolume {summary['hypervolume']:.6g}", caption=latency_caption(rows))
     table.add_column("trial")
-    for col in TABLE_COLUMNS:
-        table.add_column(col, justify="left" if col == "pipeline" else "right", no_wrap=True)
+    for header, _, _ in TABLE_COLUMNS:
+        table.add_column(header, justify="left" if header in ("pipeline", "backend") else "right", no_wrap=True)
     for _, row in rows.iterrows():
-        table.add_row(str(row["trial_id"]), str(row["pipeline"]), f"{row['accuracy']:.4f}", f"{row['top5']:.4f}",
-                      f"{int(row['size_bytes']):,}", f"{row['latency_ms']:.4f}", f"{row['sparsity']:.2f}")
+        table.add_row(str(row["trial_id"]), *(_cell(row, column, fmt) for _, column, fmt in TABLE_COLUMNS))
     return table
+
+
+def backend_label(row: pd.Series) -> str:
+    """``latency_backend`` and ``latency_precision`` of a trials.csv row (``tensorrt fp16``), with
+    ``sparse`` when TensorRT's 2:4 kernels were allowed; ``-`` for a run that predates them."""
+    if not _present(row, "latency_backend"):
+        return "-"
+    parts = [str(row["latency_backend"])]
+    if _present(row, "latency_precision"):
+        parts.append(str(row["latency_precision"]))
+    if _present(row, "latency_sparse_weights") and int(row["latency_sparse_weights"]):
+        parts.append("sparse")
+    return " ".join(parts)
+
+
+def latency_caption(rows: pd.DataFrame) -> str | None:
+    """Where the rows' latency was measured: ``latency on cpu at batch 1 (median; ...)``; None without a record."""
+    if not len(rows) or "latency_device" not in rows:
+        return None
+    devices = ", ".join(sorted({str(d) for d in rows["latency_device"].dropna()})) or "-"
+    batches = ", ".join(sorted({str(int(b)) for b in rows.get("latency_batch", pd.Series(dtype=float)).dropna()}))
+    return f"latency on {devices} at batch {batches or '-'} (median; p90 beside; img/s at the throughput batch)"
+
+
+def _present(row: pd.Series, column: str) -> bool:
+    return column in row.index and not pd.isna(row[column])
+
+
+def _cell(row: pd.Series, column: str, fmt: str) -> str:
+    return fmt.format(row[column]) if _present(row, column) else "-"
 
 
 def write_html(frame: pd.DataFrame, summary: dict, path: str | Path) -> None:
@@ -94,14 +138,31 @@ def write_html(frame: pd.DataFrame, summary: dict, path: str | Path) -> None:
             fig.update_yaxes(title_text=y, row=k // cols + 1, col=k % cols + 1)
     if scene:
         fig.update_scenes(xaxis_title=names[0], yaxis_title=names[1], zaxis_title=names[2])
+    backends = ", ".join(sorted({backend_label(row) for _, row in ok.iterrows()} - {"-"}))
+    latency = f" · latency: {backends}" if backends else ""
     fig.update_layout(title=f"frontier: {len(summary['trials'])} front trials of {len(ok)} ok · "
-                            f"hypervolume {summary['hypervolume']:.6g}", height=450 * rows)
+                            f"hypervolume {summary['hypervolume']:.6g}{latency}", height=450 * rows)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.write_html(str(path), include_plotlyjs=True, full_html=True)
 
 
 def _hover(row: pd.Series) -> str:
+    """A point's hover text: its objectives, nominal sparsity beside the real one, real bytes and
+    latency with what measured it, and its parameters."""
     lines = [f"<b>{row['pipeline']}</b> ({row['trial_id']})"]
-    lines += [f"{c}: {row[c]:.4g}" for c in ("accuracy", "top5", "size_bytes", "latency_ms", "sparsity")]
+    lines += [f"{c}: {row[c]:.4g}" for c in ("accuracy", "top5") if _present(row, c)]
+    lines.append(f"size_bytes: {row['size_bytes']:,.0f} (real artifact bytes)")
+    latency = f"latency_ms: {row['latency_ms']:.4g}"
+    extras = [f"{name} {row[c]:.4g}" for name, c in (("p90", "latency_p90_ms"), ("end-to-end", "latency_e2e_ms"))
+              if _present(row, c)]
+    lines.append(latency + (f" ({', '.join(extras)})" if extras else ""))
+    if _present(row, "latency_backend"):
+        where = f" on {row['latency_device']}" if _present(row, "latency_device") else ""
+        batch = f", batch {int(row['latency_batch'])}" if _present(row, "latency_batch") else ""
+        lines.append(f"backend: {backend_label(row)}{where}{batch}")
+    if _present(row, "throughput_ips") and _present(row, "throughput_batch"):
+        lines.append(f"throughput: {row['throughput_ips']:,.0f} img/s at batch {int(row['throughput_batch'])}")
+    real = f", real {row['real_sparsity']:.4g}" if _present(row, "real_sparsity") else ""
+    lines.append(f"sparsity: nominal {row['sparsity']:.4g}{real}")
     lines += [f"{c[6:]}: {row[c]}" for c in row.index if c.startswith("param.") and pd.notna(row[c])]
     return "<br>".join(lines)

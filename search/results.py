@@ -24,7 +24,11 @@ from .front import hypervolume, pareto_front
 
 BASE_COLUMNS = ["trial_id", "status", "pipeline", "order", "accuracy", "top5", "size_bytes", "latency_ms", "sparsity"]
 RESERVED_CONFIG = ("plan", "pipeline")
-EXTRA_METRICS = ("top3", "real_sparsity", "latency_p90_ms", "latency_backend", "latency_threads", "cached_stages",
+# the latency backend's record (trainables.backends.Latency.metrics) rides along with the objectives
+LATENCY_METRICS = ("latency_backend", "latency_precision", "latency_device", "latency_batch", "latency_threads",
+                   "latency_clock", "latency_p90_ms", "latency_e2e_ms", "latency_e2e_p90_ms", "throughput_ips",
+                   "throughput_batch", "latency_sparse_weights")
+EXTRA_METRICS = ("top3", "real_sparsity", *LATENCY_METRICS, "units_removed", "params_timed", "cached_stages",
                  "resumed_at")
 
 
@@ -49,7 +53,7 @@ def trial_row(trial_id: str, config: dict[str, Any], metrics: dict[str, Any], er
     row["order"] = config.get("order", "none")
     for key in BASE_COLUMNS[4:]:
         row[key] = metrics.get(key, math.nan)
-    row.update({k: v for k, v in metrics.items() if k.startswith("seconds.") or k in EXTRA_METRICS})
+    row.update({k: v for k, v in metrics.items() if k.startswith(("seconds.", "stage.")) or k in EXTRA_METRICS})
     finished = metrics.get("stage_index") is not None and metrics.get("stage_index") == metrics.get("stages")
     ok = error is None and finished and all(_finite(row[k]) for k in BASE_COLUMNS[4:])
     row["status"] = "ok" if ok else "failed"

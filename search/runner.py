@@ -67,6 +67,34 @@ class FailAwareOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result, error)
 
 
+class TrialResources:
+    """A trial's placement group: one bundle for the trial, plus one per EPruning actor its plan starts.
+
+    Tune calls it with each trial's config (``tune.with_resources`` accepts a callable), so only
+    trials whose plan evaluates the population on Ray actors reserve their bundles (DESIGN.md:
+    actors started inside a trial need their own bundles).
+    """
+
+    def __init__(self, cpu: float, gpu: float) -> None:
+        self.cpu, self.gpu = cpu, gpu
+
+    def __call__(self, config: dict[str, Any]) -> tune.PlacementGroupFactory:
+        bundles = [{"CPU": self.cpu, "GPU": self.gpu}]
+        bundles += actor_bundles((config or {}).get("plan") or {})
+        return tune.PlacementGroupFactory(bundles)
+
+
+def actor_bundles(plan: dict[str, Any]) -> list[dict[str, float]]:
+    """The bundles of the EPruning actor pools in ``plan`` (a plan's JSON); the stages run one at a
+    time, so the largest pool decides."""
+    pools = [step["config"] for step in plan.get("steps", ())
+             if step.get("kind") == "E" and step["config"].get("evaluator") == "actors"]
+    if not pools:
+        return []
+    widest = max(pools, key=lambda c: c["actors"] * c["actor_cpus"])
+    return [{"CPU": widest["actor_cpus"], "GPU": widest["actor_gpus"]}] * widest["actors"]
+
+
 def trial_dirname(trial: Any) -> str:
     """Short trial folders (Ray's default name holds the whole config)."""
     return trial.trial_id
@@ -115,7 +143,7 @@ def run_search(
     progress = SearchProgress(total, spec.metric_names, spec.modes)
     trainable = tune.with_resources(
         tune.with_parameters(tune_trial, run_dir=str(run_dir), cache=spec.cache if cache is None else cache),
-        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+        TrialResources(spec.resources.cpu, spec.resources.gpu),
     )
     run_config = tune.RunConfig(
         name="tune",
@@ -144,6 +172,8 @@ def run_search(
         rows.append(trial_row(trial_id, result.config or {}, result.metrics or {},
                               None if result.error is None else f"{type(result.error).__name__}: {result.error}"))
         plans[trial_id] = (result.config or {}).get("plan")
+        # on --resume Tune called a copy of progress restored from the run: count the results here
+        progress.record(trial_id, result.metrics or {}, failed=result.error is not None)
     write_results(run_dir, rows, spec.metric_names, spec.modes, plans)
     print(progress.summary())
     return run_dir

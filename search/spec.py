@@ -25,9 +25,8 @@ from trainables.benchmark import BenchmarkConfig
 from trainables.data import DataSpec
 from trainables.dense import DenseBudget, DenseConfig
 from trainables.errors import FrontierError
-from trainables.gradual import PruneSchedule
 from trainables.models import ARCHITECTURES
-from trainables.plan import ORDERS, QUANTIZE, Plan, make_plan
+from trainables.plan import ORDERS, QUANTIZE, Plan, PruneBudget, make_plan
 from trainables.quantize import RetrainConfig, ShareConfig
 from trainables.transfer import TransferConfig
 
@@ -90,7 +89,7 @@ class Resources(_Strict):
 class Budgets(_Strict):
     dense: DenseBudget = DenseBudget()
     transfer: TransferConfig = TransferConfig()
-    prune: PruneSchedule = PruneSchedule()
+    prune: PruneBudget = PruneBudget()
     share: ShareConfig = ShareConfig()
     retrain: RetrainConfig = RetrainConfig()
     benchmark: BenchmarkConfig = BenchmarkConfig()
@@ -201,6 +200,7 @@ def _space_problems(spec: Spec) -> Iterable[str]:
             yield from _override_problems(spec, path, node)
     yield from _order_problems(spec)
     yield from _share_problems(spec)
+    yield from _prune_problems(spec)
 
 
 def _values(node: Node) -> list[Any]:
@@ -311,6 +311,59 @@ def _share_problems(spec: Spec) -> Iterable[str]:
     if "QR" in quantize and "retrain.mode" not in names and retrain.mode == "unlabeled" \
             and retrain.unlabeled == "source" and spec.data.source is None:
         yield "budgets.retrain.unlabeled: retraining reads the source's images but data.source is not given"
+
+
+def _prune_problems(spec: Spec) -> Iterable[str]:
+    """EPruning layer patterns the model has; no sparsity above what a granularity can reach."""
+    from trainables.gradual import granularity_problem
+
+    patterns = spec.budgets.prune.epruning.layers
+    if patterns:
+        import torch
+
+        from trainables.errors import FrontierError
+        from trainables.units import unit_layers
+
+        with torch.device("meta"):
+            model = ARCHITECTURES[spec.model.name](num_classes=2)
+        try:
+            unit_layers(model, patterns)
+        except FrontierError as exc:
+            yield f"budgets.prune.epruning.{exc} of {spec.model.name}"
+    methods = {value for _, value in reachable_values(spec, "prune.method")}
+    granularities = reachable_values(spec, "prune.granularity") if "gradual" in methods else []
+    sparsities = [(path, node) for path, node in walk(spec.nodes) if node.name in ("s1", "s2")]
+    for g_path, granularity in granularities:
+        for s_path, node in sparsities:
+            if not _exclusive(g_path, s_path):
+                for value in _numbers(node):
+                    problem = granularity_problem(str(granularity), float(value))
+                    if problem:
+                        yield f"{s_path}: {problem} ({g_path} can be '{granularity}')"
+                        break
+
+
+def reachable_values(spec: Spec, name: str) -> list[tuple[str, Any]]:
+    """``(key path, value)`` for each value budget field ``name`` (dotted, ``prune.method``) can take
+    in a trial: the budget's own unless a top-level space node always sets it, and every value the
+    space gives it."""
+    nodes = [(path, node) for path, node in walk(spec.nodes) if node.name == name]
+    values: list[tuple[str, Any]] = []
+    if not any(path == f"space.{name}" for path, _ in nodes):
+        default: Any = spec.budgets
+        for part in name.split("."):
+            default = getattr(default, part)
+        values.append((f"budgets.{name}", default))
+    return values + [(path, value) for path, node in nodes for value in _values(node)]
+
+
+def _exclusive(path_a: str, path_b: str) -> bool:
+    """True when two space paths sit in different branches of one choice (never in the same trial)."""
+    a, b = path_a.split("."), path_b.split(".")
+    common = 0
+    while common < min(len(a), len(b)) and a[common] == b[common]:
+        common += 1
+    return 0 < common < min(len(a), len(b)) and a[common - 1] == "choice"
 
 
 def _numbers(node: Node) -> list[float]:

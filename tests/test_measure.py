@@ -141,12 +141,17 @@ def test_measure_writes_both_files_and_reports_them(tmp_path: Path) -> None:
     assert set(metrics) == {
         "size_bytes", "latency_ms", "latency_p90_ms", "latency_batch", "latency_threads",
         "latency_backend", "artifact", "onnx",
+        # the backend's full record (trainables.backends.Latency.metrics), end-to-end time included
+        "latency_precision", "latency_device", "latency_clock", "latency_sparse_weights", "throughput_ips",
+        "throughput_batch", "latency_e2e_ms", "latency_e2e_p90_ms",
+        "units_removed", "params_timed",  # what surgery removed before timing
     }  # fmt: skip
     assert metrics["artifact"] == str(out / "model.h5") and metrics["onnx"] == str(out / "model.onnx")
     assert metrics["size_bytes"] == os.path.getsize(out / "model.h5")
     assert 0 < metrics["latency_ms"] <= metrics["latency_p90_ms"]
     assert (metrics["latency_batch"], metrics["latency_threads"]) == (2, 1)
-    assert metrics["latency_backend"] == "onnxruntime-cpu"
+    assert metrics["latency_backend"] == "onnxruntime-cpu"  # the default on a CPU: ONNX Runtime
+    assert (metrics["latency_precision"], metrics["latency_device"], metrics["throughput_batch"]) == ("fp32", "cpu", 2)
     assert sorted(p.name for p in out.iterdir()) == ["model.h5", "model.onnx"]
     assert is_masked(model)
 
@@ -156,3 +161,24 @@ def test_measure_writes_both_files_and_reports_them(tmp_path: Path) -> None:
     assert attrs == {"trial": "t1"}
     assert "3.weight" in state and "3.weight_orig" not in state
     assert float((state["3.weight"] == 0).float().mean()) == pytest.approx(0.8, abs=0.01)
+
+
+def test_measure_times_the_network_without_its_dead_units(tmp_path) -> None:
+    """Unit-pruned weights are exported and timed physically smaller; the artifact keeps its shapes."""
+    import onnx
+
+    from trainables.models import SmallResNet
+    from trainables.surgery import zero_units
+
+    torch.manual_seed(0)
+    model = SmallResNet(num_classes=5).eval()
+    keep = {"layer3.0.conv1": torch.arange(64) < 16}
+    zero_units(model, keep)
+    full = sum(p.numel() for p in model.parameters())
+    shrunk = measure(model, (3, 32, 32), tmp_path / "s", warmup=0, runs=2, end_to_end=False)
+    whole = measure(model, (3, 32, 32), tmp_path / "w", warmup=0, runs=2, end_to_end=False, surgery=False)
+    assert shrunk["units_removed"] == pytest.approx(48 / 112) and whole["units_removed"] == 0.0
+    assert shrunk["params_timed"] == full - 48 * (32 * 9 + 2 + 64 * 9) and whole["params_timed"] == full
+    conv = next(i for i in onnx.load(shrunk["onnx"]).graph.initializer if list(i.dims) == [16, 32, 3, 3])
+    assert conv is not None  # the ONNX file holds the 16-channel conv
+    assert shrunk["size_bytes"] == whole["size_bytes"]  # the same artifact either way

@@ -49,7 +49,8 @@ TINY = {
 def local_ray(tmp_path_factory):
     # workers inherit the driver's environment: a test arms a fault by writing this file
     os.environ["FRONTIER_FAULT_FILE"] = str(tmp_path_factory.mktemp("fault") / "fault.json")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=150 * 1024**2, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=150 * 1024**2,
+             log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -171,3 +172,29 @@ def test_a_crashed_trial_is_retried_and_resumes_after_its_last_finished_stage(tm
     assert len(frame) == 1 and frame["status"][0] == "ok"
     assert str(frame["resumed_at"][0]) == "2", "the retry resumed at stage 2 (T), not from scratch"
     assert frame["pipeline"][0] == "D|40|T|70|B"
+
+
+def test_epruning_trials_run_their_actor_pool_inside_the_trials_placement_group(tmp_path: Path) -> None:
+    spec = dict(TINY, name="epruning", trials=2, concurrency=1)
+    spec["budgets"] = dict(TINY["budgets"], prune={
+        "epochs": 1, "recover_epochs": 0, "batch_size": 64, "method": "epruning",
+        "epruning": {"population": 4, "evaluator": "actors", "actors": 1, "actor_cpus": 1}})
+    spec["space"] = {"order": "PBA", "s1": 0.3, "s2": 0.6, "prune.epruning.mutation": {"choice": [0.3, 0.7]}}
+    run_dir = run_search(parse_spec(spec), yaml.safe_dump(spec), runs_root=tmp_path)
+    frame = pd.read_csv(run_dir / "trials.csv")
+    assert (frame["status"] == "ok").all(), frame["error"].tolist()
+    assert (frame["pipeline"] == "D|E30|T|E60|B").all()
+    rates = frame["stage.P2.pruning_rate"]
+    assert (rates > frame["stage.P1.pruning_rate"]).all() and (rates > 0.3).all()
+    history = frame["stage.P2.energy_best"].astype(str).str.split(";")
+    assert (history.str.len() == 1).all()  # one search epoch: one (best, mean) pair
+    assert _cpus_back(2.0), "the actor pool and the trial gave their CPUs back"
+
+
+def _cpus_back(total: float, seconds: float = 20.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while ray.available_resources().get("CPU", 0.0) < total and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return ray.available_resources().get("CPU", 0.0) >= total

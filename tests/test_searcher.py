@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from search.runner import FailAwareOptunaSearch, SpaceFunction
-from search.spec import load_spec
+from search.spec import load_spec, plan_for
 
 SPACES = Path(__file__).resolve().parent.parent / "spaces"
 
@@ -44,3 +44,15 @@ def test_non_finite_objective_is_failed_and_finite_is_complete(searcher) -> None
     searcher.on_trial_complete("b", {"accuracy": 0.9, "size_bytes": 100.0, "latency_ms": 0.5})
     assert states(searcher) == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
     assert searcher._ot_study.trials[1].values == [0.9, 100.0, 0.5]
+
+
+def test_trials_reserve_one_bundle_per_epruning_actor_only_when_their_plan_uses_actors() -> None:
+    from search.runner import TrialResources
+
+    spec = load_spec(SPACES / "cifar10_resnet18_epruning.yaml")
+    resources = TrialResources(spec.resources.cpu, spec.resources.gpu)
+    actors = plan_for(spec, {"order": "PA", "s2": 0.5, "prune.method": "epruning"}).model_dump(mode="json")
+    gradual = plan_for(spec, {"order": "PA", "s2": 0.5, "prune.method": "gradual"}).model_dump(mode="json")
+    assert resources({"plan": actors}).bundles == [{"CPU": 4.0, "GPU": 1.0}, {"CPU": 2.0, "GPU": 1.0},
+                                                   {"CPU": 2.0, "GPU": 1.0}]
+    assert resources({"plan": gradual}).bundles == [{"CPU": 4.0, "GPU": 1.0}]

@@ -33,10 +33,13 @@ def test_conditional_parameters_appear_only_in_their_branch() -> None:
     for params, constants in sample(spec, 60):
         order = params["order"]
         seen.add(order)
-        branch = {k for k in params if ":" in k and not k.startswith("Q")}
+        branch = {k for k in params if ":" in k and not k.startswith(("Q", "epruning:"))}
         expected = {"PB": {"PB:s1"}, "PA": {"PA:s2"}, "PBA": {"PBA:s1", "PBA:s2"}}[order]
         assert branch == expected, (order, params)
         assert constants["order"] == order
+        evolution = {k for k in params if k.startswith("epruning:")}
+        assert evolution == ({"epruning:prune.epruning.mutation", "epruning:prune.epruning.crossover"}
+                             if params["prune.method"] == "epruning" else set())
     assert seen == {"PB", "PA", "PBA"}
 
 
@@ -44,7 +47,10 @@ def test_pba_always_samples_s2_above_s1_and_plans_follow_the_paper_notation() ->
     spec = load_spec(SPACES / "quickstart.yaml")
     for params, constants in sample(spec, 80, seed=1):
         plan = Plan.model_validate(constants["plan"])
-        steps = [s.kind for s in plan.steps if s.kind != "Q"]
+        prune = "E" if params["prune.method"] == "epruning" else "P"
+        steps = [s.kind if s.kind != "E" else "P" for s in plan.steps if s.kind != "Q"]
+        assert all(s.kind == prune for s in plan.steps if s.kind in "PE")
+        mark = "E" if prune == "E" else ""
         shares = [s for s in plan.steps if s.kind == "Q"]
         assert len(shares) == (params["quantize"] != "none")
         if shares:
@@ -55,8 +61,13 @@ def test_pba_always_samples_s2_above_s1_and_plans_follow_the_paper_notation() ->
         if params["order"] == "PBA":
             assert params["PBA:s2"] > params["PBA:s1"]
             s1, s2 = round(params["PBA:s1"] * 100), round(params["PBA:s2"] * 100)
-            assert constants["pipeline"] == f"D|{s1}|T|{s2}|{tail}B" and steps == ["D", "P", "T", "P", "B"]
-            assert plan.steps[3].config.initial == pytest.approx(params["PBA:s1"])
+            assert constants["pipeline"] == f"D|{mark}{s1}|T|{mark}{s2}|{tail}B"
+            assert steps == ["D", "P", "T", "P", "B"]
+            if prune == "P":
+                assert plan.steps[3].config.initial == pytest.approx(params["PBA:s1"])
+            else:
+                assert plan.steps[3].sparsity == pytest.approx(params["PBA:s2"])
+                assert plan.steps[3].config.mutation == params["epruning:prune.epruning.mutation"]
         elif params["order"] == "PB":
             assert steps == ["D", "P", "T", "B"] and plan.steps[1].domain == "source"
         else:

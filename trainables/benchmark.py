@@ -1,16 +1,21 @@
 """The benchmark stage ``B``: accuracy on the target's test split, then measured size and latency.
 
 Size and latency come from :func:`trainables.measure.measure` (the HDF5 artifact's byte count;
-ONNX Runtime on the CPU). The metrics use the keys every stage shares (``accuracy``, ``top5``,
-``size_bytes``, ``latency_ms``, ``sparsity``, ``seconds``); ``real_sparsity`` is the share of
-zero weights over all conv/linear layers, next to the pipeline's nominal ``sparsity``.
+latency on the backend the config asks for, see :mod:`trainables.backends`). The metrics use the
+keys every stage shares (``accuracy``, ``top5``, ``size_bytes``, ``latency_ms``, ``sparsity``,
+``seconds``); ``real_sparsity`` is the share of zero weights over all conv/linear layers, next to
+the pipeline's nominal ``sparsity``; the backend's record is flattened beside them
+(``latency_backend``, ``latency_p90_ms``, ``latency_precision``, ``latency_device``,
+``throughput_ips``, ``latency_e2e_ms``, ...).
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from .masks import prunable_layers, zero_fraction
@@ -18,9 +23,34 @@ from .measure import measure
 from .stage import Context, Metrics
 from .train import evaluate, loader
 
+RUN_SUBFOLDERS = ("trials", "final")  # a trial's workdir is RUN/trials/<id>; a rerun's RUN/final/<id>
+
 
 class BenchmarkConfig(BaseModel):
-    """How latency is measured: batch size, CPU threads, warm-up and timed runs."""
+    """How latency is measured: the backend, its precision, batches, threads, warm-up and runs.
+
+    The defaults time ONNX Runtime on the CPU at batch 1 with one thread on a CPU trial, and the
+    fastest engine a GPU trial has (``auto``).
+
+    Example:
+        >>> BenchmarkConfig(backend="tensorrt", precision="fp16", throughput_batch=64).runs
+        50
+
+    Args:
+        batch_size: images per timed inference (``latency_ms`` is at this batch).
+        threads: CPU threads (ONNX Runtime intra-op, torch on the CPU, image preprocessing).
+        warmup: untimed runs before each measurement.
+        runs: timed runs per measurement.
+        backend: ``auto`` (TensorRT if the trial has a GPU and TensorRT imports, else torch on the
+            GPU, else ONNX Runtime on the CPU), ``tensorrt``, ``torch`` or ``onnxruntime``.
+        precision: ``fp32``, or ``fp16`` (timed on a GPU only).
+        throughput_batch: batch of separate throughput runs; None: the latency batch's throughput.
+        cuda_graphs: torch on a GPU replays a captured CUDA graph instead of running eagerly.
+        end_to_end: also time PNG decode + preprocessing + inference (``latency_e2e_ms``).
+        workspace_mb: TensorRT's builder workspace limit, in MiB.
+        surgery: remove dead units physically (:mod:`trainables.surgery`) before exporting and
+            timing, so unit pruning (EPruning, channel granularity) buys real latency.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -28,6 +58,20 @@ class BenchmarkConfig(BaseModel):
     threads: int = Field(1, ge=1)
     warmup: int = Field(10, ge=0)
     runs: int = Field(50, ge=1)
+    backend: Literal["auto", "tensorrt", "torch", "onnxruntime"] = "auto"
+    precision: Literal["fp32", "fp16"] = "fp32"
+    throughput_batch: int | None = Field(None, ge=1)
+    cuda_graphs: bool = False
+    end_to_end: bool = True
+    workspace_mb: int = Field(1024, ge=16)
+    surgery: bool = True
+
+    @model_validator(mode="after")
+    def _fp16_needs_a_gpu_backend(self) -> BenchmarkConfig:
+        if self.precision == "fp16" and self.backend == "onnxruntime":
+            raise ValueError("precision fp16 is timed on a GPU only; backend onnxruntime runs on the CPU "
+                             "(use tensorrt, torch or auto)")
+        return self
 
 
 class Benchmark:
@@ -37,12 +81,15 @@ class Benchmark:
         cfg: measurement settings.
         nominal_sparsity: the sparsity the pipeline aimed at, reported as ``sparsity``.
         export_dir: where ``model.h5`` and ``model.onnx`` go (default: the context's workdir).
+        cache_dir: where TensorRT keeps its timing cache (default: :func:`timing_cache_dir`).
     """
 
     label = "B"
 
-    def __init__(self, cfg: BenchmarkConfig | None = None, nominal_sparsity: float = 0.0, export_dir=None) -> None:
+    def __init__(self, cfg: BenchmarkConfig | None = None, nominal_sparsity: float = 0.0, export_dir=None,
+                 cache_dir: Path | None = None) -> None:
         self.cfg, self.nominal_sparsity, self.export_dir = cfg or BenchmarkConfig(), nominal_sparsity, export_dir
+        self.cache_dir = cache_dir
 
     def run(self, model: nn.Module | None, ctx: Context) -> tuple[nn.Module, Metrics]:
         if model is None:
@@ -56,11 +103,18 @@ class Benchmark:
                 model.cpu(),
                 ctx.input_shape,
                 self.export_dir or ctx.workdir,
-                batch_size=self.cfg.batch_size,
-                threads=self.cfg.threads,
-                warmup=self.cfg.warmup,
-                runs=self.cfg.runs,
+                device=ctx.device,
+                cache_dir=self.cache_dir or timing_cache_dir(Path(ctx.workdir)),
+                **self.cfg.model_dump(),
             )
         )
         metrics["seconds"] = time.perf_counter() - start
         return model, metrics
+
+
+def timing_cache_dir(workdir: Path) -> Path:
+    """Where TensorRT's timing cache lives: ``RUN/tensorrt`` for a trial's (``RUN/trials/<id>``) or a
+    rerun's (``RUN/final/<id>``) workdir, so every trial of a run shares it; else ``workdir/tensorrt``."""
+    if workdir.parent.name in RUN_SUBFOLDERS:
+        return workdir.parent.parent / "tensorrt"
+    return workdir / "tensorrt"

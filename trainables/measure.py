@@ -2,21 +2,23 @@
 
 - **size**: ``size_bytes`` is the byte count of the model's artifact file, the compressed HDF5
   written by :func:`trainables.artifact.save_artifact` (pruned weights stored sparse).
-- **latency**: ``latency_ms`` is the median wall time of ``runs`` timed runs, after ``warmup``
-  untimed ones, of a real ONNX Runtime session on the CPU (``CPUExecutionProvider``, all graph
-  optimisations), at a stated batch size and intra-op thread count; the 90th percentile is
-  reported beside it. Absolute times depend on the machine: compare them within one run.
+- **latency**: ``latency_ms`` is the median time of ``runs`` timed runs, after ``warmup`` untimed
+  ones, on a real engine chosen by :mod:`trainables.backends`: TensorRT or torch on a GPU, ONNX
+  Runtime (the default on a CPU, at batch 1) or torch on the CPU. The 90th percentile, throughput
+  at a stated batch, end-to-end time (image decode and preprocessing included) and what was
+  measured (backend, precision, batch, threads, device) are reported beside it. Absolute times
+  depend on the machine: compare them within one run.
 
 The ONNX file comes from torch's ``torch.export``-based exporter (``dynamo=True``), the one
 torch maintains; the TorchScript exporter is deprecated. Its lowest implemented opset is 18:
 asked for 17 it exports 18 and tries a down-conversion that fails for ResNets, so opsets below
-18 are refused here. Later issues add a TensorRT engine for GPUs behind :func:`measure`.
+18 are refused here.
 
 Example:
     >>> from torchvision.models import resnet18
     >>> metrics = measure(resnet18(num_classes=10), (3, 32, 32), "/tmp/trial-1", runs=20)
-    >>> sorted(metrics)[:3]
-    ['artifact', 'latency_backend', 'latency_batch']
+    >>> metrics["latency_backend"], metrics["latency_batch"]
+    ('onnxruntime-cpu', 1)
 """
 
 from __future__ import annotations
@@ -27,55 +29,32 @@ import io
 import logging
 import os
 import tempfile
-import time
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch import nn
 
 from .artifact import save_artifact
+from .backends import (
+    ORT_BACKEND,
+    Latency,
+    has_2to4_sparsity,
+    onnx_latency,
+    resolve_backend,
+    tensorrt_latency,
+    torch_latency,
+)
 from .errors import FrontierError
 from .masks import make_permanent
 
-if TYPE_CHECKING:
-    from onnxruntime import NodeArg
-
-BACKEND = "onnxruntime-cpu"
+BACKEND = ORT_BACKEND  # the CPU default's name, as ``latency_backend`` reports it
 MIN_OPSET = 18
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 _EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "torch._dynamo", "torch.fx", "onnxscript")
-_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
-
-
-@dataclass(frozen=True)
-class Latency:
-    """Wall time of one inference, measured on a real ONNX Runtime CPU session.
-
-    Args:
-        median_ms: median over the timed runs, in milliseconds (the ``latency_ms`` objective).
-        p90_ms: 90th percentile over the timed runs, in milliseconds.
-        batch_size: images per inference.
-        threads: ONNX Runtime intra-op threads (inter-op: 1).
-        runs: timed runs.
-        warmup: untimed runs before them.
-        backend: the engine, ``"onnxruntime-cpu"``.
-        providers: the session's execution providers, in priority order.
-    """
-
-    median_ms: float
-    p90_ms: float
-    batch_size: int
-    threads: int
-    runs: int
-    warmup: int
-    backend: str = BACKEND
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+__all__ = ["BACKEND", "MIN_OPSET", "Latency", "export_onnx", "measure", "onnx_latency", "plain_copy"]
 
 
 def export_onnx(
@@ -85,6 +64,7 @@ def export_onnx(
     *,
     opset: int = MIN_OPSET,
     dynamic_batch: bool = True,
+    half: bool = False,
 ) -> Path:
     """Export ``model`` to a self-contained ONNX file; returns ``path``.
 
@@ -99,6 +79,8 @@ def export_onnx(
         input_shape: (channels, height, width) of one image.
         opset: ONNX opset, at least 18 (the ``torch.export``-based exporter's lowest).
         dynamic_batch: a symbolic batch dimension (any batch size runs); else batch 1 is fixed.
+        half: export in half precision (float16 input, weights and output), the FP16 model
+            TensorRT builds (TensorRT 11 has no FP16 builder flag).
 
     Raises:
         FrontierError: a bad ``input_shape`` or ``opset``.
@@ -108,9 +90,10 @@ def export_onnx(
         raise FrontierError(f"opset must be >= {MIN_OPSET} (torch's ONNX exporter) but got {opset}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    exported = plain_copy(model)
+    dtype = torch.float16 if half else torch.float32
+    exported = plain_copy(model).to(dtype)
     # Trace at batch 2: torch.export specialises dimensions of size 0 and 1.
-    example = torch.randn(2 if dynamic_batch else 1, *input_shape)
+    example = torch.randn(2 if dynamic_batch else 1, *input_shape).to(dtype)
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.onnx", dir=path.parent)
     os.close(fd)
@@ -136,70 +119,6 @@ def export_onnx(
     return path
 
 
-def onnx_latency(
-    onnx_path: str | Path,
-    *,
-    batch_size: int = 1,
-    threads: int = 1,
-    warmup: int = 10,
-    runs: int = 50,
-    seed: int = 0,
-) -> Latency:
-    """Median and 90th-percentile latency of ``onnx_path`` in an ONNX Runtime CPU session.
-
-    The session uses ``CPUExecutionProvider``, ``intra_op_num_threads=threads``,
-    ``inter_op_num_threads=1`` and ``ORT_ENABLE_ALL``. Its input is one seeded standard-normal
-    batch of the model's input shape; ``warmup`` untimed runs precede ``runs`` runs timed one by
-    one with ``time.perf_counter_ns``.
-
-    Args:
-        onnx_path: a model written by :func:`export_onnx`.
-        batch_size: images per inference (the model's batch must be dynamic or equal to it).
-        threads: ONNX Runtime intra-op threads.
-        warmup: untimed runs first (allocations, caches).
-        runs: timed runs.
-        seed: seed of the random input.
-
-    Raises:
-        FrontierError: a missing file, a bad argument, or a batch the model's fixed batch refuses.
-    """
-    import onnxruntime as ort
-
-    checks = (("batch_size", batch_size, 1), ("threads", threads, 1), ("warmup", warmup, 0), ("runs", runs, 1))
-    for name, value, least in checks:
-        if not isinstance(value, int) or value < least:
-            raise FrontierError(f"{name} must be an integer >= {least} but got {value!r}")
-    onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise FrontierError(f"latency: ONNX file '{onnx_path}' does not exist")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3  # errors only
-    session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
-    (spec,) = session.get_inputs()
-    feed = {spec.name: _random_input(spec, batch_size, seed, onnx_path)}
-    for _ in range(warmup):
-        session.run(None, feed)
-    times_ns = np.empty(runs, dtype=np.int64)
-    for i in range(runs):
-        start = time.perf_counter_ns()
-        session.run(None, feed)
-        times_ns[i] = time.perf_counter_ns() - start
-    median_ms, p90_ms = (float(v) / 1e6 for v in np.percentile(times_ns, [50, 90]))
-    return Latency(
-        median_ms=median_ms,
-        p90_ms=p90_ms,
-        batch_size=batch_size,
-        threads=threads,
-        runs=runs,
-        warmup=warmup,
-        providers=tuple(session.get_providers()),
-    )
-
-
 def measure(
     model: nn.Module,
     input_shape: tuple[int, int, int],
@@ -210,42 +129,100 @@ def measure(
     warmup: int = 10,
     runs: int = 50,
     attrs: Mapping[str, str | int | float] | None = None,
+    backend: str = "auto",
+    precision: str = "fp32",
+    throughput_batch: int | None = None,
+    cuda_graphs: bool = False,
+    end_to_end: bool = True,
+    workspace_mb: int = 1024,
+    device: str = "cpu",
+    cache_dir: str | Path | None = None,
+    surgery: bool = True,
 ) -> dict[str, float | int | str]:
-    """Write ``out_dir/model.h5`` and ``out_dir/model.onnx`` for ``model`` and measure both.
+    """Write ``out_dir/model.h5`` and ``out_dir/model.onnx`` for ``model``, and measure its size
+    and its latency on the backend :func:`~trainables.backends.resolve_backend` chooses.
 
     Masks are made permanent on a copy (the caller's model is untouched). The state dict goes to
-    the artifact (``attrs`` stored with it), the copy to ONNX, and the ONNX file is timed with
-    :func:`onnx_latency`.
+    the artifact (``attrs`` stored with it), the copy to ONNX. ONNX Runtime times the ONNX file,
+    torch times the copy, TensorRT builds an engine from the ONNX file (for FP16 from a
+    half-precision export, ``model.fp16.onnx``), allowed sparse kernels when some layer has 2:4
+    sparsity. The backend is resolved before anything is written, so a missing TensorRT fails fast.
 
     Args:
         model: the classifier, masked or not, on any device.
         input_shape: (channels, height, width) of one image.
-        out_dir: folder for the two files (created).
-        batch_size, threads, warmup, runs: as in :func:`onnx_latency`.
+        out_dir: folder for the files (created).
+        batch_size: images per timed inference (the latency batch).
+        threads: CPU threads (ONNX Runtime intra-op; torch on the CPU; preprocessing).
+        warmup, runs: untimed and timed runs, per measurement.
         attrs: metadata for the artifact (see :func:`trainables.artifact.save_artifact`).
+        backend: ``auto``, ``tensorrt``, ``torch`` or ``onnxruntime``.
+        precision: ``fp32``, or ``fp16`` (a GPU backend only).
+        throughput_batch: batch of separate throughput runs; None: throughput from the latency runs.
+        cuda_graphs: torch on a GPU replays a CUDA graph (other backends ignore it).
+        end_to_end: also time image decode + preprocessing + inference (``latency_e2e_ms``).
+        workspace_mb: TensorRT's builder workspace limit, in MiB.
+        device: where the trial runs: ``cpu`` or a CUDA device; ``auto`` uses a GPU only if given one.
+        cache_dir: folder of TensorRT's timing cache (None: no cache).
+        surgery: export and time the physically smaller network: units that are dead in the
+            weights (:func:`trainables.surgery.dead_units`) are removed by
+            :func:`trainables.surgery.shrink` first. The artifact keeps the full shapes (its
+            zeros compress), so a rerun rebuilds the architecture from it.
 
     Returns:
-        ``size_bytes`` (length of model.h5), ``latency_ms`` (median), ``latency_p90_ms``,
-        ``latency_batch``, ``latency_threads``, ``latency_backend``, and the paths ``artifact``
-        and ``onnx`` as strings.
+        ``size_bytes`` (length of model.h5), the keys of :meth:`~trainables.backends.Latency.metrics`
+        (``latency_ms`` the median, ``latency_p90_ms``, ``latency_batch``, ``latency_threads``,
+        ``latency_backend``, ``latency_precision``, ``latency_device``, ``latency_clock``,
+        ``latency_sparse_weights``, ``throughput_ips``, ``throughput_batch``, and with
+        ``end_to_end`` ``latency_e2e_ms``, ``latency_e2e_p90_ms``), ``units_removed`` (share of
+        units surgery removed before timing) and ``params_timed`` (parameters of the timed
+        network), and the paths ``artifact`` and ``onnx`` as strings.
+
+    Raises:
+        FrontierError: a backend this machine cannot run (``tensorrt`` without the package or a
+            GPU, ``fp16`` on the CPU), or a bad argument.
     """
+    engine, device = resolve_backend(backend, precision, device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plain = plain_copy(model)
     artifact = out_dir / "model.h5"
     size = save_artifact(plain.state_dict(), artifact, attrs=attrs)
+    plain, removed = _shrunk(plain) if surgery else (plain, 0.0)
     onnx_path = export_onnx(plain, out_dir / "model.onnx", input_shape)
-    latency = onnx_latency(onnx_path, batch_size=batch_size, threads=threads, warmup=warmup, runs=runs)
-    return {
-        "size_bytes": size,
-        "latency_ms": latency.median_ms,
-        "latency_p90_ms": latency.p90_ms,
-        "latency_batch": latency.batch_size,
-        "latency_threads": latency.threads,
-        "latency_backend": latency.backend,
-        "artifact": str(artifact),
-        "onnx": str(onnx_path),
-    }
+    common = dict(batch_size=batch_size, threads=threads, warmup=warmup, runs=runs,
+                  throughput_batch=throughput_batch, end_to_end=end_to_end)
+    if engine == "onnxruntime":
+        latency = onnx_latency(onnx_path, **common)
+    elif engine == "torch":
+        latency = torch_latency(plain, input_shape, device=device, precision=precision, cuda_graphs=cuda_graphs,
+                                **common)
+    else:
+        engine_onnx = onnx_path if precision == "fp32" else export_onnx(
+            plain, out_dir / "model.fp16.onnx", input_shape, half=True)
+        latency = tensorrt_latency(engine_onnx, precision=precision, sparse_weights=has_2to4_sparsity(plain),
+                                   cache_dir=cache_dir, workspace_mb=workspace_mb, device=device, **common)
+    return {"size_bytes": size, **latency.metrics(), "units_removed": removed,
+            "params_timed": sum(p.numel() for p in plain.parameters()), "artifact": str(artifact),
+            "onnx": str(onnx_path)}
+
+
+def _shrunk(model: nn.Module) -> tuple[nn.Module, float]:
+    """``model`` without its dead units, and the share of units removed (a model without a unit
+    graph, or without dead units, comes back as it is)."""
+    from .surgery import dead_units, shrink
+    from .units import unit_layers
+
+    try:
+        layers = unit_layers(model)
+    except FrontierError:
+        return model, 0.0
+    keep = dead_units(model, layers)
+    kept = sum(int(k.sum()) for k in keep.values())
+    total = sum(u.size for u in layers)
+    if kept == total:
+        return model, 0.0
+    return shrink(model, keep), 1.0 - kept / total
 
 
 def plain_copy(model: nn.Module) -> nn.Module:
@@ -268,20 +245,6 @@ def _check_input_shape(input_shape: tuple[int, int, int]) -> tuple[int, int, int
     if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
         raise FrontierError(f"input_shape must be (channels, height, width), positive ints, but got {input_shape!r}")
     return shape  # type: ignore[return-value]
-
-
-def _random_input(spec: NodeArg, batch_size: int, seed: int, path: Path) -> np.ndarray:
-    dims = list(spec.shape)
-    if not isinstance(dims[0], int):
-        dims[0] = batch_size  # the symbolic batch dimension
-    elif dims[0] != batch_size:
-        raise FrontierError(f"latency: '{path}' has a fixed batch of {dims[0]}, so batch_size={batch_size} cannot run")
-    if not all(isinstance(d, int) for d in dims[1:]):
-        raise FrontierError(f"latency: '{path}' has a symbolic non-batch input dimension: {spec.shape}")
-    dtype = _ORT_TYPES.get(spec.type)
-    if dtype is None:
-        raise FrontierError(f"latency: '{path}' takes {spec.type}; only float inputs are timed")
-    return np.random.default_rng(seed).standard_normal(dims, dtype=np.float32).astype(dtype)
 
 
 @contextlib.contextmanager

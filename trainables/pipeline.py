@@ -42,6 +42,8 @@ from .plan import Plan
 from .stage import Context, Metrics, Stage
 
 OBJECTIVE_KEYS = ("accuracy", "top5", "size_bytes", "latency_ms", "sparsity")
+# stage metrics kept in the trial's final result (as ``stage.<slot>.<name>``; lists joined by ';')
+CARRIED = ("pruning_rate", "unit_sparsity", "search_epochs", "energy_best", "energy_mean")
 
 
 def pipeline_string(stages: Sequence[Stage]) -> str:
@@ -74,6 +76,7 @@ class Progress:
     cached: list[str] = field(default_factory=list)
     last: dict[str, Any] = field(default_factory=dict)
     resumed_at: list[int] = field(default_factory=list)  # stage index of each resume from a checkpoint
+    stage: dict[str, Any] = field(default_factory=dict)  # CARRIED metrics of earlier stages, as stage.<slot>.<key>
 
     def add(self, label: str, metrics: Metrics, seconds: float | None = None, cached: bool = False) -> None:
         key, n = f"seconds.{label}", 2
@@ -82,11 +85,16 @@ class Progress:
         self.seconds[key] = float(metrics.get("seconds", 0.0) if seconds is None else seconds)
         if cached:
             self.cached.append(label)
+        for name in CARRIED:
+            if name in metrics:
+                value = metrics[name]
+                self.stage[f"stage.{label}.{name}"] = (";".join(f"{v:.5g}" for v in value)
+                                                       if isinstance(value, (list, tuple)) else value)
         self.last = dict(metrics)
         self.index += 1
 
     def final(self, pipeline: str) -> dict[str, Any]:
-        return {**self.last, **self.seconds, "pipeline": pipeline, "cached_stages": ",".join(self.cached),
+        return {**self.last, **self.stage, **self.seconds, "pipeline": pipeline, "cached_stages": ",".join(self.cached),
                 "resumed_at": ",".join(map(str, self.resumed_at))}
 
 

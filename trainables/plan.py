@@ -8,7 +8,8 @@ The orders of the pruning-order paper (sec. 4.2):
 
     none  D|T|B          PB  D|s1|T|B          PA  D|T|s2|B          PBA  D|s1|T|s2|B  (s2 > s1)
 
-each optionally followed by weight sharing ``Q`` (quantization paper) or sharing and retraining
+where each pruning stage is gradual (``50``) or EPruning (``E50``, the ``prune.method``), each
+optionally followed by weight sharing ``Q`` (quantization paper) or sharing and retraining
 ``Q|R`` before the benchmark: ``D|50|T|80|Q|R|B``.
 """
 
@@ -21,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from .benchmark import Benchmark, BenchmarkConfig
 from .data import DataSpec
 from .dense import Dense, DenseConfig
-from .gradual import GradualConfig, GradualPrune
+from .epruning import EPrune, EPruningConfig
+from .gradual import GradualConfig, GradualPrune, PruneSchedule
 from .quantize import RetrainConfig, Share, ShareConfig
 from .stage import Domain, Stage
 from .transfer import Transfer, TransferConfig
@@ -50,6 +52,29 @@ class PruneStep(_Step):
     config: GradualConfig
 
 
+class EPruneStep(_Step):
+    """A ``P<s>`` stage by EPruning (labelled ``E<s>``): its schedule fields come from the prune budget."""
+
+    kind: Literal["E"] = "E"
+    domain: Domain
+    sparsity: float = Field(ge=0, lt=1)
+    config: EPruningConfig
+    schedule: PruneSchedule
+
+
+class PruneBudget(PruneSchedule):
+    """The ``budgets.prune`` of a spec: the schedule, the method, and EPruning's population search.
+
+    Args:
+        method: ``gradual`` (automatic gradual pruning, :mod:`trainables.gradual`) or ``epruning``
+            (:mod:`trainables.epruning`); searchable as ``prune.method``.
+        epruning: the population search, searchable as ``prune.epruning.<field>``.
+    """
+
+    method: Literal["gradual", "epruning"] = "gradual"
+    epruning: EPruningConfig = EPruningConfig()
+
+
 class ShareStep(_Step):
     kind: Literal["Q"] = "Q"
     config: ShareConfig
@@ -62,7 +87,8 @@ class BenchmarkStep(_Step):
     nominal_sparsity: float = 0.0
 
 
-StepSpec = Annotated[Union[DenseStep, TransferStep, PruneStep, ShareStep, BenchmarkStep], Field(discriminator="kind")]
+StepSpec = Annotated[Union[DenseStep, TransferStep, PruneStep, EPruneStep, ShareStep, BenchmarkStep],
+                    Field(discriminator="kind")]
 
 
 class Plan(BaseModel):
@@ -87,7 +113,7 @@ class Plan(BaseModel):
     def slot(self, index: int) -> str:
         """A stable name for step ``index``: D, P1 (prune on source), T, P2 (prune on target), B."""
         step = self.steps[index]
-        if isinstance(step, PruneStep):
+        if isinstance(step, (PruneStep, EPruneStep)):
             return "P1" if step.domain == "source" else "P2"
         return step.kind
 
@@ -104,9 +130,21 @@ def _stage(step: StepSpec) -> Stage:
         return Transfer(step.config)
     if isinstance(step, PruneStep):
         return GradualPrune(step.config, step.domain)
+    if isinstance(step, EPruneStep):
+        sched = step.schedule
+        return EPrune(step.config, sparsity=step.sparsity, domain=step.domain, epochs=sched.epochs,
+                      recover_epochs=sched.recover_epochs, batch_size=sched.batch_size, optim=sched.optim)
     if isinstance(step, ShareStep):
         return Share(step.config, step.retrain)
     return Benchmark(step.config, nominal_sparsity=step.nominal_sparsity)
+
+
+def _prune_step(budget: PruneBudget, domain: Domain, sparsity: float, initial: float) -> PruneStep | EPruneStep:
+    schedule = budget.model_dump(exclude={"method", "epruning"})
+    if budget.method == "epruning":
+        return EPruneStep(domain=domain, sparsity=sparsity, config=budget.epruning,
+                          schedule=PruneSchedule.model_validate(schedule))
+    return PruneStep(domain=domain, config=GradualConfig(**schedule, final=sparsity, initial=initial))
 
 
 def make_plan(
@@ -128,7 +166,8 @@ def make_plan(
     """The plan of ``order`` with sparsities ``s1`` (before transfer) and ``s2`` (after), then
     weight sharing (``quantize`` ``Q``) and retraining (``QR``) before the benchmark.
 
-    ``prune`` holds the :class:`~trainables.gradual.PruneSchedule` fields shared by both pruning stages.
+    ``prune`` holds the :class:`PruneBudget` fields shared by both pruning stages (a
+    :class:`~trainables.gradual.PruneSchedule` with ``method`` and ``epruning``, optional).
     """
     if quantize not in QUANTIZE:
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZE)} but got {quantize!r}")
@@ -141,13 +180,13 @@ def make_plan(
             raise ValueError(f"order {order} needs {name}")
     if order == "PBA" and not s2 > s1:
         raise ValueError(f"order PBA needs s2 > s1 but got s1={s1}, s2={s2}")
+    budget = PruneBudget.model_validate(prune)
     steps: list = [DenseStep(config=dense)]
     if "s1" in needs:
-        steps.append(PruneStep(domain="source", config=GradualConfig(**prune, final=s1)))
+        steps.append(_prune_step(budget, "source", s1, 0.0))
     steps.append(TransferStep(config=transfer))
     if "s2" in needs:
-        initial = s1 if order == "PBA" else 0.0
-        steps.append(PruneStep(domain="target", config=GradualConfig(**prune, final=s2, initial=initial)))
+        steps.append(_prune_step(budget, "target", s2, s1 if order == "PBA" else 0.0))
     if quantize != "none":
         steps.append(ShareStep(config=share or ShareConfig(), retrain=(retrain or RetrainConfig()) if quantize == "QR" else None))
     nominal = s2 if "s2" in needs else (s1 if "s1" in needs else 0.0)

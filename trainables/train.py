@@ -12,6 +12,7 @@ import copy
 import math
 import random
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -35,7 +36,7 @@ class OptimConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Literal["sgd", "adam", "adamw"] = "adam"
+    name: Literal["sgd", "adam", "adamw", "adadelta"] = "adam"
     lr: float = Field(1e-3, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
@@ -51,6 +52,8 @@ def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.op
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.name == "adadelta":
+        return torch.optim.Adadelta(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
@@ -134,6 +137,7 @@ def fit(
     stop: Callable[[float], bool] | None = None,
     restore_best: bool = False,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
+    forward_context: Callable[[torch.Tensor, torch.Tensor], AbstractContextManager] | None = None,
 ) -> FitResult:
     """Train ``model`` for up to ``epochs`` epochs with cross-entropy.
 
@@ -145,6 +149,8 @@ def fit(
         stop: called after each epoch with the validation accuracy; returning True ends training.
         restore_best: load the weights of the epoch with the best validation accuracy at the end.
         on_epoch: called after each epoch with that epoch's record.
+        forward_context: called with each batch ``(x, y)`` on the device; the training forward
+            runs inside the context it returns (EPruning masks the sub-network there).
 
     Raises:
         Diverged: the loss became NaN or infinite.
@@ -153,7 +159,7 @@ def fit(
     sched = make_scheduler(opt, optim, epochs)
     result, best_state = FitResult(), None
     for epoch in range(epochs):
-        record = _train_epoch(model, train, opt, device, frozen, before_step, result)
+        record = _train_epoch(model, train, opt, device, frozen, before_step, result, forward_context)
         sched.step()
         if val is not None:
             record["val_accuracy"] = evaluate(model, val, device)["accuracy"]
@@ -171,7 +177,7 @@ def fit(
     return result
 
 
-def _train_epoch(model, data, opt, device, frozen, before_step, result) -> dict[str, float]:
+def _train_epoch(model, data, opt, device, frozen, before_step, result, forward_context=None) -> dict[str, float]:
     model.train()
     if frozen is not None:
         frozen.eval()
@@ -180,7 +186,8 @@ def _train_epoch(model, data, opt, device, frozen, before_step, result) -> dict[
         if before_step is not None:
             before_step(result.steps)
         x, y = x.to(device), y.to(device)
-        logits = model(x)
+        with forward_context(x, y) if forward_context is not None else nullcontext():
+            logits = model(x)
         loss = nn.functional.cross_entropy(logits, y)
         if not torch.isfinite(loss):
             raise Diverged(f"training loss became {loss.item()} at step {result.steps}")

@@ -1,0 +1,177 @@
+"""EPruning's pieces against their equations (eq. 2-7 of the EPruning paper), and its evaluators."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trainables.epruning import (
+    convergence,
+    crossover,
+    donors,
+    energy_loss,
+    init_population,
+    mutate,
+    repair,
+    select,
+)
+from trainables.population import BatchedEvaluator, ReferenceEvaluator, gated, sample_energies
+from trainables.units import unit_count, unit_layers
+
+
+def test_energy_loss_is_eq3_on_random_logits():
+    torch.manual_seed(0)
+    logits, target = torch.randn(64, 7) * 3, torch.randint(0, 7, (64,))
+    expected = []
+    for row, c in zip(logits, target.tolist()):
+        energy = -row  # eq. 2
+        expected.append(float(energy[c] - min(float(energy[k]) for k in range(7) if k != c)))
+    assert energy_loss(logits, target).item() == pytest.approx(sum(expected) / len(expected), abs=1e-6)
+
+
+def test_energy_loss_is_negative_exactly_when_the_target_wins():
+    logits = torch.tensor([[5.0, 1.0, 0.0], [0.0, 2.0, 1.0]])
+    per_sample = sample_energies(logits, torch.tensor([0, 0]))
+    assert per_sample.tolist() == [-4.0, 2.0]  # margin of the target over the best other class
+
+
+def test_energy_loss_rejects_a_single_class():
+    with pytest.raises(ValueError, match="classes >= 2"):
+        energy_loss(torch.zeros(4, 1), torch.zeros(4, dtype=torch.long))
+
+
+def test_donors_are_three_mutually_different_states_other_than_the_parent():
+    gen = torch.Generator().manual_seed(1)
+    for size in (4, 5, 8, 16):
+        picks = donors(size, gen)
+        assert picks.shape == (size, 3)
+        for i, (a, b, c) in enumerate(picks.tolist()):
+            assert len({a, b, c, i}) == 4
+            assert all(0 <= k < size for k in (a, b, c))
+
+
+def test_donors_need_a_population_of_four():
+    with pytest.raises(ValueError, match="at least 4"):
+        donors(3, torch.Generator())
+
+
+def test_mutation_flips_only_where_the_donors_differ_and_r_below_factor():
+    gen = torch.Generator().manual_seed(2)
+    states = init_population(8, 500, 0.5, gen)
+    picks = donors(8, gen)
+    replay = torch.Generator().set_state(gen.get_state())
+    mutants = mutate(states, 0.3, gen, picks)
+    r = torch.rand(states.shape, generator=replay)  # the r_d of eq. 4, drawn in the same order
+    base, a, b = states[picks[:, 0]], states[picks[:, 1]], states[picks[:, 2]]
+    flipped = mutants != base
+    assert torch.equal(flipped, (a != b) & (r < 0.3))
+    assert flipped.any() and not flipped[a == b].any()
+
+
+def test_mutation_factor_bounds():
+    gen = torch.Generator().manual_seed(3)
+    states = init_population(6, 300, 0.5, gen)
+    picks = donors(6, gen)
+    base, differ = states[picks[:, 0]], states[picks[:, 1]] != states[picks[:, 2]]
+    assert torch.equal(mutate(states, 0.0, gen, picks), base)
+    assert torch.equal(mutate(states, 1.0, gen, picks), base ^ differ)
+
+
+def test_crossover_takes_mutant_units_at_rate_cr():
+    gen = torch.Generator().manual_seed(4)
+    parents, mutants = init_population(8, 2000, 0.5, gen), init_population(8, 2000, 0.5, gen)
+    assert torch.equal(crossover(parents, mutants, 1.0, gen), mutants)
+    child = crossover(parents, mutants, 0.25, gen)
+    assert torch.all((child == parents) | (child == mutants))
+    differ = parents != mutants
+    share = (child[differ] == mutants[differ]).float().mean().item()
+    assert share == pytest.approx(0.25, abs=0.03)
+
+
+def test_selection_keeps_the_parent_when_the_child_is_worse():
+    parents = torch.tensor([[True, False], [True, True], [False, False]])
+    children = ~parents
+    states, energies = select(parents, torch.tensor([1.0, 1.0, 1.0]), children, torch.tensor([2.0, 1.0, 0.5]))
+    assert torch.equal(states, torch.stack([parents[0], children[1], children[2]]))  # ties go to the child
+    assert energies.tolist() == [1.0, 1.0, 0.5]
+
+
+def test_convergence_is_zero_only_for_an_equal_population():
+    assert convergence(torch.tensor([0.3, 0.3, 0.3])) == 0
+    assert convergence(torch.tensor([0.1, 0.3, 0.5])) == pytest.approx(-0.2)
+
+
+def test_init_population_is_bernoulli_p():
+    states = init_population(64, 1000, 0.3, torch.Generator().manual_seed(5))
+    assert states.dtype == torch.bool and states.shape == (64, 1000)
+    assert states.float().mean().item() == pytest.approx(0.3, abs=0.01)
+
+
+def test_repair_holds_the_active_count_keeps_each_layer_alive_and_respects_removed_units():
+    gen = torch.Generator().manual_seed(6)
+    sizes = [4, 10, 30]
+    states = init_population(16, 44, 0.5, gen)
+    states[:, :4] = False  # a layer with every unit off
+    allowed = torch.ones(44, dtype=torch.bool)
+    allowed[10:20] = False  # units an earlier stage removed
+    fixed = repair(states, sizes, 12, gen, allowed)
+    assert (fixed.sum(dim=1) == 12).all()
+    assert not fixed[:, 10:20].any()
+    for lo, hi in ((0, 4), (4, 14), (14, 44)):
+        assert fixed[:, lo:hi].any(dim=1).all()
+    free = repair(states, sizes, None, gen)
+    assert torch.equal(free[:, 4:], states[:, 4:])  # only the empty layer changed
+
+
+SIZES = {"small_resnet": 32, "resnet18": 32, "resnet50": 32, "vgg16": 32, "alexnet": 63, "squeezenet1_1": 48}
+
+
+@pytest.mark.parametrize("name", list(SIZES))
+def test_batched_energies_equal_the_reference_loop(name):
+    from trainables.models import build_model
+
+    torch.manual_seed(1)
+    model, size = build_model(name, 10).eval(), SIZES[name]
+    _settle_batchnorm(model, size)
+    layers = unit_layers(model)
+    states = init_population(4, unit_count(layers), 0.5, torch.Generator().manual_seed(7))
+    x, y = torch.randn(3, 3, size, size), torch.randint(0, 5, (3,))
+    reference = ReferenceEvaluator(layers)(model, x, y, states)
+    batched = BatchedEvaluator(layers)(model, x, y, states)
+    assert torch.allclose(batched, reference, atol=1e-5), (batched - reference).abs().max()
+    assert reference.unique().numel() > 1  # the states really differ
+
+
+def test_the_reference_loop_restores_the_weights():
+    from trainables.models import build_model
+
+    model = build_model("small_resnet", 5).eval()
+    layers = unit_layers(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    states = init_population(4, unit_count(layers), 0.5, torch.Generator().manual_seed(8))
+    ReferenceEvaluator(layers)(model, torch.randn(2, 3, 32, 32), torch.tensor([0, 1]), states)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def _settle_batchnorm(model, size):
+    """Non-trivial running statistics, so eval-mode BatchNorm is not the identity."""
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(4, 3, size, size))
+    model.eval()
+
+
+def test_gating_a_unit_zeroes_its_channel_downstream():
+    from trainables.models import build_model
+
+    model = build_model("small_resnet", 5).eval()
+    layers = unit_layers(model)
+    state = torch.ones(unit_count(layers), dtype=torch.bool)
+    state[3] = False
+    seen = {}
+    model.layer1[0].relu.register_forward_hook(lambda m, a, out: seen.setdefault("relu", out.clone()))
+    with gated(model, layers, state):
+        model(torch.randn(2, 3, 32, 32))
+    assert seen["relu"][:, 3].abs().max() == 0
+    assert seen["relu"][:, 2].abs().max() > 0

@@ -1,0 +1,318 @@
+"""EPruning: unit pruning by binary differential evolution under an energy loss (Salehinejad & Valaee).
+
+A population of S binary states over the D units of the network (:mod:`trainables.units`)
+evolves during training (Algorithm 1 of the EPruning paper):
+
+- every training batch, each state gets a child by mutation (eq. 4) and crossover (eq. 5); the
+  child replaces its parent when its energy loss (eq. 3, F = -logits by eq. 2) is not higher
+  (eq. 6); the lowest-energy state s_b masks the network for that batch's forward and backward
+  (the first, dropout-like phase);
+- after every epoch Δs = E_b - mean(E) (eq. 7); when Δs = 0 (the population converged) or after
+  Δs_T epochs (stagnation), s_b is frozen and the sub-network is fine-tuned (the second phase).
+
+With ``constrain`` the states hold exactly ``round((1 - rate) * D)`` active units (the paper's
+"predefined number of active states"), repaired after crossover; every layer keeps at least one
+unit. At the end the pruned units are zeroed in the weights (kernels, biases, BatchNorm and the
+readers' inputs), so :func:`trainables.surgery.shrink` can remove them physically.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from .population import Evaluator, gated, make_evaluator, sample_energies
+from .stage import Context, Domain, Metrics
+from .train import OptimConfig, evaluate, fit, loader, seed_everything
+from .units import UnitLayer, unit_layers
+
+
+def energy_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Eq. 3 of the EPruning paper, mean over the batch.
+
+    With F = -logits (eq. 2), a sample's energy loss is the target class's energy minus the
+    lowest energy among the other classes: F(y_c, X) - min{F(y_c', X) : c' != c}.
+
+    Args:
+        logits: ``(B, C)`` network outputs, C >= 2.
+        target: ``(B,)`` class indices.
+    """
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        raise ValueError(f"logits must have shape (batch, classes >= 2) but got {tuple(logits.shape)}")
+    return sample_energies(logits, target).mean()
+
+
+def init_population(size: int, units: int, p: float, generator: torch.Generator) -> torch.Tensor:
+    """S^(0): ``size x units`` states, each unit active with probability ``p`` (Bernoulli(p))."""
+    return torch.rand(size, units, generator=generator) < p
+
+
+def donors(size: int, generator: torch.Generator) -> torch.Tensor:
+    """For each state i, three mutually different indices i1, i2, i3, each different from i; ``(S, 3)``."""
+    if size < 4:
+        raise ValueError(f"differential evolution needs a population of at least 4 but got {size}")
+    picks = []
+    for i in range(size):
+        others = torch.tensor([j for j in range(size) if j != i])
+        picks.append(others[torch.randperm(size - 1, generator=generator)[:3]])
+    return torch.stack(picks)
+
+
+def mutate(states: torch.Tensor, factor: float, generator: torch.Generator,
+           picks: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 4: v_i = 1 - s_i1 where s_i2 != s_i3 and r_d < F, else s_i1.
+
+    Args:
+        states: ``(S, D)`` bool population S^(t-1).
+        factor: F, the mutation factor in [0, 1].
+        picks: ``(S, 3)`` donor indices (default: :func:`donors`).
+    """
+    picks = donors(states.shape[0], generator) if picks is None else picks
+    base, a, b = states[picks[:, 0]], states[picks[:, 1]], states[picks[:, 2]]
+    flip = (a != b) & (torch.rand(states.shape, generator=generator) < factor)
+    return base ^ flip
+
+
+def crossover(states: torch.Tensor, mutants: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tensor:
+    """Eq. 5: the child takes the mutant's unit where r'_d <= Cr, else the parent's."""
+    take = torch.rand(states.shape, generator=generator) <= rate
+    return torch.where(take, mutants, states)
+
+
+def select(parents: torch.Tensor, parent_energy: torch.Tensor, children: torch.Tensor,
+           child_energy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 6: each child replaces its parent when its energy is not higher; returns (states, energies)."""
+    better = child_energy <= parent_energy
+    return torch.where(better[:, None], children, parents), torch.where(better, child_energy, parent_energy)
+
+
+def convergence(energies: torch.Tensor) -> float:
+    """Eq. 7: Δs = E_b - mean(E), with E_b the lowest energy in the population (<= 0)."""
+    return float(energies.min() - energies.mean())
+
+
+def repair(states: torch.Tensor, sizes: list[int], active: int | None, generator: torch.Generator,
+           allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """States with exactly ``active`` active units (None: any count), at least one per layer, and
+    none outside ``allowed`` (units an earlier stage removed stay removed).
+
+    Units are switched on or off at random positions, so the repair adds no bias toward any
+    layer beyond keeping every layer alive.
+    """
+    allowed = torch.ones(states.shape[1], dtype=torch.bool) if allowed is None else allowed
+    out = states & allowed
+    bounds = torch.tensor([0, *sizes]).cumsum(0)
+    for row in out:
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            if not row[lo:hi].any():
+                _switch(row[lo:hi], allowed[lo:hi], 1, True, generator)
+        if active is None:
+            continue
+        excess = int(row.sum()) - active
+        if excess > 0:
+            _switch(row, row & _removable(row, bounds), excess, False, generator)
+        elif excess < 0:
+            _switch(row, ~row & allowed, -excess, True, generator)
+    return out
+
+
+def _removable(row: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
+    """Active units that may go without emptying their layer: all but one kept at random per layer."""
+    keep = torch.zeros_like(row)
+    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        on = torch.nonzero(row[lo:hi]).flatten()
+        keep[lo + int(on[0])] = True  # the first active unit of each layer stays
+    return ~keep
+
+
+def _switch(row: torch.Tensor, candidates: torch.Tensor, count: int, value: bool, generator: torch.Generator) -> None:
+    where = torch.nonzero(candidates).flatten()
+    chosen = where[torch.randperm(len(where), generator=generator)[:count]]
+    row[chosen] = value
+
+
+class EPruningConfig(BaseModel):
+    """The population search of EPruning (Algorithm 1); specs set it under ``budgets.prune.epruning``.
+
+    Args:
+        population: S, the number of states (the paper uses 8).
+        mutation: F of eq. 4.
+        crossover: Cr of eq. 5.
+        init_p: p, each unit's probability of being active in S^(0) (paper: 0.5).
+        stagnation: Δs_T, epochs after which the search stops even without convergence
+            (None: the pruning window, ``prune.epochs``).
+        constrain: hold exactly ``round((1 - s) * D)`` active units, s being the stage's target
+            sparsity; without it the search finds its own rate and s is not used.
+        layers: shell patterns over unit layer names taking part (None: every unit layer).
+        evaluator: how the population's energies are computed (same energies each way).
+        actors / actor_cpus / actor_gpus: the Ray actor pool of ``evaluator: actors``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    population: int = Field(8, ge=4)
+    mutation: float = Field(0.5, ge=0, le=1)
+    crossover: float = Field(0.5, ge=0, le=1)
+    init_p: float = Field(0.5, gt=0, lt=1)
+    stagnation: int | None = Field(None, ge=1)
+    constrain: bool = True
+    layers: list[str] | None = None
+    evaluator: Literal["batched", "actors", "reference"] = "batched"
+    actors: int = Field(2, ge=1)
+    actor_cpus: float = Field(1.0, gt=0)
+    actor_gpus: float = Field(0.0, ge=0)
+
+
+def epruning(model: nn.Module, splits, cfg: EPruningConfig, *, sparsity: float, epochs: int, recover_epochs: int,
+             batch_size: int, optim: OptimConfig, device: str = "cpu", seed: int = 0,
+             on_epoch=None) -> tuple[nn.Module, Metrics]:
+    """Prune ``model``'s units with EPruning on ``splits`` (see the module doc); the units end zeroed.
+
+    Trains ``epochs + recover_epochs`` epochs; the search runs for at most ``cfg.stagnation`` (default
+    ``epochs``) of them. Returns metrics: ``pruning_rate`` (share of trainable parameters removed,
+    1 - the paper's R), ``unit_sparsity`` (share of units pruned), ``search_epochs``, the energy
+    history as lists ``energy_best`` and ``energy_mean`` (the population's lowest and mean energy
+    after each search epoch), and top-1/3/5 and loss on the test split.
+    """
+    from .surgery import zero_units
+
+    start = time.perf_counter()
+    seed_everything(seed)
+    model.to(device)
+    layers = unit_layers(model, cfg.layers)
+    search = _Search(model, layers, cfg, sparsity, seed, device)
+    limit = cfg.stagnation or epochs
+    history: list[dict] = []
+
+    def epoch_done(record: dict) -> None:
+        record.update(search.epoch_end(int(record["epoch"]), limit))
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+
+    try:
+        fit(model, loader(splits.train, batch_size, shuffle=True, seed=seed), None, optim,
+            epochs + recover_epochs, device=device, on_epoch=epoch_done,
+            forward_context=lambda x, y: gated(model, layers, search.step(x, y)))
+    finally:
+        search.close()
+    keep = search.keep()
+    before = _trainable(model)
+    zero_units(model, keep)
+    metrics = evaluate(model, loader(splits.test, 256, shuffle=False), device)
+    metrics.update(
+        pruning_rate=removed_share(model, layers, keep, before),
+        unit_sparsity=1.0 - float(search.best.float().mean()),
+        search_epochs=float(search.search_epochs),
+        energy_best=[h["energy_best"] for h in history if h["searched"]],
+        energy_mean=[h["energy_mean"] for h in history if h["searched"]],
+        seconds=time.perf_counter() - start,
+    )
+    return model, metrics
+
+
+class _Search:
+    """The population, its energies and the best state s_b, stepped once per training batch."""
+
+    def __init__(self, model: nn.Module, layers: list[UnitLayer], cfg: EPruningConfig, sparsity: float,
+                 seed: int, device: str) -> None:
+        self.model, self.layers, self.cfg, self.device = model, layers, cfg, device
+        from .surgery import dead_units
+
+        self.sizes = [u.size for u in layers]
+        units = sum(self.sizes)
+        alive = dead_units(model, layers)
+        self.allowed = torch.cat([alive[u.name].cpu() for u in layers])
+        target = max(len(layers), round((1 - sparsity) * units))
+        self.active = min(target, int(self.allowed.sum())) if cfg.constrain else None
+        self.generator = torch.Generator().manual_seed(seed)
+        self.states = self._repair(init_population(cfg.population, units, cfg.init_p, self.generator))
+        self.energies: torch.Tensor | None = None
+        self.evaluate: Evaluator = make_evaluator(cfg.evaluator, model, layers, actors=cfg.actors,
+                                                  actor_cpus=cfg.actor_cpus, actor_gpus=cfg.actor_gpus)
+        self.best = self.states[0]
+        self.searching, self.search_epochs = True, 0
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One generation on batch ``(x, y)`` while searching; returns s_b."""
+        if not self.searching:
+            return self.best
+        if self.energies is None:  # t = 1: the energies of S^(0)
+            self.energies = self.evaluate(self.model, x, y, self.states)
+        mutants = mutate(self.states, self.cfg.mutation, self.generator)
+        children = self._repair(crossover(self.states, mutants, self.cfg.crossover, self.generator))
+        child_energy = self.evaluate(self.model, x, y, children)
+        self.states, self.energies = select(self.states, self.energies, children, child_energy)
+        self.best = self.states[int(torch.argmin(self.energies))]
+        return self.best
+
+    def _repair(self, states: torch.Tensor) -> torch.Tensor:
+        return repair(states, self.sizes, self.active, self.generator, self.allowed)
+
+    def epoch_end(self, epoch: int, limit: int) -> dict:
+        """Eq. 7 after an epoch; stops the search on convergence or after ``limit`` epochs."""
+        energies = self.energies if self.energies is not None else torch.zeros(1)
+        delta, searched = convergence(energies), self.searching
+        if self.searching:
+            self.search_epochs = epoch
+            if delta == 0 or epoch >= limit:
+                self.searching = False
+                self.close()
+        return {"energy_best": float(energies.min()), "energy_mean": float(energies.mean()), "delta_s": delta,
+                "searched": float(searched), "units_active": float(self.best.float().mean())}
+
+    def keep(self) -> dict[str, torch.Tensor]:
+        """s_b as keep masks per unit layer."""
+        return {u.name: part.clone() for u, part in zip(self.layers, torch.split(self.best, self.sizes))}
+
+    def close(self) -> None:
+        close = getattr(self.evaluate, "close", None)
+        if close is not None:
+            close()
+
+
+def _trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def removed_share(model: nn.Module, layers: list[UnitLayer], keep: dict[str, torch.Tensor], total: int) -> float:
+    """Share of ``total`` trainable parameters that the pruned units take with them.
+
+    A pruned unit removes its kernel and bias, its BatchNorm entries, and each reader's inputs
+    from it (the paper's R counts kept trainable parameters; this is 1 - R).
+    """
+    removed = 0
+    for layer in layers:
+        off = int((~keep[layer.name]).sum())
+        module = model.get_submodule(layer.name)
+        per_unit = module.weight[0].numel() + (1 if module.bias is not None else 0)
+        if layer.gate != layer.name:
+            per_unit += 2  # BatchNorm gamma and beta
+        removed += off * per_unit
+        for reader in layer.readers:
+            target = model.get_submodule(reader.name)
+            in_per_unit = target.weight.numel() // target.weight.shape[1] * reader.spread
+            removed += off * in_per_unit
+    return removed / total if total else 0.0
+
+
+class EPrune:
+    """Stage ``P<s>`` by EPruning, labelled ``E<s>``: prune units of the model on one domain."""
+
+    def __init__(self, cfg: EPruningConfig, *, sparsity: float, domain: Domain = "target", epochs: int = 2,
+                 recover_epochs: int = 1, batch_size: int = 64, optim: OptimConfig | None = None) -> None:
+        self.cfg, self.sparsity, self.domain = cfg, sparsity, domain
+        self.epochs, self.recover_epochs, self.batch_size = epochs, recover_epochs, batch_size
+        self.optim = optim or OptimConfig()
+        self.label = f"E{round(sparsity * 100):d}" if cfg.constrain else "E"
+
+    def run(self, model: nn.Module | None, ctx: Context) -> tuple[nn.Module, Metrics]:
+        if model is None:
+            raise ValueError("a pruning stage needs a model from an earlier stage")
+        return epruning(model, ctx.data(self.domain), self.cfg, sparsity=self.sparsity, epochs=self.epochs,
+                        recover_epochs=self.recover_epochs, batch_size=self.batch_size, optim=self.optim,
+                        device=ctx.device, seed=ctx.seed, on_epoch=ctx.reporter(self.label))
