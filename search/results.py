@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from trainables.files import atomic_write
+
 from .front import hypervolume, pareto_front
+
 
 BASE_COLUMNS = ["trial_id", "status", "pipeline", "order", "accuracy", "top5", "size_bytes", "latency_ms", "sparsity"]
 RESERVED_CONFIG = ("plan", "pipeline")
@@ -30,20 +31,6 @@ LATENCY_METRICS = ("latency_backend", "latency_precision", "latency_device", "la
                    "throughput_batch", "latency_sparse_weights")
 EXTRA_METRICS = ("top3", "real_sparsity", *LATENCY_METRICS, "units_removed", "params_timed", "cached_stages",
                  "resumed_at")
-
-
-def atomic_write(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def trial_row(trial_id: str, config: dict[str, Any], metrics: dict[str, Any], error: str | None) -> dict[str, Any]:

@@ -20,9 +20,7 @@ to the GPU and the logits' copy back, on the wall clock (the paper's "GPU only" 
 from __future__ import annotations
 
 import functools
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import FrontierError
+from ..files import atomic_write
 from ._choice import INSTALL_HINT, check_precision, cuda_available
 from ._images import EncodedImages
 from ._timing import CUDA_EVENTS, Latency, check_counts, cuda_times, summarize, torch_threads, wall_times
@@ -170,7 +169,7 @@ def build_engine(onnx_path: Path, *, opt_batch: int, max_batch: int, sparse_weig
     if plan is None:
         raise FrontierError(f"tensorrt: building an engine from '{onnx_path}' failed (TensorRT logged why)")
     if cache_file is not None:
-        _atomic_write(cache_file, bytes(memoryview(config.get_timing_cache().serialize())))
+        atomic_write(cache_file, bytes(memoryview(config.get_timing_cache().serialize())))
     engine = trt.Runtime(_logger()).deserialize_cuda_engine(plan)
     if engine is None:
         raise FrontierError(f"tensorrt: the engine built from '{onnx_path}' does not deserialize")
@@ -285,18 +284,6 @@ def _load_timing_cache(config: Any, cache_file: Path | None) -> None:
     except Exception:  # a truncated or foreign cache file: rebuild it
         pass
     config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _tensorrt() -> Any:
