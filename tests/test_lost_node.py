@@ -101,12 +101,25 @@ def trial_processes(raylet_pid: int) -> dict[str, int]:
 
 
 def midway_trials(run_dir: Path) -> dict[str, int]:
-    """Trial id -> stage checkpoints written, for trials that checkpointed a stage but have not finished."""
+    """Trial id -> stage checkpoints the driver has registered, for trials that have not finished.
+
+    A checkpoint folder on disk is not enough: until the driver has processed the report that
+    carries it, a retry would start from scratch. The driver logs each processed report as a line
+    of the trial's ``result.json`` (after registering its checkpoint), so count those lines too.
+    """
     tune_dir, trials_dir = run_dir / "tune", run_dir / "trials"
     counts: dict[str, int] = {}
     for checkpoint in tune_dir.glob("*/checkpoint_*"):
         counts[checkpoint.parent.name] = counts.get(checkpoint.parent.name, 0) + 1
-    return {t: n for t, n in counts.items() if not (trials_dir / t / "model.h5").exists()}
+    registered = {t: min(n, _logged_results(tune_dir / t / "result.json")) for t, n in counts.items()}
+    return {t: n for t, n in registered.items() if not (trials_dir / t / "model.h5").exists()}
+
+
+def _logged_results(path: Path) -> int:
+    try:
+        return sum(1 for line in path.read_text().splitlines() if line.strip())
+    except OSError:
+        return 0
 
 
 def remove_a_busy_worker(cluster: Cluster, run_dir: Path, loss: NodeLoss, timeout: float = 240) -> None:

@@ -3,12 +3,13 @@
 The names most users need, from one place::
 
     from trainables import Context, DataSpec, Dense, DenseConfig, Transfer, TransferConfig
-    from trainables import GradualPrune, GradualConfig, Benchmark, run_stages
+    from trainables import GradualPrune, GradualConfig, EPrune, EPruningConfig, Benchmark, run_stages
 """
 
 from .benchmark import Benchmark, BenchmarkConfig
 from .data import DataSpec, Splits, load_data
 from .dense import Dense, DenseConfig
+from .epruning import EPrune, EPruningConfig, energy_loss
 from .errors import DataError, FrontierError, WeightsError
 from .gradual import GradualConfig, GradualPrune, agp_sparsity
 from .models import ARCHITECTURES, build_model
@@ -19,6 +20,7 @@ from .transfer import Transfer, TransferConfig
 
 __all__ = [
     "ARCHITECTURES", "Benchmark", "BenchmarkConfig", "Context", "DataError", "DataSpec", "Dense", "DenseConfig",
-    "FrontierError", "GradualConfig", "GradualPrune", "Plan", "Splits", "Transfer", "TransferConfig",
-    "WeightsError", "agp_sparsity", "build_model", "load_data", "make_plan", "run_plan", "run_stages",
+    "EPrune", "EPruningConfig", "FrontierError", "GradualConfig", "GradualPrune", "Plan", "Splits", "Transfer",
+    "TransferConfig", "WeightsError", "agp_sparsity", "build_model", "energy_loss", "load_data", "make_plan",
+    "run_plan", "run_stages",
 ]
