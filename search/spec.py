@@ -13,7 +13,6 @@ budget field by its dotted path (``transfer.optim.lr``, ``transfer.mode``, ``pru
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal

@@ -16,7 +16,6 @@ import ray
 import yaml
 
 from search.cli import main
-from search.front import pareto_front
 from search.runner import run_search
 from search.spec import parse_spec
 
