@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -36,8 +37,12 @@ SPEC = {
 }
 
 
+MARKER = f"FRONTIER_TEST_RESUME={uuid.uuid4().hex}"  # inherited by the drivers' Ray processes
+
+
 def frontier(*args: str, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    name, value = MARKER.split("=")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", name: value}
     return subprocess.Popen([sys.executable, "-m", "search.cli", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
@@ -45,8 +50,26 @@ def frontier(*args: str, **kwargs) -> subprocess.Popen:
 @pytest.fixture()
 def no_stray_ray():
     yield
-    # the killed driver's local Ray (GCS, raylet, workers) outlives it: stop every Ray process
-    subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True)
+    # the killed driver's local Ray (GCS, raylet, workers) outlives it: kill the processes this
+    # test's drivers started (they carry MARKER in their environment), not every Ray on the machine
+    for pid in marked_processes(MARKER.encode()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def marked_processes(marker: bytes) -> list[int]:
+    """Pids whose environment holds ``marker`` (Linux /proc; other processes' are unreadable)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
 
 
 def test_sigkill_mid_search_then_resume_completes_exactly_the_requested_trials(tmp_path: Path, no_stray_ray) -> None:
