@@ -201,11 +201,11 @@ def epruning(model: nn.Module, splits, cfg: EPruningConfig, *, sparsity: float, 
     finally:
         search.close()
     keep = search.keep()
-    before = _trainable(model)
+    rate = removed_share(model, keep)
     zero_units(model, keep)
     metrics = evaluate(model, loader(splits.test, 256, shuffle=False), device)
     metrics.update(
-        pruning_rate=removed_share(model, layers, keep, before),
+        pruning_rate=rate,
         unit_sparsity=1.0 - float(search.best.float().mean()),
         search_epochs=float(search.search_epochs),
         energy_best=[h["energy_best"] for h in history if h["searched"]],
@@ -275,29 +275,15 @@ class _Search:
             close()
 
 
-def _trainable(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+def removed_share(model: nn.Module, keep: dict[str, torch.Tensor]) -> float:
+    """Share of ``model``'s parameters that the units ``keep`` prunes take with them (1 - the
+    paper's R): counted on the physically smaller network :func:`~trainables.surgery.shrink` builds,
+    so a unit's kernel and bias, its BatchNorm entries and its readers' inputs all count."""
+    from .surgery import shrink
 
-
-def removed_share(model: nn.Module, layers: list[UnitLayer], keep: dict[str, torch.Tensor], total: int) -> float:
-    """Share of ``total`` trainable parameters that the pruned units take with them.
-
-    A pruned unit removes its kernel and bias, its BatchNorm entries, and each reader's inputs
-    from it (the paper's R counts kept trainable parameters; this is 1 - R).
-    """
-    removed = 0
-    for layer in layers:
-        off = int((~keep[layer.name]).sum())
-        module = model.get_submodule(layer.name)
-        per_unit = module.weight[0].numel() + (1 if module.bias is not None else 0)
-        if layer.gate != layer.name:
-            per_unit += 2  # BatchNorm gamma and beta
-        removed += off * per_unit
-        for reader in layer.readers:
-            target = model.get_submodule(reader.name)
-            in_per_unit = target.weight.numel() // target.weight.shape[1] * reader.spread
-            removed += off * in_per_unit
-    return removed / total if total else 0.0
+    total = sum(p.numel() for p in model.parameters())
+    kept = sum(p.numel() for p in shrink(model, keep).parameters())
+    return 1.0 - kept / total if total else 0.0
 
 
 class EPrune:
