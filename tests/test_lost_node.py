@@ -31,23 +31,11 @@ from search.progress import SearchProgress
 from search.runner import run_search
 from search.spec import parse_spec
 
+from tests.tiny_spec import tiny_spec
+
 MB = 1024**2
 TRIALS = 3
-SPEC = {
-    "name": "lost",
-    "seed": 0,
-    "data": {"source": {"name": "digits", "classes": [0, 1, 2, 3, 4]},
-             "target": {"name": "digits", "classes": [5, 6, 7, 8, 9]}},
-    "model": {"name": "small_resnet"},
-    "sampler": "random",
-    "trials": TRIALS,
-    "concurrency": 2,
-    "resources": {"cpu": 1},
-    "budgets": {"dense": {"epochs": 2, "batch_size": 64}, "transfer": {"epochs": 8, "batch_size": 64},
-                "prune": {"epochs": 1, "recover_epochs": 0, "frequency": 4, "batch_size": 64},
-                "benchmark": {"warmup": 1, "runs": 5}},
-    "space": {"order": "PA", "s2": {"choice": [0.4, 0.6]}},
-}
+SPEC = tiny_spec("lost", trials=TRIALS, transfer_epochs=8, space={"order": "PA", "s2": {"choice": [0.4, 0.6]}})
 
 
 @pytest.fixture()

@@ -16,25 +16,14 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.tiny_spec import tiny_spec
+
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 TRIALS = 4
 
-SPEC = {
-    "name": "killed",
-    "seed": 0,
-    "data": {"source": {"name": "digits", "classes": [0, 1, 2, 3, 4]},
-             "target": {"name": "digits", "classes": [5, 6, 7, 8, 9]}},
-    "model": {"name": "small_resnet"},
-    "sampler": "random",
-    "trials": TRIALS,
-    "concurrency": 2,
-    "resources": {"cpu": 1},
-    "budgets": {"dense": {"epochs": 2, "batch_size": 64}, "transfer": {"epochs": 3, "batch_size": 64},
-                "prune": {"epochs": 1, "recover_epochs": 1, "frequency": 4, "batch_size": 64},
-                "benchmark": {"warmup": 1, "runs": 5}},
-    "space": {"order": {"choice": {"PB": {"s1": {"choice": [0.5, 0.7]}}, "PA": {"s2": {"choice": [0.5, 0.8]}}}}},
-}
+SPEC = tiny_spec("killed", trials=TRIALS, transfer_epochs=3, recover_epochs=1, space={"order": {"choice": {
+    "PB": {"s1": {"choice": [0.5, 0.7]}}, "PA": {"s2": {"choice": [0.5, 0.8]}}}}})
 
 
 MARKER = f"FRONTIER_TEST_RESUME={uuid.uuid4().hex}"  # inherited by the drivers' Ray processes

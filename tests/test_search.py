@@ -19,29 +19,15 @@ from search.cli import main
 from search.runner import run_search
 from search.spec import parse_spec
 
+from tests.tiny_spec import tiny_spec
+
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 
-TINY = {
-    "name": "tiny",
-    "seed": 0,
-    "data": {"source": {"name": "digits", "classes": [0, 1, 2, 3, 4]},
-             "target": {"name": "digits", "classes": [5, 6, 7, 8, 9]}},
-    "model": {"name": "small_resnet"},
-    "sampler": "random",
-    "trials": 5,
-    "concurrency": 2,
-    "resources": {"cpu": 1},
-    "budgets": {
-        "dense": {"epochs": 2, "batch_size": 64},
-        "transfer": {"epochs": 2, "batch_size": 64},
-        "prune": {"epochs": 1, "recover_epochs": 0, "frequency": 4, "batch_size": 64},
-        "benchmark": {"warmup": 1, "runs": 5},
-    },
-    "space": {"order": {"choice": {"PB": {"s1": {"float": [0.3, 0.9]}},
-                                   "PA": {"s2": {"float": [0.3, 0.9]}},
-                                   "PBA": {"s1": {"float": [0.2, 0.5]}, "s2": {"float": [0.6, 0.9]}}}}},
-}
+TINY = tiny_spec("tiny", trials=5, space={"order": {"choice": {
+    "PB": {"s1": {"float": [0.3, 0.9]}},
+    "PA": {"s2": {"float": [0.3, 0.9]}},
+    "PBA": {"s1": {"float": [0.2, 0.5]}, "s2": {"float": [0.6, 0.9]}}}}})
 
 
 @pytest.fixture(scope="module", autouse=True)
