@@ -95,6 +95,46 @@ def test_masked_model_exports_plain_weights_and_keeps_its_hooks(tmp_path: Path) 
         np.testing.assert_allclose(ort_outputs(path, x), model(x).numpy(), atol=1e-4, rtol=1e-4)
 
 
+def test_second_model_of_an_architecture_reuses_the_graph_with_its_own_weights(tmp_path: Path, monkeypatch) -> None:
+    """One trace per architecture: later models get their weights into a copy of the kept graph,
+    and their file matches torch and a fresh export; a new shape or a forward hook traces again."""
+    from trainables import onnx_export
+
+    onnx_export.clear_templates()
+    traces = []
+    real_export = torch.onnx.export
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: traces.append(1) or real_export(*a, **k))
+
+    first = randomise_batchnorm(small_net()).eval()
+    export_onnx(first, tmp_path / "first.onnx", SHAPE)
+    torch.manual_seed(1)
+    second = randomise_batchnorm(small_net()).eval()
+    for p in second.parameters():
+        p.data.normal_()
+    reused = export_onnx(second, tmp_path / "second.onnx", SHAPE)
+    assert len(traces) == 1
+    onnx_export.clear_templates()
+    fresh = export_onnx(second, tmp_path / "fresh.onnx", SHAPE)
+    assert len(traces) == 2
+
+    x = torch.randn(3, *SHAPE)
+    with torch.no_grad():
+        expected = second(x).numpy()
+    np.testing.assert_allclose(ort_outputs(reused, x), expected, atol=1e-4, rtol=1e-4)
+    np.testing.assert_array_equal(ort_outputs(reused, x), ort_outputs(fresh, x))
+    assert not np.allclose(ort_outputs(reused, x), ort_outputs(tmp_path / "first.onnx", x), atol=1e-3)
+
+    wider = nn.Sequential(*[nn.Conv2d(3, 12, 3, padding=1, bias=False), nn.BatchNorm2d(12), nn.ReLU(),
+                            nn.Conv2d(12, 16, 3, stride=2, padding=1), *list(small_net())[4:]]).eval()
+    export_onnx(wider, tmp_path / "wider.onnx", SHAPE)
+    assert len(traces) == 3
+    hooked = small_net().eval()
+    hooked[7].register_forward_hook(lambda _m, _a, out: out * 0 + 7.0)
+    path = export_onnx(hooked, tmp_path / "hooked.onnx", SHAPE)
+    assert len(traces) == 4
+    np.testing.assert_allclose(ort_outputs(path, x), np.full((3, 10), 7.0, dtype=np.float32))
+
+
 def test_fixed_batch_export(tmp_path: Path) -> None:
     path = export_onnx(small_net(), tmp_path / "fixed.onnx", SHAPE, dynamic_batch=False)
     dim = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0]

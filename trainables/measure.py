@@ -10,7 +10,8 @@
   depend on the machine: compare them within one run.
 
 The ONNX file comes from torch's ``torch.export``-based exporter (``dynamo=True``), the one
-torch maintains; the TorchScript exporter is deprecated. Its lowest implemented opset is 18:
+torch maintains; the TorchScript exporter is deprecated. Its graph is traced once per
+architecture in a process and refilled with each model's weights (:mod:`trainables.onnx_export`). Its lowest implemented opset is 18:
 asked for 17 it exports 18 and tries a down-conversion that fails for ResNets, so opsets below
 18 are refused here.
 
@@ -48,6 +49,7 @@ from .backends import (
 )
 from .errors import FrontierError
 from .masks import make_permanent
+from .onnx_export import export_program
 
 BACKEND = ORT_BACKEND  # the CPU default's name, as ``latency_backend`` reports it
 MIN_OPSET = 18
@@ -99,19 +101,9 @@ def export_onnx(
     os.close(fd)
     try:
         with _quiet(), torch.no_grad():
-            torch.onnx.export(
-                exported,
-                (example,),
-                tmp,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                opset_version=opset,
-                dynamo=True,
-                dynamic_shapes=dynamic_shapes,
-                external_data=False,
-                verbose=False,
-                report=False,
-            )
+            program = export_program(exported, example, opset=opset, dynamic_shapes=dynamic_shapes,
+                                     input_name=INPUT_NAME, output_name=OUTPUT_NAME)
+            program.save(tmp, external_data=False)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
