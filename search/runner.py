@@ -8,6 +8,7 @@ runs :func:`trainables.pipeline.tune_trial` with the spec's resources; local Ray
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -49,22 +50,67 @@ class SpaceFunction:
 
 
 class FailAwareOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells Optuna FAIL for a trial that errored or lacks a finite objective.
+    """OptunaSearch that never runs a plan twice and tells Optuna FAIL for a trial that failed.
 
-    Ray's version tells COMPLETE with the last intermediate result's values; when those lack an
-    objective (a trial that died between stages) Optuna refuses it and the Optuna trial stays
-    RUNNING forever (DESIGN.md, stack facts). This override uses the searcher's ``_ot_trials`` and
-    ``_ot_study``, which Ray's own methods use the same way.
+    **Failures.** Ray's version tells COMPLETE with the last intermediate result's values; when
+    those lack an objective (a trial that died between stages) Optuna refuses it and the Optuna
+    trial stays RUNNING forever (DESIGN.md, stack facts). Here a trial that errored or lacks a
+    finite objective is told FAIL.
+
+    **Duplicates.** TPE over a small discrete space proposes plans it has already proposed; each
+    such trial would spend a slot of the budget measuring a known point. A proposal whose plan was
+    already proposed in this search is told to Optuna right away, with the first trial's
+    objectives when they are known (else FAIL, as it is still running), and Optuna is asked again,
+    up to ``duplicate_retries`` times; a space with fewer plans than trials runs the last proposal
+    anyway. The overrides use the searcher's ``_ot_trials`` and ``_ot_study``, as Ray's own
+    methods do; the added state pickles with the searcher for a restore.
     """
+
+    def __init__(self, *args: Any, duplicate_retries: int = 16, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.duplicate_retries = duplicate_retries
+        self._plan_trials: dict[str, str] = {}  # plan as JSON -> the first trial that ran it
+        self._trial_values: dict[str, list[float]] = {}  # trial -> finite objectives, once known
+        self.duplicates_skipped = 0
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        for _ in range(self.duplicate_retries):
+            first = self._plan_trials.get(_plan_key(config) or "")
+            if first is None:
+                break
+            known = self._trial_values.get(first)
+            ot_trial = self._ot_trials.pop(trial_id)
+            if known is None:
+                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                self._ot_study.tell(ot_trial, known)
+            self.duplicates_skipped += 1
+            config = super().suggest(trial_id)
+        if _plan_key(config) is not None:
+            self._plan_trials.setdefault(_plan_key(config), trial_id)
+        return config
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        for name, empty in (("_plan_trials", {}), ("_trial_values", {}), ("duplicates_skipped", 0),
+                            ("duplicate_retries", 16)):
+            self.__dict__.setdefault(name, empty)  # a searcher saved before duplicates were skipped
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         values = [result.get(m) for m in self.metric] if result else []
         finite = bool(values) and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+        if finite and not error:
+            self._trial_values[trial_id] = [float(v) for v in values]
         if trial_id in self._ot_trials and (error or not finite) and trial_id not in self._completed_trials:
             self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.FAIL)
             self._completed_trials.add(trial_id)
             return
         super().on_trial_complete(trial_id, result, error)
+
+
+def _plan_key(config: dict | None) -> str | None:
+    return json.dumps(config.get("plan"), sort_keys=True) if isinstance(config, dict) else None
 
 
 class TrialResources:

@@ -8,7 +8,8 @@ import optuna
 import pytest
 
 from search.runner import FailAwareOptunaSearch, SpaceFunction
-from search.spec import load_spec, plan_for
+from search.spec import load_spec, parse_spec, plan_for
+from tests.tiny_spec import tiny_spec
 
 SPACES = Path(__file__).resolve().parent.parent / "spaces"
 
@@ -56,3 +57,24 @@ def test_trials_reserve_one_bundle_per_epruning_actor_only_when_their_plan_uses_
     assert resources({"plan": actors}).bundles == [{"CPU": 4.0, "GPU": 1.0}, {"CPU": 2.0, "GPU": 1.0},
                                                    {"CPU": 2.0, "GPU": 1.0}]
     assert resources({"plan": gradual}).bundles == [{"CPU": 4.0, "GPU": 1.0}]
+
+
+def test_a_plan_already_proposed_is_not_run_again() -> None:
+    """A space of 4 plans, 4 trials: all 4 plans run once (random draws alone would repeat one with
+    probability 1 - 4!/4**4 = 91%); the skipped proposals are told to Optuna with the first trial's
+    objectives once known, and a 5th trial, with no new plan left, still runs."""
+    raw = tiny_spec("dupes", trials=4, space={"order": {"choice": {"PA": {"s2": {"choice": [0.5, 0.7, 0.8, 0.9]}}}}})
+    spec = parse_spec(raw)
+    searcher = FailAwareOptunaSearch(space=SpaceFunction(spec), metric=spec.metric_names, mode=spec.modes,
+                                     sampler=optuna.samplers.RandomSampler(seed=0))
+    first = searcher.suggest("t0")
+    searcher.on_trial_complete("t0", {"accuracy": 0.9, "size_bytes": 100.0, "latency_ms": 0.5})
+    pipelines = [first["pipeline"]] + [searcher.suggest(f"t{i}")["pipeline"] for i in range(1, 4)]
+    assert sorted(pipelines) == sorted({"D|T|50|B", "D|T|70|B", "D|T|80|B", "D|T|90|B"})
+    assert searcher.duplicates_skipped > 0
+    told = [t for t in searcher._ot_study.trials if t.state != optuna.trial.TrialState.RUNNING]
+    assert told and {t.state for t in told} <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL}
+    repeats_of_first = [t for t in told if t.params == searcher._ot_study.trials[0].params and t.number > 0]
+    assert repeats_of_first and all(t.values == [0.9, 100.0, 0.5] for t in repeats_of_first)
+    fifth = searcher.suggest("t4")
+    assert fifth["pipeline"] in pipelines
