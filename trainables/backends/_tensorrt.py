@@ -169,7 +169,7 @@ def build_engine(onnx_path: Path, *, opt_batch: int, max_batch: int, sparse_weig
     if plan is None:
         raise FrontierError(f"tensorrt: building an engine from '{onnx_path}' failed (TensorRT logged why)")
     if cache_file is not None:
-        atomic_write(cache_file, bytes(memoryview(config.get_timing_cache().serialize())))
+        _save_timing_cache(config, cache_file)
     engine = trt.Runtime(_logger()).deserialize_cuda_engine(plan)
     if engine is None:
         raise FrontierError(f"tensorrt: the engine built from '{onnx_path}' does not deserialize")
@@ -194,6 +194,8 @@ class EngineRunner:
         self.engine, self.device = engine, device
         self.input, self.output = inputs[0], outputs[0]
         self.context = engine.create_execution_context()
+        if self.context is None:
+            raise FrontierError("tensorrt: cannot create an execution context (TensorRT logged why)")
         self.stream = torch.cuda.Stream(device)
         self.x: torch.Tensor | None = None
         self.y: torch.Tensor | None = None
@@ -226,8 +228,9 @@ class EngineRunner:
             out_shape = tuple(self.context.get_tensor_shape(self.output))
             self.y = torch.empty(out_shape, device=self.device, dtype=self.dtype(self.output))
         self.stream.synchronize()
-        self.context.set_tensor_address(self.input, self.x.data_ptr())
-        self.context.set_tensor_address(self.output, self.y.data_ptr())
+        if not (self.context.set_tensor_address(self.input, self.x.data_ptr())
+                and self.context.set_tensor_address(self.output, self.y.data_ptr())):
+            raise FrontierError("tensorrt: the engine refuses the addresses of its input and output tensors")
         return self.execute
 
     def execute(self) -> torch.Tensor:
@@ -284,6 +287,19 @@ def _load_timing_cache(config: Any, cache_file: Path | None) -> None:
     except Exception:  # a truncated or foreign cache file: rebuild it
         pass
     config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+
+
+def _save_timing_cache(config: Any, cache_file: Path) -> None:
+    """Write the build's timing cache to ``cache_file``, merged with what another trial's build
+    wrote there meanwhile (the write replaces the file, so without the merge the last build to
+    finish would drop the other's entries); a file that does not merge is overwritten."""
+    cache = config.get_timing_cache()
+    if cache_file.is_file():
+        try:
+            cache.combine(config.create_timing_cache(cache_file.read_bytes()), False)
+        except Exception:  # a truncated or foreign cache file
+            pass
+    atomic_write(cache_file, bytes(memoryview(cache.serialize())))
 
 
 def _tensorrt() -> Any:

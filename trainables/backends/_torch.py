@@ -104,6 +104,8 @@ def _prepare(net: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, stream:
     x = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
     if stream is None:
         return (lambda: net(x)), x
+    # net's weights were copied and cast on the device's current stream: order ``stream`` after them
+    stream.wait_stream(torch.cuda.current_stream(stream.device))
     with torch.cuda.stream(stream):
         x = x.to(stream.device)
         stream.synchronize()
