@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 from .artifact import save_artifact
 from .clustering import METHODS, cluster
 from .errors import FrontierError
-from .masks import PRUNABLE
+from .masks import PRUNABLE, sparsity_kept
 from .stage import Context, Domain, Metrics
 from .train import OptimConfig, evaluate, fit, loader, make_optimizer, seed_everything
 
@@ -193,29 +193,33 @@ def retrain(
     """Train ``model``'s unshared tensors; shared tensors and batch-norm statistics stay fixed.
 
     ``unlabeled`` mode needs ``unlabeled`` (images only) and the ``teacher`` (the model before
-    sharing); ``labeled`` mode needs ``labeled`` ((image, label) pairs). Returns the time taken
-    and the last epoch's mean loss.
+    sharing); ``labeled`` mode needs ``labeled`` ((image, label) pairs). A pruned model stays as
+    pruned: the zeros and dead units of the trained tensors are kept at zero
+    (:func:`~trainables.masks.sparsity_kept`), so retraining cannot grow the artifact back.
+    Returns the time taken and the last epoch's mean loss.
     """
     start = time.perf_counter()
     shared = set(shared)
-    params = [p for name, p in model.named_parameters() if name not in shared]
-    flags = {name: p.requires_grad for name, p in model.named_parameters()}
-    for name, p in model.named_parameters():
-        p.requires_grad_(name not in shared)
     model.to(device)
-    try:
-        if cfg.mode == "labeled":
-            if labeled is None:
-                raise ValueError("labeled retraining needs a labeled loader")
-            result = fit(model, labeled, None, cfg.optim, cfg.epochs, device=device, params=params, frozen=model)
-            loss = result.history[-1]["loss"]
-        else:
-            if unlabeled is None:
-                raise ValueError("unlabeled retraining needs an unlabeled loader")
-            loss = _distill(model, teacher.to(device).eval(), unlabeled, params, cfg, device)
-    finally:
-        for name, p in model.named_parameters():
-            p.requires_grad_(flags[name])
+    with sparsity_kept(model):  # a masked tensor is trained as ``<name>_orig``
+        named = {name.removesuffix("_orig"): p for name, p in model.named_parameters()}
+        flags = {name: p.requires_grad for name, p in named.items()}
+        params = [p for name, p in named.items() if name not in shared]
+        for name, p in named.items():
+            p.requires_grad_(name not in shared)
+        try:
+            if cfg.mode == "labeled":
+                if labeled is None:
+                    raise ValueError("labeled retraining needs a labeled loader")
+                result = fit(model, labeled, None, cfg.optim, cfg.epochs, device=device, params=params, frozen=model)
+                loss = result.history[-1]["loss"]
+            else:
+                if unlabeled is None:
+                    raise ValueError("unlabeled retraining needs an unlabeled loader")
+                loss = _distill(model, teacher.to(device).eval(), unlabeled, params, cfg, device)
+        finally:
+            for name, p in named.items():
+                p.requires_grad_(flags[name])
     return {"retrain_seconds": time.perf_counter() - start, "retrain_loss": loss}
 
 
