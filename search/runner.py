@@ -66,7 +66,9 @@ class FailAwareOptunaSearch(OptunaSearch):
     methods do; the added state pickles with the searcher for a restore.
     """
 
-    def __init__(self, *args: Any, duplicate_retries: int = 16, **kwargs: Any) -> None:
+    DUPLICATE_RETRIES = 16
+
+    def __init__(self, *args: Any, duplicate_retries: int = DUPLICATE_RETRIES, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.duplicate_retries = duplicate_retries
         self._plan_trials: dict[str, str] = {}  # plan as JSON -> the first trial that ran it
@@ -76,26 +78,31 @@ class FailAwareOptunaSearch(OptunaSearch):
     def suggest(self, trial_id: str) -> dict | None:
         config = super().suggest(trial_id)
         for _ in range(self.duplicate_retries):
-            first = self._plan_trials.get(_plan_key(config) or "")
+            first = self._plan_trials.get(_plan_key(config))
             if first is None:
                 break
-            known = self._trial_values.get(first)
-            ot_trial = self._ot_trials.pop(trial_id)
-            if known is None:
-                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
-            else:
-                self._ot_study.tell(ot_trial, known)
-            self.duplicates_skipped += 1
+            self._tell_duplicate(trial_id, first)
             config = super().suggest(trial_id)
-        if _plan_key(config) is not None:
-            self._plan_trials.setdefault(_plan_key(config), trial_id)
+        key = _plan_key(config)
+        if key is not None:
+            self._plan_trials.setdefault(key, trial_id)
         return config
+
+    def _tell_duplicate(self, trial_id: str, first: str) -> None:
+        """Close ``trial_id``'s Optuna trial, a repeat of ``first``'s plan, with what ``first`` measured."""
+        ot_trial, known = self._ot_trials.pop(trial_id), self._trial_values.get(first)
+        if known is None:
+            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            self._ot_study.tell(ot_trial, known)
+        self.duplicates_skipped += 1
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
-        for name, empty in (("_plan_trials", {}), ("_trial_values", {}), ("duplicates_skipped", 0),
-                            ("duplicate_retries", 16)):
-            self.__dict__.setdefault(name, empty)  # a searcher saved before duplicates were skipped
+        defaults = {"_plan_trials": {}, "_trial_values": {}, "duplicates_skipped": 0,
+                    "duplicate_retries": self.DUPLICATE_RETRIES}
+        for name, value in defaults.items():
+            self.__dict__.setdefault(name, value)  # a searcher saved before duplicates were skipped
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         values = [result.get(m) for m in self.metric] if result else []
