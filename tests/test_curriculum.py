@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from trainables.curriculum import LEVELS, Curriculum, augmentation
+from trainables.curriculum import LEVELS, Curriculum, augmentation, flip_cutout
 
 
 def feed(c: Curriculum, accuracies: list[float]) -> list[bool]:
@@ -69,3 +69,19 @@ def test_rejects_bad_arguments() -> None:
         Curriculum(patience=0)
     with pytest.raises(ValueError, match="max_level must be in"):
         Curriculum(max_level=9)
+
+
+def test_flip_cutout_zeroes_one_quarter_square_and_flips_half_the_time() -> None:
+    """The EPruning paper's augmentation: Cutout's 16x16 square on 32x32, and horizontal flips."""
+    torch.manual_seed(0)
+    ramp = torch.linspace(0.1, 1.0, 32).expand(3, 32, 32).contiguous()  # brighter to the right
+    flipped = 0
+    for _ in range(200):
+        out = flip_cutout()(ramp)
+        zero = (out == 0).all(dim=0)
+        rows, cols = zero.any(dim=1).nonzero().flatten(), zero.any(dim=0).nonzero().flatten()
+        assert int(zero.sum()) == 16 * 16 and len(rows) == len(cols) == 16
+        assert bool(zero[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()), "one square"
+        kept = ~zero
+        flipped += bool(out[0][kept].reshape(-1)[0] > out[0][kept].reshape(-1)[-1])
+    assert 70 < flipped < 130

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 
 import pytest
@@ -97,3 +98,12 @@ def test_unconstrained_epruning_finds_its_own_rate(dense):
     _, metrics = _prune(model, ctx, 0.0, epochs=1, recover_epochs=0, constrain=False, init_p=0.7)
     assert 0.05 < metrics["unit_sparsity"] < 0.6  # started near 30% pruned, never held to a count
     assert EPrune(EPruningConfig(constrain=False), sparsity=0.0).label == "E"
+
+
+def test_the_papers_flip_and_cutout_augment_training_only(dense):
+    model, _, base = dense
+    seen = []
+    ctx = dataclasses.replace(base, progress=lambda _label, _record: seen.append(base.data("target").train.augment))
+    _prune(model, ctx, 0.5, epochs=1, recover_epochs=0, augment="flip_cutout")
+    assert seen and all("RandomErasing" in repr(a) for a in seen)
+    assert base.data("target").train.augment is None, "the split is left as it was found"

@@ -13,7 +13,8 @@ evolves during training (Algorithm 1 of the EPruning paper):
 With ``constrain`` the states hold exactly ``round((1 - rate) * D)`` active units (the paper's
 "predefined number of active states"), repaired after crossover; every layer keeps at least one
 unit. At the end the pruned units are zeroed in the weights (kernels, biases, BatchNorm and the
-readers' inputs), so :func:`trainables.surgery.shrink` can remove them physically.
+readers' inputs), so :func:`trainables.surgery.shrink` can remove them physically. The paper
+trains with horizontal flips and Cutout; ``augment: flip_cutout`` does the same.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from .curriculum import flip_cutout
 from .population import Evaluator, gated, make_evaluator, sample_energies
 from .stage import Context, Domain, Metrics
 from .train import OptimConfig, evaluate, fit, loader, seed_everything
@@ -150,6 +152,9 @@ class EPruningConfig(BaseModel):
         layers: shell patterns over unit layer names taking part (None: every unit layer).
         evaluator: how the population's energies are computed (same energies each way).
         actors / actor_cpus / actor_gpus: the Ray actor pool of ``evaluator: actors``.
+        augment: ``flip_cutout``, the paper's training augmentation (horizontal flip and Cutout,
+            :func:`~trainables.curriculum.flip_cutout`), or ``none`` (the default: a flip is not
+            harmless on every dataset, e.g. digits).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -165,6 +170,7 @@ class EPruningConfig(BaseModel):
     actors: int = Field(2, ge=1)
     actor_cpus: float = Field(1.0, gt=0)
     actor_gpus: float = Field(0.0, ge=0)
+    augment: Literal["none", "flip_cutout"] = "none"
 
 
 def epruning(model: nn.Module, splits, cfg: EPruningConfig, *, sparsity: float, epochs: int, recover_epochs: int,
@@ -194,12 +200,15 @@ def epruning(model: nn.Module, splits, cfg: EPruningConfig, *, sparsity: float, 
         if on_epoch is not None:
             on_epoch(record)
 
+    unaugmented = splits.train.augment
+    splits.train.augment = flip_cutout() if cfg.augment == "flip_cutout" else None
     try:
         fit(model, loader(splits.train, batch_size, shuffle=True, seed=seed), None, optim,
             epochs + recover_epochs, device=device, on_epoch=epoch_done,
             forward_context=lambda x, y: gated(model, layers, search.step(x, y)))
     finally:
         search.close()
+        splits.train.augment = unaugmented
     keep = search.keep()
     rate = removed_share(model, keep)
     zero_units(model, keep)
