@@ -23,6 +23,7 @@ from trainables.errors import FrontierError
 from trainables.pipeline import run_plan
 from trainables.plan import Plan
 from trainables.stage import Context
+from trainables.train import loader_workers_for, set_loader_workers
 
 from .report import load_front
 from .results import atomic_write
@@ -73,7 +74,9 @@ def rerun(run_dir: str | Path, trial: str, *, out: str | Path | None = None,
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, int(spec.resources.cpu)))  # as the trial ran: same float summation order
     start = time.perf_counter()
-    ctx = Context(plan.source, plan.target, out, seed=plan.seed, device="cuda" if torch.cuda.is_available() else "cpu")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    set_loader_workers(loader_workers_for(device, spec.resources.cpu))
+    ctx = Context(plan.source, plan.target, out, seed=plan.seed, device=device)
     model, metrics = run_plan(plan, ctx)
     tmp = out / ".model.pt.tmp"
     torch.save(model.state_dict(), tmp)

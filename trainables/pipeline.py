@@ -40,6 +40,7 @@ from .cache import StageCache, stage_key
 from .models import rebuild
 from .plan import Plan
 from .stage import Context, Metrics, Stage
+from .train import loader_workers_for, set_loader_workers
 
 OBJECTIVE_KEYS = ("accuracy", "top5", "size_bytes", "latency_ms", "sparsity")
 # stage metrics kept in the trial's final result (as ``stage.<slot>.<name>``; lists joined by ';')
@@ -144,8 +145,9 @@ def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True) -> None
 
     plan = Plan.model_validate(config["plan"])
     trial_id = tune.get_context().get_trial_id()
-    _use_assigned_cpus()
-    ctx = Context(plan.source, plan.target, Path(run_dir) / "trials" / trial_id, seed=plan.seed, device=_device())
+    device = _device()
+    _use_assigned_cpus(device)
+    ctx = Context(plan.source, plan.target, Path(run_dir) / "trials" / trial_id, seed=plan.seed, device=device)
     model, progress = _restore(tune.get_checkpoint(), plan)
     stage_cache = StageCache(Path(run_dir) / "cache") if cache else None
 
@@ -205,8 +207,10 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() and ray.get_gpu_ids() else "cpu"
 
 
-def _use_assigned_cpus() -> None:
+def _use_assigned_cpus(device: str) -> None:
+    """Torch threads and data-loading workers from the CPUs Ray gave this trial."""
     import ray
 
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
+    set_loader_workers(loader_workers_for(device, cpus))

@@ -77,10 +77,39 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0, num_workers: int = 0) -> DataLoader:
-    """A DataLoader whose shuffling order depends only on ``seed``."""
+MAX_LOADER_WORKERS = 8
+_loader_workers = 0  # set per process, like torch.set_num_threads: see set_loader_workers
+
+
+def loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0,
+           num_workers: int | None = None) -> DataLoader:
+    """A DataLoader whose shuffling order depends only on ``seed``.
+
+    ``num_workers`` None takes the process's setting (:func:`set_loader_workers`; 0 unless set).
+    Workers are started anew for each pass over the data, never kept (``persistent_workers``):
+    they copy the dataset when they start, and a curriculum changes its ``augment`` between
+    epochs, which kept workers would not see.
+    """
     gen = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=num_workers)
+    workers = _loader_workers if num_workers is None else num_workers
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=workers)
+
+
+def set_loader_workers(workers: int) -> None:
+    """Load batches in ``workers`` processes from now on in this process (0: in the training loop)."""
+    global _loader_workers
+    if not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers must be an int >= 0 but got {workers!r}")
+    _loader_workers = workers
+
+
+def loader_workers_for(device: str, cpus: float) -> int:
+    """Data-loading processes for a trial: on a GPU the trial's CPUs but one (the one driving
+    the GPU) decode, resize and augment images while the GPU computes, up to
+    ``MAX_LOADER_WORKERS``; on a CPU none, as loading would take cores from the computation."""
+    if not str(device).startswith("cuda"):
+        return 0
+    return max(0, min(MAX_LOADER_WORKERS, int(cpus) - 1))
 
 
 @torch.no_grad()
