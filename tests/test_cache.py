@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -93,7 +94,6 @@ def test_claim_lets_one_trial_compute_while_the_other_waits(tmp_path: Path) -> N
 
 
 def test_a_stale_claim_is_taken_over(tmp_path: Path) -> None:
-    import os
     import time
 
     (tmp_path / "k.claim").touch()
@@ -104,3 +104,38 @@ def test_a_stale_claim_is_taken_over(tmp_path: Path) -> None:
         assert hit is None
         cache.put("k", build_model("small_resnet", 3).state_dict(), {})
     assert cache.get("k") is not None and cache.misses == 1 and cache.hits == 1
+
+
+def test_a_claim_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path: Path) -> None:
+    """A trial killed while computing a stage leaves a fresh claim; its retry must not wait for
+    ``stale_after`` (an hour here) when the owner's process is gone; a live owner's claim waits."""
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "k.claim").write_text(f"{socket.gethostname()} {int(dead.stdout)}")
+    cache = StageCache(tmp_path, stale_after=3600)
+    start = time.monotonic()
+    with cache.claim("k") as hit:
+        assert hit is None
+        assert (tmp_path / "k.claim").read_text() == f"{socket.gethostname()} {os.getpid()}"
+        cache.put("k", build_model("small_resnet", 3).state_dict(), {"by": "retry"})
+    assert time.monotonic() - start < 60, "the retry waited for the claim to go stale"
+
+    (tmp_path / "j.claim").write_text(f"{socket.gethostname()} {os.getpid()}")  # alive: this process
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(_claim_result(StageCache(tmp_path, stale_after=3600), "j")))
+    waiter.start()
+    time.sleep(1.5)
+    assert waiter.is_alive() and not got, "a live owner's claim is waited for"
+    cache.put("j", build_model("small_resnet", 3).state_dict(), {"by": "owner"})
+    waiter.join(timeout=30)
+    assert got == [{"by": "owner"}]
+
+
+def _claim_result(cache: StageCache, key: str):
+    with cache.claim(key) as hit:
+        return None if hit is None else hit[1]

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -104,8 +105,10 @@ class StageCache:
         Yields the entry if it exists or appears while waiting for another trial that claimed it;
         otherwise yields None, and the caller computes the stage and :meth:`put`\ s it inside the
         block. A claim is a ``<key>.claim`` file created exclusively (``O_EXCL``, atomic on local
-        and NFS v3+ file systems) and touched every few seconds while held; a claim not touched
-        for ``stale_after`` seconds (its trial died) is taken over.
+        and NFS v3+ file systems), holding its owner's host name and process id, and touched every
+        few seconds while held. It is taken over when its owner is a process of this host that no
+        longer exists (a retried trial after a crash does not wait), or when it has not been
+        touched for ``stale_after`` seconds (an owner on another host died).
         """
         self.root.mkdir(parents=True, exist_ok=True)
         marker = self.root / f"{key}.claim"
@@ -116,13 +119,14 @@ class StageCache:
                 yield found
                 return
             try:
-                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-                break
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
-                if self._stale(marker):
-                    marker.unlink(missing_ok=True)
-                    continue
-                time.sleep(0.5)
+                if not self._abandoned(marker):
+                    time.sleep(0.5)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{socket.gethostname()} {os.getpid()}")
+            break
         self.misses += 1
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(marker, stop), daemon=True)
@@ -134,11 +138,24 @@ class StageCache:
             beat.join()
             marker.unlink(missing_ok=True)
 
-    def _stale(self, marker: Path) -> bool:
+    def _abandoned(self, marker: Path) -> bool:
+        """Remove ``marker`` if its owner is gone or it went stale; True if the claim is free to try.
+
+        The claim removed is the one judged: a new claim that another waiter made in between
+        (another file, so another inode) is left alone.
+        """
         try:
-            return time.time() - marker.stat().st_mtime > self.stale_after
+            judged = marker.stat()
         except FileNotFoundError:
+            return True  # released meanwhile
+        if time.time() - judged.st_mtime <= self.stale_after and not _owner_gone(marker):
             return False
+        try:
+            if marker.stat().st_ino == judged.st_ino:
+                marker.unlink()
+        except FileNotFoundError:
+            pass
+        return True
 
     def _heartbeat(self, marker: Path, stop: threading.Event) -> None:
         while not stop.wait(min(5.0, self.stale_after / 4)):
@@ -146,3 +163,22 @@ class StageCache:
                 os.utime(marker)
             except FileNotFoundError:
                 return
+
+
+def _owner_gone(marker: Path) -> bool:
+    """The claim's owner was a process of this host that has exited (a crashed trial's claim).
+
+    False when the owner is on another host, still runs, or the file is not readable yet (created
+    but not written): those claims wait for ``stale_after``. A reused process id reads as alive,
+    which only makes the wait the longer one.
+    """
+    try:
+        host, pid = marker.read_text().split()
+        if host != socket.gethostname():
+            return False
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError):  # gone meanwhile, half written, or another user's live process
+        return False
+    return False
