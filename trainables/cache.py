@@ -174,11 +174,10 @@ def _owner_gone(marker: Path) -> bool:
     """
     try:
         host, pid = marker.read_text().split()
-        if host != socket.gethostname():
-            return False
-        os.kill(int(pid), 0)
+        if host == socket.gethostname():
+            os.kill(int(pid), 0)  # signal 0 only asks whether the process exists
+        return False
     except ProcessLookupError:
         return True
     except (OSError, ValueError):  # gone meanwhile, half written, or another user's live process
         return False
-    return False
