@@ -15,7 +15,7 @@ from trainables.epruning import (
     repair,
     select,
 )
-from trainables.population import BatchedEvaluator, ReferenceEvaluator, gated, sample_energies
+from trainables.population import BatchedEvaluator, ReferenceEvaluator, expanded, gated, sample_energies
 from trainables.units import unit_count, unit_layers
 
 
@@ -151,6 +151,23 @@ def test_the_reference_loop_restores_the_weights():
     states = init_population(4, unit_count(layers), 0.5, torch.Generator().manual_seed(8))
     ReferenceEvaluator(layers)(model, torch.randn(2, 3, 32, 32), torch.tensor([0, 1]), states)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_expanded_runs_the_stem_once_and_the_unit_blocks_on_the_repeated_batch():
+    from trainables.models import build_model
+
+    model = build_model("resnet18", 10).eval()
+    layers = unit_layers(model)
+    batches = []
+    for module in (model.conv1, model.layer1[0].conv1):
+        module.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        with expanded(model, layers, 3):
+            out = model(x)
+        assert batches == [2, 6]
+        assert torch.allclose(out, model(x).repeat(3, 1), atol=1e-6)
+    assert model(x).shape[0] == 2  # the hook is gone
 
 
 def _settle_batchnorm(model, size):

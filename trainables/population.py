@@ -61,15 +61,31 @@ def gated(model: nn.Module, layers: Sequence[UnitLayer], states: torch.Tensor, e
     masks = split_states(states.to(next(model.parameters()).device), layers)
     handles = []
     try:
-        if expand and count > 1:
-            repeat = lambda _m, args: (args[0].repeat(count, *[1] * (args[0].dim() - 1)), *args[1:])  # noqa: E731
-            handles.append(_expansion_point(model, layers[0].name).register_forward_pre_hook(repeat))
-        for layer, mask in zip(layers, masks):
-            handles.append(model.get_submodule(layer.gate).register_forward_hook(_mask_hook(mask)))
-        yield
+        with expanded(model, layers, count if expand else 1):
+            for layer, mask in zip(layers, masks):
+                handles.append(model.get_submodule(layer.gate).register_forward_hook(_mask_hook(mask)))
+            yield
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextmanager
+def expanded(model: nn.Module, layers: Sequence[UnitLayer], count: int) -> Iterator[None]:
+    """Inside the block, ``model`` repeats its batch ``count`` times where the first unit layer's block begins.
+
+    The part of the network before that point runs once; the hook is removed on exit. Without
+    masks, this is the dense forward that :class:`BatchedEvaluator` masks: its floor.
+    """
+    if count <= 1:
+        yield
+        return
+    repeat = lambda _m, args: (args[0].repeat(count, *[1] * (args[0].dim() - 1)), *args[1:])  # noqa: E731
+    handle = _expansion_point(model, layers[0].name).register_forward_pre_hook(repeat)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _mask_hook(mask: torch.Tensor):
@@ -77,7 +93,10 @@ def _mask_hook(mask: torch.Tensor):
         count = mask.shape[0]
         shaped = out.reshape(count, out.shape[0] // count, *out.shape[1:])
         scale = mask.reshape(count, 1, mask.shape[1], *[1] * (out.dim() - 2)).to(out.dtype)
-        return (shaped * scale).reshape(out.shape)
+        if torch.is_grad_enabled():
+            return (shaped * scale).reshape(out.shape)
+        # Without autograd the gate's fresh output is ours to overwrite: one pass, no new tensor.
+        return shaped.mul_(scale).reshape(out.shape)
 
     return hook
 
