@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -192,3 +193,13 @@ def test_gating_a_unit_zeroes_its_channel_downstream():
         model(torch.randn(2, 3, 32, 32))
     assert seen["relu"][:, 3].abs().max() == 0
     assert seen["relu"][:, 2].abs().max() > 0
+
+
+def test_weights_travel_to_actors_as_arrays_where_numpy_has_the_dtype():
+    from trainables.population import _as_arrays
+
+    state = {"w": torch.randn(3, 2), "steps": torch.tensor(4), "half": torch.ones(2, dtype=torch.bfloat16)}
+    arrays = _as_arrays(state)
+    assert isinstance(arrays["w"], np.ndarray) and np.array_equal(arrays["w"], state["w"].numpy())
+    assert isinstance(arrays["steps"], np.ndarray) and int(arrays["steps"]) == 4
+    assert isinstance(arrays["half"], torch.Tensor) and torch.equal(arrays["half"], state["half"])  # NumPy has no bfloat16
