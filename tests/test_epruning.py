@@ -203,3 +203,48 @@ def test_weights_travel_to_actors_as_arrays_where_numpy_has_the_dtype():
     assert isinstance(arrays["w"], np.ndarray) and np.array_equal(arrays["w"], state["w"].numpy())
     assert isinstance(arrays["steps"], np.ndarray) and int(arrays["steps"]) == 4
     assert isinstance(arrays["half"], torch.Tensor) and torch.equal(arrays["half"], state["half"])  # NumPy has no bfloat16
+
+
+class _DeviceLimit(torch.nn.Module):
+    """Raises the out-of-memory error a device gives when more than ``limit`` images come at once."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.limit, self.seen = limit, []
+
+    def forward(self, x):
+        self.seen.append(x.shape[0])
+        if x.shape[0] > self.limit:
+            raise torch.OutOfMemoryError("out of memory (test device limit)")
+        return x
+
+
+@pytest.mark.parametrize("chunk", [None, 3])
+def test_batched_halves_its_chunk_when_the_device_runs_out_of_memory(chunk):
+    from trainables.models import build_model
+
+    torch.manual_seed(2)
+    model = build_model("small_resnet", 5).eval()
+    layers = unit_layers(model)
+    states = init_population(8, unit_count(layers), 0.5, torch.Generator().manual_seed(3))
+    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 5, (2,))
+    expected = ReferenceEvaluator(layers)(model, x, y, states)
+    limit = _DeviceLimit(4)  # 2 candidates of 2 images fit, 3 or more do not
+    model.layer2.register_forward_pre_hook(lambda m, args: (limit(args[0]),))
+    evaluator = BatchedEvaluator(layers, chunk=chunk)
+    assert torch.allclose(evaluator(model, x, y, states), expected, atol=1e-5)
+    assert evaluator.chunk == 2
+    del limit.seen[:]
+    evaluator(model, x, y, states)
+    assert limit.seen == [4] * 4  # the smaller chunk is kept: no failed try on the next call
+
+
+def test_batched_lets_an_out_of_memory_error_through_at_one_candidate():
+    from trainables.models import build_model
+
+    model = build_model("small_resnet", 5).eval()
+    layers = unit_layers(model)
+    model.layer2.register_forward_pre_hook(lambda m, args: (_DeviceLimit(1)(args[0]),))
+    states = init_population(4, unit_count(layers), 0.5, torch.Generator().manual_seed(3))
+    with pytest.raises(torch.OutOfMemoryError):
+        BatchedEvaluator(layers)(model, torch.randn(2, 3, 32, 32), torch.tensor([0, 1]), states)

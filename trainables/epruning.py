@@ -152,6 +152,9 @@ class EPruningConfig(BaseModel):
         layers: shell patterns over unit layer names taking part (None: every unit layer).
         evaluator: how the population's energies are computed (same energies each way).
         actors / actor_cpus / actor_gpus: the Ray actor pool of ``evaluator: actors``.
+        chunk: at most this many candidates per forward in ``batched`` and ``actors`` (None: all
+            S at once, ``S * batch_size`` images). Set it for big inputs on a small device; on a
+            GPU that runs out of memory the chunk is also halved by itself.
         augment: ``flip_cutout``, the paper's training augmentation (horizontal flip and Cutout,
             :func:`~trainables.curriculum.flip_cutout`), or ``none`` (the default: a flip is not
             harmless on every dataset, e.g. digits).
@@ -171,6 +174,7 @@ class EPruningConfig(BaseModel):
     actor_cpus: float = Field(1.0, gt=0)
     actor_gpus: float = Field(0.0, ge=0)
     augment: Literal["none", "flip_cutout"] = "none"
+    chunk: int | None = Field(None, ge=1)
 
 
 def epruning(model: nn.Module, splits, cfg: EPruningConfig, *, sparsity: float, epochs: int, recover_epochs: int,
@@ -242,7 +246,7 @@ class _Search:
         self.states = self._repair(init_population(cfg.population, units, cfg.init_p, self.generator))
         self.energies: torch.Tensor | None = None
         self.evaluate: Evaluator = make_evaluator(cfg.evaluator, model, layers, actors=cfg.actors,
-                                                  actor_cpus=cfg.actor_cpus, actor_gpus=cfg.actor_gpus)
+                                                  actor_cpus=cfg.actor_cpus, actor_gpus=cfg.actor_gpus, chunk=cfg.chunk)
         self.best = self.states[0]
         self.searching, self.search_epochs = True, 0
 

@@ -21,6 +21,7 @@ candidates do not share batch statistics and evaluating them does not move the r
 from __future__ import annotations
 
 import copy
+import logging
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -31,6 +32,8 @@ import torch
 from torch import nn
 
 from .units import UnitLayer
+
+logger = logging.getLogger(__name__)
 
 
 def sample_energies(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -177,34 +180,49 @@ class BatchedEvaluator:
 
     Args:
         layers: the unit layers the states run over.
-        chunk: at most this many candidates per forward (bounds memory; None: all at once).
+        chunk: at most this many candidates per forward (bounds memory: ``chunk * B`` images go
+            through the network at once; None: all of them). When a forward runs out of device
+            memory, the chunk is halved (rounding up) and that part run again; later calls keep it.
     """
 
     def __init__(self, layers: Sequence[UnitLayer], chunk: int | None = None) -> None:
+        if chunk is not None and chunk < 1:
+            raise ValueError(f"chunk must be >= 1 or None but got {chunk}")
         self.layers, self.chunk = list(layers), chunk
 
     @torch.no_grad()
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        step = self.chunk or states.shape[0]
-        out = []
+        out, start = [], 0
         with _eval_mode(model):
-            for part in torch.split(states, step):
-                with gated(model, self.layers, part, expand=True):
-                    logits = model(x)
-                energy = sample_energies(logits, y.repeat(part.shape[0]))
-                out.append(energy.reshape(part.shape[0], -1).mean(dim=1))
+            while start < len(states):
+                part = states[start:start + (self.chunk or len(states))]
+                try:
+                    out.append(self._energies(model, x, y, part))
+                except torch.OutOfMemoryError:
+                    if len(part) == 1:
+                        raise
+                    self.chunk = (len(part) + 1) // 2
+                    logger.warning("EPruning population: out of device memory with %d candidates per forward; "
+                                   "now %d", len(part), self.chunk)
+                    continue
+                start += len(part)
         return torch.cat(out).cpu()
+
+    def _energies(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+        with gated(model, self.layers, part, expand=True):
+            logits = model(x)
+        return sample_energies(logits, y.repeat(part.shape[0])).reshape(part.shape[0], -1).mean(dim=1)
 
 
 class _PopulationWorker:
     """A Ray actor holding a copy of the model; evaluates a share of the population per call."""
 
-    def __init__(self, model: nn.Module, layers: list[UnitLayer], threads: int) -> None:
+    def __init__(self, model: nn.Module, layers: list[UnitLayer], threads: int, chunk: int | None) -> None:
         torch.set_num_threads(max(1, threads))
         self.model = model
         self.device = "cuda" if torch.cuda.is_available() and _assigned_gpus() else "cpu"
         self.model.to(self.device)
-        self.evaluate = BatchedEvaluator(layers)
+        self.evaluate = BatchedEvaluator(layers, chunk)
 
     def energies(self, state: dict, x: torch.Tensor, y: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         with warnings.catch_warnings():  # the store's arrays are read-only; load_state_dict only reads them
@@ -233,10 +251,11 @@ class ActorPoolEvaluator:
         layers: the unit layers the states run over.
         actors: number of actors.
         cpus / gpus: resources of each actor.
+        chunk: candidates per forward inside each actor (see :class:`BatchedEvaluator`).
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[UnitLayer], actors: int = 2,
-                 cpus: float = 1.0, gpus: float = 0.0) -> None:
+                 cpus: float = 1.0, gpus: float = 0.0, chunk: int | None = None) -> None:
         import ray
 
         if actors < 1:
@@ -245,7 +264,7 @@ class ActorPoolEvaluator:
             ray.init(include_dashboard=False, log_to_driver=False)
         worker = ray.remote(_PopulationWorker).options(num_cpus=cpus, num_gpus=gpus, **_placement())
         skeleton = ray.put(copy.deepcopy(model).cpu())
-        self.actors = [worker.remote(skeleton, list(layers), max(1, int(cpus))) for _ in range(actors)]
+        self.actors = [worker.remote(skeleton, list(layers), max(1, int(cpus)), chunk) for _ in range(actors)]
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         import ray
@@ -291,12 +310,15 @@ def _placement() -> dict:
 
 
 def make_evaluator(kind: str, model: nn.Module, layers: Sequence[UnitLayer], *, actors: int = 2,
-                   actor_cpus: float = 1.0, actor_gpus: float = 0.0) -> Evaluator:
-    """The evaluator named ``kind``: ``batched``, ``actors`` or ``reference``."""
+                   actor_cpus: float = 1.0, actor_gpus: float = 0.0, chunk: int | None = None) -> Evaluator:
+    """The evaluator named ``kind``: ``batched``, ``actors`` or ``reference``.
+
+    ``chunk`` bounds the candidates per forward of the batched evaluator (the actors' too).
+    """
     if kind == "batched":
-        return BatchedEvaluator(layers)
+        return BatchedEvaluator(layers, chunk)
     if kind == "reference":
         return ReferenceEvaluator(layers)
     if kind == "actors":
-        return ActorPoolEvaluator(model, layers, actors, actor_cpus, actor_gpus)
+        return ActorPoolEvaluator(model, layers, actors, actor_cpus, actor_gpus, chunk)
     raise ValueError(f"evaluator must be batched, actors or reference but got {kind!r}")
