@@ -202,7 +202,8 @@ def test_weights_travel_to_actors_as_arrays_where_numpy_has_the_dtype():
     arrays = _as_arrays(state)
     assert isinstance(arrays["w"], np.ndarray) and np.array_equal(arrays["w"], state["w"].numpy())
     assert isinstance(arrays["steps"], np.ndarray) and int(arrays["steps"]) == 4
-    assert isinstance(arrays["half"], torch.Tensor) and torch.equal(arrays["half"], state["half"])  # NumPy has no bfloat16
+    # NumPy has no bfloat16
+    assert isinstance(arrays["half"], torch.Tensor) and torch.equal(arrays["half"], state["half"])
 
 
 class _DeviceLimit(torch.nn.Module):
