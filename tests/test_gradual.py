@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from trainables.artifact import save_artifact
-from trainables.gradual import GradualConfig, agp_sparsity, gradual_prune, prune_to
+from trainables.gradual import Frequency, GradualConfig, agp_sparsity, gradual_prune, prune_to, pruning_schedule
 from trainables.masks import is_masked, prunable_layers, zero_fraction
 from trainables.models import build_model
 
@@ -98,6 +98,50 @@ def test_second_pruning_keeps_the_first_zeros_and_can_prune_first_layer_when_ask
         assert torch.all(layer.weight[zeros_before[name]] == 0), f"{name}: a weight pruned at 50% came back"
     assert zero_fraction([model.conv1]) == pytest.approx(0.8, abs=0.005)
     assert metrics["sparsity"] == pytest.approx(0.8, abs=0.005)
+
+
+def test_epoch_unit_prunes_at_epoch_starts_n_plus_one_steps_of_eq1() -> None:
+    """The paper's PB (sec. 3.1 and 4.1): 10 epochs, dt = 1 epoch: 10 steps of eq. 1 (n = 9)."""
+    cfg = GradualConfig(final=0.8, epochs=10, recover_epochs=5, frequency={"every": 1, "unit": "epoch"})
+    steps = pruning_schedule(cfg, batches_per_epoch=7)
+    assert sorted(steps) == [7 * e for e in range(10)], "one step before the first batch of each epoch"
+    for e in range(10):
+        assert steps[7 * e] == pytest.approx(eq1(e, 0.0, 0.8, 0, 9, 1), abs=1e-12)
+    assert steps[0] == 0.0 and steps[63] == 0.8
+    every_2 = pruning_schedule(cfg.model_copy(update={"frequency": Frequency(every=2, unit="epoch")}), 7)
+    assert sorted(every_2) == [0, 14, 28, 42, 56] and every_2[56] == 0.8
+
+
+def test_gradual_prune_with_epoch_unit_masks_once_per_epoch(tmp_path) -> None:
+    model = build_model("small_resnet", 4)
+    layers = [m for _, m in prunable_layers(model)]
+    after_epoch: list[float] = []
+    cfg = GradualConfig(final=0.8, epochs=3, recover_epochs=1, batch_size=32, frequency={"every": 1, "unit": "epoch"})
+    model, metrics = gradual_prune(model, random_splits(n=128), cfg,
+                                   on_epoch=lambda record: after_epoch.append(zero_fraction(layers)))
+    assert metrics["pruning_steps"] == 3, "3 epoch starts, not 3 * 4 batches"
+    # eq. 1 with n = 2: s_i at epoch 0, 0.8 - 0.8 * (1/2)^3 = 0.7 at epoch 1, s_f at epoch 2; recovery keeps it
+    assert after_epoch == pytest.approx([0.0, 0.7, 0.8, 0.8], abs=0.005)
+    assert metrics["sparsity"] == pytest.approx(0.8, abs=0.005)
+
+
+def test_batch_unit_is_a_bare_int_and_steps_every_k_batches() -> None:
+    bare = GradualConfig(final=0.5, epochs=2, frequency=4)
+    assert bare.frequency == Frequency(every=4, unit="batch") == GradualConfig(final=0.5, frequency={"every": 4}).frequency
+    steps = pruning_schedule(bare, batches_per_epoch=10)  # n = 2 * 10 // 4 = 5
+    assert sorted(steps) == [0, 4, 8, 12, 16, 20]
+    for k, t in enumerate(sorted(steps)):
+        assert steps[t] == pytest.approx(eq1(t, 0.0, 0.5, 0, 5, 4), abs=1e-12)
+    with pytest.raises(ValueError, match="unit"):
+        GradualConfig(final=0.5, frequency={"every": 1, "unit": "week"})
+
+
+def test_gradual_prune_with_batch_unit_counts_its_steps() -> None:
+    model = build_model("small_resnet", 4)
+    cfg = GradualConfig(final=0.6, epochs=1, recover_epochs=0, batch_size=32, frequency=2)
+    _, metrics = gradual_prune(model, random_splits(n=128), cfg)
+    assert metrics["pruning_steps"] == 3, "n = 4 // 2 = 2: batches 0 and 2, and the last after the window"
+    assert metrics["sparsity"] == pytest.approx(0.6, abs=0.005)
 
 
 def test_config_rejects_initial_above_final() -> None:

@@ -4,9 +4,20 @@ Zhu & Gupta's schedule, as eq. 1 of the pruning-order paper (sec. 3.1):
 
     s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (n * dt))**3   for t in {t0, t0 + dt, ..., t0 + n*dt}
 
-Every ``dt`` training steps inside the window each pruned layer is brought to ``s_t`` by a
-magnitude (L1) mask through ``torch.nn.utils.prune`` (unstructured by default, see below); the network trains between
-pruning steps and for ``recover_epochs`` after the window, then the masks are made permanent.
+Every ``dt`` steps inside the window each pruned layer is brought to ``s_t`` by a magnitude (L1)
+mask through ``torch.nn.utils.prune`` (unstructured by default, see below); the network trains
+between pruning steps and for ``recover_epochs`` after the window, then the masks are made permanent.
+
+``frequency`` gives dt a unit (:class:`Frequency`, see :func:`pruning_schedule`):
+
+- ``{every: k, unit: batch}`` (a bare int ``k`` means the same): a pruning step before every k-th
+  training batch, t counting batches: n = epochs * batches_per_epoch // k, the n + 1 steps at
+  batches 0, k, ..., n * k, the last one at the first batch after the window.
+- ``{every: k, unit: epoch}``: the paper's setting (sec. 3.1, "we set dt = 1"; it prunes "for 10
+  epochs", in Distiller, whose AGP steps once per epoch): t counts epochs and the steps fall
+  before the first batch of epochs 0, k, 2k, ... inside the window, so with ``epochs: 10`` and
+  k = 1 there are n + 1 = 10 steps of eq. 1 (n = 9) and s_f is reached at the start of the
+  window's last epoch, as Distiller's AGP reaches it at its ending epoch - 1.
 All layers are pruned "except the first input layer and the last fully connected layer"
 (configurable). Pruned weights stay pruned: each step only adds to the mask. The same stage
 prunes on the source domain (``PB``) or on the target domain (``PA``).
@@ -29,10 +40,11 @@ prunes on the source domain (``PB``) or on the target domain (``PA``).
 from __future__ import annotations
 
 import time
+import math
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 from torch.nn.utils import prune
 
@@ -145,12 +157,68 @@ def semi_structured_mask(weight: torch.Tensor, zeros: int = 2, mask: torch.Tenso
     return keep if mask is None else keep & (mask != 0)
 
 
+class Frequency(BaseModel):
+    """dt of eq. 1 with its unit: a pruning step every ``every`` batches or epochs.
+
+    A bare int is read as batches (``4`` is ``{every: 4, unit: batch}``), for short runs.
+
+    Example:
+        >>> Frequency.model_validate(4)
+        Frequency(every=4, unit='batch')
+        >>> Frequency(every=1, unit="epoch").unit
+        'epoch'
+
+    Args:
+        every: dt, in ``unit``s between pruning steps, >= 1.
+        unit: ``batch`` (training steps) or ``epoch`` (the paper's, at epoch starts).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    every: int = Field(1, ge=1)
+    unit: Literal["batch", "epoch"] = "batch"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_int_is_batches(cls, value):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return {"every": value, "unit": "batch"}
+        return value
+
+
+def pruning_schedule(cfg: GradualConfig, batches_per_epoch: int) -> dict[int, float]:
+    """The pruning steps of ``cfg``: ``{global batch index: s_t}``, the step falling before that batch.
+
+    Eq. 1 with t0 = 0 and dt = ``cfg.frequency.every`` in its unit (see the module doc):
+
+    - batch unit: n = epochs * batches_per_epoch // every, steps at batches 0, every, ..., n * every;
+    - epoch unit: n = ceil(epochs / every) - 1, steps at the first batch of epochs 0, every, ...,
+      n * every (all inside the window; s_f at the last).
+
+    Example (the paper's PB: 10 epochs, dt = 1 epoch; 3 batches per epoch here):
+        >>> cfg = GradualConfig(final=0.8, epochs=10, frequency={"every": 1, "unit": "epoch"})
+        >>> steps = pruning_schedule(cfg, batches_per_epoch=3)
+        >>> len(steps), sorted(steps)[:3], steps[27]
+        (10, [0, 3, 6], 0.8)
+    """
+    if batches_per_epoch < 1:
+        raise ValueError(f"batches_per_epoch must be >= 1 but got {batches_per_epoch}")
+    every = cfg.frequency.every
+    if cfg.frequency.unit == "batch":
+        n, scale = cfg.epochs * batches_per_epoch // every, 1
+    else:
+        n, scale = math.ceil(cfg.epochs / every) - 1, batches_per_epoch
+    return {k * every * scale: agp_sparsity(k * every, cfg.initial, cfg.final, start=0, steps=n, frequency=every)
+            for k in range(n + 1)}
+
+
 class PruneSchedule(BaseModel):
     """Budget of a gradual pruning stage, without its target sparsity (the search samples that).
 
     Args:
-        epochs: length of the pruning window in epochs; n = epochs * batches_per_epoch // frequency.
-        frequency: dt, batches between pruning steps (the paper uses 1).
+        epochs: length of the pruning window in epochs.
+        frequency: dt of eq. 1 with its unit (:class:`Frequency`): ``{every: 1, unit: epoch}`` is
+            the paper's; a bare int counts batches. See :func:`pruning_schedule` for n.
         recover_epochs: epochs of training at the final sparsity after the window.
         skip_first / skip_last: leave the input conv / the classifier head dense.
         granularity: ``unstructured`` weights, ``channel`` units, or the ``2:4`` pattern (see
@@ -160,7 +228,7 @@ class PruneSchedule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     epochs: int = Field(2, ge=1)
-    frequency: int = Field(1, ge=1)
+    frequency: Frequency = Frequency()
     recover_epochs: int = Field(1, ge=0)
     batch_size: int = Field(64, ge=1)
     optim: OptimConfig = OptimConfig(name="sgd", lr=0.005, schedule="exponential", gamma=0.95)
@@ -207,15 +275,16 @@ def gradual_prune(
     seed_everything(seed)
     model.to(device)
     train = loader(splits.train, cfg.batch_size, shuffle=True, seed=seed)
-    n = cfg.epochs * len(train) // cfg.frequency
+    schedule = pruning_schedule(cfg, len(train))
+    last_step, done = max(schedule), []
 
     with sparsity_kept(model):  # zeros (and dead units) from an earlier pruning stage (PBA) stay zero
         pruner = _PRUNERS[cfg.granularity](model, cfg)
 
         def before_step(t: int) -> None:
-            if t <= n * cfg.frequency and t % cfg.frequency == 0:
-                s = agp_sparsity(t, cfg.initial, cfg.final, start=0, steps=n, frequency=cfg.frequency)
-                pruner.step(s, last=t == n * cfg.frequency)
+            if t in schedule:
+                pruner.step(schedule[t], last=t == last_step)
+                done.append(t)
 
         fit(
             model,
@@ -227,13 +296,15 @@ def gradual_prune(
             before_step=before_step,
             on_epoch=on_epoch,
         )
-        pruner.step(cfg.final, last=True)  # the last pruning step falls after training when recover_epochs == 0
+        if last_step not in done:  # the last pruning step falls after training when recover_epochs == 0
+            pruner.step(cfg.final, last=True)
+            done.append(last_step)
     pruner.finish()
     metrics = evaluate(model, loader(splits.test, 256, shuffle=False), device)
     metrics.update(
         pruner.metrics(),
         sparsity_all=zero_fraction([m for _, m in prunable_layers(model, skip_first=False, skip_last=False)]),
-        pruning_steps=n + 1,
+        pruning_steps=len(done),
         seconds=time.perf_counter() - start_time,
     )
     return model, metrics
