@@ -153,7 +153,10 @@ def load_spec(path: str | Path) -> Spec:
     if not path.is_file():
         raise SpecError([f"spec: file '{path}' does not exist"])
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:  # a binary file passed by mistake
+        raise SpecError([f"spec: '{path}' is not UTF-8 text (byte {exc.start} is "
+                         f"0x{exc.object[exc.start]:02x})"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
