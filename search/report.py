@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from rich.console import Console
@@ -14,20 +17,46 @@ from trainables.errors import FrontierError
 
 from .results import front_summary, read_trials
 
-# (header, trials.csv column, format): nominal sparsity beside real bytes, real latency and what timed it;
-# a column an older trials.csv lacks shows "-"
-TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("pipeline", "pipeline", "{}"),
-    ("accuracy", "accuracy", "{:.4f}"),
-    ("top5", "top5", "{:.4f}"),
-    ("size_bytes", "size_bytes", "{:,.0f}"),
-    ("latency_ms", "latency_ms", "{:.4f}"),
-    ("p90_ms", "latency_p90_ms", "{:.4f}"),
-    ("img/s", "throughput_ips", "{:,.0f}"),
-    ("backend", "backend", "{}"),
-    ("sparsity", "sparsity", "{:.2f}"),
-    ("real_sparsity", "real_sparsity", "{:.2f}"),
+def _significant(value: float) -> str:
+    """Three significant digits, no exponent below 1000 (``12.3``, ``0.617``, ``1,234``)."""
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:#.3g}".rstrip(".")
+
+
+def _bytes(value: float) -> str:
+    """Bytes in decimal units at three significant digits (``44.8 MB``, ``512 kB``, ``900 B``)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(value) >= scale:
+            return f"{_significant(value / scale)} {unit}"
+    return f"{value:.0f} B"
+
+
+@dataclass(frozen=True)
+class TableColumn:
+    """A column of the front table: its header, the ``trials.csv`` column it shows, how a value reads."""
+
+    header: str
+    source: str
+    format: Callable[[Any], str] = str
+
+
+# nominal sparsity beside real bytes, real latency and what timed it; a column an older trials.csv
+# lacks shows "-"; exact values are in trials.csv and `frontier front --json`
+TABLE_COLUMNS: tuple[TableColumn, ...] = (
+    TableColumn("trial", "trial_id"),
+    TableColumn("pipeline", "pipeline"),
+    TableColumn("accuracy", "accuracy", "{:.4f}".format),
+    TableColumn("top5", "top5", "{:.4f}".format),
+    TableColumn("size", "size_bytes", _bytes),
+    TableColumn("latency_ms", "latency_ms", _significant),
+    TableColumn("p90_ms", "latency_p90_ms", _significant),
+    TableColumn("img/s", "throughput_ips", "{:,.0f}".format),
+    TableColumn("backend", "backend"),
+    TableColumn("sparsity", "sparsity", "{:.2f}".format),
+    TableColumn("real_sparsity", "real_sparsity", "{:.2f}".format),
 )
+LEFT = ("trial_id", "pipeline", "backend")
 
 
 def load_front(run_dir: str | Path) -> tuple[pd.DataFrame, dict]:
@@ -49,31 +78,63 @@ def show_front(run_dir: str | Path, *, html: str | None = None, as_json: bool = 
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
-        console = Console()
-        if not console.is_terminal:  # a pipe or a log: do not squeeze the table into 80 columns
-            console = Console(width=140)
-        console.print(front_table(frame, summary))
+        print_front_table(frame, summary, Console())
     if html:
         write_html(frame, summary, html)
         if not as_json:
             print(f"wrote {html}")
 
 
-def front_table(frame: pd.DataFrame, summary: dict) -> Table:
+def print_front_table(frame: pd.DataFrame, summary: dict, console: Console) -> None:
+    """Print the front table to ``console``: on a terminal it fits the terminal's width (columns
+    drop before anything is cut); to a pipe or a log it is printed whole, however wide."""
+    if console.is_terminal:
+        console.print(front_table(frame, summary, width=console.width))
+        return
+    table = front_table(frame, summary)
+    console.width = console.measure(table, options=console.options.update_width(10**6)).maximum
+    console.print(table)
+
+
+def front_table(frame: pd.DataFrame, summary: dict, width: int | None = None) -> Table:
     """The front's trials, best accuracy first, with nominal sparsity beside real bytes and latency,
-    and the backend that measured the latency; a caption says where (device, batch)."""
+    and the backend that measured the latency; a caption says where (device, batch).
+
+    Trial ids and pipelines are never shortened (``rerun --trial`` takes the id). Columns that do
+    not fit in ``width`` characters are left out, the run's objectives last; should the id and
+    pipeline alone not fit, the pipeline folds onto more lines. No cell is ever cut to "…".
+    """
     ids = [t["trial_id"] for t in summary["trials"]]
     rows = frame[frame["trial_id"].isin(ids)].sort_values(["accuracy", "size_bytes"], ascending=[False, True])
     rows = rows.assign(backend=[backend_label(row) for _, row in rows.iterrows()])
+    cells = {c.source: [_cell(row, c) for _, row in rows.iterrows()] for c in TABLE_COLUMNS}
+    widths = {c.source: max([len(c.header), *map(len, cells[c.source])]) for c in TABLE_COLUMNS}
+    shown = _fitting(widths, [o["name"] for o in summary["objectives"]], width)
     ok = int((frame["status"] == "ok").sum())
     table = Table(title=f"front: {len(ids)} of {ok} ok trials ({len(frame)} in all) · "
                         f"hypervolume {summary['hypervolume']:.6g}", caption=latency_caption(rows))
-    table.add_column("trial")
-    for header, _, _ in TABLE_COLUMNS:
-        table.add_column(header, justify="left" if header in ("pipeline", "backend") else "right", no_wrap=True)
-    for _, row in rows.iterrows():
-        table.add_row(str(row["trial_id"]), *(_cell(row, column, fmt) for _, column, fmt in TABLE_COLUMNS))
+    for c in shown:
+        # the id never wraps (one piece to copy); every cell folds rather than losing characters to "…"
+        table.add_column(c.header, justify="left" if c.source in LEFT else "right", overflow="fold",
+                         no_wrap=c.source != "pipeline", min_width=widths[c.source] if c.source == "trial_id" else None)
+    for i in range(len(rows)):
+        table.add_row(*(cells[c.source][i] for c in shown))
     return table
+
+
+def _fitting(widths: dict[str, int], objectives: list[str], width: int | None) -> list[TableColumn]:
+    """The columns that fit in ``width`` characters, in table order: the id and pipeline always,
+    then the objectives, then the others from the left; all of them when ``width`` is None."""
+    if width is None:
+        return list(TABLE_COLUMNS)
+    order = ["trial_id", "pipeline", *objectives] + [c.source for c in TABLE_COLUMNS]
+    kept: set[str] = set()
+    used = 1  # the left border; each column adds a space either side and its right border
+    for source in dict.fromkeys(order):
+        if source in widths and (len(kept) < 2 or used + widths[source] + 3 <= width):
+            kept.add(source)
+            used += widths[source] + 3
+    return [c for c in TABLE_COLUMNS if c.source in kept]
 
 
 def backend_label(row: pd.Series) -> str:
@@ -102,8 +163,8 @@ def _present(row: pd.Series, column: str) -> bool:
     return column in row.index and not pd.isna(row[column])
 
 
-def _cell(row: pd.Series, column: str, fmt: str) -> str:
-    return fmt.format(row[column]) if _present(row, column) else "-"
+def _cell(row: pd.Series, column: TableColumn) -> str:
+    return column.format(row[column.source]) if _present(row, column.source) else "-"
 
 
 def write_html(frame: pd.DataFrame, summary: dict, path: str | Path) -> None:
