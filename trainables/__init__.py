@@ -4,19 +4,31 @@ The names most users need, from one place::
 
     from trainables import Context, DataSpec, Dense, DenseConfig, Transfer, TransferConfig
     from trainables import GradualPrune, GradualConfig, EPrune, EPruningConfig, Benchmark, run_stages
+
+Each name is imported from its submodule on first use (PEP 562), so ``import trainables.errors``
+or ``import trainables.files`` loads neither torch nor the rest of the package: the ``frontier``
+CLI answers ``--help`` and shows a front without paying torch's start-up.
 """
 
-from .benchmark import Benchmark, BenchmarkConfig
-from .data import DataSpec, Splits, load_data
-from .dense import Dense, DenseConfig
-from .epruning import EPrune, EPruningConfig, energy_loss
-from .errors import DataError, FrontierError, WeightsError
-from .gradual import GradualConfig, GradualPrune, agp_sparsity
-from .models import ARCHITECTURES, build_model
-from .pipeline import run_plan, run_stages
-from .plan import Plan, make_plan
-from .stage import Context
-from .transfer import Transfer, TransferConfig
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> the submodule that defines it
+_SOURCES: dict[str, str] = {
+    "ARCHITECTURES": "models", "build_model": "models",
+    "Benchmark": "benchmark", "BenchmarkConfig": "benchmark",
+    "Context": "stage",
+    "DataError": "errors", "FrontierError": "errors", "WeightsError": "errors",
+    "DataSpec": "data", "Splits": "data", "load_data": "data",
+    "Dense": "dense", "DenseConfig": "dense",
+    "EPrune": "epruning", "EPruningConfig": "epruning", "energy_loss": "epruning",
+    "GradualConfig": "gradual", "GradualPrune": "gradual", "agp_sparsity": "gradual",
+    "Plan": "plan", "make_plan": "plan",
+    "Transfer": "transfer", "TransferConfig": "transfer",
+    "run_plan": "pipeline", "run_stages": "pipeline",
+}
 
 __all__ = [
     "ARCHITECTURES", "Benchmark", "BenchmarkConfig", "Context", "DataError", "DataSpec", "Dense", "DenseConfig",
@@ -24,3 +36,30 @@ __all__ = [
     "TransferConfig", "WeightsError", "agp_sparsity", "build_model", "energy_loss", "load_data", "make_plan",
     "run_plan", "run_stages",
 ]
+
+if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ imports on demand
+    from .benchmark import Benchmark, BenchmarkConfig
+    from .data import DataSpec, Splits, load_data
+    from .dense import Dense, DenseConfig
+    from .epruning import EPrune, EPruningConfig, energy_loss
+    from .errors import DataError, FrontierError, WeightsError
+    from .gradual import GradualConfig, GradualPrune, agp_sparsity
+    from .models import ARCHITECTURES, build_model
+    from .pipeline import run_plan, run_stages
+    from .plan import Plan, make_plan
+    from .stage import Context
+    from .transfer import Transfer, TransferConfig
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's submodule on first use and keep the name here."""
+    source = _SOURCES.get(name)
+    if source is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{source}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
