@@ -7,6 +7,10 @@ import torch
 from torchvision.transforms import v2
 
 from trainables.curriculum import LEVELS, Curriculum, augmentation, flip_cutout
+from trainables.data import DataSpec, load_data
+from trainables.models import build_model
+from trainables.train import OptimConfig
+from trainables.transfer import TransferConfig, transfer
 
 
 def feed(c: Curriculum, accuracies: list[float]) -> list[bool]:
@@ -69,6 +73,61 @@ def test_rejects_bad_arguments() -> None:
         Curriculum(patience=0)
     with pytest.raises(ValueError, match="max_level must be in"):
         Curriculum(max_level=9)
+    with pytest.raises(ValueError, match=r"train_accuracy must be in \[0, 1\] but got 1.5"):
+        Curriculum(train_accuracy=1.5)
+    with pytest.raises(ValueError, match="curriculum_train_accuracy"):
+        TransferConfig(curriculum_train_accuracy=-0.1)
+
+
+def feed_both(c: Curriculum, epochs: list[tuple[float, float]]) -> list[bool]:
+    return [c.update(val, train) for val, train in epochs]
+
+
+def test_a_plateau_with_training_accuracy_near_100_percent_steps_up() -> None:
+    """The paper's two conditions together: validation flat and training accuracy nearly 100%."""
+    c = Curriculum(patience=2, max_level=2, train_accuracy=0.99)
+    assert feed_both(c, [(0.5, 0.95), (0.5, 0.99), (0.5, 0.995)]) == [False] * 3
+    assert c.level == 1 and c.steps == [3]
+
+
+def test_a_plateau_with_low_training_accuracy_stops_instead_of_stepping_up() -> None:
+    """Training accuracy below the threshold on a plateau ends training after ``patience`` flat
+    epochs (early stopping), even with levels left: it never waits forever for a threshold that
+    an underfitting model does not reach."""
+    c = Curriculum(patience=2, max_level=4, train_accuracy=0.99)
+    assert feed_both(c, [(0.5, 0.6), (0.5, 0.7), (0.5, 0.98)]) == [False, False, True]
+    assert c.level == 0 and c.steps == []
+    # rising validation never stops, whatever the training accuracy
+    c = Curriculum(patience=1, train_accuracy=0.99)
+    assert feed_both(c, [(0.1 * i, 0.2) for i in range(1, 8)]) == [False] * 7
+
+
+def test_a_plateau_at_the_last_level_stops_even_with_training_accuracy_at_100_percent() -> None:
+    c = Curriculum(patience=1, max_level=1, train_accuracy=0.99)
+    assert feed_both(c, [(0.5, 1.0), (0.5, 1.0), (0.4, 1.0), (0.4, 1.0)]) == [False, False, False, True]
+    assert c.level == 1
+
+
+@pytest.fixture(scope="module")
+def tiny_target():
+    return load_data(DataSpec(name="digits", classes=[5, 6, 7, 8, 9], image_size=16, max_per_class=40))
+
+
+@pytest.mark.parametrize("threshold, stepped", [(0.99, False), (0.0, True)])
+def test_transfer_steps_the_curriculum_up_only_when_training_accuracy_reaches_the_threshold(
+        tiny_target, threshold: float, stepped: bool) -> None:
+    """A head that cannot learn (lr 1e-12) sits on a validation plateau at chance training
+    accuracy: with the paper's threshold transfer stops at the first plateau, level 0; with
+    threshold 0 (the plateau alone) it steps up. ``fit`` hands the curriculum the epoch's
+    ``train_accuracy`` through ``stop_epoch``."""
+    torch.manual_seed(0)
+    cfg = TransferConfig(mode="freeze", epochs=6, batch_size=64, patience=1, curriculum=4,
+                         curriculum_train_accuracy=threshold, optim=OptimConfig(name="sgd", lr=1e-12))
+    _, metrics = transfer(build_model("small_resnet", 5), tiny_target, cfg)
+    if stepped:
+        assert metrics["curriculum_level"] >= 1
+    else:
+        assert metrics["curriculum_level"] == 0 and metrics["epochs"] == 2
 
 
 def test_flip_cutout_zeroes_one_quarter_square_and_flips_half_the_time() -> None:

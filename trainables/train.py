@@ -164,6 +164,7 @@ def fit(
     frozen: nn.Module | None = None,
     before_step: BatchHook | None = None,
     stop: Callable[[float], bool] | None = None,
+    stop_epoch: Callable[[dict[str, float]], bool] | None = None,
     restore_best: bool = False,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     forward_context: Callable[[torch.Tensor, torch.Tensor], AbstractContextManager] | None = None,
@@ -176,6 +177,9 @@ def fit(
             used by freeze-and-train.
         before_step: called with the global step index before each batch (a pruning step).
         stop: called after each epoch with the validation accuracy; returning True ends training.
+        stop_epoch: like ``stop``, but called with the epoch's whole record (``train_accuracy``,
+            ``val_accuracy``, ``loss``, ``epoch``), for rules that also look at the training
+            accuracy (the transfer paper's curriculum).
         restore_best: load the weights of the epoch with the best validation accuracy at the end.
         on_epoch: called after each epoch with that epoch's record.
         forward_context: called with each batch ``(x, y)`` on the device; the training forward
@@ -200,6 +204,8 @@ def fit(
         if on_epoch is not None:
             on_epoch(record)
         if stop is not None and val is not None and stop(record["val_accuracy"]):
+            break
+        if stop_epoch is not None and val is not None and stop_epoch(record):
             break
     if best_state is not None:
         model.load_state_dict(best_state)

@@ -35,6 +35,9 @@ class TransferConfig(BaseModel):
         patience: epochs without a new best validation accuracy before stepping the curriculum
             up or, at its last level, stopping.
         curriculum: the highest curriculum level (0 = no augmentation, 4 = the paper's full curriculum).
+        curriculum_train_accuracy: the training accuracy, in [0, 1], that counts as "nearly 100%":
+            a validation plateau steps the curriculum up only when the epoch's training accuracy
+            reaches it, else training stops (:class:`~trainables.curriculum.Curriculum`).
         new_head: replace the head even when its size already equals the target's class count.
     """
 
@@ -46,6 +49,7 @@ class TransferConfig(BaseModel):
     optim: OptimConfig = OptimConfig()
     patience: int = Field(3, ge=1)
     curriculum: int = Field(0, ge=0, le=len(LEVELS) - 1)
+    curriculum_train_accuracy: float = Field(0.99, ge=0, le=1)
     new_head: bool = True
 
 
@@ -58,11 +62,12 @@ def transfer(
     if cfg.new_head or head_size(model) != target.num_classes:
         replace_head(model, target.num_classes)
     model.to(device)
-    curriculum = Curriculum(patience=cfg.patience, max_level=cfg.curriculum)
+    curriculum = Curriculum(patience=cfg.patience, max_level=cfg.curriculum,
+                            train_accuracy=cfg.curriculum_train_accuracy)
     target.train.augment = curriculum.transform
 
-    def step_curriculum(val_accuracy: float) -> bool:
-        done = curriculum.update(val_accuracy)
+    def step_curriculum(record: dict[str, float]) -> bool:
+        done = curriculum.update(record["val_accuracy"], record["train_accuracy"])
         target.train.augment = curriculum.transform
         return done
 
@@ -80,7 +85,7 @@ def transfer(
                 device=device,
                 params=trainable,
                 frozen=model if frozen else None,
-                stop=step_curriculum,
+                stop_epoch=step_curriculum,
                 restore_best=True,
                 on_epoch=on_epoch,
             )
