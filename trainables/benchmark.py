@@ -95,12 +95,13 @@ class Benchmark:
         if model is None:
             raise ValueError("the B stage needs a model from an earlier stage")
         start = time.perf_counter()
+        model = model.to(ctx.device)  # it may come from the stage cache or a checkpoint, on the CPU
         metrics: dict = evaluate(model, loader(ctx.data("target").test, 256, shuffle=False), ctx.device)
         layers = [m for _, m in prunable_layers(model, skip_first=False, skip_last=False)]
         metrics.update(sparsity=self.nominal_sparsity, real_sparsity=zero_fraction(layers))
         metrics.update(
             measure(
-                model.cpu(),
+                model,  # measure copies it to the CPU for export; the stage's model stays on ctx.device
                 ctx.input_shape,
                 self.export_dir or ctx.workdir,
                 device=ctx.device,

@@ -62,9 +62,8 @@ class Dense:
         seed_everything(ctx.seed)
         if self.cfg.epochs == 0:
             num_classes = ctx.data("source").num_classes if ctx.source is not None else None
-            return build_model(self.cfg.model, num_classes, weights=self.cfg.weights), {
-                "seconds": time.perf_counter() - start
-            }
+            model = build_model(self.cfg.model, num_classes, weights=self.cfg.weights).to(ctx.device)
+            return model, {"seconds": time.perf_counter() - start}
         source = ctx.data("source")
         model = build_model(self.cfg.model, source.num_classes, weights=self.cfg.weights).to(ctx.device)
         result = fit(

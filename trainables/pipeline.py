@@ -128,7 +128,7 @@ def run_plan(
             with cache.claim(key) as hit:
                 if hit is not None:
                     state, metrics, digest = hit
-                    model = rebuild(arch, state)
+                    model = rebuild(arch, state).to(ctx.device)  # the cache holds CPU tensors
                 else:
                     model, metrics = stage.run(model, ctx)
                     digest = cache.put(key, model.state_dict(), metrics)

@@ -265,8 +265,8 @@ class Share:
         start = time.perf_counter()
         seed_everything(ctx.seed)
         target = ctx.data("target")
+        model = model.to(ctx.device)  # the stage's model and its teacher live on ctx.device
         teacher = copy.deepcopy(model).eval() if self.retrain_cfg else None
-        model = model.cpu()
         shared = share(model, self.cfg)
         test = loader(target.test, 256, shuffle=False)
         metrics: dict = {"shared_tensors": len(shared)}
