@@ -31,8 +31,8 @@ def loaded_after(code: str, cwd: Path = ROOT) -> tuple[set[str], subprocess.Comp
 
 def cli(argv: list[str]) -> str:
     """Code that runs ``frontier ARGV`` as the console script does, keeping the exit code."""
-    return f"from search.cli import main\ntry:\n    code = main({argv!r})\nexcept SystemExit as exc:\n    code = exc.code\n" \
-           "print('exit', code)"
+    return (f"from search.cli import main\ntry:\n    code = main({argv!r})\n"
+            "except SystemExit as exc:\n    code = exc.code\nprint('exit', code)")
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["check", "--help"], ["front", "--help"]],
