@@ -8,16 +8,24 @@ The quickstart's space also samples the pruning method; this bench keeps the gri
 for, gradual pruning only (``prune.method`` left out), since EPruning stages are further prefixes
 that trials rarely share (with them in the space the ratio was 0.557 on 2 CPUs).
 
-    python bench/cache_speedup.py
+    python bench/cache_speedup.py [--smoke]
+
+``--smoke``: the same two searches of 2 trials, one epoch per stage (see ``_common.SMOKE_BUDGETS``);
+it checks that both still run and report, not the ratio.
 """
 
 from __future__ import annotations
 
-from _common import finish, quickstart, timed_search
+import argparse
+
+from _common import add_smoke_flag, finish, quickstart, timed_search
 
 
 def main() -> None:
-    raw = quickstart(name="cache", sampler="random")
+    parser = argparse.ArgumentParser()
+    add_smoke_flag(parser)
+    args = parser.parse_args()
+    raw = quickstart(name="cache", sampler="random", smoke=args.smoke)
     raw["space"].pop("prune.method")
     wall_off, off = timed_search(raw, cache=False)
     wall_on, on = timed_search(raw, cache=True)
@@ -34,6 +42,7 @@ def main() -> None:
         {"wall_off_s": round(wall_off, 2), "wall_on_s": round(wall_on, 2), "ratio": round(ratio, 4),
          "same_trials": same, "stage_s_off": round(float(stages_off), 2), "stage_s_on": round(float(stages_on), 2)},
         "cache-on wall time / cache-off wall time <= 0.5 on the 12-trial quickstart", ratio <= 0.5 and same,
+        smoke=args.smoke,
     )
 
 

@@ -26,13 +26,17 @@ its turn median over dense's turn median. The surgery model's ONNX output is che
 gated torch model. Goal (issue 6): surgery latency at most 0.6x the dense latency, the
 unstructured ratio shown beside it.
 
-    python bench/latency.py [--runs 100]
+    python bench/latency.py [--runs 100] [--smoke]
+
+``--smoke``: one turn (``BLOCK`` timed runs per model), the same models, exports and checks.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -46,7 +50,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import finish  # noqa: E402
+from _common import add_smoke_flag, finish  # noqa: E402
 from torchvision.models import resnet18  # noqa: E402
 
 from trainables.gradual import prune_to  # noqa: E402
@@ -161,17 +165,21 @@ def onnx_matches(path: Path, model: nn.Module, keep: dict[str, torch.Tensor]) ->
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=100)
+    add_smoke_flag(parser)
     args = parser.parse_args()
+    if args.smoke:
+        args.runs = BLOCK
     torch.manual_seed(0)
     torch.set_num_threads(THREADS)
     start = time.perf_counter()
     dense = resnet18(num_classes=1000).eval()
     keep = largest_units(dense, KEPT_UNITS)
     models = {"dense": dense, "unstructured": unstructured(dense, UNSTRUCTURED), "surgery": shrink(dense, keep)}
-    folder = Path(tempfile.mkdtemp(prefix="frontier-latency-"))
+    folder = Path(tempfile.mkdtemp(prefix="frontier-latency-", dir=os.environ.get("FRONTIER_BENCH_TMP")))
     paths = {name: export_onnx(m, folder / f"{name}.onnx", INPUT) for name, m in models.items()}
     check = onnx_matches(paths["surgery"], dense, keep)
     turns = interleaved(paths, args.runs)
+    shutil.rmtree(folder)
     ms = {name: statistics.median(sum(blocks, [])) for name, blocks in turns.items()}
     p90 = {name: float(np.percentile(sum(blocks, []), 90)) for name, blocks in turns.items()}
     turn_ms = {name: [statistics.median(block) for block in blocks] for name, blocks in turns.items()}
@@ -206,7 +214,7 @@ def main() -> None:
          "unstructured_zero_params": round(unstructured_zeros, 4), "surgery_onnx_max_abs_diff": check,
          "wall_s": round(seconds, 1)},
         "ResNet-18 with 50% of units removed by surgery: ONNX Runtime latency <= 0.6x dense (2 threads, 1x3x224x224)",
-        ratio["surgery"] <= 0.6 and check < 1e-3,
+        ratio["surgery"] <= 0.6 and check < 1e-3, smoke=args.smoke,
     )
 
 

@@ -30,11 +30,16 @@ over their number of values. Goal (issue "the HDF5 artifact stores a shared laye
 plus packed indices"): at most log2(k) + 0.1 bits for both models, and the artifact loads back
 bit for bit.
 
-    python bench/storage.py
+    python bench/storage.py [--smoke]
+
+``--smoke``: the same steps on slim stand-ins with the same layer names and numbering: VGG-16 with
+an eighth of the conv channels and 256-wide linears, ResNet-50 with 8 channels per group (1.1 M
+and 4.2 M parameters, 10 classes). Their sizes are not the paper's models'.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 import tempfile
@@ -48,8 +53,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 import h5py  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
-from _common import finish  # noqa: E402
+from _common import add_smoke_flag, finish  # noqa: E402
 from torch import nn  # noqa: E402
+from torchvision.models.vgg import VGG, cfgs, make_layers  # noqa: E402
 
 from trainables.artifact import load_artifact, save_artifact  # noqa: E402
 from trainables.clustering import cluster  # noqa: E402
@@ -57,6 +63,20 @@ from trainables.clustering import cluster  # noqa: E402
 BASELINE_GZIP = 4  # h5py's default level
 SEED = 0
 PAPER = {"VGG-16": 81.10, "ResNet-50": 52.45}  # size reduction (%) the paper reports
+
+
+def slim_vgg16(weights: None = None) -> nn.Module:
+    """VGG-16's 13 convs and 3 linears, named as torchvision names them, an eighth as wide (smoke)."""
+    model = VGG(make_layers([c if c == "M" else c // 8 for c in cfgs["D"]]), num_classes=10)
+    model.classifier[0] = nn.Linear(cfgs["D"][-2] // 8 * 7 * 7, 256)
+    model.classifier[3] = nn.Linear(256, 256)
+    model.classifier[6] = nn.Linear(256, 10)
+    return model
+
+
+def slim_resnet50(weights: None = None) -> nn.Module:
+    """ResNet-50's blocks and names with 8 channels per group instead of 64 (smoke)."""
+    return torchvision.models.resnet50(weights=weights, width_per_group=8, num_classes=10)
 
 
 def vgg16_plan(model: nn.Module) -> tuple[dict[str, int], list[str]]:
@@ -166,6 +186,11 @@ def mb(n: int) -> str:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    add_smoke_flag(parser)
+    args = parser.parse_args()
+    builders = {"VGG-16": slim_vgg16, "ResNet-50": slim_resnet50} if args.smoke else \
+        {"VGG-16": torchvision.models.vgg16, "ResNet-50": torchvision.models.resnet50}
     print(f"storage: the paper's weight-sharing settings as real files; torchvision architectures with random init "
           f"(torch.manual_seed({SEED})): no pretrained weights on this machine, so absolute reductions differ from "
           f"the paper's. Baseline: plain HDF5, one gzip (level {BASELINE_GZIP}, no shuffle) float32 dataset per "
@@ -173,12 +198,9 @@ def main() -> None:
           f"conv goes with its block's conv3.\n")  # fmt: skip
     results = {}
     with tempfile.TemporaryDirectory(prefix="frontier-storage-") as tmp:
-        for label, build, plan in (
-            ("VGG-16", torchvision.models.vgg16, vgg16_plan),
-            ("ResNet-50", torchvision.models.resnet50, resnet50_plan),
-        ):
+        for label, plan in (("VGG-16", vgg16_plan), ("ResNet-50", resnet50_plan)):
             torch.manual_seed(SEED)
-            model = build(weights=None).eval()
+            model = builders[label](weights=None).eval()
             results[label] = measure(label, model, plan(model), Path(tmp))
             del model
 
@@ -212,7 +234,7 @@ def main() -> None:
     finish(
         table, figures,
         "bits per shared weight in the file <= log2(k) + 0.1 for VGG-16 (k=32) and ResNet-50 (k=256), and the "
-        "shared artifacts load back bit for bit", met,
+        "shared artifacts load back bit for bit", met, smoke=args.smoke,
     )  # fmt: skip
 
 
