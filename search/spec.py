@@ -7,8 +7,9 @@ per problem (``budgets.transfer.epochs: Input should be greater than or equal to
 
 Keys the space may set: ``order`` (none, PB, PA, PBA), ``s1`` (sparsity before transfer),
 ``s2`` (after), ``quantize`` (none, Q: weight sharing, QR: sharing then retraining), and any
-budget field by its dotted path (``transfer.optim.lr``, ``transfer.mode``, ``prune.frequency``,
-``share.groups.layer3`` for a group listed under ``budgets.share.groups``, ``retrain.mode``, ...).
+budget field by its dotted path (``transfer.optim.lr``, ``transfer.mode``, ``prune.frequency.every``,
+``prune.after.epochs`` (the pruning stages after transfer only), ``share.groups.layer3`` for a
+group listed under ``budgets.share.groups``, ``retrain.mode``, ...).
 """
 
 from __future__ import annotations
@@ -235,6 +236,10 @@ def _override_problems(spec: Spec, path: str, node: Node) -> Iterable[str]:
         known = ", ".join([*SPECIAL_KEYS, *(f"{k}.<field>" for k in Budgets.model_fields)])
         yield f"{path}: unknown parameter '{node.name}'; the space can set {known}"
         return
+    problem = _field_problem(spec.budgets.model_dump(), node.name)
+    if problem is not None:
+        yield f"{path}: {problem}"
+        return
     for value in _values(node):
         try:
             apply_overrides(spec.budgets, {node.name: value})
@@ -243,18 +248,39 @@ def _override_problems(spec: Spec, path: str, node: Node) -> Iterable[str]:
             return
 
 
+def _field_problem(data: dict[str, Any], dotted: str) -> str | None:
+    """Why ``dotted`` names no field of the budgets dumped as ``data``, in one line; None when it does."""
+    node: Any = data
+    walked: list[str] = []
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        if isinstance(node, dict) and part in node and node[part] is None:
+            unset = "budgets." + ".".join([*walked, part])
+            return f"'{dotted}' is not a budget field while {unset} is unset; set {unset} to search its fields"
+        if not isinstance(node, dict) or not isinstance(node.get(part), dict):
+            return f"'{dotted}' is not a budget field"
+        node, walked = node[part], [*walked, part]
+    if leaf in node:
+        return None
+    if walked == ["share", "groups"]:
+        return f"'{dotted}' is not a budget field; list {leaf} under budgets.share.groups to search it"
+    return f"'{dotted}' is not a budget field"
+
+
 def apply_overrides(budgets: Budgets, overrides: dict[str, Any]) -> Budgets:
-    """``budgets`` with dotted-path fields replaced (``{"transfer.optim.lr": 0.01}``), revalidated."""
+    """``budgets`` with dotted-path fields replaced (``{"transfer.optim.lr": 0.01}``), revalidated.
+
+    A side of the pruning budget is set the same way: ``{"prune.after.epochs": 25}``.
+    """
     data = budgets.model_dump()
     for dotted, value in overrides.items():
+        problem = _field_problem(data, dotted)
+        if problem is not None:
+            raise SpecError([problem])
         node = data
         *parents, leaf = dotted.split(".")
         for part in parents:
-            if not isinstance(node.get(part), dict):
-                raise SpecError([f"'{dotted}' is not a budget field"])
             node = node[part]
-        if leaf not in node:
-            raise SpecError([f"'{dotted}' is not a budget field"])
         node[leaf] = value
     try:
         return Budgets.model_validate(data)

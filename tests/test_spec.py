@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from search.cli import main
+from search.space import walk
 from search.spec import SpecError, load_spec, parse_spec
 
 SPACES = Path(__file__).resolve().parent.parent / "spaces"
@@ -73,7 +74,11 @@ BAD = [
     ("unknown share group", "budgets/share/groups", {"layer9": "keep"}, "budgets.share.groups.layer9: small_resnet has no layer group 'layer9'; it has stem, layer1"),
     ("centroids not a power of two", "budgets/share/groups", {"layer3": 3}, "budgets.share.groups: layer3: centroids must be a power of two from 1 to 256 or 'keep', got 3"),
     ("centroids above 256", "space/share.groups.layer3", {"choice": [16, 512]}, "space.share.groups.layer3: 512 is not valid for budgets.share.groups: layer3: centroids must be"),
-    ("share group not in budgets", "space/share.groups.layer9", {"choice": [4]}, "space.share.groups.layer9: 4 is not valid for 'share.groups.layer9' is not a budget field"),
+    ("share group not in budgets", "space/share.groups.layer9", {"choice": [4]}, "space.share.groups.layer9: 'share.groups.layer9' is not a budget field; list layer9 under budgets.share.groups to search it"),
+    ("prune side value", "budgets/prune/after", {"epochs": 0}, "budgets.prune.after.epochs: Input should be greater than or equal to 1"),
+    ("prune side unknown key", "budgets/prune/before", {"method": "epruning"}, "budgets.prune.before.method: unknown key"),
+    ("prune side optimizer unset", "space/prune.after.optim.lr", {"log": [0.001, 0.01]}, "space.prune.after.optim.lr: 'prune.after.optim.lr' is not a budget field while budgets.prune.after.optim is unset; set budgets.prune.after.optim to search its fields"),
+    ("prune side bad search value", "space/prune.before.recover_epochs", {"choice": [1, -1]}, "space.prune.before.recover_epochs: -1 is not valid for budgets.prune.before.recover_epochs"),
     ("unknown quantize", "space/quantize", {"choice": ["Q", "Z"]}, "space.quantize: quantize must be one of none, Q, QR, got 'Z'"),
 ]
 
@@ -83,6 +88,42 @@ def test_bad_spec_names_its_key_path(what, path, value, expected) -> None:
     with pytest.raises(SpecError) as info:
         parse_spec(mutate(path, value))
     assert any(expected in line for line in info.value.problems), info.value.problems
+
+
+def test_a_share_group_not_listed_is_one_line_saying_where_to_list_it() -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec(mutate("space/share.groups.stem", {"choice": [4, 16]}))
+    assert info.value.problems == ["space.share.groups.stem: 'share.groups.stem' is not a budget field; "
+                                   "list stem under budgets.share.groups to search it"]
+
+
+def test_the_order_spec_prunes_with_the_papers_budget_on_each_side() -> None:
+    """Sec. 4.1: PB prunes 10 epochs + 5 to adjust, PA 25 + 25; lr 0.005 decaying 5% per epoch, batch 64."""
+    from search.spec import plan_for
+
+    spec = load_spec(SPACES / "cifar10_resnet34_order.yaml")
+    plan = plan_for(spec, {"order": "PBA", "s1": 0.5, "s2": 0.8})
+    before, after = (s for s in plan.steps if s.kind == "P")
+    assert (before.domain, before.config.epochs, before.config.recover_epochs) == ("source", 10, 5)
+    assert (after.domain, after.config.epochs, after.config.recover_epochs) == ("target", 25, 25)
+    for step in (before, after):
+        assert step.config.frequency.model_dump() == {"every": 1, "unit": "epoch"}
+        assert step.config.batch_size == 64
+        optim = step.config.optim
+        assert (optim.name, optim.lr, optim.schedule, optim.gamma) == ("sgd", 0.005, "exponential", 0.95)
+    assert all(":prune." not in path for path, _ in walk(spec.nodes)), "no per-branch budget override"
+
+
+def test_a_side_of_the_prune_budget_is_searchable_by_its_path() -> None:
+    from search.spec import plan_for
+
+    raw = quickstart()
+    raw["space"] = {"order": "PBA", "s1": 0.3, "s2": 0.6, "prune.after.epochs": {"choice": [3, 4]}}
+    spec = parse_spec(raw)
+    plan = plan_for(spec, {"order": "PBA", "s1": 0.3, "s2": 0.6, "prune.after.epochs": 4})
+    before, after = (s for s in plan.steps if s.kind == "P")
+    assert (before.config.epochs, after.config.epochs) == (1, 4), "the shared epochs stay on the other side"
+    assert after.config.frequency.every == 4 and after.config.optim.lr == 0.0005, "unset fields inherit"
 
 
 def test_retraining_on_source_images_needs_a_source() -> None:

@@ -23,9 +23,10 @@ from .benchmark import Benchmark, BenchmarkConfig
 from .data import DataSpec
 from .dense import Dense, DenseConfig
 from .epruning import EPrune, EPruningConfig
-from .gradual import GradualConfig, GradualPrune, PruneSchedule
+from .gradual import Frequency, GradualConfig, GradualPrune, PruneSchedule
 from .quantize import RetrainConfig, Share, ShareConfig
 from .stage import Domain, Stage
+from .train import OptimConfig
 from .transfer import Transfer, TransferConfig
 
 ORDERS = ("none", "PB", "PA", "PBA")
@@ -62,6 +63,31 @@ class EPruneStep(_Step):
     schedule: PruneSchedule
 
 
+class PruneSide(BaseModel):
+    """Schedule fields for the pruning stages on one side of the transfer; None inherits the shared one.
+
+    The pruning-order paper gives the two sides different budgets (sec. 4.1): PB prunes "for 10
+    epochs ... and let[s] the networks adjust ... for another 5", PA "for 25 epochs and let[s] the
+    network adjust for 25". Each field is searchable by its path, ``prune.after.epochs``.
+
+    Args:
+        epochs, frequency, recover_epochs, batch_size, optim: as in
+            :class:`~trainables.gradual.PruneSchedule`; ``optim``, when given, replaces the shared
+            optimizer whole.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int | None = Field(None, ge=1)
+    frequency: Frequency | None = None
+    recover_epochs: int | None = Field(None, ge=0)
+    batch_size: int | None = Field(None, ge=1)
+    optim: OptimConfig | None = None
+
+
+SIDES: dict[Domain, str] = {"source": "before", "target": "after"}  # pruning on the source is before transfer
+
+
 class PruneBudget(PruneSchedule):
     """The ``budgets.prune`` of a spec: the schedule, the method, and EPruning's population search.
 
@@ -69,10 +95,28 @@ class PruneBudget(PruneSchedule):
         method: ``gradual`` (automatic gradual pruning, :mod:`trainables.gradual`) or ``epruning``
             (:mod:`trainables.epruning`); searchable as ``prune.method``.
         epruning: the population search, searchable as ``prune.epruning.<field>``.
+        before / after: :class:`PruneSide` overrides for the stages before transfer (on the
+            source, ``PB``) and after it (on the target, ``PA``); unset fields take the shared ones.
     """
 
     method: Literal["gradual", "epruning"] = "gradual"
     epruning: EPruningConfig = EPruningConfig()
+    before: PruneSide = PruneSide()
+    after: PruneSide = PruneSide()
+
+    def schedule(self, domain: Domain) -> PruneSchedule:
+        """The schedule of a pruning stage on ``domain``: the shared fields, then its side's overrides.
+
+        Example:
+            >>> budget = PruneBudget(epochs=10, recover_epochs=5, after=PruneSide(epochs=25, recover_epochs=25))
+            >>> budget.schedule("source").epochs, budget.schedule("target").epochs
+            (10, 25)
+        """
+        shared = self.model_dump(exclude={"method", "epruning", "before", "after"})
+        side = getattr(self, SIDES[domain])
+        overrides = {name: getattr(side, name) for name in PruneSide.model_fields if getattr(side, name) is not None}
+        return PruneSchedule.model_validate({**shared, **{k: v.model_dump() if isinstance(v, BaseModel) else v
+                                                          for k, v in overrides.items()}})
 
 
 class ShareStep(_Step):
@@ -140,11 +184,10 @@ def _stage(step: StepSpec) -> Stage:
 
 
 def _prune_step(budget: PruneBudget, domain: Domain, sparsity: float, initial: float) -> PruneStep | EPruneStep:
-    schedule = budget.model_dump(exclude={"method", "epruning"})
+    schedule = budget.schedule(domain)
     if budget.method == "epruning":
-        return EPruneStep(domain=domain, sparsity=sparsity, config=budget.epruning,
-                          schedule=PruneSchedule.model_validate(schedule))
-    return PruneStep(domain=domain, config=GradualConfig(**schedule, final=sparsity, initial=initial))
+        return EPruneStep(domain=domain, sparsity=sparsity, config=budget.epruning, schedule=schedule)
+    return PruneStep(domain=domain, config=GradualConfig(**schedule.model_dump(), final=sparsity, initial=initial))
 
 
 def make_plan(
@@ -166,8 +209,9 @@ def make_plan(
     """The plan of ``order`` with sparsities ``s1`` (before transfer) and ``s2`` (after), then
     weight sharing (``quantize`` ``Q``) and retraining (``QR``) before the benchmark.
 
-    ``prune`` holds the :class:`PruneBudget` fields shared by both pruning stages (a
-    :class:`~trainables.gradual.PruneSchedule` with ``method`` and ``epruning``, optional).
+    ``prune`` holds the :class:`PruneBudget` fields (a :class:`~trainables.gradual.PruneSchedule`
+    shared by every pruning stage, with ``method``, ``epruning`` and the per-side overrides
+    ``before`` and ``after``, all optional).
     """
     if quantize not in QUANTIZE:
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZE)} but got {quantize!r}")
