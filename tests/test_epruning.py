@@ -7,6 +7,9 @@ import pytest
 import torch
 
 from trainables.epruning import (
+    EPruningConfig,
+    _Search,
+    converged,
     convergence,
     crossover,
     donors,
@@ -100,6 +103,87 @@ def test_selection_keeps_the_parent_when_the_child_is_worse():
 def test_convergence_is_zero_only_for_an_equal_population():
     assert convergence(torch.tensor([0.3, 0.3, 0.3])) == 0
     assert convergence(torch.tensor([0.1, 0.3, 0.5])) == pytest.approx(-0.2)
+
+
+def test_a_population_of_equal_states_has_converged_whatever_its_energies():
+    same = torch.tensor([[True, False, True]] * 4)
+    assert converged(same, torch.tensor([0.1, 0.2, 0.3, 0.4]))  # energies from different batches
+    one_differs = torch.tensor([[True, False, True]] * 3 + [[True, True, False]])
+    assert not converged(one_differs, torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    assert converged(torch.tensor([[True], [False]]), torch.tensor([0.5, 0.5]))  # Δs = 0 (eq. 7)
+
+
+class _Counting:
+    """A real evaluator that records how many states each call scores."""
+
+    def __init__(self, evaluate):
+        self.evaluate, self.calls = evaluate, []
+
+    def __call__(self, model, x, y, states):
+        self.calls.append(len(states))
+        return self.evaluate(model, x, y, states)
+
+
+def _search(selection, evaluator="batched", population=6):
+    from trainables.models import build_model
+
+    torch.manual_seed(3)
+    model = build_model("small_resnet", 5)
+    _settle_batchnorm(model, 32)
+    layers = unit_layers(model)
+    cfg = EPruningConfig(population=population, selection=selection, evaluator=evaluator)
+    search = _Search(model, layers, cfg, 0.5, seed=4, device="cpu")
+    search.evaluate = _Counting(search.evaluate)
+    return search, model, layers
+
+
+@pytest.mark.parametrize("evaluator", ["batched", "reference"])
+def test_rescored_selection_scores_parents_and_children_on_the_same_batch(evaluator):
+    search, model, layers = _search("rescored", evaluator)
+    batches = [(torch.randn(4, 3, 32, 32), torch.randint(0, 5, (4,))) for _ in range(3)]
+    for x, y in batches:
+        search.step(x, y)
+        with torch.no_grad():
+            model.fc.weight.mul_(1.5)  # the weights move between generations, as in training
+    assert search.evaluate.calls == [12, 12, 12]  # one call of 2S states per generation
+    x, y = batches[-1]
+    with torch.no_grad():
+        model.fc.weight.div_(1.5)  # back to the weights of the last generation
+    now = ReferenceEvaluator(layers)(model, x, y, search.states)
+    assert torch.allclose(search.energies, now, atol=1e-5)  # eq. 6 compared energies of one batch
+    assert torch.equal(search.best, search.states[int(now.argmin())])
+
+
+def test_stored_selection_scores_the_children_only_after_the_first_batch():
+    search, _, _ = _search("stored")
+    for _ in range(3):
+        search.step(torch.randn(4, 3, 32, 32), torch.randint(0, 5, (4,)))
+    assert search.evaluate.calls == [6, 6, 6, 6]  # S^(0) once, then the S children per generation
+
+
+def test_the_epoch_record_holds_the_share_of_children_accepted():
+    search, _, _ = _search("rescored")
+    for _ in range(5):
+        search.step(torch.randn(4, 3, 32, 32), torch.randint(0, 5, (4,)))
+    accepted = search.accepted
+    record = search.epoch_end(1, limit=3)
+    assert record["acceptance"] == accepted / 30 and 0 < accepted < 30
+    assert record["delta_s"] == convergence(search.energies) and not record["converged"]
+    assert search.epoch_end(2, limit=3)["acceptance"] == 0.0  # counted per epoch
+
+
+def test_a_search_whose_states_are_all_equal_stops_before_the_stagnation_threshold():
+    search, _, _ = _search("stored")
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 5, (4,))
+    search.step(x, y)
+    search.states = search.states[:1].repeat(6, 1)  # collapsed: S copies of one state, s_b
+    search.best = search.states[0]
+    search.energies = torch.linspace(0.1, 0.6, 6)  # stored energies from different batches: Δs != 0
+    record = search.epoch_end(1, limit=10)
+    assert record["delta_s"] != 0 and record["converged"] == 1.0
+    assert not search.searching and search.search_epochs == 1 < 10
+    calls = len(search.evaluate.calls)
+    assert torch.equal(search.step(x, y), search.states[0]) and len(search.evaluate.calls) == calls  # fine-tuning
 
 
 def test_init_population_is_bernoulli_p():

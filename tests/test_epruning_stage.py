@@ -81,6 +81,8 @@ def test_epruning_on_digits_removes_40_percent_within_5_points(dense):
     best, mean = metrics["energy_best"], metrics["energy_mean"]
     assert len(best) == metrics["search_epochs"] == 2
     assert all(b <= m for b, m in zip(best, mean))
+    assert len(metrics["acceptance"]) == len(metrics["delta_s"]) == 2
+    assert all(0 <= a <= 1 for a in metrics["acceptance"]) and all(d <= 0 for d in metrics["delta_s"])
 
 
 def test_a_second_epruning_stage_keeps_the_first_stages_units_pruned(dense):

@@ -7,8 +7,15 @@ evolves during training (Algorithm 1 of the EPruning paper):
   child replaces its parent when its energy loss (eq. 3, F = -logits by eq. 2) is not higher
   (eq. 6); the lowest-energy state s_b masks the network for that batch's forward and backward
   (the first, dropout-like phase);
-- after every epoch Δs = E_b - mean(E) (eq. 7); when Δs = 0 (the population converged) or after
-  Δs_T epochs (stagnation), s_b is frozen and the sub-network is fine-tuned (the second phase).
+- after every epoch Δs = E_b - mean(E) (eq. 7); when Δs = 0 or every state is the same (the
+  population converged: early state convergence) or after Δs_T epochs (stagnation), s_b is frozen
+  and the sub-network is fine-tuned (the second phase).
+
+In Algorithm 1 a parent keeps the energy it was scored with, on an earlier batch and with earlier
+weights, while its child is scored on this batch (``selection: stored``, the paper's way); with
+``selection: rescored`` parents and children are scored on the same batch in one forward of 2S
+candidates, so eq. 6 compares like with like. Stored energies that almost never tie also keep
+Δs = 0 from ever holding, hence the second convergence test (all S states equal).
 
 With ``constrain`` the states hold exactly ``round((1 - rate) * D)`` active units (the paper's
 "predefined number of active states"), repaired after crossover; every layer keeps at least one
@@ -97,6 +104,16 @@ def convergence(energies: torch.Tensor) -> float:
     return float(energies.min() - energies.mean())
 
 
+def converged(states: torch.Tensor, energies: torch.Tensor) -> bool:
+    """Early state convergence (Section 2 of the EPruning paper): Δs = 0 by eq. 7, or all S states equal.
+
+    The paper's test is Δs = 0; with energies scored on different batches (``selection:
+    stored``) equal states almost never have equal energies, so a population whose S rows are
+    all the same state s_b also counts as converged: that is the convergence the paper describes.
+    """
+    return convergence(energies) == 0 or bool((states == states[0]).all())
+
+
 def repair(states: torch.Tensor, sizes: list[int], active: int | None, generator: torch.Generator,
            allowed: torch.Tensor | None = None) -> torch.Tensor:
     """States with exactly ``active`` active units (None: any count), at least one per layer, and
@@ -151,6 +168,10 @@ class EPruningConfig(BaseModel):
             sparsity; without it the search finds its own rate and s is not used.
         layers: shell patterns over unit layer names taking part (None: every unit layer).
         evaluator: how the population's energies are computed (same energies each way).
+        selection: what eq. 6 compares a child with. ``stored`` (Algorithm 1): the energy its
+            parent was last scored with, possibly on an earlier batch with earlier weights.
+            ``rescored``: the parent's energy on the child's batch, both scored in one forward of
+            2S candidates (twice the evaluation work per batch). See ``bench/epruning_selection.py``.
         actors / actor_cpus / actor_gpus: the Ray actor pool of ``evaluator: actors``.
         chunk: at most this many candidates per forward in ``batched`` and ``actors`` (None: all
             S at once, ``S * batch_size`` images). Set it for big inputs on a small device; on a
@@ -170,6 +191,7 @@ class EPruningConfig(BaseModel):
     constrain: bool = True
     layers: list[str] | None = None
     evaluator: Literal["batched", "actors", "reference"] = "batched"
+    selection: Literal["stored", "rescored"] = "stored"
     actors: int = Field(2, ge=1)
     actor_cpus: float = Field(1.0, gt=0)
     actor_gpus: float = Field(0.0, ge=0)
@@ -184,9 +206,11 @@ def epruning(model: nn.Module, splits, cfg: EPruningConfig, *, sparsity: float, 
 
     Trains ``epochs + recover_epochs`` epochs; the search runs for at most ``cfg.stagnation`` (default
     ``epochs``) of them. Returns metrics: ``pruning_rate`` (share of trainable parameters removed,
-    1 - the paper's R), ``unit_sparsity`` (share of units pruned), ``search_epochs``, the energy
-    history as lists ``energy_best`` and ``energy_mean`` (the population's lowest and mean energy
-    after each search epoch), and top-1/3/5 and loss on the test split.
+    1 - the paper's R), ``unit_sparsity`` (share of units pruned), ``search_epochs``, the search
+    history as one value per search epoch: ``energy_best`` and ``energy_mean`` (the population's
+    lowest and mean energy at the epoch's end), ``delta_s`` (Δs of eq. 7) and ``acceptance`` (the
+    share of that epoch's children that replaced their parent by eq. 6); and top-1/3/5 and loss on
+    the test split.
     """
     from .surgery import zero_units
 
@@ -221,8 +245,8 @@ def epruning(model: nn.Module, splits, cfg: EPruningConfig, *, sparsity: float, 
         pruning_rate=rate,
         unit_sparsity=1.0 - float(search.best.float().mean()),
         search_epochs=float(search.search_epochs),
-        energy_best=[h["energy_best"] for h in history if h["searched"]],
-        energy_mean=[h["energy_mean"] for h in history if h["searched"]],
+        **{key: [h[key] for h in history if h["searched"]]
+           for key in ("energy_best", "energy_mean", "delta_s", "acceptance")},
         seconds=time.perf_counter() - start,
     )
     return model, metrics
@@ -249,17 +273,28 @@ class _Search:
                                                   actor_cpus=cfg.actor_cpus, actor_gpus=cfg.actor_gpus, chunk=cfg.chunk)
         self.best = self.states[0]
         self.searching, self.search_epochs = True, 0
+        self.accepted = self.offered = 0  # children that replaced their parent / children, this epoch
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One generation on batch ``(x, y)`` while searching; returns s_b."""
+        """One generation (eq. 4-6) on batch ``(x, y)`` while searching; returns s_b.
+
+        ``stored``: the children are scored on this batch, the parents keep their energies.
+        ``rescored``: parents and children are scored on this batch in one call of 2S states.
+        """
         if not self.searching:
             return self.best
-        if self.energies is None:  # t = 1: the energies of S^(0)
-            self.energies = self.evaluate(self.model, x, y, self.states)
         mutants = mutate(self.states, self.cfg.mutation, self.generator)
         children = self._repair(crossover(self.states, mutants, self.cfg.crossover, self.generator))
-        child_energy = self.evaluate(self.model, x, y, children)
-        self.states, self.energies = select(self.states, self.energies, children, child_energy)
+        if self.cfg.selection == "rescored":
+            both = self.evaluate(self.model, x, y, torch.cat([self.states, children]))
+            parent_energy, child_energy = both[:len(children)], both[len(children):]
+        else:
+            if self.energies is None:  # t = 1: the energies of S^(0)
+                self.energies = self.evaluate(self.model, x, y, self.states)
+            parent_energy, child_energy = self.energies, self.evaluate(self.model, x, y, children)
+        self.accepted += int((child_energy <= parent_energy).sum())
+        self.offered += len(children)
+        self.states, self.energies = select(self.states, parent_energy, children, child_energy)
         self.best = self.states[int(torch.argmin(self.energies))]
         return self.best
 
@@ -267,16 +302,25 @@ class _Search:
         return repair(states, self.sizes, self.active, self.generator, self.allowed)
 
     def epoch_end(self, epoch: int, limit: int) -> dict:
-        """Eq. 7 after an epoch; stops the search on convergence or after ``limit`` epochs."""
+        """Eq. 7 after an epoch; stops the search on convergence (:func:`converged`) or after ``limit`` epochs.
+
+        The record holds the epoch's ``acceptance``: the share of its children that replaced their
+        parent (eq. 6), 0 when no generation ran.
+        """
         energies = self.energies if self.energies is not None else torch.zeros(1)
         delta, searched = convergence(energies), self.searching
+        record = {"energy_best": float(energies.min()), "energy_mean": float(energies.mean()), "delta_s": delta,
+                  "acceptance": self.accepted / self.offered if self.offered else 0.0, "searched": float(searched),
+                  "converged": 0.0, "units_active": float(self.best.float().mean())}
+        self.accepted = self.offered = 0
         if self.searching:
             self.search_epochs = epoch
-            if delta == 0 or epoch >= limit:
+            done = converged(self.states, energies)
+            record["converged"] = float(done)
+            if done or epoch >= limit:
                 self.searching = False
                 self.close()
-        return {"energy_best": float(energies.min()), "energy_mean": float(energies.mean()), "delta_s": delta,
-                "searched": float(searched), "units_active": float(self.best.float().mean())}
+        return record
 
     def keep(self) -> dict[str, torch.Tensor]:
         """s_b as keep masks per unit layer."""

@@ -44,7 +44,8 @@ from .train import loader_workers_for, set_loader_workers
 
 OBJECTIVE_KEYS = ("accuracy", "top5", "size_bytes", "latency_ms", "sparsity")
 # stage metrics kept in the trial's final result (as ``stage.<slot>.<name>``; lists joined by ';')
-CARRIED = ("pruning_rate", "unit_sparsity", "search_epochs", "energy_best", "energy_mean")
+CARRIED = ("pruning_rate", "unit_sparsity", "search_epochs", "energy_best", "energy_mean", "delta_s",
+           "acceptance")
 
 
 def pipeline_string(stages: Sequence[Stage]) -> str:
