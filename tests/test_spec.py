@@ -112,6 +112,8 @@ def test_the_order_spec_prunes_with_the_papers_budget_on_each_side() -> None:
         optim = step.config.optim
         assert (optim.name, optim.lr, optim.schedule, optim.gamma) == ("sgd", 0.005, "exponential", 0.95)
     assert all(":prune." not in path for path, _ in walk(spec.nodes)), "no per-branch budget override"
+    assert before.config.augment == after.config.augment == "shift_mirror", "sec. 4.1: shifting/mirroring"
+    assert next(s for s in plan.steps if s.kind == "T").config.augment == "shift_mirror"
 
 
 def test_a_side_of_the_prune_budget_is_searchable_by_its_path() -> None:
@@ -124,6 +126,9 @@ def test_a_side_of_the_prune_budget_is_searchable_by_its_path() -> None:
     before, after = (s for s in plan.steps if s.kind == "P")
     assert (before.config.epochs, after.config.epochs) == (1, 4), "the shared epochs stay on the other side"
     assert after.config.frequency.every == 4 and after.config.optim.lr == 0.0005, "unset fields inherit"
+    raw["budgets"]["prune"]["after"] = {"augment": "shift_mirror"}
+    plan = plan_for(parse_spec(raw), {"order": "PBA", "s1": 0.3, "s2": 0.6})
+    assert [s.config.augment for s in plan.steps if s.kind == "P"] == ["none", "shift_mirror"]
 
 
 def test_retraining_on_source_images_needs_a_source() -> None:

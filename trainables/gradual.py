@@ -48,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import nn
 from torch.nn.utils import prune
 
+from .augment import Augment, augmented, named
 from .masks import prunable_layers, sparsity_kept, zero_fraction
 from .stage import Context, Domain, Metrics
 from .surgery import dead_units, zero_units
@@ -223,6 +224,9 @@ class PruneSchedule(BaseModel):
         skip_first / skip_last: leave the input conv / the classifier head dense.
         granularity: ``unstructured`` weights, ``channel`` units, or the ``2:4`` pattern (see
             the module doc); searchable as ``prune.granularity``.
+        augment: ``shift_mirror``, the paper's shifting and mirroring of the training images
+            while the stage trains (:mod:`trainables.augment`), or ``none`` (the default).
+            Gradual pruning only: EPruning trains with ``epruning.augment``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -235,6 +239,7 @@ class PruneSchedule(BaseModel):
     skip_first: bool = True
     skip_last: bool = True
     granularity: Granularity = "unstructured"
+    augment: Augment = "none"
 
 
 class GradualConfig(PruneSchedule):
@@ -278,7 +283,8 @@ def gradual_prune(
     schedule = pruning_schedule(cfg, len(train))
     last_step, done = max(schedule), []
 
-    with sparsity_kept(model):  # zeros (and dead units) from an earlier pruning stage (PBA) stay zero
+    # zeros (and dead units) from an earlier pruning stage (PBA) stay zero; the augmentation is on while training
+    with sparsity_kept(model), augmented(splits.train, named(cfg.augment)):
         pruner = _PRUNERS[cfg.granularity](model, cfg)
 
         def before_step(t: int) -> None:

@@ -19,6 +19,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .augment import Augment
 from .benchmark import Benchmark, BenchmarkConfig
 from .data import DataSpec
 from .dense import Dense, DenseConfig
@@ -71,7 +72,7 @@ class PruneSide(BaseModel):
     network adjust for 25". Each field is searchable by its path, ``prune.after.epochs``.
 
     Args:
-        epochs, frequency, recover_epochs, batch_size, optim: as in
+        epochs, frequency, recover_epochs, batch_size, optim, augment: as in
             :class:`~trainables.gradual.PruneSchedule`; ``optim``, when given, replaces the shared
             optimizer whole.
     """
@@ -83,6 +84,7 @@ class PruneSide(BaseModel):
     recover_epochs: int | None = Field(None, ge=0)
     batch_size: int | None = Field(None, ge=1)
     optim: OptimConfig | None = None
+    augment: Augment | None = None
 
 
 SIDES: dict[Domain, str] = {"source": "before", "target": "after"}  # pruning on the source is before transfer

@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from .augment import Augment, named, then
 from .curriculum import LEVELS, Curriculum
 from .data import Splits
 from .masks import sparsity_kept
@@ -39,6 +40,9 @@ class TransferConfig(BaseModel):
             a validation plateau steps the curriculum up only when the epoch's training accuracy
             reaches it, else training stops (:class:`~trainables.curriculum.Curriculum`).
         new_head: replace the head even when its size already equals the target's class count.
+        augment: ``shift_mirror`` shifts and mirrors the training images (the pruning-order
+            paper's standard scheme, :mod:`trainables.augment`) before the curriculum level's
+            transform; ``none`` (the default) leaves the curriculum alone.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -51,6 +55,7 @@ class TransferConfig(BaseModel):
     curriculum: int = Field(0, ge=0, le=len(LEVELS) - 1)
     curriculum_train_accuracy: float = Field(0.99, ge=0, le=1)
     new_head: bool = True
+    augment: Augment = "none"
 
 
 def transfer(
@@ -64,11 +69,12 @@ def transfer(
     model.to(device)
     curriculum = Curriculum(patience=cfg.patience, max_level=cfg.curriculum,
                             train_accuracy=cfg.curriculum_train_accuracy)
-    target.train.augment = curriculum.transform
+    own = named(cfg.augment)  # the stage's own augmentation, under each curriculum level's
+    target.train.augment = then(own, curriculum.transform)
 
     def step_curriculum(record: dict[str, float]) -> bool:
         done = curriculum.update(record["val_accuracy"], record["train_accuracy"])
-        target.train.augment = curriculum.transform
+        target.train.augment = then(own, curriculum.transform)
         return done
 
     frozen = cfg.mode == "freeze"
