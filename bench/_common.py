@@ -3,9 +3,10 @@ fresh local Ray, and the closing table + JSON line.
 
 Every script in ``bench/`` takes ``--smoke`` (:func:`add_smoke_flag`): the tiniest configuration
 that runs the same contenders through the same code (fewer trials, epochs, repeats; smaller
-inputs), in seconds. ``tests/test_bench_smoke.py`` runs each script so, so a bench that no longer
-starts fails a test; the figures of a smoke run mean nothing and stay out of the tests. A script
-passes ``smoke=args.smoke`` to :func:`finish`, which adds ``"smoke": true|false`` to the JSON line.
+inputs), in seconds. ``tests/test_bench_smoke.py`` runs every script with it, so a bench that no
+longer starts fails a test; the figures of a smoke run mean nothing and stay out of the tests. A
+script passes ``smoke=args.smoke`` to :func:`finish`, which adds ``"smoke": true|false`` to the
+JSON line; the test requires ``"smoke": true``.
 """
 
 from __future__ import annotations
