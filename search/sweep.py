@@ -2,9 +2,11 @@
 
 ``MODEL_DIR`` is what ``frontier rerun`` writes (``model.pt`` and ``card.json`` with the plan). The
 sweep shares one layer group at a time at each centroid count, measures accuracy on the target's
-test split and the artifact's bytes, and writes ``sensitivity.csv`` and ``sensitivity.html`` in the
-folder; it prints the proposal (the fewest centroids per group within ``--max-drop``), ready to
-paste under ``budgets.share.groups``.
+validation split (``val_accuracy``, which the proposal chooses on) and on its test split
+(``test_accuracy``, reported beside it, never used to choose) and the artifact's bytes, and writes
+``sensitivity.csv`` and ``sensitivity.html`` in the folder; it prints the proposal (the fewest
+centroids per group within ``--max-drop`` of the unshared validation accuracy), ready to paste
+under ``budgets.share.groups``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ def sweep(model_dir: str | Path, *, groups: Sequence[str] | None = None, ks: Seq
     plan = Plan.model_validate(json.loads(card_path.read_text())["plan"])
     state = torch.load(state_path, map_location="cpu", weights_only=True)
     model = rebuild(plan.steps[0].config.model, state).eval()
-    test = loader(load_data(plan.target).test, 256, shuffle=False)
-    table = sensitivity(model, test, ks=ks, groups=groups, method=method)
+    splits = load_data(plan.target)
+    val, test = loader(splits.val, 256, shuffle=False), loader(splits.test, 256, shuffle=False)
+    table = sensitivity(model, val, test, ks=ks, groups=groups, method=method)
     write_sensitivity(table, folder, f"sharing sensitivity of {plan.pipeline} ({plan.target.name})")
     return propose_groups(table, max_drop)

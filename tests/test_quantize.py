@@ -6,15 +6,17 @@ import copy
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
+from torch.utils.data import Subset
 
 from tests.conftest import SOURCE, TARGET
 from trainables.artifact import load_artifact, save_artifact
 from trainables.errors import FrontierError
 from trainables.models import build_model
-from trainables.quantize import (RetrainConfig, Share, ShareConfig, layer_groups, propose_groups, retrain,
-                                 sensitivity, share, write_sensitivity)
+from trainables.quantize import (RetrainConfig, Share, ShareConfig, frozen_parameters, layer_groups, propose_groups,
+                                 retrain, sensitivity, share, write_sensitivity)
 from trainables.stage import Context
 from trainables.train import OptimConfig, evaluate, fit, loader, seed_everything
 from trainables.transfer import TransferConfig, transfer
@@ -153,6 +155,35 @@ def test_retraining_keeps_a_pruned_model_pruned(transferred, source_splits, tmp_
     assert save_artifact(model.state_dict(), tmp_path / "after.h5") < 1.1 * before
 
 
+def test_retraining_freezes_every_parameter_of_a_shared_layer_not_only_its_shared_tensors(source_splits) -> None:
+    """Sec. III-B: "We keep the quantized layers as non-trainable". With ``bias: keep`` only fc's
+    weight is shared, yet fc is a quantized layer: its bias must not train either."""
+    seed_everything(0)
+    model = build_model("small_resnet", 5)
+    teacher = copy.deepcopy(model)
+    shared = share(model, ShareConfig(groups={"fc": 4}, bias="keep"))
+    assert set(shared) == {"fc.weight"}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    retrain(model, teacher, shared, RetrainConfig(epochs=1, batch_size=64),
+            unlabeled=loader(Subset(source_splits.unlabeled("train"), range(128)), 64, shuffle=True))
+    after = model.state_dict()
+    assert torch.equal(after["fc.weight"], before["fc.weight"])
+    assert torch.equal(after["fc.bias"], before["fc.bias"]), "the shared layer's unshared bias trained"
+    for name in ("layer1.0.conv1.weight", "bn1.weight", "layer3.0.bn2.bias"):
+        assert not torch.equal(after[name], before[name]), f"unshared {name} did not train"
+
+
+def test_shared_layers_map_tensors_to_every_parameter_of_their_module() -> None:
+    model = build_model("small_resnet", 5)
+    assert frozen_parameters(model, {"fc.bias"}) == {"fc.weight", "fc.bias"}
+    # batch-norm layers are layers of their own: sharing a conv leaves its batch norm trainable ...
+    assert frozen_parameters(model, {"layer1.0.conv1.weight"}) == {"layer1.0.conv1.weight"}
+    # ... and sharing batch norm (batchnorm: k) freezes each one's gamma and beta
+    shared = share(copy.deepcopy(model), ShareConfig(batchnorm=16))
+    assert {"bn1.weight", "bn1.bias", "layer2.0.bn1.bias"} <= frozen_parameters(model, shared)
+    assert not any(name.endswith("conv1.weight") for name in frozen_parameters(model, shared))
+
+
 def test_share_stage_reports_before_and_after_retraining(transferred, tmp_path: Path) -> None:
     model, _ = transferred
     ctx = Context(SOURCE, TARGET, tmp_path)
@@ -166,14 +197,31 @@ def test_share_stage_reports_before_and_after_retraining(transferred, tmp_path: 
 
 def test_sensitivity_sweep_table_plot_and_proposal(transferred, target_splits, tmp_path: Path) -> None:
     model, _ = transferred
-    table = sensitivity(model, loader(target_splits.test, 256, shuffle=False), ks=(1, 4, 64), groups=["layer1", "layer3"])
-    assert list(table.columns) == ["group", "k", "accuracy", "size_bytes"] and len(table) == 1 + 2 * 3
+    table = sensitivity(model, loader(target_splits.val, 256, shuffle=False), loader(target_splits.test, 256, shuffle=False),
+                        ks=(1, 4, 64), groups=["layer1", "layer3"])
+    assert list(table.columns) == ["group", "k", "val_accuracy", "test_accuracy", "size_bytes"]
+    assert len(table) == 1 + 2 * 3
     base = table.iloc[0]
     rows = table.set_index(["group", "k"])
-    assert rows.loc[("layer3", 64), "accuracy"] >= base["accuracy"] - 0.05, "64 centroids barely hurt"
-    assert rows.loc[("layer3", 1), "accuracy"] < base["accuracy"] - 0.2, "one centroid wrecks a stage"
+    for split in ("val_accuracy", "test_accuracy"):
+        assert rows.loc[("layer3", 64), split] >= base[split] - 0.05, "64 centroids barely hurt"
+        assert rows.loc[("layer3", 1), split] < base[split] - 0.2, "one centroid wrecks a stage"
     assert rows.loc[("layer3", 4), "size_bytes"] < rows.loc[("layer3", 64), "size_bytes"] < base["size_bytes"]
     proposal = propose_groups(table, max_drop=0.02)
     assert set(proposal) == {"layer1", "layer3"} and proposal["layer3"] in (4, 64)
     csv, html = write_sensitivity(table, tmp_path, "small_resnet on digits 5-9")
-    assert csv.read_text().startswith("group,k,accuracy,size_bytes") and "plotly" in html.read_text().lower()
+    assert csv.read_text().startswith("group,k,val_accuracy,test_accuracy,size_bytes")
+    page = html.read_text()
+    assert "plotly" in page.lower() and "validation accuracy" in page and "test accuracy" in page
+
+
+def test_the_proposal_chooses_centroids_on_validation_accuracy_not_test_accuracy() -> None:
+    """Test accuracy would choose 1 centroid (no drop) and 8 would look bad; validation says the
+    opposite. The proposal follows validation: the test split stays held out."""
+    table = pd.DataFrame([
+        {"group": "none", "k": 0, "val_accuracy": 0.90, "test_accuracy": 0.90, "size_bytes": 100},
+        {"group": "layer3", "k": 1, "val_accuracy": 0.50, "test_accuracy": 0.90, "size_bytes": 10},
+        {"group": "layer3", "k": 8, "val_accuracy": 0.90, "test_accuracy": 0.50, "size_bytes": 30},
+        {"group": "layer1", "k": 1, "val_accuracy": 0.40, "test_accuracy": 0.95, "size_bytes": 10},
+    ])
+    assert propose_groups(table, max_drop=0.01) == {"layer3": 8, "layer1": "keep"}

@@ -41,8 +41,9 @@ from trainables.gradual import GradualConfig, GradualPrune
 from trainables.models import build_model, rebuild
 from trainables.pipeline import run_plan
 from trainables.plan import DenseStep, Plan
-from trainables.quantize import RetrainConfig, Share, ShareConfig
+from trainables.quantize import RetrainConfig, Share, ShareConfig, sensitivity
 from trainables.stage import Context
+from trainables.train import loader
 from trainables.transfer import Transfer, TransferConfig
 
 SOURCE = DataSpec(name="digits", classes=[0, 1, 2, 3, 4], image_size=16, max_per_class=40)
@@ -178,6 +179,18 @@ def test_a_stage_output_from_the_cache_is_put_on_the_context_device(trial, tmp_p
     assert metrics["cached_stages"] == "D"
     assert audit.of(model)[-1:] == [torch.device(ctx.device)], "a cache hit's model was left where it was rebuilt"
     assert_on(model, ctx.device)
+
+
+def test_the_sensitivity_sweep_scores_on_its_device_and_leaves_the_model_where_it_was(trial) -> None:
+    ctx, model = trial
+    splits = ctx.data("target")
+    cpu_model = from_cache(model)
+    audit = MoveAudit()
+    with audit.recording():
+        table = sensitivity(cpu_model, loader(splits.val, 256, shuffle=False), loader(splits.test, 256, shuffle=False),
+                            ks=(4,), groups=["layer3"], device=ctx.device)
+    assert audit.of(cpu_model) == [] and next(cpu_model.parameters()).device.type == "cpu"
+    assert table[["val_accuracy", "test_accuracy"]].notna().all().all() and len(table) == 2
 
 
 class _HardCodedCpu:

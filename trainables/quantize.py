@@ -14,9 +14,12 @@ tensor with at most 256 distinct values and stores it as codebook + packed indic
 non-trainable layers. We keep the quantized layers as non-trainable"; the others are trained so
 that the shared model's outputs match the original model's outputs on an *unlabeled* dataset
 different from the labeled one. Beside it, conventional retraining with labels (Fig. 15/16).
+A layer is quantized when any of its tensors was shared, and then all its parameters stay fixed
+(:func:`frozen_parameters`).
 
 *Sensitivity* (Fig. 7/8, 12/13): :func:`sensitivity` shares one group at a time at every k and
-records accuracy and artifact size, to propose which groups to share (:func:`propose_groups`).
+records validation and test accuracy and artifact size; :func:`propose_groups` chooses on the
+validation accuracy, so the test split stays held out for reporting.
 """
 
 from __future__ import annotations
@@ -41,8 +44,8 @@ from .masks import PRUNABLE, sparsity_kept
 from .stage import Context, Domain, Metrics
 from .train import OptimConfig, evaluate, fit, loader, make_optimizer, seed_everything
 
-__all__ = ["cluster", "layer_groups", "share", "retrain", "sensitivity", "propose_groups", "Share",
-           "ShareConfig", "RetrainConfig", "CENTROIDS"]
+__all__ = ["cluster", "layer_groups", "share", "frozen_parameters", "retrain", "sensitivity", "propose_groups",
+           "Share", "ShareConfig", "RetrainConfig", "CENTROIDS"]
 
 CENTROIDS = tuple(2**i for i in range(9))  # 1, 2, 4, ..., 256
 Centroids = Union[int, Literal["keep"]]
@@ -173,6 +176,29 @@ class RetrainConfig(BaseModel):
     optim: OptimConfig = OptimConfig(name="adam", lr=1e-3)
 
 
+def frozen_parameters(model: nn.Module, shared: Iterable[str]) -> set[str]:
+    """Names of the parameters that retraining keeps fixed: every parameter of a *shared layer*.
+
+    The quantization-retraining paper (sec. III-B) splits "the layers of the model into trainable
+    layers and non-trainable layers" and keeps "the quantized layers as non-trainable". A layer
+    (a module) is quantized when any tensor it owns is in ``shared`` (``share``'s result), so with
+    ``bias: keep`` a conv whose weight was shared keeps its unshared bias fixed too, and with
+    ``bias: one`` every conv/linear with a bias is a shared layer. Batch-norm layers are layers of
+    their own: with ``batchnorm: k`` each one is shared (gamma, beta and its statistics) and its
+    gamma and beta stay fixed; with ``batchnorm: keep`` they are unshared and train (their running
+    statistics never move during retraining either way). Names are as ``model.named_parameters()``
+    gives them, without a pruning mask's ``_orig`` suffix.
+
+    Example:
+        >>> m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Conv2d(2, 2, 1))
+        >>> sorted(frozen_parameters(m, {"0.weight"}))
+        ['0.bias', '0.weight']
+    """
+    layers = {name.rpartition(".")[0] for name in shared}
+    names = (name.removesuffix("_orig") for name, _ in model.named_parameters())
+    return {name for name in names if name.rpartition(".")[0] in layers}
+
+
 def _output_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "kl":
         return nn.functional.kl_div(student.log_softmax(1), teacher.log_softmax(1), log_target=True,
@@ -190,7 +216,8 @@ def retrain(
     labeled: DataLoader | None = None,
     device: str = "cpu",
 ) -> dict[str, float]:
-    """Train ``model``'s unshared tensors; shared tensors and batch-norm statistics stay fixed.
+    """Train ``model``'s unshared layers; every parameter of a shared layer
+    (:func:`frozen_parameters`) and the batch-norm statistics stay fixed.
 
     ``unlabeled`` mode needs ``unlabeled`` (images only) and the ``teacher`` (the model before
     sharing); ``labeled`` mode needs ``labeled`` ((image, label) pairs). A pruned model stays as
@@ -199,14 +226,14 @@ def retrain(
     Returns the time taken and the last epoch's mean loss.
     """
     start = time.perf_counter()
-    shared = set(shared)
     model.to(device)
+    fixed = frozen_parameters(model, shared)
     with sparsity_kept(model):  # a masked tensor is trained as ``<name>_orig``
         named = {name.removesuffix("_orig"): p for name, p in model.named_parameters()}
         flags = {name: p.requires_grad for name, p in named.items()}
-        params = [p for name, p in named.items() if name not in shared]
+        params = [p for name, p in named.items() if name not in fixed]
         for name, p in named.items():
-            p.requires_grad_(name not in shared)
+            p.requires_grad_(name not in fixed)
         try:
             if cfg.mode == "labeled":
                 if labeled is None:
@@ -286,7 +313,8 @@ class Share:
 
 def sensitivity(
     model: nn.Module,
-    test: DataLoader,
+    val: DataLoader,
+    test: DataLoader | None = None,
     *,
     ks: Sequence[int] = CENTROIDS,
     groups: Sequence[str] | None = None,
@@ -295,8 +323,21 @@ def sensitivity(
 ) -> pd.DataFrame:
     """Accuracy and artifact size with one group shared at a time, for every k (Fig. 7/8, 12/13).
 
-    Returns a table with columns ``group, k, accuracy, size_bytes``; the first row (group
-    ``none``, k 0) is the unshared model.
+    Centroid counts are chosen on ``val`` (:func:`propose_groups`); ``test`` is only reported
+    beside it, so the accuracy a chosen configuration reports on the test split was not used to
+    choose it. ``model`` is left as it is (each row shares a copy, on ``device``).
+
+    Example::
+
+        splits = load_data(spec)
+        table = sensitivity(model, loader(splits.val, 256, shuffle=False),
+                            loader(splits.test, 256, shuffle=False), ks=(4, 16, 64))
+        propose_groups(table, max_drop=0.01)   # {"stem": 64, "layer1": 16, ...}
+
+    Returns:
+        A table with columns ``group, k, val_accuracy, test_accuracy, size_bytes``
+        (``test_accuracy`` only when ``test`` is given); the first row (group ``none``, k 0) is
+        the unshared model.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS} but got {method!r}")
@@ -305,36 +346,41 @@ def sensitivity(
     for g in chosen:
         if g not in known:
             raise FrontierError(f"groups: no layer group '{g}'; this model has {', '.join(known)}")
-    rows = [{"group": "none", "k": 0, **_score(model, test, device)}]
+    base = copy.deepcopy(model).to(device)  # the caller's model stays where it is
+    rows = [{"group": "none", "k": 0, **_score(base, val, test, device)}]
     for group in chosen:
         for k in ks:
-            trial = copy.deepcopy(model)
+            trial = copy.deepcopy(base)
             share(trial, ShareConfig(groups={group: k}, method=method))
-            rows.append({"group": group, "k": k, **_score(trial, test, device)})
+            rows.append({"group": group, "k": k, **_score(trial, val, test, device)})
     return pd.DataFrame(rows)
 
 
-def _score(model: nn.Module, test: DataLoader, device: str) -> dict[str, float]:
-    accuracy = evaluate(model, test, device)["accuracy"]
+def _score(model: nn.Module, val: DataLoader, test: DataLoader | None, device: str) -> dict[str, float]:
+    scores = {"val_accuracy": evaluate(model, val, device)["accuracy"]}
+    if test is not None:
+        scores["test_accuracy"] = evaluate(model, test, device)["accuracy"]
     with tempfile.TemporaryDirectory() as tmp:
-        size = save_artifact(model.state_dict(), Path(tmp) / "m.h5")
-    return {"accuracy": accuracy, "size_bytes": size}
+        scores["size_bytes"] = save_artifact(model.state_dict(), Path(tmp) / "m.h5")
+    return scores
 
 
 def propose_groups(table: pd.DataFrame, max_drop: float = 0.01) -> dict[str, Centroids]:
-    """For each group, the fewest centroids whose accuracy stays within ``max_drop`` of the
-    unshared model's, or ``keep`` when none does."""
-    base = float(table.loc[table["group"] == "none", "accuracy"].iloc[0])
+    """For each group, the fewest centroids whose validation accuracy stays within ``max_drop``
+    of the unshared model's, or ``keep`` when none does. ``test_accuracy`` is never read: the
+    test split is for reporting the choice, not for making it."""
+    base = float(table.loc[table["group"] == "none", "val_accuracy"].iloc[0])
     proposal: dict[str, Centroids] = {}
     for group, rows in table[table["group"] != "none"].groupby("group", sort=False):
-        good = rows[rows["accuracy"] >= base - max_drop]
+        good = rows[rows["val_accuracy"] >= base - max_drop]
         proposal[str(group)] = int(good["k"].min()) if len(good) else "keep"
     return proposal
 
 
 def write_sensitivity(table: pd.DataFrame, out_dir: str | Path, title: str = "sensitivity") -> tuple[Path, Path]:
-    """Write the table as ``sensitivity.csv`` and a plotly page ``sensitivity.html`` (accuracy and
-    size against log2 k, one line per group)."""
+    """Write the table as ``sensitivity.csv`` and a plotly page ``sensitivity.html``: validation
+    accuracy (what :func:`propose_groups` chooses on), test accuracy (reported, when the table has
+    it) and artifact size against k, one line per group, the unshared model dotted."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -343,12 +389,15 @@ def write_sensitivity(table: pd.DataFrame, out_dir: str | Path, title: str = "se
     csv, html = out / "sensitivity.csv", out / "sensitivity.html"
     table.to_csv(csv, index=False)
     base = table[table["group"] == "none"].iloc[0]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy", "artifact size (bytes)"))
+    panels = [(key, title) for key, title in (("val_accuracy", "validation accuracy (chooses k)"),
+                                              ("test_accuracy", "test accuracy (reported)"),
+                                              ("size_bytes", "artifact size (bytes)")) if key in table]
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[title for _, title in panels])
     for group, rows in table[table["group"] != "none"].groupby("group", sort=False):
-        for col, key in ((1, "accuracy"), (2, "size_bytes")):
+        for col, (key, _) in enumerate(panels, start=1):
             fig.add_trace(go.Scatter(x=rows["k"], y=rows[key], mode="lines+markers", name=str(group),
                                      legendgroup=str(group), showlegend=col == 1), row=1, col=col)
-    for col, key in ((1, "accuracy"), (2, "size_bytes")):
+    for col, (key, _) in enumerate(panels, start=1):
         fig.add_hline(y=float(base[key]), line_dash="dot", annotation_text="unshared", row=1, col=col)
         fig.update_xaxes(type="log", title_text="centroids k", row=1, col=col)
     fig.update_layout(title=title)
