@@ -3,7 +3,8 @@
 Both methods of the transfer paper (sec. IV-B): *freeze-and-train* keeps every pre-trained
 parameter (and batch-norm statistic) fixed and trains only the new head; *fine-tune* trains all
 layers. Training stops early when validation accuracy stops rising; with ``curriculum > 0`` it
-first steps augmentation up, as in the paper's curriculum (sec. IV-C 2, see
+first steps augmentation up while the training accuracy is near 100%
+(``curriculum_train_accuracy``), as in the paper's curriculum (sec. IV-C 2, see
 :mod:`trainables.curriculum`). The weights of the best validation epoch are kept, and top-1/3/5
 and loss are reported on the target's test split.
 
