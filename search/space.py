@@ -4,6 +4,7 @@ Grammar of ``space:`` (each key a parameter name, each value a node)::
 
     lr:     0.01                         # a constant
     mode:   {choice: [finetune, freeze]} # a categorical of scalars
+    s2:     {choice: [0.8, [0.7, 0.8]]}  # an option may be a list of scalars (sparsity milestones)
     order:  {choice: {PB: {...}, PA: {...}}}  # a categorical whose options carry sub-spaces
     epochs: {int: [1, 4]}                # int range; optional step, log
     s1:     {float: [0.3, 0.9], step: 0.1}   # float range; optional step, log
@@ -12,10 +13,15 @@ Grammar of ``space:`` (each key a parameter name, each value a node)::
 A parameter inside a branch appears only when that branch is chosen; its Optuna name is prefixed
 with the branch (``PBA:s1``), so each branch keeps its own distribution. :func:`suggest` walks the
 tree on an ``optuna.Trial`` and returns the flat assignment ``{"order": "PBA", "s1": 0.5, ...}``.
+
+Optuna's categorical choices must be scalars, so a list option goes to Optuna as its JSON text
+(``"[0.7, 0.8]"``, what ``trials.csv`` shows as the parameter) and comes back from
+:func:`suggest` as the list.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -44,8 +50,23 @@ class Range:
 @dataclass(frozen=True)
 class Choice:
     name: str
-    options: tuple[Scalar, ...]
+    options: tuple[Scalar | list[Scalar], ...]
     branches: Mapping[str, tuple[Node, ...]] = field(default_factory=dict)
+
+    @property
+    def encoded(self) -> list[Scalar]:
+        """The options as Optuna sees them: a list option as its JSON text."""
+        return [encode(option) for option in self.options]
+
+
+def encode(option: Scalar | list[Scalar]) -> Scalar:
+    """A choice option as an Optuna categorical value: scalars as they are, a list as JSON text.
+
+    Example:
+        >>> encode([0.7, 0.8]), encode(0.8)
+        ('[0.7, 0.8]', 0.8)
+    """
+    return json.dumps(option) if isinstance(option, list) else option
 
 
 Node = Union[Const, Range, Choice]
@@ -95,11 +116,15 @@ def _parse_choice(name: str, options: Any, path: str) -> Choice:
         return Choice(name, tuple(branches), branches)
     if not isinstance(options, (list, tuple)) or not options:
         raise SpaceError(path, "must be a non-empty list of values or a mapping of options to sub-spaces")
-    if any(isinstance(o, (Mapping, list)) for o in options):
-        raise SpaceError(path, "list options must be plain values; use a mapping for options with sub-spaces")
-    if len(set(map(repr, options))) != len(options):
+    for option in options:
+        if isinstance(option, Mapping):
+            raise SpaceError(path, "list options must be plain values; use a mapping for options with sub-spaces")
+        if isinstance(option, list) and (not option or any(isinstance(v, (Mapping, list)) for v in option)):
+            raise SpaceError(path, f"a list option must be a non-empty list of plain values, got {option!r}")
+    choice = Choice(name, tuple(list(o) if isinstance(o, list) else o for o in options))
+    if len(set(map(repr, choice.encoded))) != len(options):
         raise SpaceError(path, f"options repeat: {list(options)}")
-    return Choice(name, tuple(options))
+    return choice
 
 
 def _parse_range(name: str, kind: str, raw: Mapping, path: str) -> Range:
@@ -146,8 +171,10 @@ def suggest(
             bound = lower(node.name, {**(outer or {}), **values}) if lower else None
             values[node.name] = _suggest_range(trial, optuna_name, node, bound)
         else:
-            picked = trial.suggest_categorical(optuna_name, list(node.options))
-            values[node.name] = picked
+            encoded = node.encoded
+            picked = trial.suggest_categorical(optuna_name, encoded)
+            values[node.name] = next(o for o, e in zip(node.options, encoded)
+                                     if e == picked and type(e) is type(picked))
             if node.branches:
                 inner = f"{prefix}{picked}{BRANCH_SEP}"
                 branch = suggest(trial, node.branches[picked], inner, lower, {**(outer or {}), **values})

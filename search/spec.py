@@ -6,7 +6,8 @@ space (see :mod:`search.space` for the tree's grammar). ``frontier check SPEC`` 
 per problem (``budgets.transfer.epochs: Input should be greater than or equal to 1``) and exits 2.
 
 Keys the space may set: ``order`` (none, PB, PA, PBA), ``s1`` (sparsity before transfer),
-``s2`` (after), ``quantize`` (none, Q: weight sharing, QR: sharing then retraining), and any
+``s2`` (after), each a sparsity or a list of increasing milestones (``{choice: [0.5, [0.3, 0.5]]}``,
+one pruning stage per milestone), ``quantize`` (none, Q: weight sharing, QR: sharing then retraining), and any
 budget field by its dotted path (``transfer.optim.lr``, ``transfer.mode``, ``prune.frequency.every``,
 ``prune.after.epochs`` (the pruning stages after transfer only), ``share.groups.layer3`` for a
 group listed under ``budgets.share.groups``, ``retrain.mode``, ...).
@@ -225,8 +226,12 @@ def _special_problems(path: str, node: Node) -> Iterable[str]:
                 yield f"{path}: {name} must be one of {', '.join(allowed)}, got {bad[0] if bad else 'a range'!r}"
             return
     for value in _values(node):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
-            yield f"{path}: a sparsity must be a number in [0, 1), got {value!r}"
+        for sparsity in value if isinstance(value, list) else [value]:
+            if not isinstance(sparsity, (int, float)) or isinstance(sparsity, bool) or not 0 <= sparsity < 1:
+                yield f"{path}: a sparsity must be a number in [0, 1), got {sparsity!r}"
+                return
+        if isinstance(value, list) and any(b <= a for a, b in zip(value, value[1:])):
+            yield f"{path}: {node.name}'s milestones must increase strictly, got {value}"
             return
 
 
@@ -289,7 +294,8 @@ def apply_overrides(budgets: Budgets, overrides: dict[str, Any]) -> Budgets:
 
 
 def _order_problems(spec: Spec) -> Iterable[str]:
-    """Each reachable order has the sparsities it needs; PBA can have s2 > s1."""
+    """Each reachable order has the sparsities it needs; PBA can have s2 > s1 (every s2 milestone
+    above every s1 milestone)."""
     top = {n.name: n for n in spec.nodes}
     order = top.get("order")
     if order is None:
@@ -313,7 +319,7 @@ def _order_problems(spec: Spec) -> Iterable[str]:
             if not isinstance(scope["s2"], Range) and min(_numbers(scope["s2"]), default=1) <= high1:
                 # only a range can be sampled above the s1 drawn; fixed values must all clear it
                 yield (f"{path}: PBA needs s2 > s1, but s2 can be {min(_numbers(scope['s2']))} "
-                       f"and s1 can be {high1}; make every s2 value larger than every s1, or s2 a range")
+                       f"and s1 can be {high1}; make every s2 milestone larger than every s1 milestone, or s2 a range")
             elif high2 < high1 + PBA_MIN_GAP:
                 yield (f"{path}: PBA needs s2 > s1 for every s1, so s2's highest value ({high2}) must be "
                        f"at least s1's highest ({high1}) + {PBA_MIN_GAP}")
@@ -395,7 +401,9 @@ def _exclusive(path_a: str, path_b: str) -> bool:
 
 
 def _numbers(node: Node) -> list[float]:
-    return [v for v in _values(node) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    """The numbers ``node`` can give, a list option's milestones included."""
+    flat = [v for value in _values(node) for v in (value if isinstance(value, list) else [value])]
+    return [v for v in flat if isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
 PBA_MIN_GAP = 0.01  # s2 is sampled in [s1 + gap, high] for PBA
@@ -423,7 +431,8 @@ def plan_for(spec: Spec, assignment: dict[str, Any]) -> Plan:
 
 
 def pba_lower_bound(name: str, sampled: dict[str, Any]) -> float | None:
-    """For PBA, s2's range starts above the s1 already sampled."""
+    """For PBA, s2's range starts above the s1 already sampled (its last milestone, for a list)."""
     if name == "s2" and sampled.get("order") == "PBA" and "s1" in sampled:
-        return float(sampled["s1"]) + PBA_MIN_GAP
+        s1 = sampled["s1"]
+        return float(max(s1) if isinstance(s1, list) else s1) + PBA_MIN_GAP
     return None

@@ -35,9 +35,9 @@ def test_digits_pipeline_pretrain_transfer_prune_measure(tmp_path: Path) -> None
     assert {"seconds.D", "seconds.T", "seconds.80", "seconds.B"} <= set(metrics)
 
 
-def tiny_plan(order: str = "PBA"):
+def tiny_plan(order: str = "PBA", s1=0.4, s2=0.7):
     return make_plan(
-        order=order, s1=0.4, s2=0.7, seed=0, source=SOURCE, target=TARGET,
+        order=order, s1=s1, s2=s2, seed=0, source=SOURCE, target=TARGET,
         dense=DenseConfig(model="small_resnet", epochs=1, batch_size=64),
         transfer=TransferConfig(epochs=1, batch_size=64),
         prune={"epochs": 1, "recover_epochs": 0, "frequency": 4, "batch_size": 64},
@@ -83,3 +83,29 @@ def test_resume_after_the_last_finished_stage_gives_the_same_result(tmp_path: Pa
     assert "D" not in ran and "40" not in ran and "T" in ran, "stages before the checkpoint are not rerun"
     assert resumed["size_bytes"] == full["size_bytes"]
     assert resumed["accuracy"] == pytest.approx(full["accuracy"])
+
+
+def test_each_milestone_is_a_stage_cached_as_a_prefix(tmp_path: Path) -> None:
+    """D|40|60|T|B: the 60 stage starts from 40 and reuses D|40 from a plan that stopped there."""
+    cache = StageCache(tmp_path / "cache")
+    run_plan(tiny_plan("PB", s1=0.4), Context(SOURCE, TARGET, tmp_path / "a"), cache=cache)  # D, P1(0.4), T
+    plan = tiny_plan("PB", s1=[0.4, 0.6])
+    assert plan.pipeline == "D|40|60|T|B"
+    assert [plan.slot(i) for i in range(len(plan.steps))] == ["D", "P1", "P1.2", "T", "B"]
+    assert (plan.steps[2].config.initial, plan.steps[2].config.final) == (0.4, 0.6)
+    hits = cache.hits
+    _, metrics = run_plan(plan, Context(SOURCE, TARGET, tmp_path / "b"), cache=cache)
+    assert cache.hits - hits == 2 and metrics["cached_stages"] == "D,P1", "D and D|40 reused, 60 and T computed"
+    assert {"seconds.P1", "seconds.P1.2"} <= set(metrics)
+    assert metrics["real_sparsity"] > 0.5 and metrics["sparsity"] == 0.6
+
+
+@pytest.mark.parametrize("s1,s2,message", [
+    ([0.5, 0.3], 0.8, r"s1: milestones must increase strictly, got \[0.5, 0.3\]"),
+    ([0.3, 0.5], [0.5, 0.8], "order PBA needs s2 > s1"),
+    (0.3, [0.7, 1.0], r"s2: a sparsity must be a number in \[0, 1\), got 1.0"),
+    ([], 0.8, "s1 needs at least one sparsity"),
+])
+def test_make_plan_rejects_bad_milestones(s1, s2, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        tiny_plan("PBA", s1=s1, s2=s2)

@@ -159,6 +159,23 @@ def test_a_crashed_trial_is_retried_and_resumes_after_its_last_finished_stage(tm
     assert frame["pipeline"][0] == "D|40|T|70|B"
 
 
+def test_a_multi_step_pipeline_runs_and_reruns_to_the_same_metrics(tmp_path: Path) -> None:
+    """The pruning-order paper's D|50|T|70|80 (Table 2): two milestones after transfer, each a stage."""
+    spec = dict(TINY, name="milestones", trials=1, concurrency=1)
+    spec["space"] = {"order": "PBA", "s1": 0.5, "s2": {"choice": [[0.7, 0.8]]}}
+    run_dir = run_search(parse_spec(spec), yaml.safe_dump(spec), runs_root=tmp_path)
+    frame = pd.read_csv(run_dir / "trials.csv")
+    row = frame.iloc[0]
+    assert row["status"] == "ok", row["error"]
+    assert row["pipeline"] == "D|50|T|70|80|B" and row["param.s2"] == "[0.7, 0.8]"
+    assert {"seconds.D", "seconds.P1", "seconds.T", "seconds.P2", "seconds.P2.2", "seconds.B"} <= set(frame.columns)
+    out = tmp_path / "final"
+    assert main(["rerun", str(run_dir), "--trial", row["trial_id"], "--out", str(out)]) == 0
+    card = json.loads((out / "card.json").read_text())
+    assert card["pipeline"] == "D|50|T|70|80|B"
+    assert card["metrics"]["accuracy"] == row["accuracy"] and card["metrics"]["size_bytes"] == row["size_bytes"]
+
+
 def test_epruning_trials_run_their_actor_pool_inside_the_trials_placement_group(tmp_path: Path) -> None:
     spec = dict(TINY, name="epruning", trials=2, concurrency=1)
     spec["budgets"] = dict(TINY["budgets"], prune={

@@ -107,3 +107,50 @@ def test_pba_lower_bound_sees_a_top_level_s1() -> None:
 def test_parse_rejects_names_that_ray_would_split() -> None:
     with pytest.raises(SpaceError, match="cannot contain"):
         parse_space({"a/b": 1})
+
+
+def test_a_list_option_goes_to_optuna_as_text_and_comes_back_as_the_list() -> None:
+    nodes = parse_space({"s2": {"choice": [0.8, [0.7, 0.8]]}})
+    assert nodes[0].options == (0.8, [0.7, 0.8]) and nodes[0].encoded == [0.8, "[0.7, 0.8]"]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(20):
+        trial = study.ask()
+        value = suggest(trial, nodes)["s2"]
+        assert trial.params["s2"] == (value if value == 0.8 else "[0.7, 0.8]")
+        seen.add(repr(value))
+        study.tell(trial, 0.0)
+    assert seen == {"0.8", "[0.7, 0.8]"}
+    with pytest.raises(SpaceError, match="a list option must be a non-empty list of plain values"):
+        parse_space({"s1": {"choice": [[0.3, [0.5]]]}})
+    with pytest.raises(SpaceError, match="options repeat"):
+        parse_space({"s1": {"choice": [[0.3, 0.5], [0.3, 0.5]]}})
+
+
+def test_milestone_lists_give_one_stage_each_and_pba_stays_above_s1() -> None:
+    from search.spec import parse_spec
+    import yaml
+
+    raw = yaml.safe_load((SPACES / "quickstart.yaml").read_text())
+    raw["space"] = {"order": {"choice": {
+        "PBA": {"s1": {"choice": [0.5, [0.3, 0.5]]}, "s2": {"choice": [[0.7, 0.8], 0.8]}},
+        "PA": {"s2": {"float": [0.6, 0.9], "step": 0.1}}}},
+        "s1": {"choice": [0.4, [0.2, 0.6]]}}
+    pipelines = set()
+    for params, constants in sample(parse_spec(raw), 40, seed=4):
+        plan = Plan.model_validate(constants["plan"])
+        pipelines.add(constants["pipeline"])
+        prunes = [(s.domain, s.config.initial, s.config.final) for s in plan.steps if s.kind == "P"]
+        for (_, _, before), (_, initial, final) in zip(prunes, prunes[1:]):
+            assert initial == before < final, "each milestone starts where the one before ended"
+        slots = [plan.slot(i) for i, s in enumerate(plan.steps) if s.kind == "P"]
+        assert len(set(slots)) == len(slots) and set(slots) <= {"P1", "P1.2", "P2", "P2.2"}
+    assert {"D|50|T|70|80|B", "D|30|50|T|70|80|B", "D|30|50|T|80|B", "D|50|T|80|B"} <= pipelines
+
+
+def test_pba_lower_bound_is_above_the_last_s1_milestone() -> None:
+    from search.spec import pba_lower_bound
+
+    assert pba_lower_bound("s2", {"order": "PBA", "s1": [0.3, 0.6]}) == pytest.approx(0.61)
+    assert pba_lower_bound("s2", {"order": "PBA", "s1": 0.3}) == pytest.approx(0.31)
+    assert pba_lower_bound("s2", {"order": "PA"}) is None

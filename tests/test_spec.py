@@ -79,6 +79,10 @@ BAD = [
     ("prune side unknown key", "budgets/prune/before", {"method": "epruning"}, "budgets.prune.before.method: unknown key"),
     ("prune side optimizer unset", "space/prune.after.optim.lr", {"log": [0.001, 0.01]}, "space.prune.after.optim.lr: 'prune.after.optim.lr' is not a budget field while budgets.prune.after.optim is unset; set budgets.prune.after.optim to search its fields"),
     ("prune side bad search value", "space/prune.before.recover_epochs", {"choice": [1, -1]}, "space.prune.before.recover_epochs: -1 is not valid for budgets.prune.before.recover_epochs"),
+    ("milestones not increasing", "space/order/choice/PBA", {"s1": {"choice": [[0.5, 0.3]]}, "s2": 0.8}, "space.order.choice.PBA.s1: s1's milestones must increase strictly, got [0.5, 0.3]"),
+    ("an s2 milestone not above s1's", "space/order/choice/PBA", {"s1": {"choice": [0.3, [0.3, 0.75]]}, "s2": {"choice": [[0.7, 0.8]]}}, "space.order.choice.PBA: PBA needs s2 > s1, but s2 can be 0.7 and s1 can be 0.75"),
+    ("a milestone at 1", "space/order/choice/PB/s1", {"choice": [[0.5, 1.0]]}, "space.order.choice.PB.s1: a sparsity must be a number in [0, 1), got 1.0"),
+    ("empty milestones", "space/order/choice/PA/s2", {"choice": [0.5, []]}, "space.order.choice.PA.s2.choice: a list option must be a non-empty list of plain values, got []"),
     ("unknown quantize", "space/quantize", {"choice": ["Q", "Z"]}, "space.quantize: quantize must be one of none, Q, QR, got 'Z'"),
 ]
 

@@ -11,10 +11,16 @@ The orders of the pruning-order paper (sec. 4.2):
 where each pruning stage is gradual (``50``) or EPruning (``E50``, the ``prune.method``), each
 optionally followed by weight sharing ``Q`` (quantization paper) or sharing and retraining
 ``Q|R`` before the benchmark: ``D|50|T|80|Q|R|B``.
+
+s1 and s2 may each be a list of milestones, one pruning stage per milestone, each starting from
+the sparsity the one before reached (the paper's Table 2: ``D|50|T|70|80``, ``D|50|70|T|80``).
+The milestones increase strictly, and for PBA every s2 milestone lies above every s1 milestone.
+Each stage is its own cache entry, so ``D|50|70`` reuses ``D|50``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -157,10 +163,17 @@ class Plan(BaseModel):
         return "|".join(stage.label for stage in self.stages())
 
     def slot(self, index: int) -> str:
-        """A stable name for step ``index``: D, P1 (prune on source), T, P2 (prune on target), B."""
+        """A stable name for step ``index``: D, P1 (prune on source), T, P2 (prune on target), B.
+
+        A side's later milestones get ``.2``, ``.3``, ...: ``D|50|70|T|80|B`` has slots D, P1,
+        P1.2, T, P2, B (the ``seconds.<slot>`` and ``stage.<slot>.*`` columns of ``trials.csv``).
+        """
         step = self.steps[index]
         if isinstance(step, (PruneStep, EPruneStep)):
-            return "P1" if step.domain == "source" else "P2"
+            base = "P1" if step.domain == "source" else "P2"
+            nth = sum(isinstance(s, (PruneStep, EPruneStep)) and s.domain == step.domain
+                      for s in self.steps[:index + 1])
+            return base if nth == 1 else f"{base}.{nth}"
         return step.kind
 
     def data_key(self) -> dict:
@@ -192,6 +205,27 @@ def _prune_step(budget: PruneBudget, domain: Domain, sparsity: float, initial: f
     return PruneStep(domain=domain, config=GradualConfig(**schedule.model_dump(), final=sparsity, initial=initial))
 
 
+Milestones = Union[float, Sequence[float]]
+
+
+def milestones(name: str, value: Milestones) -> list[float]:
+    """``value`` (one sparsity or a list) as a list of milestones; raises ValueError naming ``name``.
+
+    Example:
+        >>> milestones("s2", 0.8), milestones("s2", [0.7, 0.8])
+        ([0.8], [0.7, 0.8])
+    """
+    values = [value] if isinstance(value, (int, float)) else list(value)
+    if not values:
+        raise ValueError(f"{name} needs at least one sparsity")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+            raise ValueError(f"{name}: a sparsity must be a number in [0, 1), got {v!r}")
+    if any(b <= a for a, b in zip(values, values[1:])):
+        raise ValueError(f"{name}: milestones must increase strictly, got {values}")
+    return [float(v) for v in values]
+
+
 def make_plan(
     *,
     order: str,
@@ -201,8 +235,8 @@ def make_plan(
     benchmark: BenchmarkConfig,
     target: DataSpec,
     source: DataSpec | None = None,
-    s1: float | None = None,
-    s2: float | None = None,
+    s1: Milestones | None = None,
+    s2: Milestones | None = None,
     seed: int = 0,
     quantize: str = "none",
     share: ShareConfig | None = None,
@@ -210,6 +244,8 @@ def make_plan(
 ) -> Plan:
     """The plan of ``order`` with sparsities ``s1`` (before transfer) and ``s2`` (after), then
     weight sharing (``quantize`` ``Q``) and retraining (``QR``) before the benchmark.
+
+    ``s1`` and ``s2`` are one sparsity or a list of milestones (see the module doc).
 
     ``prune`` holds the :class:`PruneBudget` fields (a :class:`~trainables.gradual.PruneSchedule`
     shared by every pruning stage, with ``method``, ``epruning`` and the per-side overrides
@@ -224,17 +260,22 @@ def make_plan(
     for name in needs:
         if given[name] is None:
             raise ValueError(f"order {order} needs {name}")
-    if order == "PBA" and not s2 > s1:
+    before = milestones("s1", s1) if "s1" in needs else []
+    after = milestones("s2", s2) if "s2" in needs else []
+    if order == "PBA" and not min(after) > max(before):
         raise ValueError(f"order PBA needs s2 > s1 but got s1={s1}, s2={s2}")
     budget = PruneBudget.model_validate(prune)
     steps: list = [DenseStep(config=dense)]
-    if "s1" in needs:
-        steps.append(_prune_step(budget, "source", s1, 0.0))
+    reached = 0.0  # each milestone's stage starts from the sparsity the one before reached
+    for sparsity in before:
+        steps.append(_prune_step(budget, "source", sparsity, reached))
+        reached = sparsity
     steps.append(TransferStep(config=transfer))
-    if "s2" in needs:
-        steps.append(_prune_step(budget, "target", s2, s1 if order == "PBA" else 0.0))
+    for sparsity in after:
+        steps.append(_prune_step(budget, "target", sparsity, reached))
+        reached = sparsity
     if quantize != "none":
         steps.append(ShareStep(config=share or ShareConfig(), retrain=(retrain or RetrainConfig()) if quantize == "QR" else None))
-    nominal = s2 if "s2" in needs else (s1 if "s1" in needs else 0.0)
+    nominal = reached
     steps.append(BenchmarkStep(config=benchmark, nominal_sparsity=nominal))
     return Plan(seed=seed, source=source, target=target, steps=steps)
