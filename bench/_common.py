@@ -89,7 +89,9 @@ def timed_search(raw: dict[str, Any], *, cache: bool, runs_root: Path | None = N
     spec = parse_spec(raw)
     # a fresh folder per search; FRONTIER_BENCH_TMP (set by the smoke test) says where
     root = runs_root or Path(tempfile.mkdtemp(prefix="frontier-bench-", dir=os.environ.get("FRONTIER_BENCH_TMP")))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 1024**2)
+    # address="local": a new instance even where another cluster is up (RAY_ADDRESS, `ray start`)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=200 * 1024**2)
     try:
         start = time.perf_counter()
         run_dir = run_search(spec, yaml.safe_dump(raw), cache=cache, runs_root=root)

@@ -28,7 +28,8 @@ TIMEOUT_S = 240
     [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.name in SEARCHES else []) for p in BENCHES],
 )
 def test_bench_smoke(script: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "FRONTIER_BENCH_TMP": str(tmp_path)}
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # each bench starts its own Ray
+    env.update(RAY_AUTH_MODE="disabled", FRONTIER_BENCH_TMP=str(tmp_path))
     try:
         done = subprocess.run([sys.executable, str(script), "--smoke"], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=TIMEOUT_S)
