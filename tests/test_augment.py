@@ -96,7 +96,8 @@ def test_transfer_shifts_and_mirrors_under_the_curriculum_level_while_it_trains(
     splits = load_data(SMALL)
     seen: list[list[str]] = []
     cfg = TransferConfig(epochs=2, batch_size=32, patience=1, curriculum=1, augment="shift_mirror")
-    transfer(build_model("small_resnet", 3), splits, cfg, on_epoch=lambda record: seen.append(kinds(splits.train.augment)))
+    transfer(build_model("small_resnet", 3), splits, cfg,
+             on_epoch=lambda record: seen.append(kinds(splits.train.augment)))
     assert seen and seen[0] == ["RandomAffine", "RandomHorizontalFlip"], "level 0 of the curriculum: ours alone"
     assert all(k[:2] == ["RandomAffine", "RandomHorizontalFlip"] for k in seen), "ours first at every level"
     assert splits.train.augment is None

@@ -127,7 +127,8 @@ def test_gradual_prune_with_epoch_unit_masks_once_per_epoch(tmp_path) -> None:
 
 def test_batch_unit_is_a_bare_int_and_steps_every_k_batches() -> None:
     bare = GradualConfig(final=0.5, epochs=2, frequency=4)
-    assert bare.frequency == Frequency(every=4, unit="batch") == GradualConfig(final=0.5, frequency={"every": 4}).frequency
+    assert bare.frequency == Frequency(every=4, unit="batch")
+    assert GradualConfig(final=0.5, frequency={"every": 4}).frequency == bare.frequency, "batch is the default unit"
     steps = pruning_schedule(bare, batches_per_epoch=10)  # n = 2 * 10 // 4 = 5
     assert sorted(steps) == [0, 4, 8, 12, 16, 20]
     for k, t in enumerate(sorted(steps)):

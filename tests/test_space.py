@@ -77,7 +77,8 @@ def test_pba_always_samples_s2_above_s1_and_plans_follow_the_paper_notation() ->
 def test_dotted_overrides_reach_the_plan() -> None:
     spec = load_spec(SPACES / "quickstart.yaml")
     raw = spec.model_dump()
-    raw["space"] = {**spec.space, "transfer.optim.lr": {"log": [0.0003, 0.003]}, "prune.frequency.every": {"int": [1, 8]}}
+    raw["space"] = {**spec.space, "transfer.optim.lr": {"log": [0.0003, 0.003]},
+                    "prune.frequency.every": {"int": [1, 8]}}
     from search.spec import parse_spec
 
     for params, constants in sample(parse_spec(raw), 20, seed=2):
