@@ -154,6 +154,10 @@ def test_rescored_selection_scores_parents_and_children_on_the_same_batch(evalua
     assert torch.equal(search.best, search.states[int(now.argmin())])
 
 
+def test_selection_rescores_parents_by_default():
+    assert EPruningConfig().selection == "rescored"  # bench/epruning_selection.py: it prunes better
+
+
 def test_stored_selection_scores_the_children_only_after_the_first_batch():
     search, _, _ = _search("stored")
     for _ in range(3):
