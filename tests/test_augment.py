@@ -101,3 +101,19 @@ def test_transfer_shifts_and_mirrors_under_the_curriculum_level_while_it_trains(
     assert seen and seen[0] == ["RandomAffine", "RandomHorizontalFlip"], "level 0 of the curriculum: ours alone"
     assert all(k[:2] == ["RandomAffine", "RandomHorizontalFlip"] for k in seen), "ours first at every level"
     assert splits.train.augment is None
+
+
+def test_epruning_takes_the_schedules_shift_mirror_before_its_own_flip_and_cutout() -> None:
+    from trainables.epruning import EPrune, EPruningConfig
+    from trainables.stage import Context
+
+    splits = load_data(SMALL)
+    seen: list[list[str]] = []
+    ctx = Context(source=None, target=SMALL, workdir=None, progress=lambda label, record: seen.append(
+        kinds(ctx.data("target").train.augment)))
+    ctx._loaded["target"] = splits
+    stage = EPrune(EPruningConfig(population=4, augment="flip_cutout"), sparsity=0.5, epochs=1, recover_epochs=0,
+                   batch_size=32, augment="shift_mirror")
+    stage.run(build_model("small_resnet", splits.num_classes), ctx)
+    assert seen == [["RandomAffine", "RandomHorizontalFlip", "RandomHorizontalFlip", "RandomErasing"]]
+    assert splits.train.augment is None, "the next stage sees plain images"

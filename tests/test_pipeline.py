@@ -109,3 +109,11 @@ def test_each_milestone_is_a_stage_cached_as_a_prefix(tmp_path: Path) -> None:
 def test_make_plan_rejects_bad_milestones(s1, s2, message) -> None:
     with pytest.raises(ValueError, match=message):
         tiny_plan("PBA", s1=s1, s2=s2)
+
+
+def test_an_epruning_stage_gets_its_sides_augmentation() -> None:
+    plan = make_plan(order="PBA", dense=DenseConfig(model="small_resnet", epochs=1), transfer=TransferConfig(epochs=1),
+                     prune={"method": "epruning", "after": {"augment": "shift_mirror"}}, benchmark=BenchmarkConfig(),
+                     source=SOURCE, target=TARGET, s1=0.3, s2=0.5)
+    before, after = plan.stages()[1], plan.stages()[3]
+    assert [(s.label, s.augment) for s in (before, after)] == [("E30", "none"), ("E50", "shift_mirror")]

@@ -226,7 +226,7 @@ class PruneSchedule(BaseModel):
             the module doc); searchable as ``prune.granularity``.
         augment: ``shift_mirror``, the paper's shifting and mirroring of the training images
             while the stage trains (:mod:`trainables.augment`), or ``none`` (the default).
-            Gradual pruning only: EPruning trains with ``epruning.augment``.
+            EPruning applies it too, before its own ``epruning.augment`` (flip and Cutout).
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -192,7 +192,8 @@ def _stage(step: StepSpec) -> Stage:
     if isinstance(step, EPruneStep):
         sched = step.schedule
         return EPrune(step.config, sparsity=step.sparsity, domain=step.domain, epochs=sched.epochs,
-                      recover_epochs=sched.recover_epochs, batch_size=sched.batch_size, optim=sched.optim)
+                      recover_epochs=sched.recover_epochs, batch_size=sched.batch_size, optim=sched.optim,
+                      augment=sched.augment)
     if isinstance(step, ShareStep):
         return Share(step.config, step.retrain)
     return Benchmark(step.config, nominal_sparsity=step.nominal_sparsity)
