@@ -5,6 +5,7 @@ Grammar of ``space:`` (each key a parameter name, each value a node)::
     lr:     0.01                         # a constant
     mode:   {choice: [finetune, freeze]} # a categorical of scalars
     s2:     {choice: [0.8, [0.7, 0.8]]}  # an option may be a list of scalars (sparsity milestones)
+    s1:     [0.5, 0.7]                   # s1 and s2 take a plain list: fixed milestones
     order:  {choice: {PB: {...}, PA: {...}}}  # a categorical whose options carry sub-spaces
     epochs: {int: [1, 4]}                # int range; optional step, log
     s1:     {float: [0.3, 0.9], step: 0.1}   # float range; optional step, log
@@ -28,13 +29,14 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 Scalar = Union[str, int, float, bool, None]
+MILESTONE_KEYS = ("s1", "s2")  # a plain list there is a fixed list of sparsity milestones
 BRANCH_SEP = ":"  # Ray unflattens '/' in parameter names: never use it here
 
 
 @dataclass(frozen=True)
 class Const:
     name: str
-    value: Scalar
+    value: Scalar | list[Scalar]
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,11 @@ def _parse_node(name: str, raw: Any, path: str) -> Node:
     if BRANCH_SEP in name or "/" in name:
         raise SpaceError(path, f"parameter names cannot contain '{BRANCH_SEP}' or '/'")
     if not isinstance(raw, Mapping):
+        if isinstance(raw, (list, tuple)) and name in MILESTONE_KEYS:
+            return Const(name, list(raw))  # fixed sparsity milestones, checked with the plan's sparsities
         if isinstance(raw, (list, tuple)):
-            raise SpaceError(path, "a list is not a node; write {choice: [...]} for a categorical")
+            raise SpaceError(path, "a list is not a node; write {choice: [...]} for a categorical "
+                                   "(only s1 and s2 take a plain list: their sparsity milestones)")
         return Const(name, raw)
     kinds = [k for k in ("choice", "int", "float", "log") if k in raw]
     if len(kinds) != 1:

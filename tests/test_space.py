@@ -155,3 +155,15 @@ def test_pba_lower_bound_is_above_the_last_s1_milestone() -> None:
     assert pba_lower_bound("s2", {"order": "PBA", "s1": [0.3, 0.6]}) == pytest.approx(0.61)
     assert pba_lower_bound("s2", {"order": "PBA", "s1": 0.3}) == pytest.approx(0.31)
     assert pba_lower_bound("s2", {"order": "PA"}) is None
+
+
+def test_s1_and_s2_take_a_plain_list_as_fixed_milestones_and_other_keys_do_not() -> None:
+    from search.spec import parse_spec
+    import yaml
+
+    raw = yaml.safe_load((SPACES / "quickstart.yaml").read_text())
+    raw["space"] = {"order": "PBA", "s1": [0.3, 0.5], "s2": [0.7, 0.8]}
+    (params, constants), = sample(parse_spec(raw), 1)
+    assert constants["pipeline"] == "D|30|50|T|70|80|B" and params == {}, "fixed: nothing left for Optuna"
+    with pytest.raises(SpaceError, match=r"space.transfer.mode: a list is not a node.*only s1 and s2"):
+        parse_space({"transfer.mode": ["finetune", "freeze"]})
