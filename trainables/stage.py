@@ -74,5 +74,10 @@ class Stage(Protocol):
     label: str
 
     def run(self, model: nn.Module | None, ctx: Context) -> tuple[nn.Module, Metrics]:
-        """Transform ``model`` (None only for the first stage) and report its metrics."""
+        """Transform ``model`` (None only for the first stage) and report its metrics.
+
+        The model may arrive on any device (a cache hit or a checkpoint is rebuilt on the CPU); the
+        stage moves it to ``ctx.device`` itself and hands it back there
+        (``tests/test_stage_devices.py`` checks every stage).
+        """
         ...
