@@ -30,12 +30,7 @@ _SOURCES: dict[str, str] = {
     "run_plan": "pipeline", "run_stages": "pipeline",
 }
 
-__all__ = [
-    "ARCHITECTURES", "Benchmark", "BenchmarkConfig", "Context", "DataError", "DataSpec", "Dense", "DenseConfig",
-    "EPrune", "EPruningConfig", "FrontierError", "GradualConfig", "GradualPrune", "Plan", "Splits", "Transfer",
-    "TransferConfig", "WeightsError", "agp_sparsity", "build_model", "energy_loss", "load_data", "make_plan",
-    "run_plan", "run_stages",
-]
+__all__ = sorted(_SOURCES)
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ imports on demand
     from .benchmark import Benchmark, BenchmarkConfig
