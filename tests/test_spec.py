@@ -185,3 +185,18 @@ def test_check_cli_names_missing_data_root_and_weights(tmp_path: Path, capsys) -
 def test_check_cli_ok(capsys) -> None:
     assert main(["check", str(SPACES / "quickstart.yaml")]) == 0
     assert "ok (12 trials" in capsys.readouterr().out
+
+
+def test_the_order_spec_reaches_table_2s_multi_step_pipelines() -> None:
+    """Table 2: D|T|50|70|80 (PA), D|50|T|70|80 (PBA), D|50|70|80|T (PB), each a choice of its branch."""
+    from search.spec import plan_for
+
+    spec = load_spec(SPACES / "cifar10_resnet34_order.yaml")
+    order = next(n for n in spec.nodes if n.name == "order")
+    options = {(o, n.name): n.options for o in order.options for n in order.branches[o]}
+    table_2 = {("PB", "s1", (0.5, 0.7, 0.8)): "D|50|70|80|T|B", ("PA", "s2", (0.5, 0.7, 0.8)): "D|T|50|70|80|B",
+               ("PBA", "s2", (0.7, 0.8)): "D|50|T|70|80|B"}
+    for (branch, name, milestones), pipeline in table_2.items():
+        assert list(milestones) in options[(branch, name)]
+        assignment = {"order": branch, "s1": 0.5, name: list(milestones)}
+        assert plan_for(spec, assignment).pipeline == pipeline
