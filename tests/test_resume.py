@@ -4,6 +4,7 @@ with exactly the requested number of trials, none duplicated."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -61,6 +62,24 @@ def marked_processes(marker: bytes) -> list[int]:
     return pids
 
 
+def snapshot_checkpointed(tune_dir: Path) -> set[str]:
+    """Trials whose last result in the driver's last experiment snapshot carries a checkpoint.
+
+    A checkpoint folder on disk is not enough: ``--resume`` restores from the snapshot the driver
+    writes every few seconds, so a checkpoint it has not snapshotted yet is unknown to the restore.
+    """
+    trials = set()
+    for path in tune_dir.glob("experiment_state-*.json"):
+        try:
+            snapshot = json.loads(path.read_text())
+        except (OSError, ValueError):  # being written: look again at the next poll
+            continue
+        for trial, run in snapshot.get("trial_data", []):
+            if (json.loads(run).get("last_result") or {}).get("checkpoint_dir_name"):
+                trials.add(json.loads(trial)["trial_id"])
+    return trials
+
+
 def test_sigkill_mid_search_then_resume_completes_exactly_the_requested_trials(tmp_path: Path, no_stray_ray) -> None:
     spec, runs = tmp_path / "spec.yaml", tmp_path / "runs"
     spec.write_text(yaml.safe_dump(SPEC))
@@ -69,8 +88,7 @@ def test_sigkill_mid_search_then_resume_completes_exactly_the_requested_trials(t
 
     def state() -> tuple[set[str], set[str]]:
         finished = {p.parent.name for p in trials_dir.glob("*/model.h5")}
-        checkpointed = {p.parent.name for p in tune_dir.glob("*/checkpoint_*")} - finished
-        return finished, checkpointed
+        return finished, snapshot_checkpointed(tune_dir) - finished
 
     deadline = time.time() + 240
     while time.time() < deadline and not all(state()):  # one trial done, another one mid-way
