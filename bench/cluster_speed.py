@@ -25,10 +25,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _common import add_smoke_flag, finish  # noqa: E402
 from sklearn.cluster import KMeans  # noqa: E402
 
-from _common import add_smoke_flag, finish  # noqa: E402
-from trainables.clustering import cluster  # noqa: E402
+from trainables.compress.clustering import cluster  # noqa: E402
 
 SIZE, K, SEED = 512 * 512 * 3 * 3, 256, 0
 SMOKE_SIZE = 64 * 64 * 3 * 3

@@ -42,10 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import add_smoke_flag, finish  # noqa: E402
-from trainables.epruning import init_population  # noqa: E402
+
+from trainables.compress.gating import expanded  # noqa: E402
+from trainables.compress.units import unit_count, unit_layers  # noqa: E402
 from trainables.models import build_model  # noqa: E402
-from trainables.population import ActorPoolEvaluator, BatchedEvaluator, ReferenceEvaluator, expanded  # noqa: E402
-from trainables.units import unit_count, unit_layers  # noqa: E402
+from trainables.stages.epruning import init_population  # noqa: E402
+from trainables.stages.population import ActorPoolEvaluator, BatchedEvaluator, ReferenceEvaluator  # noqa: E402
 
 S, BATCH, SIZE, RUNS, WARMUP = 8, 32, 32, 7, 2
 CPU_FLOOR, CPU_SPEEDUP, GPU_OVER_PLAIN, SAME_ENERGY = 1.10, 1.3, 1.5, 1e-4

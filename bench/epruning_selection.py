@@ -35,8 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import SMOKE_IMAGE_SIZE, add_smoke_flag, finish  # noqa: E402
+
 from trainables import Context, DataSpec, Dense, DenseConfig  # noqa: E402
-from trainables.epruning import EPrune, EPruningConfig  # noqa: E402
+from trainables.stages.epruning import EPrune, EPruningConfig  # noqa: E402
 from trainables.train import OptimConfig  # noqa: E402
 
 SELECTIONS = ("stored", "rescored")

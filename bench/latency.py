@@ -3,18 +3,18 @@
 Workload (issue 6): torchvision's ResNet-18 (random weights, ImageNet's 1000-class head), one
 224x224 image (batch 1, the deployment case and the size its FLOP counts are quoted at), ONNX
 Runtime's CPU provider with 2 intra-op threads (the 2 cores of these machines), all graph
-optimisations. Three contenders, exported by :func:`trainables.measure.export_onnx`:
+optimisations. Three contenders, exported by :func:`trainables.measure.metrics.export_onnx`:
 
 - dense: the model as built;
 - unstructured 90%: every conv/linear but the input conv and the head masked to 90% zeros by
-  magnitude (``trainables.gradual.prune_to``), masks made permanent. The kernels stay dense;
-- surgery 50%: in every unit layer (the block-internal convs, see :mod:`trainables.units`) the
+  magnitude (``trainables.stages.gradual.prune_to``), masks made permanent. The kernels stay dense;
+- surgery 50%: in every unit layer (the block-internal convs, see :mod:`trainables.compress.units`) the
   half of the output channels with the largest L1 norm kept, the rest removed by
-  :func:`trainables.surgery.shrink`. Channels joined by a residual add (the stem, each block's
+  :func:`trainables.compress.surgery.shrink`. Channels joined by a residual add (the stem, each block's
   last conv, the downsample convs) are not units, so this removes less than half of the FLOPs:
   the table states the parameter and multiply-accumulate shares it removes.
 
-The three ONNX Runtime sessions are set up as :func:`trainables.measure.onnx_latency` sets
+The three ONNX Runtime sessions are set up as :func:`trainables.measure.metrics.onnx_latency` sets
 its own (CPU provider, ``THREADS`` intra-op threads, 1 inter-op, sequential, ``ORT_ENABLE_ALL``)
 and take turns: in each turn each model (the order rotating) runs once untimed, then ``BLOCK``
 timed runs, ``--runs`` timed runs in all. The load that other jobs put on the shared machine
@@ -53,11 +53,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_smoke_flag, finish  # noqa: E402
 from torchvision.models import resnet18  # noqa: E402
 
-from trainables.gradual import prune_to  # noqa: E402
-from trainables.masks import make_permanent, prunable_layers  # noqa: E402
-from trainables.measure import export_onnx  # noqa: E402
-from trainables.surgery import gated, shrink  # noqa: E402
-from trainables.units import unit_layers  # noqa: E402
+from trainables.compress.masks import make_permanent, prunable_layers  # noqa: E402
+from trainables.compress.surgery import gated, shrink  # noqa: E402
+from trainables.compress.units import unit_layers  # noqa: E402
+from trainables.measure.metrics import export_onnx  # noqa: E402
+from trainables.stages.gradual import prune_to  # noqa: E402
 
 INPUT = (3, 224, 224)
 THREADS = 2
@@ -112,7 +112,7 @@ def params(model: nn.Module, nonzero: bool = False) -> int:
 
 
 def session(path: Path):
-    """An ONNX Runtime CPU session with :func:`trainables.measure.onnx_latency`'s settings."""
+    """An ONNX Runtime CPU session with :func:`trainables.measure.metrics.onnx_latency`'s settings."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -127,7 +127,7 @@ def session(path: Path):
 def interleaved(paths: dict[str, Path], runs: int) -> dict[str, list[list[float]]]:
     """Milliseconds per timed run of each model, grouped by turn (see the module doc).
 
-    Hand-written rather than :func:`trainables.measure.onnx_latency` per model: that times one
+    Hand-written rather than :func:`trainables.measure.metrics.onnx_latency` per model: that times one
     model per call, and the shared machine's load drifts between calls.
     """
     sessions = {name: session(path) for name, path in paths.items()}

@@ -6,9 +6,9 @@ For VGG-16 and ResNet-50 (torchvision architectures) this writes, side by side:
   (float32), no shuffle, no sparse or shared tricks, at h5py's default gzip level 4 (the paper
   stores its models with "HDF5 with its transparent gzip compression"; level 9 is far slower on
   shared float32 values and no better on random ones);
-- frontier's artifact (``trainables.artifact``: gzip 9 + shuffle, dense/sparse/shared per tensor)
+- frontier's artifact (``trainables.compress.artifact``: gzip 9 + shuffle, dense/sparse/shared per tensor)
   of the unshared model;
-- the paper's chosen setting, made with ``trainables.clustering.cluster(w, k, "kmeans")``:
+- the paper's chosen setting, made with ``trainables.compress.clustering.cluster(w, k, "kmeans")``:
   VGG-16: weights of layers 14 and 15 (``classifier.0``, ``classifier.3``; layers numbered 1-16
   over the 13 convs and 3 linears) at 32 centroids, every conv/linear bias at 1 centroid.
   ResNet-50: weights of layers 13-49 at 256 centroids, the only bias (``fc.bias``) at 1, BatchNorm
@@ -57,8 +57,8 @@ from _common import add_smoke_flag, finish  # noqa: E402
 from torch import nn  # noqa: E402
 from torchvision.models.vgg import VGG, cfgs, make_layers  # noqa: E402
 
-from trainables.artifact import load_artifact, save_artifact  # noqa: E402
-from trainables.clustering import cluster  # noqa: E402
+from trainables.compress.artifact import load_artifact, save_artifact  # noqa: E402
+from trainables.compress.clustering import cluster  # noqa: E402
 
 BASELINE_GZIP = 4  # h5py's default level
 SEED = 0

@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from trainables.backends import tensorrt_available, tensorrt_problem
 from trainables.data import check_root
 from trainables.errors import FrontierError
+from trainables.measure.backends import tensorrt_available, tensorrt_problem
 
 from .spec import Spec, SpecError, load_spec, reachable_values
 

@@ -17,6 +17,7 @@ from trainables.errors import FrontierError
 
 from .results import front_summary, read_trials
 
+
 def _significant(value: float) -> str:
     """Three significant digits, no exponent below 1000 (``12.3``, ``0.617``, ``1,234``)."""
     if abs(value) >= 100:

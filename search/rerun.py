@@ -20,8 +20,8 @@ import pandas as pd
 import torch
 
 from trainables.errors import FrontierError
-from trainables.pipeline import run_plan
-from trainables.plan import Plan
+from trainables.pipeline.plan import Plan
+from trainables.pipeline.run import run_plan
 from trainables.stage import Context
 from trainables.train import loader_workers_for, set_loader_workers
 

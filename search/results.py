@@ -22,10 +22,9 @@ from trainables.files import atomic_write
 
 from .front import hypervolume, pareto_front
 
-
 BASE_COLUMNS = ["trial_id", "status", "pipeline", "order", "accuracy", "top5", "size_bytes", "latency_ms", "sparsity"]
 RESERVED_CONFIG = ("plan", "pipeline")
-# the latency backend's record (trainables.backends.Latency.metrics) rides along with the objectives
+# the latency backend's record (trainables.measure.backends.Latency.metrics) rides along with the objectives
 LATENCY_METRICS = ("latency_backend", "latency_precision", "latency_device", "latency_batch", "latency_threads",
                    "latency_clock", "latency_p90_ms", "latency_e2e_ms", "latency_e2e_p90_ms", "throughput_ips",
                    "throughput_batch", "latency_sparse_weights")

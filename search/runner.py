@@ -2,7 +2,7 @@
 
 The define-by-run space goes to ``OptunaSearch(space=..., metric=[...], mode=[...])`` (the lists to
 the searcher, not to ``TuneConfig``, or the study silently turns single-objective). Every trial
-runs :func:`trainables.pipeline.tune_trial` with the spec's resources; local Ray by default,
+runs :func:`trainables.pipeline.run.tune_trial` with the spec's resources; local Ray by default,
 ``address`` for a cluster. At the end ``trials.csv``, ``front.json`` and ``plans.json`` are written.
 """
 
@@ -23,7 +23,7 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 from trainables.errors import FrontierError
-from trainables.pipeline import tune_trial
+from trainables.pipeline.run import tune_trial
 
 from .progress import SearchProgress
 from .results import atomic_write, trial_row, write_results

@@ -22,14 +22,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from trainables.benchmark import BenchmarkConfig
 from trainables.data import DataSpec
-from trainables.dense import DenseBudget, DenseConfig
 from trainables.errors import FrontierError
 from trainables.models import ARCHITECTURES
-from trainables.plan import ORDERS, QUANTIZE, Plan, PruneBudget, make_plan
-from trainables.quantize import RetrainConfig, ShareConfig
-from trainables.transfer import TransferConfig
+from trainables.pipeline.plan import ORDERS, QUANTIZE, Plan, PruneBudget, make_plan
+from trainables.stages.benchmark import BenchmarkConfig
+from trainables.stages.dense import DenseBudget, DenseConfig
+from trainables.stages.quantize import RetrainConfig, ShareConfig
+from trainables.stages.transfer import TransferConfig
 
 from .space import Choice, Const, Node, Range, SpaceError, parse_space, walk
 
@@ -334,7 +334,7 @@ def _share_problems(spec: Spec) -> Iterable[str]:
 
         with torch.device("meta"):  # the architecture's structure without allocating its weights
             model = ARCHITECTURES[spec.model.name](num_classes=2)
-        from trainables.quantize import layer_groups
+        from trainables.stages.quantize import layer_groups
 
         known = layer_groups(model)
         for group in spec.budgets.share.groups:
@@ -349,14 +349,14 @@ def _share_problems(spec: Spec) -> Iterable[str]:
 
 def _prune_problems(spec: Spec) -> Iterable[str]:
     """EPruning layer patterns the model has; no sparsity above what a granularity can reach."""
-    from trainables.gradual import granularity_problem
+    from trainables.stages.gradual import granularity_problem
 
     patterns = spec.budgets.prune.epruning.layers
     if patterns:
         import torch
 
+        from trainables.compress.units import unit_layers
         from trainables.errors import FrontierError
-        from trainables.units import unit_layers
 
         with torch.device("meta"):
             model = ARCHITECTURES[spec.model.name](num_classes=2)

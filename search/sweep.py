@@ -20,8 +20,8 @@ import torch
 from trainables.data import load_data
 from trainables.errors import FrontierError
 from trainables.models import rebuild
-from trainables.plan import Plan
-from trainables.quantize import CENTROIDS, propose_groups, sensitivity, write_sensitivity
+from trainables.pipeline.plan import Plan
+from trainables.stages.quantize import CENTROIDS, propose_groups, sensitivity, write_sensitivity
 from trainables.train import loader
 
 

@@ -15,10 +15,10 @@ import torchvision
 from torch import nn
 from torch.nn.utils import prune
 
-import trainables.artifact as artifact
-from trainables.artifact import FORMAT, load_artifact, save_artifact
+import trainables.compress.artifact as artifact
+from trainables.compress.artifact import FORMAT, load_artifact, save_artifact
+from trainables.compress.masks import make_permanent
 from trainables.errors import FrontierError
-from trainables.masks import make_permanent
 
 
 def resnet18(seed: int = 0) -> nn.Module:

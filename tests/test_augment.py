@@ -10,9 +10,9 @@ from torchvision.transforms import v2
 from trainables.augment import augmented, named, shift_mirror, then
 from trainables.curriculum import augmentation
 from trainables.data import DataSpec, load_data
-from trainables.gradual import GradualConfig, gradual_prune
 from trainables.models import build_model
-from trainables.transfer import TransferConfig, transfer
+from trainables.stages.gradual import GradualConfig, gradual_prune
+from trainables.stages.transfer import TransferConfig, transfer
 
 SMALL = DataSpec(name="digits", classes=[5, 6, 7, 8, 9], image_size=16, max_per_class=24)
 
@@ -104,8 +104,8 @@ def test_transfer_shifts_and_mirrors_under_the_curriculum_level_while_it_trains(
 
 
 def test_epruning_takes_the_schedules_shift_mirror_before_its_own_flip_and_cutout() -> None:
-    from trainables.epruning import EPrune, EPruningConfig
     from trainables.stage import Context
+    from trainables.stages.epruning import EPrune, EPruningConfig
 
     splits = load_data(SMALL)
     seen: list[list[str]] = []

@@ -19,8 +19,10 @@ from torch import nn
 from search.cli import main
 from search.results import trial_row
 from search.spec import Budgets, apply_overrides
-from trainables import backends
-from trainables.backends import (
+from tests.conftest import TARGET
+from trainables.measure import backends
+from trainables.errors import FrontierError
+from trainables.measure.backends import (
     EncodedImages,
     Latency,
     choose_backend,
@@ -30,13 +32,10 @@ from trainables.backends import (
     tensorrt_latency,
     torch_latency,
 )
-from trainables.benchmark import Benchmark, BenchmarkConfig, timing_cache_dir
-from trainables.errors import FrontierError
-from trainables.measure import export_onnx, measure
+from trainables.measure.metrics import export_onnx, measure
 from trainables.models import SmallResNet
 from trainables.stage import Context
-
-from tests.conftest import TARGET
+from trainables.stages.benchmark import Benchmark, BenchmarkConfig, timing_cache_dir
 
 SHAPE = (3, 32, 32)
 FAST = {"warmup": 1, "runs": 5}
@@ -358,7 +357,7 @@ def test_tensorrt_engine_outputs_match_onnxruntime(tmp_path: Path) -> None:
     pytest.importorskip("tensorrt", reason="needs the tensorrt extra: pip install 'frontier[tensorrt]'")
     import onnxruntime as ort
 
-    from trainables.backends import EngineRunner, build_engine
+    from trainables.measure.backends import EngineRunner, build_engine
 
     path = export_onnx(small_model(), tmp_path / "m.onnx", SHAPE)
     engine, _ = build_engine(path, opt_batch=2, max_batch=2, sparse_weights=False, cache_file=None)

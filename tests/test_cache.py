@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainables.cache import StageCache, stage_key, state_hash
 from trainables.models import build_model
+from trainables.pipeline.cache import StageCache, stage_key, state_hash
 
 
 def test_key_depends_on_every_part() -> None:

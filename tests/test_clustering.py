@@ -9,8 +9,8 @@ import pytest
 import torch
 from sklearn.cluster import KMeans
 
-from trainables import clustering
-from trainables.clustering import METHODS, cluster
+from trainables.compress import clustering
+from trainables.compress.clustering import METHODS, cluster
 
 
 def sse(values: np.ndarray, centroids: np.ndarray, labels: np.ndarray) -> float:

@@ -9,8 +9,8 @@ from torchvision.transforms import v2
 from trainables.curriculum import LEVELS, Curriculum, augmentation, flip_cutout
 from trainables.data import DataSpec, load_data
 from trainables.models import build_model
+from trainables.stages.transfer import TransferConfig, transfer
 from trainables.train import OptimConfig
-from trainables.transfer import TransferConfig, transfer
 
 
 def feed(c: Curriculum, accuracies: list[float]) -> list[bool]:

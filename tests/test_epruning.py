@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.epruning import (
+from trainables.compress.gating import expanded, gated_states
+from trainables.compress.units import unit_count, unit_layers
+from trainables.stages.epruning import (
     EPruningConfig,
     _Search,
     converged,
@@ -19,8 +21,7 @@ from trainables.epruning import (
     repair,
     select,
 )
-from trainables.population import BatchedEvaluator, ReferenceEvaluator, expanded, gated, sample_energies
-from trainables.units import unit_count, unit_layers
+from trainables.stages.population import BatchedEvaluator, ReferenceEvaluator, sample_energies
 
 
 def test_energy_loss_is_eq3_on_random_logits():
@@ -277,14 +278,14 @@ def test_gating_a_unit_zeroes_its_channel_downstream():
     state[3] = False
     seen = {}
     model.layer1[0].relu.register_forward_hook(lambda m, a, out: seen.setdefault("relu", out.clone()))
-    with gated(model, layers, state):
+    with gated_states(model, layers, state):
         model(torch.randn(2, 3, 32, 32))
     assert seen["relu"][:, 3].abs().max() == 0
     assert seen["relu"][:, 2].abs().max() > 0
 
 
 def test_weights_travel_to_actors_as_arrays_where_numpy_has_the_dtype():
-    from trainables.population import _as_arrays
+    from trainables.stages.population import _as_arrays
 
     state = {"w": torch.randn(3, 2), "steps": torch.tensor(4), "half": torch.ones(2, dtype=torch.bfloat16)}
     arrays = _as_arrays(state)

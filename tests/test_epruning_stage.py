@@ -11,12 +11,12 @@ import ray
 import torch
 
 from trainables import Context, DataSpec, Dense, DenseConfig
-from trainables.epruning import EPrune, EPruningConfig, init_population
+from trainables.compress.surgery import dead_units, shrink
+from trainables.compress.units import unit_count, unit_layers
 from trainables.models import build_model
-from trainables.population import ActorPoolEvaluator, ReferenceEvaluator
-from trainables.surgery import dead_units, shrink
+from trainables.stages.epruning import EPrune, EPruningConfig, init_population
+from trainables.stages.population import ActorPoolEvaluator, ReferenceEvaluator
 from trainables.train import OptimConfig
-from trainables.units import unit_count, unit_layers
 
 DIGITS = DataSpec(name="digits", classes=[5, 6, 7, 8, 9], image_size=32)
 

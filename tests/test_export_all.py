@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from trainables.measure import export_onnx, onnx_latency
+from trainables.measure.metrics import export_onnx, onnx_latency
 from trainables.models import ARCHITECTURES, MIN_INPUT_SIZE, build_model
 
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from trainables.artifact import save_artifact
-from trainables.gradual import Frequency, GradualConfig, agp_sparsity, gradual_prune, prune_to, pruning_schedule
-from trainables.masks import is_masked, prunable_layers, zero_fraction
+from trainables.compress.artifact import save_artifact
+from trainables.compress.masks import is_masked, prunable_layers, zero_fraction
 from trainables.models import build_model
+from trainables.stages.gradual import Frequency, GradualConfig, agp_sparsity, gradual_prune, prune_to, pruning_schedule
 
 
 def eq1(t: int, s_i: float, s_f: float, t0: int, n: int, dt: int) -> float:
@@ -152,10 +152,10 @@ def test_config_rejects_initial_above_final() -> None:
 
 # --- granularity: channel (units that surgery removes) and 2:4 (TensorRT's sparse kernels) ---
 
-from trainables import gradual as gradual_module  # noqa: E402
-from trainables.gradual import granularity_problem, semi_structured_mask  # noqa: E402
-from trainables.surgery import dead_units, shrink  # noqa: E402
-from trainables.units import unit_layers  # noqa: E402
+from trainables.stages import gradual as gradual_module  # noqa: E402
+from trainables.compress.surgery import dead_units, shrink  # noqa: E402
+from trainables.compress.units import unit_layers  # noqa: E402
+from trainables.stages.gradual import granularity_problem, semi_structured_mask  # noqa: E402
 
 
 def groups_of_four(weight: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,6 @@ from ray.cluster_utils import Cluster
 from search.progress import SearchProgress
 from search.runner import run_search
 from search.spec import parse_spec
-
 from tests.tiny_spec import tiny_spec
 
 MB = 1024**2

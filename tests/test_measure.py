@@ -15,9 +15,9 @@ import torchvision
 from torch import nn
 from torch.nn.utils import prune
 
+from trainables.compress.masks import is_masked
 from trainables.errors import FrontierError
-from trainables.masks import is_masked
-from trainables.measure import BACKEND, Latency, export_onnx, measure, onnx_latency
+from trainables.measure.metrics import BACKEND, Latency, export_onnx, measure, onnx_latency
 
 SHAPE = (3, 32, 32)
 
@@ -98,7 +98,7 @@ def test_masked_model_exports_plain_weights_and_keeps_its_hooks(tmp_path: Path) 
 def test_second_model_of_an_architecture_reuses_the_graph_with_its_own_weights(tmp_path: Path, monkeypatch) -> None:
     """One trace per architecture: later models get their weights into a copy of the kept graph,
     and their file matches torch and a fresh export; a new shape or a forward hook traces again."""
-    from trainables import onnx_export
+    from trainables.measure import export as onnx_export
 
     onnx_export.clear_templates()
     traces = []
@@ -181,7 +181,7 @@ def test_measure_writes_both_files_and_reports_them(tmp_path: Path) -> None:
     assert set(metrics) == {
         "size_bytes", "latency_ms", "latency_p90_ms", "latency_batch", "latency_threads",
         "latency_backend", "artifact", "onnx",
-        # the backend's full record (trainables.backends.Latency.metrics), end-to-end time included
+        # the backend's full record (trainables.measure.backends.Latency.metrics), end-to-end time included
         "latency_precision", "latency_device", "latency_clock", "latency_sparse_weights", "throughput_ips",
         "throughput_batch", "latency_e2e_ms", "latency_e2e_p90_ms",
         "units_removed", "params_timed",  # what surgery removed before timing
@@ -195,7 +195,7 @@ def test_measure_writes_both_files_and_reports_them(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["model.h5", "model.onnx"]
     assert is_masked(model)
 
-    from trainables.artifact import load_artifact
+    from trainables.compress.artifact import load_artifact
 
     state, attrs = load_artifact(out / "model.h5")
     assert attrs == {"trial": "t1"}
@@ -207,8 +207,8 @@ def test_measure_times_the_network_without_its_dead_units(tmp_path) -> None:
     """Unit-pruned weights are exported and timed physically smaller; the artifact keeps its shapes."""
     import onnx
 
+    from trainables.compress.surgery import zero_units
     from trainables.models import SmallResNet
-    from trainables.surgery import zero_units
 
     torch.manual_seed(0)
     model = SmallResNet(num_classes=5).eval()

@@ -8,10 +8,22 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SOURCE, TARGET
-from trainables import (Benchmark, BenchmarkConfig, Context, Dense, DenseConfig, GradualConfig, GradualPrune,
-                        Transfer, TransferConfig, make_plan, run_plan, run_stages)
-from trainables.artifact import load_artifact
-from trainables.cache import StageCache
+from trainables import (
+    Benchmark,
+    BenchmarkConfig,
+    Context,
+    Dense,
+    DenseConfig,
+    GradualConfig,
+    GradualPrune,
+    Transfer,
+    TransferConfig,
+    make_plan,
+    run_plan,
+    run_stages,
+)
+from trainables.compress.artifact import load_artifact
+from trainables.pipeline.cache import StageCache
 
 FAST = BenchmarkConfig(warmup=1, runs=5)
 

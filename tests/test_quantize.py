@@ -12,14 +12,24 @@ import torch
 from torch.utils.data import Subset
 
 from tests.conftest import SOURCE, TARGET
-from trainables.artifact import load_artifact, save_artifact
+from trainables.compress.artifact import load_artifact, save_artifact
 from trainables.errors import FrontierError
 from trainables.models import build_model
-from trainables.quantize import (RetrainConfig, Share, ShareConfig, frozen_parameters, layer_groups, propose_groups,
-                                 retrain, sensitivity, share, write_sensitivity)
 from trainables.stage import Context
+from trainables.stages.quantize import (
+    RetrainConfig,
+    Share,
+    ShareConfig,
+    frozen_parameters,
+    layer_groups,
+    propose_groups,
+    retrain,
+    sensitivity,
+    share,
+    write_sensitivity,
+)
+from trainables.stages.transfer import TransferConfig, transfer
 from trainables.train import OptimConfig, evaluate, fit, loader, seed_everything
-from trainables.transfer import TransferConfig, transfer
 
 
 def distinct_nonzero(t: torch.Tensor) -> int:

@@ -18,7 +18,6 @@ import yaml
 from search.cli import main
 from search.runner import run_search
 from search.spec import parse_spec
-
 from tests.tiny_spec import tiny_spec
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ import pytest
 from search.runner import SpaceFunction
 from search.space import SpaceError, parse_space, suggest
 from search.spec import load_spec
-from trainables.plan import Plan
+from trainables.pipeline.plan import Plan
 
 SPACES = Path(__file__).resolve().parent.parent / "spaces"
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -129,8 +129,9 @@ def test_a_list_option_goes_to_optuna_as_text_and_comes_back_as_the_list() -> No
 
 
 def test_milestone_lists_give_one_stage_each_and_pba_stays_above_s1() -> None:
-    from search.spec import parse_spec
     import yaml
+
+    from search.spec import parse_spec
 
     raw = yaml.safe_load((SPACES / "quickstart.yaml").read_text())
     raw["space"] = {"order": {"choice": {
@@ -158,8 +159,9 @@ def test_pba_lower_bound_is_above_the_last_s1_milestone() -> None:
 
 
 def test_s1_and_s2_take_a_plain_list_as_fixed_milestones_and_other_keys_do_not() -> None:
-    from search.spec import parse_spec
     import yaml
+
+    from search.spec import parse_spec
 
     raw = yaml.safe_load((SPACES / "quickstart.yaml").read_text())
     raw["space"] = {"order": "PBA", "s1": [0.3, 0.5], "s2": [0.7, 0.8]}

@@ -32,19 +32,19 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.benchmark import Benchmark, BenchmarkConfig
-from trainables.cache import StageCache
 from trainables.data import DataSpec
-from trainables.dense import Dense, DenseConfig
-from trainables.epruning import EPrune, EPruningConfig
-from trainables.gradual import GradualConfig, GradualPrune
 from trainables.models import build_model, rebuild
-from trainables.pipeline import run_plan
-from trainables.plan import DenseStep, Plan
-from trainables.quantize import RetrainConfig, Share, ShareConfig, sensitivity
+from trainables.pipeline.cache import StageCache
+from trainables.pipeline.plan import DenseStep, Plan
+from trainables.pipeline.run import run_plan
 from trainables.stage import Context
+from trainables.stages.benchmark import Benchmark, BenchmarkConfig
+from trainables.stages.dense import Dense, DenseConfig
+from trainables.stages.epruning import EPrune, EPruningConfig
+from trainables.stages.gradual import GradualConfig, GradualPrune
+from trainables.stages.quantize import RetrainConfig, Share, ShareConfig, sensitivity
+from trainables.stages.transfer import Transfer, TransferConfig
 from trainables.train import loader
-from trainables.transfer import Transfer, TransferConfig
 
 SOURCE = DataSpec(name="digits", classes=[0, 1, 2, 3, 4], image_size=16, max_per_class=40)
 TARGET = DataSpec(name="digits", classes=[5, 6, 7, 8, 9], image_size=16, max_per_class=40)

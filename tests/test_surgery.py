@@ -8,12 +8,12 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from trainables.compress.masks import is_masked, make_permanent, sparsity_kept
+from trainables.compress.surgery import dead_units, gated, shrink, zero_units
+from trainables.compress.units import gate_batchnorm, unit_layers
 from trainables.errors import FrontierError
-from trainables.masks import is_masked, make_permanent, sparsity_kept
-from trainables.measure import export_onnx
+from trainables.measure.metrics import export_onnx
 from trainables.models import MIN_INPUT_SIZE, build_model
-from trainables.surgery import dead_units, gated, shrink, zero_units
-from trainables.units import gate_batchnorm, unit_layers
 
 # (architecture, batch); inputs are 32 px, or the architecture's minimum
 ARCHITECTURES = [

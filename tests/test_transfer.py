@@ -7,8 +7,8 @@ import time
 import torch
 
 from trainables.models import build_model
+from trainables.stages.transfer import TransferConfig, transfer
 from trainables.train import OptimConfig, fit, loader, seed_everything
-from trainables.transfer import TransferConfig, transfer
 
 
 def pretrained_on_source(source_splits, epochs: int = 6):
@@ -62,8 +62,8 @@ def test_curriculum_steps_up_augmentation_during_transfer(source_splits, target_
 
 
 def test_pruned_model_stays_sparse_through_transfer(source_splits, target_splits) -> None:
-    from trainables.gradual import GradualConfig, gradual_prune
-    from trainables.masks import prunable_layers
+    from trainables.compress.masks import prunable_layers
+    from trainables.stages.gradual import GradualConfig, gradual_prune
 
     model = pretrained_on_source(source_splits, epochs=1)
     model, _ = gradual_prune(model, source_splits, GradualConfig(final=0.5, epochs=1, recover_epochs=0, batch_size=64))

@@ -18,32 +18,34 @@ from typing import TYPE_CHECKING, Any
 # public name -> the submodule that defines it
 _SOURCES: dict[str, str] = {
     "ARCHITECTURES": "models", "build_model": "models",
-    "Benchmark": "benchmark", "BenchmarkConfig": "benchmark",
+    "Benchmark": "stages.benchmark", "BenchmarkConfig": "stages.benchmark",
     "Context": "stage",
+    "cluster": "compress.clustering",
     "DataError": "errors", "FrontierError": "errors", "WeightsError": "errors",
     "DataSpec": "data", "Splits": "data", "load_data": "data",
-    "Dense": "dense", "DenseConfig": "dense",
-    "EPrune": "epruning", "EPruningConfig": "epruning", "energy_loss": "epruning",
-    "GradualConfig": "gradual", "GradualPrune": "gradual", "agp_sparsity": "gradual",
-    "Plan": "plan", "make_plan": "plan",
-    "Transfer": "transfer", "TransferConfig": "transfer",
-    "run_plan": "pipeline", "run_stages": "pipeline",
+    "Dense": "stages.dense", "DenseConfig": "stages.dense",
+    "EPrune": "stages.epruning", "EPruningConfig": "stages.epruning", "energy_loss": "stages.epruning",
+    "GradualConfig": "stages.gradual", "GradualPrune": "stages.gradual", "agp_sparsity": "stages.gradual",
+    "Plan": "pipeline.plan", "make_plan": "pipeline.plan",
+    "Transfer": "stages.transfer", "TransferConfig": "stages.transfer",
+    "run_plan": "pipeline.run", "run_stages": "pipeline.run",
 }
 
 __all__ = sorted(_SOURCES)
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ imports on demand
-    from .benchmark import Benchmark, BenchmarkConfig
+    from .compress.clustering import cluster
     from .data import DataSpec, Splits, load_data
-    from .dense import Dense, DenseConfig
-    from .epruning import EPrune, EPruningConfig, energy_loss
     from .errors import DataError, FrontierError, WeightsError
-    from .gradual import GradualConfig, GradualPrune, agp_sparsity
     from .models import ARCHITECTURES, build_model
-    from .pipeline import run_plan, run_stages
-    from .plan import Plan, make_plan
+    from .pipeline.plan import Plan, make_plan
+    from .pipeline.run import run_plan, run_stages
     from .stage import Context
-    from .transfer import Transfer, TransferConfig
+    from .stages.benchmark import Benchmark, BenchmarkConfig
+    from .stages.dense import Dense, DenseConfig
+    from .stages.epruning import EPrune, EPruningConfig, energy_loss
+    from .stages.gradual import GradualConfig, GradualPrune, agp_sparsity
+    from .stages.transfer import Transfer, TransferConfig
 
 
 def __getattr__(name: str) -> Any:

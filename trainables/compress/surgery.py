@@ -1,7 +1,7 @@
 """Unit surgery: turn unit (channel) masks into a physically smaller network.
 
 A keep mask ``keep: dict[str, BoolTensor]`` maps a unit layer's name (see
-:func:`trainables.units.unit_layers`) to a bool vector over its units, True = kept; a layer left
+:func:`trainables.compress.units.unit_layers`) to a bool vector over its units, True = kept; a layer left
 out of ``keep`` keeps every unit. Three views of the same pruned network, equal on every input:
 
 - **gated**: :func:`gated` multiplies the gate module's output channel of each pruned unit by 0
@@ -14,7 +14,7 @@ out of ``keep`` keeps every unit. Three views of the same pruned network, equal 
   gate BatchNorm the matching entries, and each reader the matching input channels. Only this one
   is faster on a real engine (DESIGN.md: "unit masks can be applied physically").
 
-Channels joined by a residual add are never units (see :mod:`trainables.units`), so surgery never
+Channels joined by a residual add are never units (see :mod:`trainables.compress.units`), so surgery never
 has to keep two sides of an add in step: a ResNet loses only block-internal channels.
 
 Example:
@@ -39,7 +39,9 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .errors import FrontierError
+from ..errors import FrontierError
+from .gating import gated_states
+from .masks import plain_copy
 from .units import UnitLayer, gate_batchnorm, unit_layers
 
 Keep = Mapping[str, torch.Tensor]
@@ -59,7 +61,7 @@ def shrink(model: nn.Module, keep: Keep) -> nn.Module:
     ``shrink(model, keep)(x)`` equals ``model(x)`` computed inside ``gated(model, keep)``.
 
     Args:
-        model: a model :func:`~trainables.units.unit_layers` knows.
+        model: a model :func:`~trainables.compress.units.unit_layers` knows.
         keep: unit layer name -> bool vector of its ``size`` units, True = keep.
 
     Raises:
@@ -106,8 +108,6 @@ def gated(model: nn.Module, keep: Keep) -> Iterator[nn.Module]:
     Raises:
         FrontierError: an unknown layer name, or a vector of the wrong shape or dtype.
     """
-    from .population import gated as gated_states  # the hooks EPruning's population runs under
-
     layers = unit_layers(model)
     masks = _resolve(layers, keep, allow_empty=True)
     with gated_states(model, layers, torch.cat([masks[u.name] for u in layers])):
@@ -156,7 +156,7 @@ def dead_units(model: nn.Module, layers: Sequence[UnitLayer] | None = None) -> d
     first one (dead, so the function is unchanged), so that :func:`shrink` accepts the result.
 
     Args:
-        model: a model :func:`~trainables.units.unit_layers` knows, pruned units zeroed in the
+        model: a model :func:`~trainables.compress.units.unit_layers` knows, pruned units zeroed in the
             weights (by :func:`zero_units` or by channel-granularity gradual pruning).
         layers: the unit layers to look at; None: all of ``model``'s.
 
@@ -212,8 +212,6 @@ def _resolve(layers: Sequence[UnitLayer], keep: Keep, *, allow_empty: bool) -> d
 
 def _copy(model: nn.Module) -> nn.Module:
     """A deep copy with masks made permanent, on ``model``'s device, each module in its own mode."""
-    from .measure import plain_copy  # here, not at the top: measure may come to import surgery
-
     copy = plain_copy(model)
     for original, copied in zip(model.modules(), copy.modules()):
         copied.training = original.training

@@ -1,9 +1,9 @@
 """Size and latency of a model, measured, never estimated (DESIGN.md).
 
 - **size**: ``size_bytes`` is the byte count of the model's artifact file, the compressed HDF5
-  written by :func:`trainables.artifact.save_artifact` (pruned weights stored sparse).
+  written by :func:`trainables.compress.artifact.save_artifact` (pruned weights stored sparse).
 - **latency**: ``latency_ms`` is the median time of ``runs`` timed runs, after ``warmup`` untimed
-  ones, on a real engine chosen by :mod:`trainables.backends`: TensorRT or torch on a GPU, ONNX
+  ones, on a real engine chosen by :mod:`trainables.measure.backends`: TensorRT or torch on a GPU, ONNX
   Runtime (the default on a CPU, at batch 1) or torch on the CPU. The 90th percentile, throughput
   at a stated batch, end-to-end time (image decode and preprocessing included) and what was
   measured (backend, precision, batch, threads, device) are reported beside it. Absolute times
@@ -11,7 +11,7 @@
 
 The ONNX file comes from torch's ``torch.export``-based exporter (``dynamo=True``), the one
 torch maintains; the TorchScript exporter is deprecated. Its graph is traced once per
-architecture in a process and refilled with each model's weights (:mod:`trainables.onnx_export`). Its lowest implemented opset is 18:
+architecture in a process and refilled with each model's weights (:mod:`trainables.measure.export`). Its lowest implemented opset is 18:
 asked for 17 it exports 18 and tries a down-conversion that fails for ResNets, so opsets below
 18 are refused here.
 
@@ -25,7 +25,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import logging
 import os
@@ -37,7 +36,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .artifact import save_artifact
+from ..compress.artifact import save_artifact
+from ..compress.masks import plain_copy
+from ..errors import FrontierError
 from .backends import (
     ORT_BACKEND,
     Latency,
@@ -47,9 +48,7 @@ from .backends import (
     tensorrt_latency,
     torch_latency,
 )
-from .errors import FrontierError
-from .masks import make_permanent
-from .onnx_export import export_program
+from .export import export_program
 
 BACKEND = ORT_BACKEND  # the CPU default's name, as ``latency_backend`` reports it
 MIN_OPSET = 18
@@ -132,7 +131,7 @@ def measure(
     surgery: bool = True,
 ) -> dict[str, float | int | str]:
     """Write ``out_dir/model.h5`` and ``out_dir/model.onnx`` for ``model``, and measure its size
-    and its latency on the backend :func:`~trainables.backends.resolve_backend` chooses.
+    and its latency on the backend :func:`~trainables.measure.backends.resolve_backend` chooses.
 
     Masks are made permanent on a copy (the caller's model is untouched). The state dict goes to
     the artifact (``attrs`` stored with it), the copy to ONNX. ONNX Runtime times the ONNX file,
@@ -147,7 +146,7 @@ def measure(
         batch_size: images per timed inference (the latency batch).
         threads: CPU threads (ONNX Runtime intra-op; torch on the CPU; preprocessing).
         warmup, runs: untimed and timed runs, per measurement.
-        attrs: metadata for the artifact (see :func:`trainables.artifact.save_artifact`).
+        attrs: metadata for the artifact (see :func:`trainables.compress.artifact.save_artifact`).
         backend: ``auto``, ``tensorrt``, ``torch`` or ``onnxruntime``.
         precision: ``fp32``, or ``fp16`` (a GPU backend only).
         throughput_batch: batch of separate throughput runs; None: throughput from the latency runs.
@@ -157,12 +156,12 @@ def measure(
         device: where the trial runs: ``cpu`` or a CUDA device; ``auto`` uses a GPU only if given one.
         cache_dir: folder of TensorRT's timing cache (None: no cache).
         surgery: export and time the physically smaller network: units that are dead in the
-            weights (:func:`trainables.surgery.dead_units`) are removed by
-            :func:`trainables.surgery.shrink` first. The artifact keeps the full shapes (its
+            weights (:func:`trainables.compress.surgery.dead_units`) are removed by
+            :func:`trainables.compress.surgery.shrink` first. The artifact keeps the full shapes (its
             zeros compress), so a rerun rebuilds the architecture from it.
 
     Returns:
-        ``size_bytes`` (length of model.h5), the keys of :meth:`~trainables.backends.Latency.metrics`
+        ``size_bytes`` (length of model.h5), the keys of :meth:`~trainables.measure.backends.Latency.metrics`
         (``latency_ms`` the median, ``latency_p90_ms``, ``latency_batch``, ``latency_threads``,
         ``latency_backend``, ``latency_precision``, ``latency_device``, ``latency_clock``,
         ``latency_sparse_weights``, ``throughput_ips``, ``throughput_batch``, and with
@@ -202,8 +201,8 @@ def measure(
 def _shrunk(model: nn.Module) -> tuple[nn.Module, float]:
     """``model`` without its dead units, and the share of units removed (a model without a unit
     graph, or without dead units, comes back as it is)."""
-    from .surgery import dead_units, shrink
-    from .units import unit_layers
+    from ..compress.surgery import dead_units, shrink
+    from ..compress.units import unit_layers
 
     try:
         layers = unit_layers(model)
@@ -215,21 +214,6 @@ def _shrunk(model: nn.Module) -> tuple[nn.Module, float]:
     if kept == total:
         return model, 0.0
     return shrink(model, keep), 1.0 - kept / total
-
-
-def plain_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` on the CPU, in eval mode, with its pruning masks made permanent.
-
-    ``copy.deepcopy`` alone fails on a masked model: the hook's computed ``weight`` is a non-leaf
-    tensor (``weight_orig * weight_mask``), which torch refuses to deep-copy. Such tensors are
-    copied detached; the hook recomputes them anyway and ``make_permanent`` folds them in.
-    """
-    memo: dict[int, object] = {}
-    for module in model.modules():
-        for value in vars(module).values():
-            if isinstance(value, torch.Tensor) and not value.is_leaf:
-                memo[id(value)] = value.detach().clone()
-    return make_permanent(copy.deepcopy(model, memo)).cpu().eval()
 
 
 def _check_input_shape(input_shape: tuple[int, int, int]) -> tuple[int, int, int]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from typing import Literal
 
-from ..errors import FrontierError
+from ...errors import FrontierError
 
 Requested = Literal["auto", "tensorrt", "torch", "onnxruntime"]
 BACKENDS: tuple[str, ...] = ("auto", "tensorrt", "torch", "onnxruntime")

@@ -27,7 +27,7 @@ from torch import nn
 from torchvision import models as tvm
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from .errors import FrontierError
+from ..errors import FrontierError
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def unit_layers(model: nn.Module, include: Sequence[str] | None = None) -> list[
     Raises:
         FrontierError: an architecture without a known unit graph, or ``include`` matching nothing.
     """
-    from .models import SmallResNet
+    from ..models import SmallResNet
 
     if isinstance(model, (tvm.ResNet, SmallResNet)):
         layers = _resnet_units(model)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import FrontierError
+from ...errors import FrontierError
 
 WALL, CUDA_EVENTS = "wall", "cuda-events"
 

@@ -94,7 +94,7 @@ import h5py
 import numpy as np
 import torch
 
-from .errors import FrontierError
+from ..errors import FrontierError
 
 FORMAT = "frontier-artifact"
 VERSION = 1

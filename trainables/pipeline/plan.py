@@ -25,16 +25,16 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .augment import Augment
-from .benchmark import Benchmark, BenchmarkConfig
-from .data import DataSpec
-from .dense import Dense, DenseConfig
-from .epruning import EPrune, EPruningConfig
-from .gradual import Frequency, GradualConfig, GradualPrune, PruneSchedule
-from .quantize import RetrainConfig, Share, ShareConfig
-from .stage import Domain, Stage
-from .train import OptimConfig
-from .transfer import Transfer, TransferConfig
+from ..augment import Augment
+from ..data import DataSpec
+from ..stage import Domain, Stage
+from ..stages.benchmark import Benchmark, BenchmarkConfig
+from ..stages.dense import Dense, DenseConfig
+from ..stages.epruning import EPrune, EPruningConfig
+from ..stages.gradual import Frequency, GradualConfig, GradualPrune, PruneSchedule
+from ..stages.quantize import RetrainConfig, Share, ShareConfig
+from ..stages.transfer import Transfer, TransferConfig
+from ..train import OptimConfig
 
 ORDERS = ("none", "PB", "PA", "PBA")
 QUANTIZE = ("none", "Q", "QR")  # no sharing; weight sharing; sharing then retraining
@@ -79,7 +79,7 @@ class PruneSide(BaseModel):
 
     Args:
         epochs, frequency, recover_epochs, batch_size, optim, augment: as in
-            :class:`~trainables.gradual.PruneSchedule`; ``optim``, when given, replaces the shared
+            :class:`~trainables.stages.gradual.PruneSchedule`; ``optim``, when given, replaces the shared
             optimizer whole.
     """
 
@@ -100,8 +100,8 @@ class PruneBudget(PruneSchedule):
     """The ``budgets.prune`` of a spec: the schedule, the method, and EPruning's population search.
 
     Args:
-        method: ``gradual`` (automatic gradual pruning, :mod:`trainables.gradual`) or ``epruning``
-            (:mod:`trainables.epruning`); searchable as ``prune.method``.
+        method: ``gradual`` (automatic gradual pruning, :mod:`trainables.stages.gradual`) or ``epruning``
+            (:mod:`trainables.stages.epruning`); searchable as ``prune.method``.
         epruning: the population search, searchable as ``prune.epruning.<field>``.
         before / after: :class:`PruneSide` overrides for the stages before transfer (on the
             source, ``PB``) and after it (on the target, ``PA``); unset fields take the shared ones.
@@ -248,7 +248,7 @@ def make_plan(
 
     ``s1`` and ``s2`` are one sparsity or a list of milestones (see the module doc).
 
-    ``prune`` holds the :class:`PruneBudget` fields (a :class:`~trainables.gradual.PruneSchedule`
+    ``prune`` holds the :class:`PruneBudget` fields (a :class:`~trainables.stages.gradual.PruneSchedule`
     shared by every pruning stage, with ``method``, ``epruning`` and the per-side overrides
     ``before`` and ``after``, all optional).
     """

@@ -13,8 +13,8 @@ import torch
 from torchvision.io import decode_png, encode_png
 from torchvision.transforms.v2.functional import normalize, resize
 
-from ..data import IMAGENET_MEAN, IMAGENET_STD
-from ..errors import FrontierError
+from ...data import IMAGENET_MEAN, IMAGENET_STD
+from ...errors import FrontierError
 
 SOURCE_SCALE = 8 / 7  # the encoded image is 8/7 of the input size (ImageNet's 256 -> 224 ratio)
 

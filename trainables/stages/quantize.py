@@ -37,12 +37,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .artifact import save_artifact
-from .clustering import METHODS, cluster
-from .errors import FrontierError
-from .masks import PRUNABLE, sparsity_kept
-from .stage import Context, Domain, Metrics
-from .train import OptimConfig, evaluate, fit, loader, make_optimizer, seed_everything
+from ..compress.artifact import save_artifact
+from ..compress.clustering import METHODS, cluster
+from ..compress.masks import PRUNABLE, sparsity_kept
+from ..errors import FrontierError
+from ..stage import Context, Domain, Metrics
+from ..train import OptimConfig, evaluate, fit, loader, make_optimizer, seed_everything
 
 __all__ = ["cluster", "layer_groups", "share", "frozen_parameters", "retrain", "sensitivity", "propose_groups",
            "Share", "ShareConfig", "RetrainConfig", "CENTROIDS"]
@@ -222,7 +222,7 @@ def retrain(
     ``unlabeled`` mode needs ``unlabeled`` (images only) and the ``teacher`` (the model before
     sharing); ``labeled`` mode needs ``labeled`` ((image, label) pairs). A pruned model stays as
     pruned: the zeros and dead units of the trained tensors are kept at zero
-    (:func:`~trainables.masks.sparsity_kept`), so retraining cannot grow the artifact back.
+    (:func:`~trainables.compress.masks.sparsity_kept`), so retraining cannot grow the artifact back.
     Returns the time taken and the last epoch's mean loss.
     """
     start = time.perf_counter()
@@ -252,7 +252,7 @@ def retrain(
 
 def _distill(model, teacher, data: DataLoader, params, cfg: RetrainConfig, device: str) -> float:
     """Fit ``model``'s outputs to ``teacher``'s on unlabeled images (sec. III-B, Fig. 3)."""
-    from .train import Diverged
+    from ..train import Diverged
 
     opt = make_optimizer(params, cfg.optim)
     mean = float("nan")

@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import FrontierError
-from ..files import atomic_write
+from ...errors import FrontierError
+from ...files import atomic_write
 from ._choice import INSTALL_HINT, check_precision, cuda_available
 from ._images import EncodedImages
 from ._timing import CUDA_EVENTS, Latency, check_counts, cuda_times, summarize, torch_threads, wall_times

@@ -7,9 +7,11 @@ which folds ``weight_orig * weight_mask`` back into a plain ``weight`` parameter
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 from torch.nn.utils import prune
 
@@ -60,7 +62,7 @@ def sparsity_kept(model: nn.Module) -> Iterator[nn.Module]:
     Dead units stay dead too: a BatchNorm channel whose ``weight`` (gamma) and ``bias`` (beta) are
     both 0, and a conv/linear output whose weight row and bias are all 0, get masks on those
     entries; otherwise beta or the bias would train away from 0 and revive a unit that channel
-    pruning removed (:mod:`trainables.surgery` would then no longer find it dead).
+    pruning removed (:mod:`trainables.compress.surgery` would then no longer find it dead).
     """
     for _, module in prunable_layers(model, skip_first=False, skip_last=False):
         if not prune.is_pruned(module) and bool((module.weight == 0).any()):
@@ -95,3 +97,18 @@ def zero_fraction(modules: list[nn.Module]) -> float:
     total = sum(m.weight.numel() for m in modules)
     zeros = sum(int((m.weight == 0).sum()) for m in modules)
     return zeros / total if total else 0.0
+
+
+def plain_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` on the CPU, in eval mode, with its pruning masks made permanent.
+
+    ``copy.deepcopy`` alone fails on a masked model: the hook's computed ``weight`` is a non-leaf
+    tensor (``weight_orig * weight_mask``), which torch refuses to deep-copy. Such tensors are
+    copied detached; the hook recomputes them anyway and ``make_permanent`` folds them in.
+    """
+    memo: dict[int, object] = {}
+    for module in model.modules():
+        for value in vars(module).values():
+            if isinstance(value, torch.Tensor) and not value.is_leaf:
+                memo[id(value)] = value.detach().clone()
+    return make_permanent(copy.deepcopy(model, memo)).cpu().eval()

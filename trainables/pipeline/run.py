@@ -1,8 +1,8 @@
 """Run a trial's stages in order, with the stage cache, checkpoints and the Ray Tune trainable.
 
 :func:`run_stages` threads a model through stage objects (plain Python, no Ray). :func:`run_plan`
-does the same for a :class:`~trainables.plan.Plan`, looking each stage up in the
-:class:`~trainables.cache.StageCache` first and resuming after the last finished stage.
+does the same for a :class:`~trainables.pipeline.plan.Plan`, looking each stage up in the
+:class:`~trainables.pipeline.cache.StageCache` first and resuming after the last finished stage.
 :func:`tune_trial` is the Ray Tune function trainable: it reports after every stage with a
 checkpoint (so a retried trial resumes at the last finished stage) and ends with one result
 holding every objective as a finite float, or raises so the trial fails cleanly.
@@ -36,11 +36,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..models import rebuild
+from ..stage import Context, Metrics, Stage
+from ..train import loader_workers_for, set_loader_workers
 from .cache import StageCache, stage_key
-from .models import rebuild
 from .plan import Plan
-from .stage import Context, Metrics, Stage
-from .train import loader_workers_for, set_loader_workers
 
 OBJECTIVE_KEYS = ("accuracy", "top5", "size_bytes", "latency_ms", "sparsity")
 # stage metrics kept in the trial's final result (as ``stage.<slot>.<name>``; lists joined by ';')

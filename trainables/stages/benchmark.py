@@ -1,7 +1,7 @@
 """The benchmark stage ``B``: accuracy on the target's test split, then measured size and latency.
 
-Size and latency come from :func:`trainables.measure.measure` (the HDF5 artifact's byte count;
-latency on the backend the config asks for, see :mod:`trainables.backends`). The metrics use the
+Size and latency come from :func:`trainables.measure.metrics.measure` (the HDF5 artifact's byte count;
+latency on the backend the config asks for, see :mod:`trainables.measure.backends`). The metrics use the
 keys every stage shares (``accuracy``, ``top5``, ``size_bytes``, ``latency_ms``, ``sparsity``,
 ``seconds``); ``real_sparsity`` is the share of zero weights over all conv/linear layers, next to
 the pipeline's nominal ``sparsity``; the backend's record is flattened beside them
@@ -18,10 +18,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from .masks import prunable_layers, zero_fraction
-from .measure import measure
-from .stage import Context, Metrics
-from .train import evaluate, loader
+from ..compress.masks import prunable_layers, zero_fraction
+from ..measure.metrics import measure
+from ..stage import Context, Metrics
+from ..train import evaluate, loader
 
 RUN_SUBFOLDERS = ("trials", "final")  # a trial's workdir is RUN/trials/<id>; a rerun's RUN/final/<id>
 
@@ -48,7 +48,7 @@ class BenchmarkConfig(BaseModel):
         cuda_graphs: torch on a GPU replays a captured CUDA graph instead of running eagerly.
         end_to_end: also time PNG decode + preprocessing + inference (``latency_e2e_ms``).
         workspace_mb: TensorRT's builder workspace limit, in MiB.
-        surgery: remove dead units physically (:mod:`trainables.surgery`) before exporting and
+        surgery: remove dead units physically (:mod:`trainables.compress.surgery`) before exporting and
             timing, so unit pruning (EPruning, channel granularity) buys real latency.
     """
 

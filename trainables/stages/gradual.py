@@ -25,9 +25,9 @@ prunes on the source domain (``PB``) or on the target domain (``PA``).
 ``granularity`` picks what one mask entry is (searchable as ``prune.granularity``):
 
 - ``unstructured`` (the paper's): single weights, each layer masked to s_t by magnitude.
-- ``channel``: units (:mod:`trainables.units`): in each unit layer the lowest-L1-norm output
+- ``channel``: units (:mod:`trainables.compress.units`): in each unit layer the lowest-L1-norm output
   channels are masked until the layer's share of pruned units reaches s_t, together with their
-  gate BatchNorm's gamma and beta, so the units are dead and :mod:`trainables.surgery` can remove
+  gate BatchNorm's gamma and beta, so the units are dead and :mod:`trainables.compress.surgery` can remove
   them: unlike unstructured zeros, this buys latency on any engine.
 - ``2:4``: semi-structured sparsity for the sparse tensor cores TensorRT uses: in each group of 4
   consecutive input channels (at every output channel and kernel position) the smallest
@@ -39,21 +39,21 @@ prunes on the source domain (``PB``) or on the target domain (``PA``).
 
 from __future__ import annotations
 
-import time
 import math
+import time
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from torch.nn.utils import prune
 
-from .augment import Augment, augmented, named
-from .masks import prunable_layers, sparsity_kept, zero_fraction
-from .stage import Context, Domain, Metrics
-from .surgery import dead_units, zero_units
-from .train import OptimConfig, evaluate, fit, loader, seed_everything
-from .units import UnitLayer, gate_batchnorm, unit_layers
+from ..augment import Augment, augmented, named
+from ..compress.masks import prunable_layers, sparsity_kept, zero_fraction
+from ..compress.surgery import dead_units, zero_units
+from ..compress.units import UnitLayer, gate_batchnorm, unit_layers
+from ..stage import Context, Domain, Metrics
+from ..train import OptimConfig, evaluate, fit, loader, seed_everything
 
 Granularity = Literal["unstructured", "channel", "2:4"]
 GRANULARITIES: tuple[str, ...] = ("unstructured", "channel", "2:4")
@@ -364,7 +364,7 @@ class _Channel:
     """Each unit layer's lowest-L1 output channels masked until its pruned-unit share is s_t.
 
     A unit is masked in its layer's weight rows and bias and in its gate BatchNorm's gamma and
-    beta, so that it is dead (:func:`trainables.surgery.dead_units` finds it). Units already dead
+    beta, so that it is dead (:func:`trainables.compress.surgery.dead_units` finds it). Units already dead
     when the stage starts (pruned by an earlier stage) count as pruned and are masked again. Each
     layer keeps at least one unit, which surgery needs. ``skip_first`` leaves out a unit layer
     that is the model's input conv (VGG, AlexNet, SqueezeNet); the head is never a unit layer.

@@ -19,13 +19,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from .augment import Augment, named, then
-from .curriculum import LEVELS, Curriculum
-from .data import Splits
-from .masks import sparsity_kept
-from .models import head, head_size, replace_head
-from .stage import Context, Metrics
-from .train import OptimConfig, evaluate, fit, loader, seed_everything
+from ..augment import Augment, named, then
+from ..compress.masks import sparsity_kept
+from ..curriculum import LEVELS, Curriculum
+from ..data import Splits
+from ..models import head, head_size, replace_head
+from ..stage import Context, Metrics
+from ..train import OptimConfig, evaluate, fit, loader, seed_everything
 
 
 class TransferConfig(BaseModel):

@@ -1,6 +1,6 @@
 """EPruning: unit pruning by binary differential evolution under an energy loss (Salehinejad & Valaee).
 
-A population of S binary states over the D units of the network (:mod:`trainables.units`)
+A population of S binary states over the D units of the network (:mod:`trainables.compress.units`)
 evolves during training (Algorithm 1 of the EPruning paper):
 
 - every training batch, each state gets a child by mutation (eq. 4) and crossover (eq. 5); the
@@ -20,7 +20,7 @@ candidates, so eq. 6 compares like with like. Stored energies that almost never 
 With ``constrain`` the states hold exactly ``round((1 - rate) * D)`` active units (the paper's
 "predefined number of active states"), repaired after crossover; every layer keeps at least one
 unit. At the end the pruned units are zeroed in the weights (kernels, biases, BatchNorm and the
-readers' inputs), so :func:`trainables.surgery.shrink` can remove them physically. The paper
+readers' inputs), so :func:`trainables.compress.surgery.shrink` can remove them physically. The paper
 trains with horizontal flips and Cutout; ``augment: flip_cutout`` does the same.
 """
 
@@ -33,12 +33,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from .augment import Augment, named, then
-from .curriculum import flip_cutout
-from .population import Evaluator, gated, make_evaluator, sample_energies
-from .stage import Context, Domain, Metrics
-from .train import OptimConfig, evaluate, fit, loader, seed_everything
-from .units import UnitLayer, unit_layers
+from ..augment import Augment, named, then
+from ..compress.gating import gated_states
+from ..compress.units import UnitLayer, unit_layers
+from ..curriculum import flip_cutout
+from ..stage import Context, Domain, Metrics
+from ..train import OptimConfig, evaluate, fit, loader, seed_everything
+from .population import Evaluator, make_evaluator, sample_energies
 
 
 def energy_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -220,7 +221,7 @@ def epruning(model: nn.Module, splits, cfg: EPruningConfig, *, sparsity: float, 
     ``augment`` is the pruning schedule's augmentation (``shift_mirror``, :mod:`trainables.augment`),
     applied before ``cfg.augment``'s flip and Cutout when both are set.
     """
-    from .surgery import zero_units
+    from ..compress.surgery import zero_units
 
     start = time.perf_counter()
     seed_everything(seed)
@@ -241,7 +242,7 @@ def epruning(model: nn.Module, splits, cfg: EPruningConfig, *, sparsity: float, 
     try:
         fit(model, loader(splits.train, batch_size, shuffle=True, seed=seed), None, optim,
             epochs + recover_epochs, device=device, on_epoch=epoch_done,
-            forward_context=lambda x, y: gated(model, layers, search.step(x, y)))
+            forward_context=lambda x, y: gated_states(model, layers, search.step(x, y)))
     finally:
         search.close()
         splits.train.augment = unaugmented
@@ -266,7 +267,7 @@ class _Search:
     def __init__(self, model: nn.Module, layers: list[UnitLayer], cfg: EPruningConfig, sparsity: float,
                  seed: int, device: str) -> None:
         self.model, self.layers, self.cfg, self.device = model, layers, cfg, device
-        from .surgery import dead_units
+        from ..compress.surgery import dead_units
 
         self.sizes = [u.size for u in layers]
         units = sum(self.sizes)
@@ -342,9 +343,9 @@ class _Search:
 
 def removed_share(model: nn.Module, keep: dict[str, torch.Tensor]) -> float:
     """Share of ``model``'s parameters that the units ``keep`` prunes take with them (1 - the
-    paper's R): counted on the physically smaller network :func:`~trainables.surgery.shrink` builds,
+    paper's R): counted on the physically smaller network :func:`~trainables.compress.surgery.shrink` builds,
     so a unit's kernel and bias, its BatchNorm entries and its readers' inputs all count."""
-    from .surgery import shrink
+    from ..compress.surgery import shrink
 
     total = sum(p.numel() for p in model.parameters())
     kept = sum(p.numel() for p in shrink(model, keep).parameters())

@@ -13,10 +13,10 @@ import time
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from .errors import FrontierError
-from .models import ARCHITECTURES, build_model
-from .stage import Context, Metrics
-from .train import OptimConfig, evaluate, fit, loader, seed_everything
+from ..errors import FrontierError
+from ..models import ARCHITECTURES, build_model
+from ..stage import Context, Metrics
+from ..train import OptimConfig, evaluate, fit, loader, seed_everything
 
 
 class DenseBudget(BaseModel):

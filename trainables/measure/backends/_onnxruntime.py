@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import FrontierError
+from ...errors import FrontierError
 from ._images import EncodedImages
 from ._timing import Latency, check_counts, summarize, torch_threads, wall_times
 
@@ -41,7 +41,7 @@ def onnx_latency(
         0.41
 
     Args:
-        onnx_path: a model written by :func:`trainables.measure.export_onnx`.
+        onnx_path: a model written by :func:`trainables.measure.metrics.export_onnx`.
         batch_size: images per inference (the model's batch must be dynamic or equal to it).
         threads: ONNX Runtime intra-op threads (and torch's, for end-to-end preprocessing).
         warmup: untimed runs first (allocations, caches).
