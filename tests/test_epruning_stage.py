@@ -11,7 +11,7 @@ import ray
 import torch
 
 from trainables import Context, DataSpec, Dense, DenseConfig
-from trainables.compress.surgery import dead_units, shrink
+from trainables.compress.surgery import alive_units, shrink
 from trainables.compress.units import unit_count, unit_layers
 from trainables.models import build_model
 from trainables.stages.epruning import EPrune, EPruningConfig, init_population
@@ -69,7 +69,7 @@ def test_epruning_on_digits_removes_40_percent_within_5_points(dense):
     assert metrics["pruning_rate"] >= 0.40
     assert metrics["accuracy"] >= dense_accuracy - 0.05
     layers = unit_layers(pruned)
-    keep = dead_units(pruned, layers)
+    keep = alive_units(pruned, layers)
     assert sum(int(k.sum()) for k in keep.values()) == round(0.4 * unit_count(layers))  # the constraint held
     assert metrics["unit_sparsity"] == pytest.approx(0.6, abs=0.01)
     small = shrink(pruned, keep).eval()
@@ -89,7 +89,7 @@ def test_a_second_epruning_stage_keeps_the_first_stages_units_pruned(dense):
     model, _, ctx = dense
     first, _ = _prune(model, ctx, 0.3, epochs=1, recover_epochs=0)
     second, metrics = _prune(first, ctx, 0.6, epochs=1, recover_epochs=0)
-    before, after = dead_units(first), dead_units(second)
+    before, after = alive_units(first), alive_units(second)
     for name in before:
         assert not (after[name] & ~before[name]).any()  # no unit pruned by the first stage came back
     assert metrics["unit_sparsity"] == pytest.approx(0.6, abs=0.01)

@@ -153,7 +153,7 @@ def test_config_rejects_initial_above_final() -> None:
 # --- granularity: channel (units that surgery removes) and 2:4 (TensorRT's sparse kernels) ---
 
 from trainables.stages import gradual as gradual_module  # noqa: E402
-from trainables.compress.surgery import dead_units, shrink  # noqa: E402
+from trainables.compress.surgery import alive_units, shrink  # noqa: E402
 from trainables.compress.units import unit_layers  # noqa: E402
 from trainables.stages.gradual import granularity_problem, semi_structured_mask  # noqa: E402
 
@@ -212,7 +212,7 @@ def test_channel_granularity_follows_the_schedule_in_units_and_shrinks_exactly(m
     cfg = GradualConfig(final=0.7, epochs=2, recover_epochs=0, batch_size=32, granularity="channel")
     n = cfg.epochs * 4  # 128 images in batches of 32
     shares: list[tuple[int, dict[str, torch.Tensor]]] = []
-    spy_on_pruning_steps(monkeypatch, lambda t, m: shares.append((t, {k: ~v for k, v in dead_units(m).items()})))
+    spy_on_pruning_steps(monkeypatch, lambda t, m: shares.append((t, {k: ~v for k, v in alive_units(m).items()})))
     model, metrics = gradual_prune(model, random_splits(n=128), cfg)
     assert [t for t, _ in shares] == list(range(n))
     for (t, pruned), (_, before) in zip(shares, [shares[0]] + shares[:-1]):
@@ -221,7 +221,7 @@ def test_channel_granularity_follows_the_schedule_in_units_and_shrinks_exactly(m
             assert int(pruned[unit.name].sum()) == round(s_t * unit.size), (t, unit.name)
             assert torch.all(pruned[unit.name] >= before[unit.name]), f"step {t}: a pruned unit came back"
     assert not is_masked(model)
-    final = dead_units(model)
+    final = alive_units(model)
     for unit in units:
         assert int((~final[unit.name]).sum()) == round(0.7 * unit.size), unit.name
         layer, bn = model.get_submodule(unit.name), model.get_submodule(unit.gate)
@@ -240,9 +240,9 @@ def test_channel_granularity_keeps_units_of_an_earlier_stage_dead_and_one_unit_p
     splits = random_splits(n=64)
     cfg = dict(epochs=1, recover_epochs=1, batch_size=32, granularity="channel")
     model, _ = gradual_prune(model, splits, GradualConfig(final=0.4, **cfg))
-    first = {k: ~v for k, v in dead_units(model).items()}
+    first = {k: ~v for k, v in alive_units(model).items()}
     model, metrics = gradual_prune(model, splits, GradualConfig(final=0.99, initial=0.4, **cfg))
-    second = {k: ~v for k, v in dead_units(model).items()}
+    second = {k: ~v for k, v in alive_units(model).items()}
     for name, pruned in first.items():
         assert torch.all(second[name] >= pruned), f"{name}: a unit pruned in the first stage came back"
         assert int((~second[name]).sum()) == 1, "a unit layer keeps one unit"

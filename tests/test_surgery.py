@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from trainables.compress.masks import is_masked, make_permanent, sparsity_kept
-from trainables.compress.surgery import dead_units, gated, shrink, zero_units
+from trainables.compress.surgery import alive_units, gated, shrink, zero_units
 from trainables.compress.units import gate_batchnorm, unit_layers
 from trainables.errors import FrontierError
 from trainables.measure.metrics import export_onnx
@@ -113,7 +113,7 @@ def test_shrink_and_zero_units_match_the_gated_model(name: str, batch: int) -> N
     zero_units(model, keep)  # in place, on the original
     diff = float((model(x) - reference).abs().max())
     assert diff < 1e-4 and diff <= 1e-4 * scale, (diff, scale)
-    found = dead_units(model)
+    found = alive_units(model)
     assert set(found) == set(keep)
     for layer, vector in keep.items():
         assert torch.equal(found[layer], vector), layer
@@ -148,14 +148,14 @@ def test_shrink_refuses_to_empty_a_layer_and_checks_the_masks() -> None:
 
 
 @torch.no_grad()
-def test_dead_units_keep_one_unit_of_an_all_dead_layer_so_shrink_accepts_them() -> None:
+def test_alive_units_keep_one_unit_of_an_all_dead_layer_so_shrink_accepts_them() -> None:
     model = randomized("small_resnet")
     keep = {"layer1.0.conv1": torch.zeros(16, dtype=torch.bool), "layer3.0.conv1": torch.arange(64) < 5}
     x = image("small_resnet", 2)
     with gated(model, keep):  # gating may silence a whole layer
         reference = model(x)
     zero_units(model, keep)
-    found = dead_units(model)
+    found = alive_units(model)
     assert int(found["layer1.0.conv1"].sum()) == 1 and bool(found["layer1.0.conv1"][0])
     assert torch.equal(found["layer3.0.conv1"], keep["layer3.0.conv1"])
     small = shrink(model, found)
@@ -163,14 +163,14 @@ def test_dead_units_keep_one_unit_of_an_all_dead_layer_so_shrink_accepts_them() 
     assert float((small(x) - reference).abs().max()) < 1e-5
 
 
-def test_dead_units_sees_a_self_gated_layer_only_when_weights_and_bias_are_zero() -> None:
+def test_alive_units_sees_a_self_gated_layer_only_when_weights_and_bias_are_zero() -> None:
     model = randomized("squeezenet1_1")  # every unit layer gates itself (no BatchNorm)
     squeeze = model.features[3].squeeze
     with torch.no_grad():
         squeeze.weight[2].zero_()
         squeeze.weight[5].zero_()
         squeeze.bias[5] = 0.0
-    found = dead_units(model)["features.3.squeeze"]
+    found = alive_units(model)["features.3.squeeze"]
     assert bool(found[2]), "a zero row with a nonzero bias still outputs its bias"
     assert not bool(found[5])
     assert int((~found).sum()) == 1
@@ -197,7 +197,7 @@ def test_zero_units_reaches_through_pruning_masks_and_training_keeps_dead_units_
     keep = random_keep(model)
     prune.l1_unstructured(model.layer1[0].conv1, "weight", amount=0.3)  # a masked unit layer
     zero_units(model, keep)
-    assert torch.equal(dead_units(model)["layer1.0.conv1"], keep["layer1.0.conv1"])
+    assert torch.equal(alive_units(model)["layer1.0.conv1"], keep["layer1.0.conv1"])
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     with sparsity_kept(model):  # a later stage (transfer, a second pruning) trains the model
         for _ in range(2):
@@ -205,7 +205,7 @@ def test_zero_units_reaches_through_pruning_masks_and_training_keeps_dead_units_
             nn.functional.cross_entropy(model(image("resnet18", 4)), torch.tensor([0, 1, 2, 3])).backward()
             optimizer.step()
     assert not is_masked(make_permanent(model)), "BatchNorm masks must become permanent too"
-    found = dead_units(model)
+    found = alive_units(model)
     for layer, vector in keep.items():
         assert torch.equal(found[layer], vector), f"{layer}: a dead unit came back to life"
         assert gate_batchnorm(model, next(u for u in unit_layers(model) if u.name == layer)) is not None

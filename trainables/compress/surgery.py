@@ -9,7 +9,7 @@ out of ``keep`` keeps every unit. Three views of the same pruned network, equal 
   EPruning's unit masks use.
 - **zeroed**: :func:`zero_units` writes the zeros into the weights (layer rows and bias, the gate
   BatchNorm's gamma and beta, the readers' input columns), so the pruned units are dead in the
-  file and :func:`dead_units` can find them again from the weights alone.
+  file and :func:`alive_units` can find them again from the weights alone.
 - **shrunk**: :func:`shrink` deletes them: each unit layer loses its pruned output channels, its
   gate BatchNorm the matching entries, and each reader the matching input channels. Only this one
   is faster on a real engine (DESIGN.md: "unit masks can be applied physically").
@@ -67,7 +67,7 @@ def shrink(model: nn.Module, keep: Keep) -> nn.Module:
     Raises:
         FrontierError: an unknown layer name, a vector of the wrong shape or dtype, or a layer
             that would lose every unit (surgery refuses it rather than keep one silently:
-            :func:`dead_units` already keeps one unit of an all-dead layer).
+            :func:`alive_units` already keeps one unit of an all-dead layer).
     """
     layers = unit_layers(model)
     masks = _resolve(layers, keep, allow_empty=False)
@@ -121,7 +121,7 @@ def zero_units(model: nn.Module, keep: Keep) -> nn.Module:
     ``weight`` and ``bias`` (gamma, beta) for them, and the readers' input weights that read them
     (dead already, zeroed so that the artifact compresses). A pruning-masked tensor is zeroed both
     in ``<name>_orig`` and in the computed ``<name>``. Outputs then equal the gated model's, and
-    ``dead_units(model)`` returns ``keep`` (for every layer that keeps at least one unit).
+    ``alive_units(model)`` returns ``keep`` (for every layer that keeps at least one unit).
 
     Raises:
         FrontierError: an unknown layer name, or a vector of the wrong shape or dtype.
@@ -146,8 +146,9 @@ def zero_units(model: nn.Module, keep: Keep) -> nn.Module:
     return model
 
 
-def dead_units(model: nn.Module, layers: Sequence[UnitLayer] | None = None) -> dict[str, torch.Tensor]:
-    """Keep masks of the units whose gate output is provably zero for every input.
+def alive_units(model: nn.Module, layers: Sequence[UnitLayer] | None = None) -> dict[str, torch.Tensor]:
+    """Keep masks of the alive units: True for each unit not provably dead, i.e. whose gate output
+    may be nonzero for some input.
 
     A unit is dead when, for a BatchNorm gate, its ``weight`` (gamma) and ``bias`` (beta) are both
     0 (the BN then outputs exactly 0 whatever its input and running statistics), or, for a layer

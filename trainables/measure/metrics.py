@@ -156,7 +156,7 @@ def measure(
         device: where the trial runs: ``cpu`` or a CUDA device; ``auto`` uses a GPU only if given one.
         cache_dir: folder of TensorRT's timing cache (None: no cache).
         surgery: export and time the physically smaller network: units that are dead in the
-            weights (:func:`trainables.compress.surgery.dead_units`) are removed by
+            weights (:func:`trainables.compress.surgery.alive_units`) are removed by
             :func:`trainables.compress.surgery.shrink` first. The artifact keeps the full shapes (its
             zeros compress), so a rerun rebuilds the architecture from it.
 
@@ -201,14 +201,14 @@ def measure(
 def _shrunk(model: nn.Module) -> tuple[nn.Module, float]:
     """``model`` without its dead units, and the share of units removed (a model without a unit
     graph, or without dead units, comes back as it is)."""
-    from ..compress.surgery import dead_units, shrink
+    from ..compress.surgery import alive_units, shrink
     from ..compress.units import unit_layers
 
     try:
         layers = unit_layers(model)
     except FrontierError:
         return model, 0.0
-    keep = dead_units(model, layers)
+    keep = alive_units(model, layers)
     kept = sum(int(k.sum()) for k in keep.values())
     total = sum(u.size for u in layers)
     if kept == total:

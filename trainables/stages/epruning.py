@@ -267,11 +267,11 @@ class _Search:
     def __init__(self, model: nn.Module, layers: list[UnitLayer], cfg: EPruningConfig, sparsity: float,
                  seed: int, device: str) -> None:
         self.model, self.layers, self.cfg, self.device = model, layers, cfg, device
-        from ..compress.surgery import dead_units
+        from ..compress.surgery import alive_units
 
         self.sizes = [u.size for u in layers]
         units = sum(self.sizes)
-        alive = dead_units(model, layers)
+        alive = alive_units(model, layers)
         self.allowed = torch.cat([alive[u.name].cpu() for u in layers])
         target = max(len(layers), round((1 - sparsity) * units))
         self.active = min(target, int(self.allowed.sum())) if cfg.constrain else None

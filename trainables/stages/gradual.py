@@ -50,7 +50,7 @@ from torch.nn.utils import prune
 
 from ..augment import Augment, augmented, named
 from ..compress.masks import prunable_layers, sparsity_kept, zero_fraction
-from ..compress.surgery import dead_units, zero_units
+from ..compress.surgery import alive_units, zero_units
 from ..compress.units import UnitLayer, gate_batchnorm, unit_layers
 from ..stage import Context, Domain, Metrics
 from ..train import OptimConfig, evaluate, fit, loader, seed_everything
@@ -364,7 +364,7 @@ class _Channel:
     """Each unit layer's lowest-L1 output channels masked until its pruned-unit share is s_t.
 
     A unit is masked in its layer's weight rows and bias and in its gate BatchNorm's gamma and
-    beta, so that it is dead (:func:`trainables.compress.surgery.dead_units` finds it). Units already dead
+    beta, so that it is dead (:func:`trainables.compress.surgery.alive_units` reads it as not alive). Units already dead
     when the stage starts (pruned by an earlier stage) count as pruned and are masked again. Each
     layer keeps at least one unit, which surgery needs. ``skip_first`` leaves out a unit layer
     that is the model's input conv (VGG, AlexNet, SqueezeNet); the head is never a unit layer.
@@ -377,7 +377,7 @@ class _Channel:
             units = [u for u in units if u.name != first]
         self.model, self.units = model, units
         self.layers = [m for _, m in prunable_layers(model, skip_first=cfg.skip_first, skip_last=cfg.skip_last)]
-        self.pruned = {name: ~keep for name, keep in dead_units(model, units).items()}
+        self.pruned = {name: ~keep for name, keep in alive_units(model, units).items()}
         for unit in units:
             if bool(self.pruned[unit.name].any()):
                 self._mask(unit)
