@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from trainables.errors import FrontierError
+from trainables.objectives import OBJECTIVE_NAMES
 from trainables.pipeline.plan import Plan
 from trainables.pipeline.run import run_plan
 from trainables.stage import Context
@@ -88,7 +89,7 @@ def rerun(run_dir: str | Path, trial: str, *, out: str | Path | None = None,
 
 def make_card(trial_id: str, row: pd.Series, plan: Plan, metrics: dict[str, Any], seconds: float) -> dict[str, Any]:
     """What ``card.json`` says about the final model."""
-    keys = ("accuracy", "top5", "size_bytes", "latency_ms", "sparsity", "real_sparsity")
+    keys = (*OBJECTIVE_NAMES, "real_sparsity")
     now = {k: metrics.get(k) for k in keys}
     then = {k: (None if pd.isna(row.get(k)) else float(row[k])) for k in keys if k in row}
     return {

@@ -19,16 +19,15 @@ from typing import Any
 import pandas as pd
 
 from trainables.files import atomic_write
+from trainables.objectives import LATENCY_FIELDS, OBJECTIVES
 
 from .front import hypervolume, pareto_front
 
-BASE_COLUMNS = ["trial_id", "status", "pipeline", "order", "accuracy", "top5", "size_bytes", "latency_ms", "sparsity"]
+OBJECTIVE_COLUMNS = [o.column for o in OBJECTIVES.values()]
+BASE_COLUMNS = ["trial_id", "status", "pipeline", "order", *OBJECTIVE_COLUMNS]
 RESERVED_CONFIG = ("plan", "pipeline")
-# the latency backend's record (trainables.measure.backends.Latency.metrics) rides along with the objectives
-LATENCY_METRICS = ("latency_backend", "latency_precision", "latency_device", "latency_batch", "latency_threads",
-                   "latency_clock", "latency_p90_ms", "latency_e2e_ms", "latency_e2e_p90_ms", "throughput_ips",
-                   "throughput_batch", "latency_sparse_weights")
-EXTRA_METRICS = ("top3", "real_sparsity", *LATENCY_METRICS, "units_removed", "params_timed", "cached_stages",
+# the latency backend's record rides along with the objectives
+EXTRA_METRICS = ("top3", "real_sparsity", *LATENCY_FIELDS, "units_removed", "params_timed", "cached_stages",
                  "resumed_at")
 
 
@@ -37,11 +36,11 @@ def trial_row(trial_id: str, config: dict[str, Any], metrics: dict[str, Any], er
     params = {f"param.{k}": v for k, v in config.items() if k not in RESERVED_CONFIG}
     row: dict[str, Any] = {"trial_id": trial_id, "pipeline": config.get("pipeline", metrics.get("pipeline"))}
     row["order"] = config.get("order", "none")
-    for key in BASE_COLUMNS[4:]:
-        row[key] = metrics.get(key, math.nan)
+    for objective in OBJECTIVES.values():
+        row[objective.column] = metrics.get(objective.name, math.nan)
     row.update({k: v for k, v in metrics.items() if k.startswith(("seconds.", "stage.")) or k in EXTRA_METRICS})
     finished = metrics.get("stage_index") is not None and metrics.get("stage_index") == metrics.get("stages")
-    ok = error is None and finished and all(_finite(row[k]) for k in BASE_COLUMNS[4:])
+    ok = error is None and finished and all(_finite(row[k]) for k in OBJECTIVE_COLUMNS)
     row["status"] = "ok" if ok else "failed"
     row["error"] = "" if ok else (error or "did not report every objective").strip().splitlines()[-1][:300]
     row.update(params)

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from trainables.data import DataSpec
 from trainables.errors import FrontierError
 from trainables.models import ARCHITECTURES
+from trainables.objectives import OBJECTIVE_NAMES, OBJECTIVES
 from trainables.pipeline.plan import ORDERS, QUANTIZE, Plan, PruneBudget, make_plan
 from trainables.stages.benchmark import BenchmarkConfig
 from trainables.stages.dense import DenseBudget, DenseConfig
@@ -33,14 +34,6 @@ from trainables.stages.transfer import TransferConfig
 
 from .space import Choice, Const, Node, Range, SpaceError, parse_space, walk
 
-# Every objective a trial reports, with its natural direction.
-OBJECTIVES: dict[str, str] = {
-    "accuracy": "max",
-    "top5": "max",
-    "size_bytes": "min",
-    "latency_ms": "min",
-    "sparsity": "max",
-}
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 
 
@@ -57,12 +50,12 @@ class _Strict(BaseModel):
 
 
 class Objective(_Strict):
-    name: Literal["accuracy", "top5", "size_bytes", "latency_ms", "sparsity"]
+    name: Literal[OBJECTIVE_NAMES]  # type: ignore[valid-type]  # the names of trainables.objectives
     direction: Literal["max", "min"] | None = None
 
     @property
     def mode(self) -> str:
-        return self.direction or OBJECTIVES[self.name]
+        return self.direction or OBJECTIVES[self.name].direction
 
 
 class DataPair(_Strict):

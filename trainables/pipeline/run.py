@@ -37,12 +37,12 @@ import torch
 from torch import nn
 
 from ..models import rebuild
+from ..objectives import OBJECTIVE_NAMES
 from ..stage import Context, Metrics, Stage
 from ..train import loader_workers_for, set_loader_workers
 from .cache import StageCache, stage_key
 from .plan import Plan
 
-OBJECTIVE_KEYS = ("accuracy", "top5", "size_bytes", "latency_ms", "sparsity")
 # stage metrics kept in the trial's final result (as ``stage.<slot>.<name>``; lists joined by ';')
 CARRIED = ("pruning_rate", "unit_sparsity", "search_epochs", "energy_best", "energy_mean", "delta_s",
            "acceptance")
@@ -162,7 +162,7 @@ def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True) -> None
 
     _, metrics = run_plan(plan, ctx, cache=stage_cache, model=model, progress=progress, after_stage=checkpoint)
     final = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
-    bad = [k for k in OBJECTIVE_KEYS if not (isinstance(final.get(k), (int, float)) and math.isfinite(final[k]))]
+    bad = [k for k in OBJECTIVE_NAMES if not (isinstance(final.get(k), (int, float)) and math.isfinite(final[k]))]
     if bad:
         raise FloatingPointError(f"objective(s) {', '.join(bad)} not finite: {[final.get(k) for k in bad]}")
     final.update(stage_index=len(plan.steps), stages=len(plan.steps))

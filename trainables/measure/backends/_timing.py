@@ -79,7 +79,8 @@ class Latency:
             object.__setattr__(self, "throughput_ips", self.batch_size * 1000.0 / self.median_ms)
 
     def metrics(self) -> dict[str, float | int | str]:
-        """The flat metric keys a benchmark stage reports (``latency_ms`` is the objective)."""
+        """The flat metric keys a benchmark stage reports: ``latency_ms`` (the objective) and the fields
+        :data:`trainables.objectives.LATENCY_FIELDS` names (``trials.csv`` keeps those)."""
         metrics: dict[str, float | int | str] = {
             "latency_ms": self.median_ms,
             "latency_p90_ms": self.p90_ms,
