@@ -29,7 +29,7 @@ from trainables.stages.quantize import (
     write_sensitivity,
 )
 from trainables.stages.transfer import TransferConfig, transfer
-from trainables.train import OptimConfig, evaluate, fit, loader, seed_everything
+from trainables.train import EVAL_BATCH_SIZE, OptimConfig, evaluate, fit, loader, seed_everything
 
 
 def distinct_nonzero(t: torch.Tensor) -> int:
@@ -106,7 +106,7 @@ def transferred(source_splits, target_splits):
     """small_resnet trained on digits 0-4, fine-tuned on 5-9."""
     seed_everything(0)
     model = build_model("small_resnet", 5)
-    fit(model, loader(source_splits.train, 32, shuffle=True), loader(source_splits.val, 256, shuffle=False),
+    fit(model, loader(source_splits.train, 32, shuffle=True), loader(source_splits.val, EVAL_BATCH_SIZE, shuffle=False),
         OptimConfig(), 6, restore_best=True)
     model, metrics = transfer(model, target_splits, TransferConfig(epochs=6, batch_size=32))
     return model, metrics["accuracy"]
@@ -118,7 +118,7 @@ AGGRESSIVE = ShareConfig(groups={"layer2": 2, "layer3": 2}, bias="one")
 def test_unlabeled_retraining_recovers_half_the_loss_and_is_timed_beside_labeled(
         transferred, source_splits, target_splits) -> None:
     dense_model, dense_acc = transferred
-    test = loader(target_splits.test, 256, shuffle=False)
+    test = loader(target_splits.test, EVAL_BATCH_SIZE, shuffle=False)
     results = {}
     for mode in ("unlabeled", "labeled"):
         model = copy.deepcopy(dense_model)
@@ -207,8 +207,8 @@ def test_share_stage_reports_before_and_after_retraining(transferred, tmp_path: 
 
 def test_sensitivity_sweep_table_plot_and_proposal(transferred, target_splits, tmp_path: Path) -> None:
     model, _ = transferred
-    table = sensitivity(model, loader(target_splits.val, 256, shuffle=False), loader(target_splits.test, 256, shuffle=False),
-                        ks=(1, 4, 64), groups=["layer1", "layer3"])
+    table = sensitivity(model, loader(target_splits.val, EVAL_BATCH_SIZE, shuffle=False),
+                        loader(target_splits.test, EVAL_BATCH_SIZE, shuffle=False), ks=(1, 4, 64), groups=["layer1", "layer3"])
     assert list(table.columns) == ["group", "k", "val_accuracy", "test_accuracy", "size_bytes"]
     assert len(table) == 1 + 2 * 3
     base = table.iloc[0]

@@ -44,7 +44,7 @@ from trainables.stages.epruning import EPrune, EPruningConfig
 from trainables.stages.gradual import GradualConfig, GradualPrune
 from trainables.stages.quantize import RetrainConfig, Share, ShareConfig, sensitivity
 from trainables.stages.transfer import Transfer, TransferConfig
-from trainables.train import loader
+from trainables.train import EVAL_BATCH_SIZE, loader
 
 SOURCE = DataSpec(name="digits", classes=[0, 1, 2, 3, 4], image_size=16, max_per_class=40)
 TARGET = DataSpec(name="digits", classes=[5, 6, 7, 8, 9], image_size=16, max_per_class=40)
@@ -187,8 +187,8 @@ def test_the_sensitivity_sweep_scores_on_its_device_and_leaves_the_model_where_i
     cpu_model = from_cache(model)
     audit = MoveAudit()
     with audit.recording():
-        table = sensitivity(cpu_model, loader(splits.val, 256, shuffle=False), loader(splits.test, 256, shuffle=False),
-                            ks=(4,), groups=["layer3"], device=ctx.device)
+        table = sensitivity(cpu_model, loader(splits.val, EVAL_BATCH_SIZE, shuffle=False),
+                            loader(splits.test, EVAL_BATCH_SIZE, shuffle=False), ks=(4,), groups=["layer3"], device=ctx.device)
     assert audit.of(cpu_model) == [] and next(cpu_model.parameters()).device.type == "cpu"
     assert table[["val_accuracy", "test_accuracy"]].notna().all().all() and len(table) == 2
 

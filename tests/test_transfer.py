@@ -8,13 +8,13 @@ import torch
 
 from trainables.models import build_model
 from trainables.stages.transfer import TransferConfig, transfer
-from trainables.train import OptimConfig, fit, loader, seed_everything
+from trainables.train import EVAL_BATCH_SIZE, OptimConfig, fit, loader, seed_everything
 
 
 def pretrained_on_source(source_splits, epochs: int = 6):
     seed_everything(0)
     model = build_model("small_resnet", source_splits.num_classes)
-    fit(model, loader(source_splits.train, 32, shuffle=True), loader(source_splits.val, 256, shuffle=False),
+    fit(model, loader(source_splits.train, 32, shuffle=True), loader(source_splits.val, EVAL_BATCH_SIZE, shuffle=False),
         OptimConfig(name="adam", lr=1e-3), epochs, restore_best=True)
     return model
 

@@ -78,6 +78,7 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 MAX_LOADER_WORKERS = 8
+EVAL_BATCH_SIZE = 256  # batch of every evaluation pass (validation, test, sensitivity): no gradients, so large
 _loader_workers = 0  # set per process, like torch.set_num_threads: see set_loader_workers
 
 

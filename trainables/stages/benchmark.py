@@ -21,7 +21,7 @@ from torch import nn
 from ..compress.masks import prunable_layers, zero_fraction
 from ..measure.metrics import measure
 from ..stage import Context, Metrics
-from ..train import evaluate, loader
+from ..train import EVAL_BATCH_SIZE, evaluate, loader
 
 RUN_SUBFOLDERS = ("trials", "final")  # a trial's workdir is RUN/trials/<id>; a rerun's RUN/final/<id>
 
@@ -96,7 +96,7 @@ class Benchmark:
             raise ValueError("the B stage needs a model from an earlier stage")
         start = time.perf_counter()
         model = model.to(ctx.device)  # it may come from the stage cache or a checkpoint, on the CPU
-        metrics: dict = evaluate(model, loader(ctx.data("target").test, 256, shuffle=False), ctx.device)
+        metrics: dict = evaluate(model, loader(ctx.data("target").test, EVAL_BATCH_SIZE, shuffle=False), ctx.device)
         layers = [m for _, m in prunable_layers(model, skip_first=False, skip_last=False)]
         metrics.update(sparsity=self.nominal_sparsity, real_sparsity=zero_fraction(layers))
         metrics.update(

@@ -16,7 +16,7 @@ from torch import nn
 from ..errors import FrontierError
 from ..models import ARCHITECTURES, build_model
 from ..stage import Context, Metrics
-from ..train import OptimConfig, evaluate, fit, loader, seed_everything
+from ..train import EVAL_BATCH_SIZE, OptimConfig, evaluate, fit, loader, seed_everything
 
 
 class DenseBudget(BaseModel):
@@ -69,13 +69,13 @@ class Dense:
         result = fit(
             model,
             loader(source.train, self.cfg.batch_size, shuffle=True, seed=ctx.seed),
-            loader(source.val, 256, shuffle=False),
+            loader(source.val, EVAL_BATCH_SIZE, shuffle=False),
             self.cfg.optim,
             self.cfg.epochs,
             device=ctx.device,
             restore_best=True,
             on_epoch=ctx.reporter(self.label),
         )
-        metrics = evaluate(model, loader(source.test, 256, shuffle=False), ctx.device)
+        metrics = evaluate(model, loader(source.test, EVAL_BATCH_SIZE, shuffle=False), ctx.device)
         metrics.update(val_accuracy=result.best_val, epochs=result.epochs, seconds=time.perf_counter() - start)
         return model, metrics

@@ -38,7 +38,7 @@ from ..compress.gating import gated_states
 from ..compress.units import UnitLayer, unit_layers
 from ..curriculum import flip_cutout
 from ..stage import Context, Domain, Metrics
-from ..train import OptimConfig, evaluate, fit, loader, seed_everything
+from ..train import EVAL_BATCH_SIZE, OptimConfig, evaluate, fit, loader, seed_everything
 from .population import Evaluator, make_evaluator, sample_energies
 
 
@@ -249,7 +249,7 @@ def epruning(model: nn.Module, splits, cfg: EPruningConfig, *, sparsity: float, 
     keep = search.keep()
     rate = removed_share(model, keep)
     zero_units(model, keep)
-    metrics = evaluate(model, loader(splits.test, 256, shuffle=False), device)
+    metrics = evaluate(model, loader(splits.test, EVAL_BATCH_SIZE, shuffle=False), device)
     metrics.update(
         pruning_rate=rate,
         unit_sparsity=1.0 - float(search.best.float().mean()),

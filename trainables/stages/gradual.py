@@ -53,7 +53,7 @@ from ..compress.masks import prunable_layers, sparsity_kept, zero_fraction
 from ..compress.surgery import alive_units, zero_units
 from ..compress.units import UnitLayer, gate_batchnorm, unit_layers
 from ..stage import Context, Domain, Metrics
-from ..train import OptimConfig, evaluate, fit, loader, seed_everything
+from ..train import EVAL_BATCH_SIZE, OptimConfig, evaluate, fit, loader, seed_everything
 
 Granularity = Literal["unstructured", "channel", "2:4"]
 GRANULARITIES: tuple[str, ...] = ("unstructured", "channel", "2:4")
@@ -295,7 +295,7 @@ def gradual_prune(
         fit(
             model,
             train,
-            loader(splits.val, 256, shuffle=False),
+            loader(splits.val, EVAL_BATCH_SIZE, shuffle=False),
             cfg.optim,
             cfg.epochs + cfg.recover_epochs,
             device=device,
@@ -306,7 +306,7 @@ def gradual_prune(
             pruner.step(cfg.final, last=True)
             done.append(last_step)
     pruner.finish()
-    metrics = evaluate(model, loader(splits.test, 256, shuffle=False), device)
+    metrics = evaluate(model, loader(splits.test, EVAL_BATCH_SIZE, shuffle=False), device)
     metrics.update(
         pruner.metrics(),
         sparsity_all=zero_fraction([m for _, m in prunable_layers(model, skip_first=False, skip_last=False)]),

@@ -42,7 +42,7 @@ from ..compress.clustering import METHODS, cluster
 from ..compress.masks import PRUNABLE, sparsity_kept
 from ..errors import FrontierError
 from ..stage import Context, Domain, Metrics
-from ..train import OptimConfig, evaluate, fit, loader, make_optimizer, seed_everything
+from ..train import EVAL_BATCH_SIZE, OptimConfig, evaluate, fit, loader, make_optimizer, seed_everything
 
 __all__ = ["cluster", "layer_groups", "share", "frozen_parameters", "retrain", "sensitivity", "propose_groups",
            "Share", "ShareConfig", "RetrainConfig", "CENTROIDS"]
@@ -295,7 +295,7 @@ class Share:
         model = model.to(ctx.device)  # the stage's model and its teacher live on ctx.device
         teacher = copy.deepcopy(model).eval() if self.retrain_cfg else None
         shared = share(model, self.cfg)
-        test = loader(target.test, 256, shuffle=False)
+        test = loader(target.test, EVAL_BATCH_SIZE, shuffle=False)
         metrics: dict = {"shared_tensors": len(shared)}
         metrics["shared_accuracy"] = evaluate(model, test, ctx.device)["accuracy"]
         if self.retrain_cfg is not None:
@@ -330,8 +330,8 @@ def sensitivity(
     Example::
 
         splits = load_data(spec)
-        table = sensitivity(model, loader(splits.val, 256, shuffle=False),
-                            loader(splits.test, 256, shuffle=False), ks=(4, 16, 64))
+        table = sensitivity(model, loader(splits.val, EVAL_BATCH_SIZE, shuffle=False),
+                            loader(splits.test, EVAL_BATCH_SIZE, shuffle=False), ks=(4, 16, 64))
         propose_groups(table, max_drop=0.01)   # {"stem": 64, "layer1": 16, ...}
 
     Returns:

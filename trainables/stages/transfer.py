@@ -25,7 +25,7 @@ from ..curriculum import LEVELS, Curriculum
 from ..data import Splits
 from ..models import head, head_size, replace_head
 from ..stage import Context, Metrics
-from ..train import OptimConfig, evaluate, fit, loader, seed_everything
+from ..train import EVAL_BATCH_SIZE, OptimConfig, evaluate, fit, loader, seed_everything
 
 
 class TransferConfig(BaseModel):
@@ -86,7 +86,7 @@ def transfer(
             result = fit(
                 model,
                 loader(target.train, cfg.batch_size, shuffle=True, seed=seed),
-                loader(target.val, 256, shuffle=False),
+                loader(target.val, EVAL_BATCH_SIZE, shuffle=False),
                 cfg.optim,
                 cfg.epochs,
                 device=device,
@@ -100,7 +100,7 @@ def transfer(
         target.train.augment = None
         for p, flag in saved:
             p.requires_grad_(flag)
-    metrics = evaluate(model, loader(target.test, 256, shuffle=False), device)
+    metrics = evaluate(model, loader(target.test, EVAL_BATCH_SIZE, shuffle=False), device)
     metrics.update(
         val_accuracy=result.best_val,
         epochs=result.epochs,
