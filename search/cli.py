@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trainables.errors import FrontierError
+from trainables.pipeline.layout import RunFolder
 
 EXIT_USER_ERROR = 2
 
@@ -86,7 +87,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         run_dir = run_search(spec, Path(args.spec).read_text(), name=args.name, address=args.address,
                              trials=args.trials, resume=args.resume, cache=False if args.no_cache else None,
                              runs_root=args.runs)
-        print(f"results: {run_dir}/trials.csv and {run_dir}/front.json")
+        run = RunFolder(run_dir)
+        print(f"results: {run.trials_csv} and {run.front_json}")
         print(f"next: frontier front {run_dir} --html front.html ; frontier rerun {run_dir} --trial best")
         return 0
     if args.command == "front":

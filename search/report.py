@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trainables.errors import FrontierError
+from trainables.pipeline.layout import RunFolder
 
 from .results import front_summary, read_trials
 
@@ -62,10 +63,9 @@ LEFT = ("trial_id", "pipeline", "backend")
 
 def load_front(run_dir: str | Path) -> tuple[pd.DataFrame, dict]:
     """The run's trials and its front, recomputed from ``trials.csv`` under ``front.json``'s objectives."""
-    run_dir = Path(run_dir)
     frame = read_trials(run_dir)
     try:
-        stored = json.loads((run_dir / "front.json").read_text())
+        stored = json.loads(RunFolder(Path(run_dir)).front_json.read_text())
     except (OSError, ValueError):
         raise FrontierError(f"run_dir: '{run_dir}' has no readable front.json") from None
     names = [o["name"] for o in stored["objectives"]]

@@ -21,6 +21,7 @@ import torch
 
 from trainables.errors import FrontierError
 from trainables.objectives import OBJECTIVE_NAMES
+from trainables.pipeline.layout import RunFolder
 from trainables.pipeline.plan import Plan
 from trainables.pipeline.run import run_plan
 from trainables.stage import Context
@@ -54,9 +55,9 @@ def select_best(frame: pd.DataFrame, front_ids: list[str], constraints: dict[str
 def rerun(run_dir: str | Path, trial: str, *, out: str | Path | None = None,
           max_size_bytes: float | None = None, max_latency_ms: float | None = None) -> Path:
     """Rerun ``trial`` (an id or ``best``) of ``run_dir``; returns the output folder."""
-    run_dir = Path(run_dir)
-    frame, summary = load_front(run_dir)
-    spec = load_spec(run_dir / "spec.yaml")
+    run = RunFolder(Path(run_dir))
+    frame, summary = load_front(run.root)
+    spec = load_spec(run.spec_yaml)
     constraints = {
         "max_size_bytes": max_size_bytes if max_size_bytes is not None else spec.select.max_size_bytes,
         "max_latency_ms": max_latency_ms if max_latency_ms is not None else spec.select.max_latency_ms,
@@ -66,12 +67,12 @@ def rerun(run_dir: str | Path, trial: str, *, out: str | Path | None = None,
     trial_id = select_best(frame, front_ids, constraints) if trial == "best" else trial
     row = frame[frame["trial_id"] == trial_id]
     if row.empty:
-        raise FrontierError(f"--trial: no trial '{trial_id}' in {run_dir}/trials.csv")
+        raise FrontierError(f"--trial: no trial '{trial_id}' in {run.trials_csv}")
     if row.iloc[0]["status"] != "ok":
         raise FrontierError(f"--trial: trial '{trial_id}' failed in the search and has no metrics to reproduce")
-    plans = json.loads((run_dir / "plans.json").read_text())
+    plans = json.loads(run.plans_json.read_text())
     plan = Plan.model_validate(plans[trial_id])
-    out = Path(out) if out else run_dir / "final" / trial_id
+    out = Path(out) if out else run.final(trial_id)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, int(spec.resources.cpu)))  # as the trial ran: same float summation order
     start = time.perf_counter()

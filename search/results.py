@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from trainables.files import atomic_write
+from trainables.pipeline.layout import RunFolder
 from trainables.objectives import LATENCY_FIELDS, OBJECTIVES
 
 from .front import hypervolume, pareto_front
@@ -95,14 +96,15 @@ def front_summary(frame: pd.DataFrame, names: Sequence[str], directions: Sequenc
     }
 
 
-def write_results(run_dir: Path, rows: Sequence[dict[str, Any]], names: Sequence[str], directions: Sequence[str],
-                  plans: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Write ``trials.csv``, ``front.json`` and ``plans.json`` under ``run_dir``."""
+def write_results(run_dir: str | Path, rows: Sequence[dict[str, Any]], names: Sequence[str],
+                  directions: Sequence[str], plans: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Write ``trials.csv``, ``front.json`` and ``plans.json`` in the run folder ``run_dir``."""
+    run = RunFolder(Path(run_dir))
     frame = trials_frame(rows)
-    atomic_write(run_dir / "trials.csv", frame.to_csv(index=False))
+    atomic_write(run.trials_csv, frame.to_csv(index=False))
     summary = front_summary(frame, names, directions)
-    atomic_write(run_dir / "front.json", json.dumps(summary, indent=2))
-    atomic_write(run_dir / "plans.json", json.dumps(plans, indent=1))
+    atomic_write(run.front_json, json.dumps(summary, indent=2))
+    atomic_write(run.plans_json, json.dumps(plans, indent=1))
     return frame, summary
 
 
@@ -110,7 +112,7 @@ def read_trials(run_dir: str | Path) -> pd.DataFrame:
     """``trials.csv`` of ``run_dir``; a missing file names the folder."""
     from trainables.errors import FrontierError
 
-    path = Path(run_dir) / "trials.csv"
+    path = RunFolder(Path(run_dir)).trials_csv
     if not path.is_file():
         raise FrontierError(f"run_dir: '{run_dir}' has no trials.csv (is it a finished frontier run?)")
     return pd.read_csv(path)

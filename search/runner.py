@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import os
-import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,14 +22,13 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 from trainables.errors import FrontierError
+from trainables.pipeline.layout import TUNE_EXPERIMENT, RunFolder
 from trainables.pipeline.run import tune_trial
 
 from .progress import SearchProgress
 from .results import atomic_write, trial_row, write_results
 from .space import suggest
 from .spec import Spec, pba_lower_bound, plan_for
-
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class SpaceFunction:
@@ -164,13 +162,6 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def run_dir_for(name: str, runs_root: str | Path = "runs") -> Path:
-    """``runs_root/name``; a name that could leave the runs folder is refused."""
-    if not NAME_PATTERN.match(name) or name in (".", ".."):
-        raise FrontierError(f"--name: '{name}' must be 1-64 letters, digits, '_', '-' or '.', not starting with them")
-    return Path(runs_root).resolve() / name
-
-
 def run_search(
     spec: Spec,
     spec_text: str,
@@ -183,14 +174,14 @@ def run_search(
     runs_root: str | Path = "runs",
 ) -> Path:
     """Run the search ``spec`` describes; returns the run folder."""
-    run_dir = run_dir_for(spec.name if name is None else name, runs_root)
-    experiment = run_dir / "tune"
-    if experiment.exists() and not resume:
-        raise FrontierError(f"run '{run_dir.name}' already exists in {run_dir.parent}; pass --resume or another --name")
-    if resume and not experiment.exists():
-        raise FrontierError(f"--resume: there is no run '{run_dir.name}' in {run_dir.parent} to resume")
+    run = RunFolder.named(spec.name if name is None else name, runs_root)
+    run_dir = run.root
+    if run.tune.exists() and not resume:
+        raise FrontierError(f"run '{run.name}' already exists in {run_dir.parent}; pass --resume or another --name")
+    if resume and not run.tune.exists():
+        raise FrontierError(f"--resume: there is no run '{run.name}' in {run_dir.parent} to resume")
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(run_dir / "spec.yaml", spec_text)
+    atomic_write(run.spec_yaml, spec_text)
     total = trials or spec.trials
     _start_ray(address)
     progress = SearchProgress(total, spec.metric_names, spec.modes)
@@ -199,7 +190,7 @@ def run_search(
         TrialResources(spec.resources.cpu, spec.resources.gpu),
     )
     run_config = tune.RunConfig(
-        name="tune",
+        name=TUNE_EXPERIMENT,
         storage_path=str(run_dir),
         callbacks=[progress],
         verbose=0,
@@ -209,7 +200,7 @@ def run_search(
         checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
     )
     if resume:
-        tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(str(run.tune), trainable, resume_unfinished=True, resume_errored=True)
     else:
         searcher = FailAwareOptunaSearch(
             space=SpaceFunction(spec), metric=spec.metric_names, mode=spec.modes,

@@ -41,6 +41,7 @@ from ..objectives import OBJECTIVE_NAMES
 from ..stage import Context, Metrics, Stage
 from ..train import loader_workers_for, set_loader_workers
 from .cache import StageCache, stage_key
+from .layout import RunFolder
 from .plan import Plan
 
 # stage metrics kept in the trial's final result (as ``stage.<slot>.<name>``; lists joined by ';')
@@ -148,9 +149,10 @@ def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True) -> None
     trial_id = tune.get_context().get_trial_id()
     device = _device()
     _use_assigned_cpus(device)
-    ctx = Context(plan.source, plan.target, Path(run_dir) / "trials" / trial_id, seed=plan.seed, device=device)
+    run = RunFolder(Path(run_dir))
+    ctx = Context(plan.source, plan.target, run.trial(trial_id), seed=plan.seed, device=device)
     model, progress = _restore(tune.get_checkpoint(), plan)
-    stage_cache = StageCache(Path(run_dir) / "cache") if cache else None
+    stage_cache = StageCache(run.cache) if cache else None
 
     def checkpoint(model: nn.Module, progress: Progress) -> None:
         with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,90 @@
+"""Where a run keeps its files: the one description of a run folder's layout.
+
+::
+
+    runs/<name>/
+        spec.yaml       the spec the run was started with
+        trials.csv      one row per trial (search.results)
+        front.json      the front of the run's objectives
+        plans.json      each trial's plan, for ``frontier rerun``
+        cache/          stage outputs by content hash (trainables.pipeline.cache)
+        trials/<id>/    a trial's working folder (its stages' files)
+        tune/           the Ray Tune experiment (for ``--resume``)
+        final/<id>/     a rerun's final model
+
+The driver (``search``) and the Tune trainable (:func:`trainables.pipeline.run.tune_trial`) both
+use it; it imports neither torch nor Ray (``frontier front`` reads a run folder).
+
+Example:
+    >>> run = RunFolder.named("quick", runs_root="runs")
+    >>> run.trial("a1b2").relative_to(run.root).as_posix()
+    'trials/a1b2'
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import FrontierError
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+TUNE_EXPERIMENT = "tune"  # the experiment's name under the run folder (Tune's RunConfig(name=...))
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The paths of one run folder (see the module doc).
+
+    Args:
+        root: the run folder, ``runs_root/<name>``.
+    """
+
+    root: Path
+
+    @classmethod
+    def named(cls, name: str, runs_root: str | Path = "runs") -> RunFolder:
+        """``runs_root/name``, resolved; a name that could leave the runs folder is refused."""
+        if not NAME_PATTERN.match(name) or name in (".", ".."):
+            raise FrontierError(f"--name: '{name}' must be 1-64 letters, digits, '_', '-' or '.', "
+                                "not starting with them")
+        return cls(Path(runs_root).resolve() / name)
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def spec_yaml(self) -> Path:
+        return self.root / "spec.yaml"
+
+    @property
+    def trials_csv(self) -> Path:
+        return self.root / "trials.csv"
+
+    @property
+    def front_json(self) -> Path:
+        return self.root / "front.json"
+
+    @property
+    def plans_json(self) -> Path:
+        return self.root / "plans.json"
+
+    @property
+    def cache(self) -> Path:
+        """The stage cache's folder."""
+        return self.root / "cache"
+
+    @property
+    def tune(self) -> Path:
+        """The Ray Tune experiment folder (Tune writes it as ``storage_path / TUNE_EXPERIMENT``)."""
+        return self.root / TUNE_EXPERIMENT
+
+    def trial(self, trial_id: str) -> Path:
+        """The working folder of trial ``trial_id``."""
+        return self.root / "trials" / trial_id
+
+    def final(self, trial_id: str) -> Path:
+        """The default output folder of ``frontier rerun`` for ``trial_id``."""
+        return self.root / "final" / trial_id
