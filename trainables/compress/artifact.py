@@ -85,7 +85,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -95,6 +94,7 @@ import numpy as np
 import torch
 
 from ..errors import FrontierError
+from ..files import atomic_path
 
 FORMAT = "frontier-artifact"
 VERSION = 1
@@ -117,8 +117,8 @@ def save_artifact(
 ) -> int:
     """Write ``state_dict`` as a compressed artifact at ``path``; returns the file's size in bytes.
 
-    The file is written under a temporary name in the same folder and moved into place with
-    ``os.replace``, so a reader never sees half a file.
+    The file is written under a temporary name in the same folder and moved into place
+    (:func:`trainables.files.atomic_path`), so a reader never sees half a file.
 
     Example:
         >>> import torch
@@ -129,7 +129,7 @@ def save_artifact(
 
     Args:
         state_dict: tensor name -> tensor (any device; stored from the CPU).
-        path: the ``.h5`` file to write; its folder must exist.
+        path: the ``.h5`` file to write; its folder is created if missing.
         attrs: metadata stored as root attributes (str, int, float or bool values); "format"
             and "version" are reserved.
 
@@ -147,22 +147,15 @@ def save_artifact(
                 f"artifact attrs: '{name}' must be a str, int, float or bool but got {type(value).__name__}"
             )
     rows, streams = _encode(state_dict)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w", libver="latest") as f:
-            f.attrs["format"] = np.bytes_(FORMAT)
-            f.attrs["version"] = np.int64(VERSION)
-            for name, value in attrs.items():
-                f.attrs[name] = _attr_value(value)
-            _write_stream(f, "index", _index_table(rows), shuffle=True)
-            for name, parts in streams.items():
-                array = np.concatenate(parts)
-                _write_stream(f, name, array, shuffle=array.dtype.kind == "f" or name.endswith("bfloat16"))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w", libver="latest") as f:
+        f.attrs["format"] = np.bytes_(FORMAT)
+        f.attrs["version"] = np.int64(VERSION)
+        for name, value in attrs.items():
+            f.attrs[name] = _attr_value(value)
+        _write_stream(f, "index", _index_table(rows), shuffle=True)
+        for name, parts in streams.items():
+            array = np.concatenate(parts)
+            _write_stream(f, name, array, shuffle=array.dtype.kind == "f" or name.endswith("bfloat16"))
     return os.path.getsize(path)
 
 

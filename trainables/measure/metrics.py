@@ -27,8 +27,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -39,6 +37,7 @@ from torch import nn
 from ..compress.artifact import save_artifact
 from ..compress.masks import plain_copy
 from ..errors import FrontierError
+from ..files import atomic_path
 from .backends import (
     ORT_BACKEND,
     Latency,
@@ -96,17 +95,10 @@ def export_onnx(
     # Trace at batch 2: torch.export specialises dimensions of size 0 and 1.
     example = torch.randn(2 if dynamic_batch else 1, *input_shape).to(dtype)
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.onnx", dir=path.parent)
-    os.close(fd)
-    try:
-        with _quiet(), torch.no_grad():
-            program = export_program(exported, example, opset=opset, dynamic_shapes=dynamic_shapes,
-                                     input_name=INPUT_NAME, output_name=OUTPUT_NAME)
-            program.save(tmp, external_data=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, suffix=".tmp.onnx") as tmp, _quiet(), torch.no_grad():
+        program = export_program(exported, example, opset=opset, dynamic_shapes=dynamic_shapes,
+                                 input_name=INPUT_NAME, output_name=OUTPUT_NAME)
+        program.save(str(tmp), external_data=False)
     return path
 
 

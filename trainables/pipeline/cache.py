@@ -90,6 +90,9 @@ class StageCache:
         try:
             torch.save(dict(state), tmp / "model.pt")
             (tmp / "meta.json").write_text(json.dumps({"sha256": digest, "metrics": dict(metrics)}))
+            # A folder rename, not trainables.files.atomic_path: the entry's two files must appear
+            # together, and renaming onto another trial's finished entry (a non-empty folder) fails
+            # instead of replacing it, which is what lets the first writer win.
             os.rename(tmp, self.root / key)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
