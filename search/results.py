@@ -26,7 +26,7 @@ from .front import hypervolume, pareto_front
 
 OBJECTIVE_COLUMNS = [o.column for o in OBJECTIVES.values()]
 BASE_COLUMNS = ["trial_id", "status", "pipeline", "order", *OBJECTIVE_COLUMNS]
-RESERVED_CONFIG = ("plan", "pipeline")
+PARAMS_KEY = "params"  # the trial config's field holding the sampled parameters, by Optuna name
 # the latency backend's record rides along with the objectives
 EXTRA_METRICS = ("top3", "real_sparsity", *LATENCY_FIELDS, "units_removed", "params_timed", "cached_stages",
                  "resumed_at")
@@ -34,7 +34,7 @@ EXTRA_METRICS = ("top3", "real_sparsity", *LATENCY_FIELDS, "units_removed", "par
 
 def trial_row(trial_id: str, config: dict[str, Any], metrics: dict[str, Any], error: str | None) -> dict[str, Any]:
     """One ``trials.csv`` row from a trial's config, last result and error."""
-    params = {f"param.{k}": v for k, v in config.items() if k not in RESERVED_CONFIG}
+    params = {f"param.{k}": v for k, v in (config.get(PARAMS_KEY) or {}).items()}
     row: dict[str, Any] = {"trial_id": trial_id, "pipeline": config.get("pipeline", metrics.get("pipeline"))}
     row["order"] = config.get("order", "none")
     for objective in OBJECTIVES.values():

@@ -26,8 +26,8 @@ from trainables.pipeline.layout import TUNE_EXPERIMENT, RunFolder
 from trainables.pipeline.run import tune_trial
 
 from .progress import SearchProgress
-from .results import atomic_write, trial_row, write_results
-from .space import suggest
+from .results import PARAMS_KEY, atomic_write, trial_row, write_results
+from .space import RecordingTrial, suggest
 from .spec import Spec, pba_lower_bound, plan_for
 
 
@@ -41,10 +41,12 @@ class SpaceFunction:
         self.spec = spec
 
     def __call__(self, trial: Any) -> dict[str, Any]:
-        assignment = suggest(trial, self.spec.nodes, lower=pba_lower_bound)
+        recorded = RecordingTrial(trial)
+        assignment = suggest(recorded, self.spec.nodes, lower=pba_lower_bound)
         plan = plan_for(self.spec, assignment)
-        return {"plan": plan.model_dump(mode="json"), "pipeline": plan.pipeline,
-                "order": str(assignment.get("order", "none"))}
+        order = str(assignment.get("order", "none"))
+        return {"plan": plan.model_dump(mode="json"), "pipeline": plan.pipeline, "order": order,
+                PARAMS_KEY: {**recorded.params, "order": order}}
 
 
 class FailAwareOptunaSearch(OptunaSearch):
@@ -55,13 +57,17 @@ class FailAwareOptunaSearch(OptunaSearch):
     trial stays RUNNING forever (DESIGN.md, stack facts). Here a trial that errored or lacks a
     finite objective is told FAIL.
 
+    The config of a trial is what :class:`SpaceFunction` returns (``plan``, ``pipeline``, ``order``
+    and the sampled ``params``); Ray also merges the sampled values in at the top level, which
+    nothing here reads.
+
     **Duplicates.** TPE over a small discrete space proposes plans it has already proposed; each
     such trial would spend a slot of the budget measuring a known point. A proposal whose plan was
     already proposed in this search is told to Optuna right away, with the first trial's
     objectives when they are known (else FAIL, as it is still running), and Optuna is asked again,
     up to ``duplicate_retries`` times; a space with fewer plans than trials runs the last proposal
-    anyway. The overrides use the searcher's ``_ot_trials`` and ``_ot_study``, as Ray's own
-    methods do; the added state pickles with the searcher for a restore.
+    anyway. The overrides reach Ray's private state through :class:`OptunaSearchState` only; the
+    added state pickles with the searcher for a restore.
     """
 
     DUPLICATE_RETRIES = 16
@@ -88,11 +94,12 @@ class FailAwareOptunaSearch(OptunaSearch):
 
     def _tell_duplicate(self, trial_id: str, first: str) -> None:
         """Close ``trial_id``'s Optuna trial, a repeat of ``first``'s plan, with what ``first`` measured."""
-        ot_trial, known = self._ot_trials.pop(trial_id), self._trial_values.get(first)
+        state = OptunaSearchState(self)
+        ot_trial, known = state.asked.pop(trial_id), self._trial_values.get(first)
         if known is None:
-            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+            state.study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
         else:
-            self._ot_study.tell(ot_trial, known)
+            state.study.tell(ot_trial, known)
         self.duplicates_skipped += 1
 
     def restore(self, checkpoint_path: str) -> None:
@@ -107,11 +114,42 @@ class FailAwareOptunaSearch(OptunaSearch):
         finite = bool(values) and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
         if finite and not error:
             self._trial_values[trial_id] = [float(v) for v in values]
-        if trial_id in self._ot_trials and (error or not finite) and trial_id not in self._completed_trials:
-            self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.FAIL)
-            self._completed_trials.add(trial_id)
+        state = OptunaSearchState(self)
+        if trial_id in state.asked and (error or not finite) and trial_id not in state.told:
+            state.study.tell(state.asked[trial_id], state=optuna.trial.TrialState.FAIL)
+            state.told.add(trial_id)
             return
         super().on_trial_complete(trial_id, result, error)
+
+
+class OptunaSearchState:
+    """Ray's ``OptunaSearch`` private state that :class:`FailAwareOptunaSearch` uses, named only here.
+
+    Checked against Ray 2.60.0 (``ray/tune/search/optuna/optuna_search.py``), whose own
+    ``suggest``, ``on_trial_complete``, ``save`` and ``restore`` use the same three attributes;
+    ``pyproject.toml`` bounds Ray to the versions checked (recheck these names before raising it).
+
+    Args:
+        searcher: the searcher whose state to reach.
+    """
+
+    def __init__(self, searcher: OptunaSearch) -> None:
+        self.searcher = searcher
+
+    @property
+    def study(self) -> optuna.Study:
+        """The Optuna study (``_ot_study``)."""
+        return self.searcher._ot_study
+
+    @property
+    def asked(self) -> dict[str, optuna.trial.Trial]:
+        """Tune trial id -> the Optuna trial asked for it (``_ot_trials``)."""
+        return self.searcher._ot_trials
+
+    @property
+    def told(self) -> set[str]:
+        """Tune trial ids whose result Optuna was told (``_completed_trials``)."""
+        return self.searcher._completed_trials
 
 
 def _plan_key(config: dict | None) -> str | None:

@@ -78,3 +78,15 @@ def test_a_plan_already_proposed_is_not_run_again() -> None:
     assert repeats_of_first and all(t.values == [0.9, 100.0, 0.5] for t in repeats_of_first)
     fifth = searcher.suggest("t4")
     assert fifth["pipeline"] in pipelines
+
+
+def test_the_config_carries_the_sampled_parameters_as_optuna_saw_them(searcher) -> None:
+    """``config["params"]`` is the trial's Optuna parameters plus its order: trials.csv's param columns."""
+    from search.results import trial_row
+
+    for i in range(8):
+        config = searcher.suggest(f"t{i}")
+        asked = searcher._ot_study.trials[-1].params
+        assert config["params"] == {**asked, "order": config["order"]}
+        row = trial_row(f"t{i}", config, {}, "not run")
+        assert {k for k in row if k.startswith("param.")} == {f"param.{k}" for k in config["params"]}
