@@ -11,7 +11,8 @@ from trainables.data import check_root
 from trainables.errors import FrontierError
 from trainables.measure.backends import tensorrt_available, tensorrt_problem
 
-from .spec import Spec, SpecError, load_spec, reachable_values
+from .spec import Spec, SpecError, load_spec
+from .spec_checks import reachable_values
 
 
 def check_spec(path: str | Path, address: str | None = None) -> Spec:

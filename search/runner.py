@@ -28,7 +28,8 @@ from trainables.pipeline.run import tune_trial
 from .progress import SearchProgress
 from .results import PARAMS_KEY, atomic_write, trial_row, write_results
 from .space import RecordingTrial, suggest
-from .spec import Spec, pba_lower_bound, plan_for
+from .spec import Spec
+from .to_plan import pba_lower_bound, plan_for
 
 
 class SpaceFunction:

@@ -18,7 +18,8 @@ from torch import nn
 
 from search.cli import main
 from search.results import trial_row
-from search.spec import Budgets, apply_overrides
+from search.spec import Budgets
+from search.to_plan import apply_overrides
 from tests.conftest import TARGET
 from trainables.measure import backends
 from trainables.errors import FrontierError

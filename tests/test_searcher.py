@@ -8,7 +8,8 @@ import optuna
 import pytest
 
 from search.runner import FailAwareOptunaSearch, SpaceFunction
-from search.spec import load_spec, parse_spec, plan_for
+from search.spec import load_spec, parse_spec
+from search.to_plan import plan_for
 from tests.tiny_spec import tiny_spec
 
 SPACES = Path(__file__).resolve().parent.parent / "spaces"

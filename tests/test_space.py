@@ -94,7 +94,7 @@ def test_dotted_overrides_reach_the_plan() -> None:
 def test_pba_lower_bound_sees_a_top_level_s1() -> None:
     nodes = parse_space({"s1": {"float": [0.5, 0.89], "step": 0.01},
                          "order": {"choice": {"PBA": {"s2": {"float": [0.5, 0.9], "step": 0.05}}}}})
-    from search.spec import pba_lower_bound
+    from search.to_plan import pba_lower_bound
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
     for _ in range(50):
@@ -151,7 +151,7 @@ def test_milestone_lists_give_one_stage_each_and_pba_stays_above_s1() -> None:
 
 
 def test_pba_lower_bound_is_above_the_last_s1_milestone() -> None:
-    from search.spec import pba_lower_bound
+    from search.to_plan import pba_lower_bound
 
     assert pba_lower_bound("s2", {"order": "PBA", "s1": [0.3, 0.6]}) == pytest.approx(0.61)
     assert pba_lower_bound("s2", {"order": "PBA", "s1": 0.3}) == pytest.approx(0.31)

@@ -1,0 +1,187 @@
+"""What a spec's schema cannot see: the semantic problems of a spec, each one line with its key path.
+
+:func:`space_problems` runs after the schema (:mod:`search.spec`): keys the space may not set,
+values the budgets reject, orders without the sparsities they need (or PBA without s2 > s1),
+share groups and EPruning layers the model lacks, and sparsities a pruning granularity cannot
+reach. :func:`reachable_values` answers which values a budget field can take in some trial.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from trainables.models import ARCHITECTURES
+from trainables.pipeline.plan import ORDERS, QUANTIZE
+
+from .space import Choice, Const, Node, Range, walk
+from .spec import Budgets, Spec, SpecError
+from .to_plan import PBA_MIN_GAP, SPECIAL_KEYS, apply_overrides, field_problem
+
+
+def space_problems(spec: Spec) -> Iterable[str]:
+    """Keys the space may not set, values the budgets reject, and impossible orders."""
+    for path, node in walk(spec.nodes):
+        if node.name in SPECIAL_KEYS:
+            yield from _special_problems(path, node)
+        else:
+            yield from _override_problems(spec, path, node)
+    yield from _order_problems(spec)
+    yield from _share_problems(spec)
+    yield from _prune_problems(spec)
+
+
+def _values(node: Node) -> list[Any]:
+    if isinstance(node, Const):
+        return [node.value]
+    if isinstance(node, Range):
+        return [node.low, node.high]
+    return list(node.options)
+
+
+def _special_problems(path: str, node: Node) -> Iterable[str]:
+    for name, allowed in (("order", ORDERS), ("quantize", QUANTIZE)):
+        if node.name == name:
+            bad = [v for v in _values(node) if v not in allowed]
+            if bad or isinstance(node, Range):
+                yield f"{path}: {name} must be one of {', '.join(allowed)}, got {bad[0] if bad else 'a range'!r}"
+            return
+    for value in _values(node):
+        for sparsity in value if isinstance(value, list) else [value]:
+            if not isinstance(sparsity, (int, float)) or isinstance(sparsity, bool) or not 0 <= sparsity < 1:
+                yield f"{path}: a sparsity must be a number in [0, 1), got {sparsity!r}"
+                return
+        if isinstance(value, list) and any(b <= a for a, b in zip(value, value[1:])):
+            yield f"{path}: {node.name}'s milestones must increase strictly, got {value}"
+            return
+
+
+def _override_problems(spec: Spec, path: str, node: Node) -> Iterable[str]:
+    parts = node.name.split(".")
+    if parts[0] not in Budgets.model_fields:
+        known = ", ".join([*SPECIAL_KEYS, *(f"{k}.<field>" for k in Budgets.model_fields)])
+        yield f"{path}: unknown parameter '{node.name}'; the space can set {known}"
+        return
+    problem = field_problem(spec.budgets.model_dump(), node.name)
+    if problem is not None:
+        yield f"{path}: {problem}"
+        return
+    for value in _values(node):
+        try:
+            apply_overrides(spec.budgets, {node.name: value})
+        except SpecError as exc:
+            yield f"{path}: {value!r} is not valid for {exc.problems[0]}"
+            return
+
+
+def _order_problems(spec: Spec) -> Iterable[str]:
+    """Each reachable order has the sparsities it needs; PBA can have s2 > s1 (every s2 milestone
+    above every s1 milestone)."""
+    top = {n.name: n for n in spec.nodes}
+    order = top.get("order")
+    if order is None:
+        orders: list[tuple[str, str, dict[str, Node]]] = [("none", "space", top)]
+    elif isinstance(order, Const):
+        orders = [(str(order.value), "space.order", top)]
+    elif isinstance(order, Choice):
+        orders = [
+            (str(o), f"space.order.choice.{o}", {**top, **{n.name: n for n in order.branches.get(o, ())}})
+            for o in order.options
+        ]
+    else:
+        return
+    needs = {"none": (), "PB": ("s1",), "PA": ("s2",), "PBA": ("s1", "s2")}
+    for name, path, scope in orders:
+        for key in needs.get(name, ()):
+            if key not in scope:
+                yield f"{path}: order {name} needs '{key}' in the space"
+        if name == "PBA" and "s1" in scope and "s2" in scope:
+            high1, high2 = max(_numbers(scope["s1"]), default=0), max(_numbers(scope["s2"]), default=1)
+            if not isinstance(scope["s2"], Range) and min(_numbers(scope["s2"]), default=1) <= high1:
+                # only a range can be sampled above the s1 drawn; fixed values must all clear it
+                yield (f"{path}: PBA needs s2 > s1, but s2 can be {min(_numbers(scope['s2']))} "
+                       f"and s1 can be {high1}; make every s2 milestone larger than every s1 milestone, or s2 a range")
+            elif high2 < high1 + PBA_MIN_GAP:
+                yield (f"{path}: PBA needs s2 > s1 for every s1, so s2's highest value ({high2}) must be "
+                       f"at least s1's highest ({high1}) + {PBA_MIN_GAP}")
+
+
+def _share_problems(spec: Spec) -> Iterable[str]:
+    """Share groups the model has; a source dataset when retraining reads its images."""
+    names = {n.name for _, n in walk(spec.nodes)}
+    quantize = {v for _, n in walk(spec.nodes) if n.name == "quantize" for v in _values(n)}
+    if spec.budgets.share.groups:
+        import torch
+
+        with torch.device("meta"):  # the architecture's structure without allocating its weights
+            model = ARCHITECTURES[spec.model.name](num_classes=2)
+        from trainables.stages.quantize import layer_groups
+
+        known = layer_groups(model)
+        for group in spec.budgets.share.groups:
+            if group not in known:
+                yield (f"budgets.share.groups.{group}: {spec.model.name} has no layer group '{group}'; "
+                       f"it has {', '.join(known)}")
+    retrain = spec.budgets.retrain
+    if "QR" in quantize and "retrain.mode" not in names and retrain.mode == "unlabeled" \
+            and retrain.unlabeled == "source" and spec.data.source is None:
+        yield "budgets.retrain.unlabeled: retraining reads the source's images but data.source is not given"
+
+
+def _prune_problems(spec: Spec) -> Iterable[str]:
+    """EPruning layer patterns the model has; no sparsity above what a granularity can reach."""
+    from trainables.stages.gradual import granularity_problem
+
+    patterns = spec.budgets.prune.epruning.layers
+    if patterns:
+        import torch
+
+        from trainables.compress.units import unit_layers
+        from trainables.errors import FrontierError
+
+        with torch.device("meta"):
+            model = ARCHITECTURES[spec.model.name](num_classes=2)
+        try:
+            unit_layers(model, patterns)
+        except FrontierError as exc:
+            yield f"budgets.prune.epruning.{exc} of {spec.model.name}"
+    methods = {value for _, value in reachable_values(spec, "prune.method")}
+    granularities = reachable_values(spec, "prune.granularity") if "gradual" in methods else []
+    sparsities = [(path, node) for path, node in walk(spec.nodes) if node.name in ("s1", "s2")]
+    for g_path, granularity in granularities:
+        for s_path, node in sparsities:
+            if not _exclusive(g_path, s_path):
+                for value in _numbers(node):
+                    problem = granularity_problem(str(granularity), float(value))
+                    if problem:
+                        yield f"{s_path}: {problem} ({g_path} can be '{granularity}')"
+                        break
+
+
+def reachable_values(spec: Spec, name: str) -> list[tuple[str, Any]]:
+    """``(key path, value)`` for each value budget field ``name`` (dotted, ``prune.method``) can take
+    in a trial: the budget's own unless a top-level space node always sets it, and every value the
+    space gives it."""
+    nodes = [(path, node) for path, node in walk(spec.nodes) if node.name == name]
+    values: list[tuple[str, Any]] = []
+    if not any(path == f"space.{name}" for path, _ in nodes):
+        default: Any = spec.budgets
+        for part in name.split("."):
+            default = getattr(default, part)
+        values.append((f"budgets.{name}", default))
+    return values + [(path, value) for path, node in nodes for value in _values(node)]
+
+
+def _exclusive(path_a: str, path_b: str) -> bool:
+    """True when two space paths sit in different branches of one choice (never in the same trial)."""
+    a, b = path_a.split("."), path_b.split(".")
+    common = 0
+    while common < min(len(a), len(b)) and a[common] == b[common]:
+        common += 1
+    return 0 < common < min(len(a), len(b)) and a[common - 1] == "choice"
+
+
+def _numbers(node: Node) -> list[float]:
+    """The numbers ``node`` can give, a list option's milestones included."""
+    flat = [v for value in _values(node) for v in (value if isinstance(value, list) else [value])]
+    return [v for v in flat if isinstance(v, (int, float)) and not isinstance(v, bool)]

@@ -1,0 +1,90 @@
+"""From a validated spec to trial plans: dotted-path budget overrides, and the plan of one sampled
+assignment of the search space.
+
+The space's keys are of two kinds: the special keys (:data:`SPECIAL_KEYS`: ``order``, ``s1``,
+``s2``, ``quantize``) choose the pipeline's shape; every other key is a budget field by its dotted
+path (``transfer.optim.lr``), set on the spec's budgets by :func:`apply_overrides`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from trainables.pipeline.plan import Plan, make_plan
+from trainables.stages.dense import DenseConfig
+
+from .spec import Budgets, Spec, SpecError, validation_lines
+
+SPECIAL_KEYS = ("order", "s1", "s2", "quantize")
+PBA_MIN_GAP = 0.01  # s2 is sampled in [s1 + gap, high] for PBA
+
+
+def field_problem(data: dict[str, Any], dotted: str) -> str | None:
+    """Why ``dotted`` names no field of the budgets dumped as ``data``, in one line; None when it does."""
+    node: Any = data
+    walked: list[str] = []
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        if isinstance(node, dict) and part in node and node[part] is None:
+            unset = "budgets." + ".".join([*walked, part])
+            return f"'{dotted}' is not a budget field while {unset} is unset; set {unset} to search its fields"
+        if not isinstance(node, dict) or not isinstance(node.get(part), dict):
+            return f"'{dotted}' is not a budget field"
+        node, walked = node[part], [*walked, part]
+    if leaf in node:
+        return None
+    if walked == ["share", "groups"]:
+        return f"'{dotted}' is not a budget field; list {leaf} under budgets.share.groups to search it"
+    return f"'{dotted}' is not a budget field"
+
+
+def apply_overrides(budgets: Budgets, overrides: dict[str, Any]) -> Budgets:
+    """``budgets`` with dotted-path fields replaced (``{"transfer.optim.lr": 0.01}``), revalidated.
+
+    A side of the pruning budget is set the same way: ``{"prune.after.epochs": 25}``.
+    """
+    data = budgets.model_dump()
+    for dotted, value in overrides.items():
+        problem = field_problem(data, dotted)
+        if problem is not None:
+            raise SpecError([problem])
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    try:
+        return Budgets.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError([f"budgets.{line}" for line in validation_lines(exc)]) from None
+
+
+def plan_for(spec: Spec, assignment: dict[str, Any]) -> Plan:
+    """The trial plan of one sampled ``assignment`` (``{"order": "PBA", "s1": 0.5, ...}``)."""
+    overrides = {k: v for k, v in assignment.items() if k not in SPECIAL_KEYS}
+    budgets = apply_overrides(spec.budgets, overrides)
+    return make_plan(
+        order=str(assignment.get("order", "none")),
+        dense=DenseConfig(model=spec.model.name, weights=spec.model.weights, **budgets.dense.model_dump()),
+        transfer=budgets.transfer,
+        prune=budgets.prune.model_dump(),
+        benchmark=budgets.benchmark,
+        source=spec.data.source,
+        target=spec.data.target,
+        s1=assignment.get("s1"),
+        s2=assignment.get("s2"),
+        seed=spec.seed,
+        quantize=str(assignment.get("quantize", "none")),
+        share=budgets.share,
+        retrain=budgets.retrain,
+    )
+
+
+def pba_lower_bound(name: str, sampled: dict[str, Any]) -> float | None:
+    """For PBA, s2's range starts above the s1 already sampled (its last milestone, for a list)."""
+    if name == "s2" and sampled.get("order") == "PBA" and "s1" in sampled:
+        s1 = sampled["s1"]
+        return float(max(s1) if isinstance(s1, list) else s1) + PBA_MIN_GAP
+    return None
