@@ -23,6 +23,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from trainables.errors import FrontierError
 from trainables.pipeline.layout import TUNE_EXPERIMENT, RunFolder
+from trainables.pipeline.plan import Plan
 from trainables.pipeline.run import tune_trial
 
 from .progress import SearchProgress
@@ -175,14 +176,9 @@ class TrialResources:
 
 
 def actor_bundles(plan: dict[str, Any]) -> list[dict[str, float]]:
-    """The bundles of the EPruning actor pools in ``plan`` (a plan's JSON); the stages run one at a
-    time, so the largest pool decides."""
-    pools = [step["config"] for step in plan.get("steps", ())
-             if step.get("kind") == "E" and step["config"].get("evaluator") == "actors"]
-    if not pools:
-        return []
-    widest = max(pools, key=lambda c: c["actors"] * c["actor_cpus"])
-    return [{"CPU": widest["actor_cpus"], "GPU": widest["actor_gpus"]}] * widest["actors"]
+    """The bundles ``plan`` (a plan's JSON) needs beyond the trial's own: each step says its own
+    (:meth:`trainables.pipeline.plan.Plan.bundles`; EPruning's actor pools)."""
+    return Plan.model_validate(plan).bundles() if plan else []
 
 
 def trial_dirname(trial: Any) -> str:

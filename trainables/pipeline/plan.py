@@ -21,7 +21,7 @@ Each stage is its own cache entry, so ``D|50|70`` reuses ``D|50``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,44 +30,121 @@ from ..data import DataSpec
 from ..stage import Domain, Stage
 from ..stages.benchmark import Benchmark, BenchmarkConfig
 from ..stages.dense import Dense, DenseConfig
-from ..stages.epruning import EPrune, EPruningConfig
+from ..stages.epruning import EPrune, EPruneSchedule, EPruningConfig
 from ..stages.gradual import Frequency, GradualConfig, GradualPrune, PruneSchedule
 from ..stages.quantize import RetrainConfig, Share, ShareConfig
 from ..stages.transfer import Transfer, TransferConfig
 from ..train import OptimConfig
 
-ORDERS = ("none", "PB", "PA", "PBA")
-QUANTIZE = ("none", "Q", "QR")  # no sharing; weight sharing; sharing then retraining
+# order -> the sparsity keys it needs: s1 prunes before the transfer (on the source), s2 after it
+ORDER_SPARSITIES: dict[str, tuple[str, ...]] = {"none": (), "PB": ("s1",), "PA": ("s2",), "PBA": ("s1", "s2")}
+ORDERS = tuple(ORDER_SPARSITIES)
+QUANTIZE = ("none", "Q", "QR")  # a spec's codes: no sharing; weight sharing; sharing then retraining (label Q|R)
+
+Bundle = dict[str, float]  # a Ray placement-group bundle, e.g. {"CPU": 2.0, "GPU": 1.0}
 
 
 class _Step(BaseModel):
+    """One stage of a plan, as data. Each kind knows its own identity, so that nothing else branches
+    on ``kind`` (the JSON discriminator, also part of the stage's cache key):
+
+    - :attr:`label`: its part of the pipeline string (``D``, ``80``, ``E50``, ``Q|R``);
+    - :attr:`slot`: its stable column name in ``trials.csv`` (``seconds.<slot>``; :meth:`Plan.slots`
+      numbers repeats);
+    - :meth:`build`: its stage object;
+    - :attr:`cached`: whether its output goes to the stage cache (False: it runs anew every time);
+    - :meth:`bundles`: the Ray bundles it needs beyond the trial's own (actors it starts).
+
+    A new stage kind is a subclass here, added to :data:`StepSpec`.
+    """
+
     model_config = ConfigDict(extra="forbid")
+
+    cached: ClassVar[bool] = True
+
+    @property
+    def label(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def slot(self) -> str:
+        return self.kind
+
+    def build(self) -> Stage:
+        raise NotImplementedError
+
+    def bundles(self) -> list[Bundle]:
+        return []
 
 
 class DenseStep(_Step):
     kind: Literal["D"] = "D"
     config: DenseConfig
 
+    @property
+    def label(self) -> str:
+        return Dense.label
+
+    def build(self) -> Stage:
+        return Dense(self.config)
+
 
 class TransferStep(_Step):
     kind: Literal["T"] = "T"
     config: TransferConfig
 
+    @property
+    def label(self) -> str:
+        return Transfer.label
 
-class PruneStep(_Step):
+    def build(self) -> Stage:
+        return Transfer(self.config)
+
+
+class _PruneSlot:
+    """A pruning stage's slot: ``P1`` on the source (before the transfer), ``P2`` on the target
+    (the step's ``domain`` field says which)."""
+
+    @property
+    def slot(self) -> str:
+        return "P1" if self.domain == "source" else "P2"
+
+
+class PruneStep(_PruneSlot, _Step):
     kind: Literal["P"] = "P"
     domain: Domain
     config: GradualConfig
 
+    @property
+    def label(self) -> str:
+        return GradualPrune.label_for(self.config.final)
 
-class EPruneStep(_Step):
-    """A ``P<s>`` stage by EPruning (labelled ``E<s>``): its schedule fields come from the prune budget."""
+    def build(self) -> Stage:
+        return GradualPrune(self.config, self.domain)
+
+
+class EPruneStep(_PruneSlot, _Step):
+    """A ``P<s>`` stage by EPruning (labelled ``E<s>``): its schedule comes from the prune budget."""
 
     kind: Literal["E"] = "E"
     domain: Domain
     sparsity: float = Field(ge=0, lt=1)
     config: EPruningConfig
-    schedule: PruneSchedule
+    schedule: EPruneSchedule
+
+    @property
+    def label(self) -> str:
+        return EPrune.label_for(self.sparsity, self.config.constrain)
+
+    def build(self) -> Stage:
+        return EPrune(self.config, sparsity=self.sparsity, domain=self.domain, **dict(self.schedule))
+
+    def bundles(self) -> list[Bundle]:
+        """One bundle per actor of an ``evaluator: actors`` pool (DESIGN.md: actors started inside a
+        trial need their own bundles); none otherwise."""
+        if self.config.evaluator != "actors":
+            return []
+        return [{"CPU": self.config.actor_cpus, "GPU": self.config.actor_gpus}] * self.config.actors
 
 
 class PruneSide(BaseModel):
@@ -132,15 +209,49 @@ class ShareStep(_Step):
     config: ShareConfig
     retrain: RetrainConfig | None = None
 
+    @property
+    def label(self) -> str:
+        return Share.label_for(self.retrain is not None)
+
+    def build(self) -> Stage:
+        return Share(self.config, self.retrain)
+
 
 class BenchmarkStep(_Step):
     kind: Literal["B"] = "B"
     config: BenchmarkConfig
     nominal_sparsity: float = 0.0
 
+    cached: ClassVar[bool] = False  # the benchmark measures latency anew every time
+
+    @property
+    def label(self) -> str:
+        return Benchmark.label
+
+    def build(self) -> Stage:
+        return Benchmark(self.config, nominal_sparsity=self.nominal_sparsity)
+
 
 StepSpec = Annotated[Union[DenseStep, TransferStep, PruneStep, EPruneStep, ShareStep, BenchmarkStep],
                     Field(discriminator="kind")]
+
+
+def numbered(names: Sequence[str]) -> list[str]:
+    """``names`` with each repeat numbered: the second ``P1`` is ``P1.2``, the third ``P1.3``.
+
+    The one naming of a pipeline's timing and metric keys (``seconds.<name>``, ``stage.<name>.*``):
+    plans number their slots with it, :func:`~trainables.pipeline.run.run_stages` its stages' labels.
+
+    Example:
+        >>> numbered(["D", "P1", "P1", "T", "B"])
+        ['D', 'P1', 'P1.2', 'T', 'B']
+    """
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}.{seen[name]}")
+    return out
 
 
 class Plan(BaseModel):
@@ -155,26 +266,30 @@ class Plan(BaseModel):
 
     def stages(self) -> list[Stage]:
         """The stage objects, in order."""
-        return [_stage(step) for step in self.steps]
+        return [step.build() for step in self.steps]
 
     @property
     def pipeline(self) -> str:
         """The pipeline string, e.g. ``D|50|T|80|B``."""
-        return "|".join(stage.label for stage in self.stages())
+        return "|".join(step.label for step in self.steps)
 
-    def slot(self, index: int) -> str:
-        """A stable name for step ``index``: D, P1 (prune on source), T, P2 (prune on target), B.
+    def slots(self) -> list[str]:
+        """A stable name per step: D, P1 (prune on source), T, P2 (prune on target), Q, B.
 
         A side's later milestones get ``.2``, ``.3``, ...: ``D|50|70|T|80|B`` has slots D, P1,
         P1.2, T, P2, B (the ``seconds.<slot>`` and ``stage.<slot>.*`` columns of ``trials.csv``).
         """
-        step = self.steps[index]
-        if isinstance(step, (PruneStep, EPruneStep)):
-            base = "P1" if step.domain == "source" else "P2"
-            nth = sum(isinstance(s, (PruneStep, EPruneStep)) and s.domain == step.domain
-                      for s in self.steps[:index + 1])
-            return base if nth == 1 else f"{base}.{nth}"
-        return step.kind
+        return numbered([step.slot for step in self.steps])
+
+    def slot(self, index: int) -> str:
+        """The slot of step ``index`` (see :meth:`slots`)."""
+        return self.slots()[index]
+
+    def bundles(self) -> list[Bundle]:
+        """The Ray bundles the plan's stages need beyond the trial's own; the stages run one at a
+        time, so the step needing the most CPUs decides (the first of equals)."""
+        return max((step.bundles() for step in self.steps), key=lambda b: sum(x.get("CPU", 0.0) for x in b),
+                   default=[])
 
     def data_key(self) -> dict:
         """The data every stage may read, as the cache key includes it."""
@@ -182,27 +297,11 @@ class Plan(BaseModel):
                 "target": self.target.model_dump(mode="json")}
 
 
-def _stage(step: StepSpec) -> Stage:
-    if isinstance(step, DenseStep):
-        return Dense(step.config)
-    if isinstance(step, TransferStep):
-        return Transfer(step.config)
-    if isinstance(step, PruneStep):
-        return GradualPrune(step.config, step.domain)
-    if isinstance(step, EPruneStep):
-        sched = step.schedule
-        return EPrune(step.config, sparsity=step.sparsity, domain=step.domain, epochs=sched.epochs,
-                      recover_epochs=sched.recover_epochs, batch_size=sched.batch_size, optim=sched.optim,
-                      augment=sched.augment)
-    if isinstance(step, ShareStep):
-        return Share(step.config, step.retrain)
-    return Benchmark(step.config, nominal_sparsity=step.nominal_sparsity)
-
-
 def _prune_step(budget: PruneBudget, domain: Domain, sparsity: float, initial: float) -> PruneStep | EPruneStep:
     schedule = budget.schedule(domain)
     if budget.method == "epruning":
-        return EPruneStep(domain=domain, sparsity=sparsity, config=budget.epruning, schedule=schedule)
+        fields = schedule.model_dump(include=set(EPruneSchedule.model_fields))
+        return EPruneStep(domain=domain, sparsity=sparsity, config=budget.epruning, schedule=fields)
     return PruneStep(domain=domain, config=GradualConfig(**schedule.model_dump(), final=sparsity, initial=initial))
 
 
@@ -256,7 +355,7 @@ def make_plan(
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZE)} but got {quantize!r}")
     if order not in ORDERS:
         raise ValueError(f"order must be one of {', '.join(ORDERS)} but got {order!r}")
-    needs = {"none": (), "PB": ("s1",), "PA": ("s2",), "PBA": ("s1", "s2")}[order]
+    needs = ORDER_SPARSITIES[order]
     given = {"s1": s1, "s2": s2}
     for name in needs:
         if given[name] is None:

@@ -42,7 +42,7 @@ from ..stage import Context, Metrics, Stage
 from ..train import loader_workers_for, set_loader_workers
 from .cache import StageCache, stage_key
 from .layout import RunFolder
-from .plan import Plan
+from .plan import Plan, numbered
 
 # stage metrics kept in the trial's final result (as ``stage.<slot>.<name>``; lists joined by ';')
 CARRIED = ("pruning_rate", "unit_sparsity", "search_epochs", "energy_best", "energy_mean", "delta_s",
@@ -58,14 +58,15 @@ def run_stages(stages: Sequence[Stage], ctx: Context, model: nn.Module | None = 
     """Run ``stages`` in order on ``model`` (None: the first stage builds it).
 
     Returns the final model and the metrics of the last stage, plus ``seconds.<label>`` for
-    every stage (a repeated label gets ``#2``) and ``pipeline``.
+    every stage and ``pipeline``. A repeated label is numbered as a plan's slots are (``80.2``:
+    :func:`~trainables.pipeline.plan.numbered`).
     """
     if not stages:
         raise ValueError("run_stages: no stages given")
     progress = Progress()
-    for stage in stages:
+    for stage, name in zip(stages, numbered([stage.label for stage in stages])):
         model, metrics = stage.run(model, ctx)
-        progress.add(stage.label, metrics)
+        progress.add(name, metrics)
     return model, progress.final(pipeline_string(stages))
 
 
@@ -82,10 +83,8 @@ class Progress:
     stage: dict[str, Any] = field(default_factory=dict)  # CARRIED metrics of earlier stages, as stage.<slot>.<key>
 
     def add(self, label: str, metrics: Metrics, seconds: float | None = None, cached: bool = False) -> None:
-        key, n = f"seconds.{label}", 2
-        while key in self.seconds:
-            key, n = f"seconds.{label}#{n}", n + 1
-        self.seconds[key] = float(metrics.get("seconds", 0.0) if seconds is None else seconds)
+        """Record stage ``label`` (a plan's slot, or a numbered stage label: unique within a run)."""
+        self.seconds[f"seconds.{label}"] = float(metrics.get("seconds", 0.0) if seconds is None else seconds)
         if cached:
             self.cached.append(label)
         for name in CARRIED:
@@ -116,13 +115,13 @@ def run_plan(
     """Run ``plan`` from ``progress.index`` (0: the start), reusing cached stage outputs.
 
     ``after_stage(model, progress)`` is called after every stage but the last (a checkpoint).
-    The benchmark stage is never cached: its latency is measured anew.
+    A step that is not ``cached`` (the benchmark: its latency is measured anew) always runs.
     """
     progress = progress or Progress()
-    stages, arch = plan.stages(), plan.steps[0].config.model
+    stages, slots, arch = plan.stages(), plan.slots(), plan.steps[0].config.model
     for i in range(progress.index, len(stages)):
         step, stage, start = plan.steps[i], stages[i], time.perf_counter()
-        if cache is None or step.kind == "B":  # the benchmark measures anew every time
+        if cache is None or not step.cached:
             model, metrics = stage.run(model, ctx)
             digest, hit = None, None
         else:
@@ -135,7 +134,7 @@ def run_plan(
                     model, metrics = stage.run(model, ctx)
                     digest = cache.put(key, model.state_dict(), metrics)
         progress.input_hash = digest
-        progress.add(plan.slot(i), metrics, time.perf_counter() - start, cached=hit is not None)
+        progress.add(slots[i], metrics, time.perf_counter() - start, cached=hit is not None)
         if after_stage is not None and i < len(stages) - 1:
             after_stage(model, progress)
     return model, progress.final(plan.pipeline)

@@ -27,10 +27,10 @@ trains with horizontal flips and Cutout; ``augment: flip_cutout`` does the same.
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from ..augment import Augment, named, then
@@ -205,6 +205,38 @@ class EPruningConfig(BaseModel):
     chunk: int | None = Field(None, ge=1)
 
 
+class EPruneSchedule(BaseModel):
+    """The budget of an EPruning stage: the fields of the spec's ``budgets.prune`` schedule it reads.
+
+    The gradual schedule's ``frequency``, ``granularity`` and ``skip_first``/``skip_last`` are not
+    here: the population search picks units in every unit layer at every batch, so those fields
+    would change nothing but the stage's cache key.
+
+    Args:
+        epochs: the search window, in epochs (the default of ``cfg.stagnation``).
+        recover_epochs: fine-tuning epochs after the window.
+        batch_size: training batch.
+        optim: the training optimizer.
+        augment: the spec's training augmentation, applied before ``epruning.augment``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(ge=1)
+    recover_epochs: int = Field(ge=0)
+    batch_size: int = Field(ge=1)
+    optim: OptimConfig
+    augment: Augment
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_gradual_fields(cls, data: Any) -> Any:
+        """A plan written before the schedule was trimmed (an older run's ``plans.json``) still loads."""
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k not in ("frequency", "granularity", "skip_first", "skip_last")}
+        return data
+
+
 def epruning(model: nn.Module, splits, cfg: EPruningConfig, *, sparsity: float, epochs: int, recover_epochs: int,
              batch_size: int, optim: OptimConfig, device: str = "cpu", seed: int = 0,
              on_epoch=None, augment: Augment = "none") -> tuple[nn.Module, Metrics]:
@@ -361,7 +393,12 @@ class EPrune:
         self.cfg, self.sparsity, self.domain, self.augment = cfg, sparsity, domain, augment
         self.epochs, self.recover_epochs, self.batch_size = epochs, recover_epochs, batch_size
         self.optim = optim or OptimConfig()
-        self.label = f"E{round(sparsity * 100):d}" if cfg.constrain else "E"
+        self.label = self.label_for(sparsity, cfg.constrain)
+
+    @staticmethod
+    def label_for(sparsity: float, constrain: bool) -> str:
+        """The pipeline label: ``E50`` for a stage held to 0.5, a bare ``E`` for one finding its own rate."""
+        return f"E{round(sparsity * 100):d}" if constrain else "E"
 
     def run(self, model: nn.Module | None, ctx: Context) -> tuple[nn.Module, Metrics]:
         if model is None:

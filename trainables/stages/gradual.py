@@ -438,7 +438,12 @@ class GradualPrune:
 
     def __init__(self, cfg: GradualConfig, domain: Domain = "target") -> None:
         self.cfg, self.domain = cfg, domain
-        self.label = f"{round(cfg.final * 100):d}"
+        self.label = self.label_for(cfg.final)
+
+    @staticmethod
+    def label_for(final: float) -> str:
+        """The pipeline label of a stage pruning to ``final``: the percentage, ``80`` for 0.8."""
+        return f"{round(final * 100):d}"
 
     def run(self, model: nn.Module | None, ctx: Context) -> tuple[nn.Module, Metrics]:
         if model is None:

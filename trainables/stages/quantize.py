@@ -284,7 +284,12 @@ class Share:
 
     def __init__(self, cfg: ShareConfig, retrain_cfg: RetrainConfig | None = None) -> None:
         self.cfg, self.retrain_cfg = cfg, retrain_cfg
-        self.label = "Q" if retrain_cfg is None else "Q|R"
+        self.label = self.label_for(retrain_cfg is not None)
+
+    @staticmethod
+    def label_for(retrain: bool) -> str:
+        """The pipeline label: ``Q`` (sharing), or ``Q|R`` (sharing, then retraining; one stage, two letters)."""
+        return "Q|R" if retrain else "Q"
 
     def run(self, model: nn.Module | None, ctx: Context) -> tuple[nn.Module, Metrics]:
         if model is None:
