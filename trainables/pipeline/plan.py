@@ -15,7 +15,13 @@ optionally followed by weight sharing ``Q`` (quantization paper) or sharing and 
 s1 and s2 may each be a list of milestones, one pruning stage per milestone, each starting from
 the sparsity the one before reached (the paper's Table 2: ``D|50|T|70|80``, ``D|50|70|T|80``).
 The milestones increase strictly, and for PBA every s2 milestone lies above every s1 milestone.
-Each stage is its own cache entry, so ``D|50|70`` reuses ``D|50``.
+Each stage is its own cache entry, so ``D|50|70`` reuses ``D|50``. :data:`ORDER_SPARSITIES` is
+the one table of which sparsities an order needs.
+
+Each step kind (a subclass of ``_Step``; ``kind`` is only its JSON tag) owns its identity: its
+``label`` in the pipeline string, its ``slot`` (the ``seconds.<slot>`` column of ``trials.csv``),
+``build()`` of its stage object, whether the stage cache keeps its output (``cached``) and the Ray
+bundles it needs (``bundles()``). The runner, the cache and the results read these, never ``kind``.
 """
 
 from __future__ import annotations
