@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from trainables.models import ARCHITECTURES
-from trainables.pipeline.plan import ORDERS, QUANTIZE
+from trainables.pipeline.plan import ORDER_SPARSITIES, ORDERS, QUANTIZE
 
 from .space import Choice, Const, Node, Range, walk
 from .spec import Budgets, Spec, SpecError
@@ -90,9 +90,8 @@ def _order_problems(spec: Spec) -> Iterable[str]:
         ]
     else:
         return
-    needs = {"none": (), "PB": ("s1",), "PA": ("s2",), "PBA": ("s1", "s2")}
     for name, path, scope in orders:
-        for key in needs.get(name, ()):
+        for key in ORDER_SPARSITIES.get(name, ()):
             if key not in scope:
                 yield f"{path}: order {name} needs '{key}' in the space"
         if name == "PBA" and "s1" in scope and "s2" in scope:
