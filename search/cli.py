@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trainables.errors import FrontierError
-from trainables.pipeline.layout import RunFolder
+from trainables.layout import RunFolder
 
 EXIT_USER_ERROR = 2
 

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trainables.errors import FrontierError
-from trainables.pipeline.layout import RunFolder
+from trainables.layout import RunFolder
 
 from .results import front_summary, read_trials
 

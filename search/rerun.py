@@ -20,15 +20,15 @@ import pandas as pd
 import torch
 
 from trainables.errors import FrontierError
+from trainables.files import atomic_path, atomic_write
+from trainables.layout import RunFolder
 from trainables.objectives import OBJECTIVE_NAMES
-from trainables.pipeline.layout import RunFolder
 from trainables.pipeline.plan import Plan
 from trainables.pipeline.run import run_plan
 from trainables.stage import Context
 from trainables.train import loader_workers_for, set_loader_workers
 
 from .report import load_front
-from .results import atomic_write
 from .spec import load_spec
 
 # A rerun repeats the trial's computation with the same seed; these are the differences allowed
@@ -80,9 +80,8 @@ def rerun(run_dir: str | Path, trial: str, *, out: str | Path | None = None,
     set_loader_workers(loader_workers_for(device, spec.resources.cpu))
     ctx = Context(plan.source, plan.target, out, seed=plan.seed, device=device)
     model, metrics = run_plan(plan, ctx)
-    tmp = out / ".model.pt.tmp"
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(out / "model.pt")
+    with atomic_path(out / "model.pt") as tmp:
+        torch.save(model.state_dict(), tmp)
     card = make_card(trial_id, row.iloc[0], plan, metrics, time.perf_counter() - start)
     atomic_write(out / "card.json", json.dumps(card, indent=2))
     return out

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from trainables.files import atomic_write
-from trainables.pipeline.layout import RunFolder
+from trainables.layout import RunFolder
 from trainables.objectives import LATENCY_FIELDS, OBJECTIVES
 
 from .front import hypervolume, pareto_front

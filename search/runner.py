@@ -22,12 +22,13 @@ from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 from trainables.errors import FrontierError
-from trainables.pipeline.layout import TUNE_EXPERIMENT, RunFolder
+from trainables.files import atomic_write
+from trainables.layout import TUNE_EXPERIMENT, RunFolder
 from trainables.pipeline.plan import Plan
 from trainables.pipeline.run import tune_trial
 
 from .progress import SearchProgress
-from .results import PARAMS_KEY, atomic_write, trial_row, write_results
+from .results import PARAMS_KEY, trial_row, write_results
 from .space import RecordingTrial, suggest
 from .spec import Spec
 from .to_plan import pba_lower_bound, plan_for

@@ -22,7 +22,7 @@ from trainables.errors import FrontierError
 from trainables.models import rebuild
 from trainables.pipeline.plan import Plan
 from trainables.stages.quantize import CENTROIDS, propose_groups, sensitivity, write_sensitivity
-from trainables.train import loader
+from trainables.train import EVAL_BATCH_SIZE, loader
 
 
 def sweep(model_dir: str | Path, *, groups: Sequence[str] | None = None, ks: Sequence[int] = CENTROIDS,
@@ -39,7 +39,7 @@ def sweep(model_dir: str | Path, *, groups: Sequence[str] | None = None, ks: Seq
     state = torch.load(state_path, map_location="cpu", weights_only=True)
     model = rebuild(plan.steps[0].config.model, state).eval()
     splits = load_data(plan.target)
-    val, test = loader(splits.val, 256, shuffle=False), loader(splits.test, 256, shuffle=False)
+    val, test = (loader(split, EVAL_BATCH_SIZE, shuffle=False) for split in (splits.val, splits.test))
     table = sensitivity(model, val, test, ks=ks, groups=groups, method=method)
     write_sensitivity(table, folder, f"sharing sensitivity of {plan.pipeline} ({plan.target.name})")
     return propose_groups(table, max_drop)

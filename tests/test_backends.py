@@ -21,8 +21,8 @@ from search.results import trial_row
 from search.spec import Budgets
 from search.to_plan import apply_overrides
 from tests.conftest import TARGET
-from trainables.measure import backends
 from trainables.errors import FrontierError
+from trainables.measure import backends
 from trainables.measure.backends import (
     EncodedImages,
     Latency,

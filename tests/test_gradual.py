@@ -152,9 +152,9 @@ def test_config_rejects_initial_above_final() -> None:
 
 # --- granularity: channel (units that surgery removes) and 2:4 (TensorRT's sparse kernels) ---
 
-from trainables.stages import gradual as gradual_module  # noqa: E402
 from trainables.compress.surgery import alive_units, shrink  # noqa: E402
 from trainables.compress.units import unit_layers  # noqa: E402
+from trainables.stages import gradual as gradual_module  # noqa: E402
 from trainables.stages.gradual import granularity_problem, semi_structured_mask  # noqa: E402
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from trainables.errors import FrontierError
-from trainables.pipeline.layout import TUNE_EXPERIMENT, RunFolder
+from trainables.layout import TUNE_EXPERIMENT, RunFolder
 
 
 def test_a_run_folder_names_every_file_and_folder_of_the_run(tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 TRIALS = 4
 
-SPEC = tiny_spec("killed", trials=TRIALS, transfer_epochs=3, recover_epochs=1, space={"order": {"choice": {
+# transfer runs long enough that a trial is still mid-way when the driver snapshots its checkpoint
+SPEC = tiny_spec("killed", trials=TRIALS, transfer_epochs=8, recover_epochs=1, space={"order": {"choice": {
     "PB": {"s1": {"choice": [0.5, 0.7]}}, "PA": {"s2": {"choice": [0.5, 0.8]}}}}})
 
 

@@ -36,12 +36,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..layout import RunFolder
 from ..models import rebuild
 from ..objectives import OBJECTIVE_NAMES
 from ..stage import Context, Metrics, Stage
 from ..train import loader_workers_for, set_loader_workers
 from .cache import StageCache, stage_key
-from .layout import RunFolder
 from .plan import Plan, numbered
 
 # stage metrics kept in the trial's final result (as ``stage.<slot>.<name>``; lists joined by ';')

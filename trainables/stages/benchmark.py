@@ -19,11 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from ..compress.masks import prunable_layers, zero_fraction
+from ..layout import RunFolder
 from ..measure.metrics import measure
 from ..stage import Context, Metrics
 from ..train import EVAL_BATCH_SIZE, evaluate, loader
-
-RUN_SUBFOLDERS = ("trials", "final")  # a trial's workdir is RUN/trials/<id>; a rerun's RUN/final/<id>
 
 
 class BenchmarkConfig(BaseModel):
@@ -116,6 +115,5 @@ class Benchmark:
 def timing_cache_dir(workdir: Path) -> Path:
     """Where TensorRT's timing cache lives: ``RUN/tensorrt`` for a trial's (``RUN/trials/<id>``) or a
     rerun's (``RUN/final/<id>``) workdir, so every trial of a run shares it; else ``workdir/tensorrt``."""
-    if workdir.parent.name in RUN_SUBFOLDERS:
-        return workdir.parent.parent / "tensorrt"
-    return workdir / "tensorrt"
+    run = RunFolder.holding(workdir)
+    return run.tensorrt if run is not None else workdir / "tensorrt"

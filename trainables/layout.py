@@ -10,10 +10,12 @@
         cache/          stage outputs by content hash (trainables.pipeline.cache)
         trials/<id>/    a trial's working folder (its stages' files)
         tune/           the Ray Tune experiment (for ``--resume``)
+        tensorrt/       TensorRT timing caches, shared by the run's trials
         final/<id>/     a rerun's final model
 
-The driver (``search``) and the Tune trainable (:func:`trainables.pipeline.run.tune_trial`) both
-use it; it imports neither torch nor Ray (``frontier front`` reads a run folder).
+The driver (``search``), the Tune trainable (:func:`trainables.pipeline.run.tune_trial`) and the
+benchmark stage (the TensorRT cache) use it, so it is a base module; it imports neither torch nor
+Ray (``frontier front`` reads a run folder).
 
 Example:
     >>> run = RunFolder.named("quick", runs_root="runs")
@@ -27,9 +29,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import FrontierError
+from .errors import FrontierError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+TRIALS, FINAL = "trials", "final"  # the folders holding a trial's and a rerun's working folder
 TUNE_EXPERIMENT = "tune"  # the experiment's name under the run folder (Tune's RunConfig(name=...))
 
 
@@ -83,8 +86,25 @@ class RunFolder:
 
     def trial(self, trial_id: str) -> Path:
         """The working folder of trial ``trial_id``."""
-        return self.root / "trials" / trial_id
+        return self.root / TRIALS / trial_id
 
     def final(self, trial_id: str) -> Path:
         """The default output folder of ``frontier rerun`` for ``trial_id``."""
-        return self.root / "final" / trial_id
+        return self.root / FINAL / trial_id
+
+    @property
+    def tensorrt(self) -> Path:
+        """TensorRT's timing caches, shared by every trial of the run."""
+        return self.root / "tensorrt"
+
+    @classmethod
+    def holding(cls, workdir: str | Path) -> RunFolder | None:
+        """The run folder whose trial or rerun folder ``workdir`` is (``RUN/trials/<id>``,
+        ``RUN/final/<id>``), or None for a folder elsewhere.
+
+        Example:
+            >>> RunFolder.holding("runs/quick/trials/a1b2").root.as_posix(), RunFolder.holding("out")
+            ('runs/quick', None)
+        """
+        workdir = Path(workdir)
+        return cls(workdir.parent.parent) if workdir.parent.name in (TRIALS, FINAL) else None
