@@ -3,8 +3,9 @@
 :func:`pareto_front` keeps the non-dominated points under per-objective directions;
 :func:`hypervolume` measures the region they dominate up to a reference point, exactly, by
 slicing along the last objective (the HSO algorithm of While et al., 2006). Optuna has its own
-hypervolume, but it is private (``optuna._hypervolume``) and DESIGN.md forbids depending on
-private APIs, so this small exact version is ours; fronts here hold tens of points.
+hypervolume, but it is private (``optuna._hypervolume``), and the project does not depend on
+private APIs it can avoid (ARCHITECTURE.md, stack facts), so this small exact version is ours;
+fronts here hold tens of points.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A run's results on disk: ``trials.csv``, ``front.json`` and ``plans.json`` (DESIGN.md names).
+"""A run's results on disk: ``trials.csv``, ``front.json`` and ``plans.json`` (ARCHITECTURE.md names).
 
 ``trials.csv`` has one row per trial: ``trial_id, status, pipeline, order, accuracy, top5,
 size_bytes, latency_ms, sparsity``, the seconds of each stage (``seconds.D``, ``seconds.T``, ...),
@@ -53,7 +53,7 @@ def _finite(value: Any) -> bool:
 
 
 def trials_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """Rows as a table with the DESIGN.md columns first, stage seconds next, parameters last."""
+    """Rows as a table with the ARCHITECTURE.md columns first, stage seconds next, parameters last."""
     frame = pd.DataFrame(list(rows))
     for col in BASE_COLUMNS:
         if col not in frame:

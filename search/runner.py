@@ -57,7 +57,7 @@ class FailAwareOptunaSearch(OptunaSearch):
 
     **Failures.** Ray's version tells COMPLETE with the last intermediate result's values; when
     those lack an objective (a trial that died between stages) Optuna refuses it and the Optuna
-    trial stays RUNNING forever (DESIGN.md, stack facts). Here a trial that errored or lacks a
+    trial stays RUNNING forever (ARCHITECTURE.md, stack facts). Here a trial that errored or lacks a
     finite objective is told FAIL.
 
     The config of a trial is what :class:`SpaceFunction` returns (``plan``, ``pipeline``, ``order``
@@ -163,7 +163,7 @@ class TrialResources:
     """A trial's placement group: one bundle for the trial, plus one per EPruning actor its plan starts.
 
     Tune calls it with each trial's config (``tune.with_resources`` accepts a callable), so only
-    trials whose plan evaluates the population on Ray actors reserve their bundles (DESIGN.md:
+    trials whose plan evaluates the population on Ray actors reserve their bundles (ARCHITECTURE.md:
     actors started inside a trial need their own bundles).
     """
 

@@ -1,6 +1,6 @@
 """The stage contract: ``run(model, context) -> (model, metrics)``.
 
-A stage (``D``, ``T``, ``P<s>``, ``B``; DESIGN.md's vocabulary) is a small object with a ``label``
+A stage (``D``, ``T``, ``P<s>``, ``B``; ARCHITECTURE.md's vocabulary) is a small object with a ``label``
 for the pipeline string and one method. It does not import Ray. Everything it needs besides the
 model comes from the :class:`Context`: the data of both domains, the device, the seed, a folder
 to write into, and a progress callback.

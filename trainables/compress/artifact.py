@@ -1,6 +1,6 @@
 """The compressed model artifact: one HDF5 file whose byte count is a trial's ``size_bytes``.
 
-"Measured, never estimated" (DESIGN.md): the size objective is ``os.path.getsize`` of this file,
+"Measured, never estimated" (ARCHITECTURE.md): the size objective is ``os.path.getsize`` of this file,
 so the file is a real compressed format, not a count of nonzeros. It decodes with h5py and numpy
 alone.
 

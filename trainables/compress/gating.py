@@ -55,7 +55,8 @@ def expanded(model: nn.Module, layers: Sequence[UnitLayer], count: int) -> Itera
     """Inside the block, ``model`` repeats its batch ``count`` times where the first unit layer's block begins.
 
     The part of the network before that point runs once; the hook is removed on exit. Without
-    masks, this is the dense forward that the batched evaluator masks: its floor (:class:`~trainables.stages.population.BatchedEvaluator`).
+    masks, this is the dense forward that the batched evaluator masks: its floor
+    (:class:`~trainables.stages.population.BatchedEvaluator`).
     """
     if count <= 1:
         yield

@@ -1,6 +1,6 @@
 """Masks as reparametrizations: listing prunable layers and making masks permanent.
 
-A mask is never a new layer type (DESIGN.md): it is a ``torch.nn.utils.prune`` hook on an
+A mask is never a new layer type (ARCHITECTURE.md): it is a ``torch.nn.utils.prune`` hook on an
 existing ``Conv2d`` or ``Linear``. Before export every hook is removed with ``prune.remove``,
 which folds ``weight_orig * weight_mask`` back into a plain ``weight`` parameter.
 """

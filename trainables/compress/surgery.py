@@ -12,7 +12,7 @@ out of ``keep`` keeps every unit. Three views of the same pruned network, equal 
   file and :func:`alive_units` can find them again from the weights alone.
 - **shrunk**: :func:`shrink` deletes them: each unit layer loses its pruned output channels, its
   gate BatchNorm the matching entries, and each reader the matching input channels. Only this one
-  is faster on a real engine (DESIGN.md: "unit masks can be applied physically").
+  is faster on a real engine (ARCHITECTURE.md: "a unit mask can be applied physically").
 
 Channels joined by a residual add are never units (see :mod:`trainables.compress.units`), so surgery never
 has to keep two sides of an add in step: a ResNet loses only block-internal channels.

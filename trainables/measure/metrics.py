@@ -1,4 +1,4 @@
-"""Size and latency of a model, measured, never estimated (DESIGN.md).
+"""Size and latency of a model, measured, never estimated (ARCHITECTURE.md).
 
 - **size**: ``size_bytes`` is the byte count of the model's artifact file, the compressed HDF5
   written by :func:`trainables.compress.artifact.save_artifact` (pruned weights stored sparse).
@@ -11,9 +11,9 @@
 
 The ONNX file comes from torch's ``torch.export``-based exporter (``dynamo=True``), the one
 torch maintains; the TorchScript exporter is deprecated. Its graph is traced once per
-architecture in a process and refilled with each model's weights (:mod:`trainables.measure.export`). Its lowest implemented opset is 18:
-asked for 17 it exports 18 and tries a down-conversion that fails for ResNets, so opsets below
-18 are refused here.
+architecture in a process and refilled with each model's weights (:mod:`trainables.measure.export`).
+Its lowest implemented opset is 18: asked for 17 it exports 18 and tries a down-conversion that
+fails for ResNets, so opsets below 18 are refused here.
 
 Example:
     >>> from torchvision.models import resnet18

@@ -146,7 +146,7 @@ class EPruneStep(_PruneSlot, _Step):
         return EPrune(self.config, sparsity=self.sparsity, domain=self.domain, **dict(self.schedule))
 
     def bundles(self) -> list[Bundle]:
-        """One bundle per actor of an ``evaluator: actors`` pool (DESIGN.md: actors started inside a
+        """One bundle per actor of an ``evaluator: actors`` pool (ARCHITECTURE.md: actors started inside a
         trial need their own bundles); none otherwise."""
         if self.config.evaluator != "actors":
             return []

@@ -1,6 +1,6 @@
 """Latency backends: the engines a model's latency is measured on, and how one is chosen.
 
-:func:`trainables.measure.metrics.measure` times the final model of a trial on one of them (DESIGN.md:
+:func:`trainables.measure.metrics.measure` times the final model of a trial on one of them (ARCHITECTURE.md:
 measured, never estimated):
 
 - ``tensorrt`` (:func:`tensorrt_latency`): an engine built from the ONNX file, FP32 or FP16, on a
