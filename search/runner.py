@@ -29,7 +29,7 @@ from trainables.pipeline.run import tune_trial
 
 from .progress import SearchProgress
 from .results import PARAMS_KEY, trial_row, write_results
-from .space import RecordingTrial, suggest
+from .space import suggest
 from .spec import Spec
 from .to_plan import pba_lower_bound, plan_for
 
@@ -44,12 +44,11 @@ class SpaceFunction:
         self.spec = spec
 
     def __call__(self, trial: Any) -> dict[str, Any]:
-        recorded = RecordingTrial(trial)
-        assignment = suggest(recorded, self.spec.nodes, lower=pba_lower_bound)
+        assignment = suggest(trial, self.spec.nodes, lower=pba_lower_bound)
         plan = plan_for(self.spec, assignment)
         order = str(assignment.get("order", "none"))
         return {"plan": plan.model_dump(mode="json"), "pipeline": plan.pipeline, "order": order,
-                PARAMS_KEY: {**recorded.params, "order": order}}
+                PARAMS_KEY: {**trial.params, "order": order}}  # Optuna's record of what it sampled
 
 
 class FailAwareOptunaSearch(OptunaSearch):

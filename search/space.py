@@ -157,36 +157,6 @@ def _is_number(x: Any) -> bool:
 LowerBound = Callable[[str, dict[str, Any]], float | None]
 
 
-class RecordingTrial:
-    """An Optuna trial that remembers what each ``suggest_*`` call returned, under its Optuna name.
-
-    :func:`suggest` samples through it, so the caller has the trial's parameters as Optuna saw them
-    (``{"order": "PBA", "PBA:s1": 0.5, "s2": "[0.7, 0.8]"}``): what ``trials.csv`` shows as
-    ``param.<name>``, without reading them back from the study or the searcher.
-
-    Args:
-        trial: an ``optuna.Trial`` (or anything with its ``suggest_*`` methods).
-    """
-
-    def __init__(self, trial: Any) -> None:
-        self.trial = trial
-        self.params: dict[str, Any] = {}
-
-    def suggest_categorical(self, name: str, choices: list[Scalar]) -> Scalar:
-        return self._record(name, self.trial.suggest_categorical(name, choices))
-
-    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
-        return self._record(name, self.trial.suggest_int(name, low, high, step=step, log=log))
-
-    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
-                      log: bool = False) -> float:
-        return self._record(name, self.trial.suggest_float(name, low, high, step=step, log=log))
-
-    def _record(self, name: str, value: Any) -> Any:
-        self.params[name] = value
-        return value
-
-
 def suggest(
     trial: Any, nodes: tuple[Node, ...], prefix: str = "", lower: LowerBound | None = None, outer: dict | None = None
 ) -> dict[str, Any]:
