@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_smoke_flag, finish  # noqa: E402
 
 from trainables.compress.gating import expanded  # noqa: E402
-from trainables.compress.units import unit_count, unit_layers  # noqa: E402
+from trainables.compress.units import unit_count, unit_groups  # noqa: E402
 from trainables.models import build_model  # noqa: E402
 from trainables.stages.epruning import init_population  # noqa: E402
 from trainables.stages.population import ActorPoolEvaluator, BatchedEvaluator, ReferenceEvaluator  # noqa: E402
@@ -79,7 +79,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build_model("resnet18", 10).to(args.device).eval()
-    layers = unit_layers(model)
+    layers = unit_groups(model)
     states = init_population(S, unit_count(layers), 0.5, torch.Generator().manual_seed(0))
     x = torch.randn(batch, 3, SIZE, SIZE, device=args.device)
     y = torch.randint(0, 10, (batch,), device=args.device)

@@ -135,13 +135,13 @@ def _prune_problems(spec: Spec) -> Iterable[str]:
     if patterns:
         import torch
 
-        from trainables.compress.units import unit_layers
+        from trainables.compress.units import unit_groups
         from trainables.errors import FrontierError
 
         with torch.device("meta"):
             model = ARCHITECTURES[spec.model.name](num_classes=2)
         try:
-            unit_layers(model, patterns)
+            unit_groups(model, patterns)
         except FrontierError as exc:
             yield f"budgets.prune.epruning.{exc} of {spec.model.name}"
     methods = {value for _, value in reachable_values(spec, "prune.method")}

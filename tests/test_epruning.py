@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from trainables.compress.gating import expanded, gated_states
-from trainables.compress.units import unit_count, unit_layers
+from trainables.compress.units import unit_count, unit_groups
 from trainables.stages.epruning import (
     EPruningConfig,
     _Search,
@@ -131,7 +131,7 @@ def _search(selection, evaluator="batched", population=6):
     torch.manual_seed(3)
     model = build_model("small_resnet", 5)
     _settle_batchnorm(model, 32)
-    layers = unit_layers(model)
+    layers = unit_groups(model)
     cfg = EPruningConfig(population=population, selection=selection, evaluator=evaluator)
     search = _Search(model, layers, cfg, 0.5, seed=4, device="cpu")
     search.evaluate = _Counting(search.evaluate)
@@ -223,7 +223,7 @@ def test_batched_energies_equal_the_reference_loop(name):
     torch.manual_seed(1)
     model, size = build_model(name, 10).eval(), SIZES[name]
     _settle_batchnorm(model, size)
-    layers = unit_layers(model)
+    layers = unit_groups(model)
     states = init_population(4, unit_count(layers), 0.5, torch.Generator().manual_seed(7))
     x, y = torch.randn(3, 3, size, size), torch.randint(0, 5, (3,))
     reference = ReferenceEvaluator(layers)(model, x, y, states)
@@ -236,7 +236,7 @@ def test_the_reference_loop_restores_the_weights():
     from trainables.models import build_model
 
     model = build_model("small_resnet", 5).eval()
-    layers = unit_layers(model)
+    layers = unit_groups(model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     states = init_population(4, unit_count(layers), 0.5, torch.Generator().manual_seed(8))
     ReferenceEvaluator(layers)(model, torch.randn(2, 3, 32, 32), torch.tensor([0, 1]), states)
@@ -247,16 +247,20 @@ def test_expanded_runs_the_stem_once_and_the_unit_blocks_on_the_repeated_batch()
     from trainables.models import build_model
 
     model = build_model("resnet18", 10).eval()
-    layers = unit_layers(model)
+    inside = unit_groups(model, residual=False)  # the first gate is layer1.0.conv1, inside the first block
     batches = []
     for module in (model.conv1, model.layer1[0].conv1):
         module.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]))
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        with expanded(model, layers, 3):
+        with expanded(model, inside, 3):
             out = model(x)
         assert batches == [2, 6]
         assert torch.allclose(out, model(x).repeat(3, 1), atol=1e-6)
+        batches.clear()
+        with expanded(model, unit_groups(model), 3):  # the stem's stream is gated at conv1: all repeats
+            model(x)
+        assert batches == [6, 6]
     assert model(x).shape[0] == 2  # the hook is gone
 
 
@@ -273,9 +277,10 @@ def test_gating_a_unit_zeroes_its_channel_downstream():
     from trainables.models import build_model
 
     model = build_model("small_resnet", 5).eval()
-    layers = unit_layers(model)
+    layers = unit_groups(model)
     state = torch.ones(unit_count(layers), dtype=torch.bool)
-    state[3] = False
+    offset = sum(g.size for g in layers[:[g.name for g in layers].index("layer1.0.conv1")])
+    state[offset + 3] = False  # unit 3 of the first block's inner channels
     seen = {}
     model.layer1[0].relu.register_forward_hook(lambda m, a, out: seen.setdefault("relu", out.clone()))
     with gated_states(model, layers, state):
@@ -315,7 +320,7 @@ def test_batched_halves_its_chunk_when_the_device_runs_out_of_memory(chunk):
 
     torch.manual_seed(2)
     model = build_model("small_resnet", 5).eval()
-    layers = unit_layers(model)
+    layers = unit_groups(model)
     states = init_population(8, unit_count(layers), 0.5, torch.Generator().manual_seed(3))
     x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 5, (2,))
     expected = ReferenceEvaluator(layers)(model, x, y, states)
@@ -333,7 +338,7 @@ def test_batched_lets_an_out_of_memory_error_through_at_one_candidate():
     from trainables.models import build_model
 
     model = build_model("small_resnet", 5).eval()
-    layers = unit_layers(model)
+    layers = unit_groups(model)
     model.layer2.register_forward_pre_hook(lambda m, args: (_DeviceLimit(1)(args[0]),))
     states = init_population(4, unit_count(layers), 0.5, torch.Generator().manual_seed(3))
     with pytest.raises(torch.OutOfMemoryError):

@@ -12,7 +12,7 @@ import torch
 
 from trainables import Context, DataSpec, Dense, DenseConfig
 from trainables.compress.surgery import alive_units, shrink
-from trainables.compress.units import unit_count, unit_layers
+from trainables.compress.units import unit_count, unit_groups
 from trainables.models import build_model
 from trainables.stages.epruning import EPrune, EPruningConfig, init_population
 from trainables.stages.population import ActorPoolEvaluator, ReferenceEvaluator
@@ -48,7 +48,7 @@ def _prune(model, ctx, sparsity, epochs=2, recover_epochs=2, **cfg):
 def test_actor_pool_energies_equal_the_reference_loop(local_ray):
     torch.manual_seed(0)
     model = build_model("resnet18", 10).eval()
-    layers = unit_layers(model)
+    layers = unit_groups(model)
     states = init_population(6, unit_count(layers), 0.5, torch.Generator().manual_seed(1))
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     pool = ActorPoolEvaluator(model, layers, actors=2)
@@ -68,7 +68,7 @@ def test_epruning_on_digits_removes_40_percent_within_5_points(dense):
           f"{metrics['pruning_rate']:.1%} of trainable parameters removed")
     assert metrics["pruning_rate"] >= 0.40
     assert metrics["accuracy"] >= dense_accuracy - 0.05
-    layers = unit_layers(pruned)
+    layers = unit_groups(pruned)
     keep = alive_units(pruned, layers)
     assert sum(int(k.sum()) for k in keep.values()) == round(0.4 * unit_count(layers))  # the constraint held
     assert metrics["unit_sparsity"] == pytest.approx(0.6, abs=0.01)

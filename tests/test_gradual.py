@@ -153,7 +153,7 @@ def test_config_rejects_initial_above_final() -> None:
 # --- granularity: channel (units that surgery removes) and 2:4 (TensorRT's sparse kernels) ---
 
 from trainables.compress.surgery import alive_units, shrink  # noqa: E402
-from trainables.compress.units import unit_layers  # noqa: E402
+from trainables.compress.units import unit_groups  # noqa: E402
 from trainables.stages import gradual as gradual_module  # noqa: E402
 from trainables.stages.gradual import granularity_problem, semi_structured_mask  # noqa: E402
 
@@ -208,7 +208,8 @@ def spy_on_pruning_steps(monkeypatch, record) -> None:
 
 def test_channel_granularity_follows_the_schedule_in_units_and_shrinks_exactly(monkeypatch) -> None:
     model = build_model("small_resnet", 4)
-    units = unit_layers(model)
+    units = [g for g in unit_groups(model) if "conv1" not in {m.name for m in g.gates}]  # skip_first: not the stem's
+    assert any(g.joined for g in units), "the residual streams of layer2 and layer3 are units"
     cfg = GradualConfig(final=0.7, epochs=2, recover_epochs=0, batch_size=32, granularity="channel")
     n = cfg.epochs * 4  # 128 images in batches of 32
     shares: list[tuple[int, dict[str, torch.Tensor]]] = []
@@ -224,11 +225,13 @@ def test_channel_granularity_follows_the_schedule_in_units_and_shrinks_exactly(m
     final = alive_units(model)
     for unit in units:
         assert int((~final[unit.name]).sum()) == round(0.7 * unit.size), unit.name
-        layer, bn = model.get_submodule(unit.name), model.get_submodule(unit.gate)
-        assert torch.all(layer.weight[~final[unit.name]] == 0) and torch.all(bn.bias[~final[unit.name]] == 0)
+        for gate in unit.gates:  # dead at every gate: producers' rows, BatchNorms' gamma and beta
+            module, dead = model.get_submodule(gate.name), gate.of((~final[unit.name]).nonzero().flatten())
+            assert torch.all(module.weight[dead] == 0), gate.name
+            assert module.bias is None or torch.all(module.bias[dead] == 0), gate.name
     share = sum(round(0.7 * u.size) for u in units) / sum(u.size for u in units)
     assert metrics["sparsity"] == pytest.approx(share) and metrics["unit_sparsity"] == pytest.approx(share)
-    assert 0 < metrics["weight_sparsity"] < share
+    assert share < metrics["weight_sparsity"] < 1, "a conv loses input and output channels: more weights than units"
     model.eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -243,9 +246,11 @@ def test_channel_granularity_keeps_units_of_an_earlier_stage_dead_and_one_unit_p
     first = {k: ~v for k, v in alive_units(model).items()}
     model, metrics = gradual_prune(model, splits, GradualConfig(final=0.99, initial=0.4, **cfg))
     second = {k: ~v for k, v in alive_units(model).items()}
+    assert bool(first["conv1"].any()) is False, "skip_first leaves the stem's group whole"
     for name, pruned in first.items():
         assert torch.all(second[name] >= pruned), f"{name}: a unit pruned in the first stage came back"
-        assert int((~second[name]).sum()) == 1, "a unit layer keeps one unit"
+        if name != "conv1":
+            assert int((~second[name]).sum()) == 1, "a unit group keeps one unit"
 
 
 def test_2_4_granularity_follows_the_schedule_per_group_and_skips_three_channel_input(monkeypatch) -> None:

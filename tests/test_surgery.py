@@ -1,4 +1,5 @@
-"""Unit surgery: the shrunk, zeroed and gated views of a unit-pruned network compute the same thing."""
+"""Unit surgery: the shrunk, zeroed and gated views of a unit-pruned network compute the same thing,
+on every architecture frontier names and on a user's own CNN, residual streams included."""
 
 from __future__ import annotations
 
@@ -7,63 +8,86 @@ import pytest
 import torch
 from torch import nn
 from torch.nn.utils import prune
+from torchvision import models as tvm
 
+from tests.user_cnn import UserNet
 from trainables.compress.masks import is_masked, make_permanent, sparsity_kept
 from trainables.compress.surgery import alive_units, gated, shrink, zero_units
-from trainables.compress.units import gate_batchnorm, unit_layers
+from trainables.compress.units import unit_groups
 from trainables.errors import FrontierError
 from trainables.measure.metrics import export_onnx
-from trainables.models import MIN_INPUT_SIZE, build_model
+from trainables.models import SmallResNet
 
-# (architecture, batch); inputs are 32 px, or the architecture's minimum
+# (architecture, input size): the issue's list, frontier's small ResNet and a user's CNN
 ARCHITECTURES = [
-    ("small_resnet", 2),
-    ("resnet18", 2),
-    ("resnet34", 1),
-    ("resnet50", 1),
-    pytest.param("resnet101", 1, marks=pytest.mark.slow),
-    pytest.param("resnet152", 1, marks=pytest.mark.slow),
-    pytest.param("vgg16", 1, marks=pytest.mark.slow),
-    ("alexnet", 1),
-    ("squeezenet1_1", 2),
+    ("small_resnet", 32),
+    ("user_cnn", 32),
+    ("resnet18", 32),
+    ("resnet34", 32),
+    ("resnet50", 32),
+    pytest.param("resnet101", 32, marks=pytest.mark.slow),
+    pytest.param("resnet152", 32, marks=pytest.mark.slow),
+    pytest.param("vgg16", 32, marks=pytest.mark.slow),
+    ("alexnet", 64),
+    ("squeezenet1_1", 32),
+    ("mobilenet_v2", 32),
+    ("mobilenet_v3_large", 32),
+    ("efficientnet_b0", 32),
+    ("regnet_y_400mf", 32),
+    ("convnext_tiny", 32),
+    ("densenet121", 32),
 ]
 
 
-def randomized(name: str, seed: int = 0) -> nn.Module:
-    """``name`` with 10 classes, in eval mode, its BatchNorm statistics and affine terms and every
-    bias random: torchvision initialises them to constants (mean 0, var 1, beta 0, biases 0),
-    under which slicing the wrong entries would go unnoticed. A BatchNorm that ends a residual
-    branch gets a small gamma, as in trained ResNets, so the outputs of the deep ones stay near 1
-    and an absolute tolerance means something."""
+def build(name: str) -> nn.Module:
+    if name == "small_resnet":
+        return SmallResNet(10)
+    if name == "user_cnn":
+        return UserNet(10)
+    return tvm.get_model(name, num_classes=10)
+
+
+def randomized(name: str, seed: int = 0, size: int = 32) -> nn.Module:
+    """``name`` with 10 classes, in eval mode, its normalisation statistics and affine terms and
+    every bias random: torchvision initialises them to constants (mean 0, var 1, beta 0, biases 0,
+    some gammas 0), under which slicing the wrong entries would go unnoticed. A BatchNorm in a
+    residual stream gets a small gamma, as in trained networks, so the outputs of the deep ones
+    stay near 1, and the head is scaled so that they are about 1: an absolute tolerance means something."""
     torch.manual_seed(seed)
-    model = build_model(name, 10)
-    gates = {unit.gate for unit in unit_layers(model)}
+    model = build(name)
+    stream = {m.name for g in unit_groups(model) if g.joined for m in g.gates}
     with torch.no_grad():
         for module_name, module in model.named_modules():
             if isinstance(module, nn.BatchNorm2d):
-                residual = module_name.startswith("layer") and module_name not in gates
-                module.weight.uniform_(0.2, 0.5) if residual else module.weight.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.2, 0.5) if module_name in stream else module.weight.uniform_(0.5, 1.5)
                 module.bias.normal_(0, 0.1)
                 module.running_mean.normal_(0, 0.1)
                 module.running_var.uniform_(0.5, 1.5)
             elif isinstance(module, (nn.Conv2d, nn.Linear)) and module.bias is not None:
                 module.bias.normal_(0, 0.01)
-    return model.eval()
+        for param_name, param in model.named_parameters():
+            if param_name.endswith("layer_scale"):  # ConvNeXt starts them at 1e-6: its blocks would do nothing
+                param.uniform_(0.1, 0.3)
+        model.eval()
+        head = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))][-1]
+        scale = float(model(image(size)).abs().max())  # a head initialised at std 0.01 (SqueezeNet): outputs ~1
+        head.weight /= scale
+        head.bias /= scale
+    return model
 
 
 def random_keep(model: nn.Module, seed: int = 1, p: float = 0.5) -> dict[str, torch.Tensor]:
-    """Each unit kept with probability ``p``; every layer keeps at least one unit."""
+    """Each unit kept with probability ``p``; every group keeps at least one unit."""
     g = torch.Generator().manual_seed(seed)
     keep = {}
-    for unit in unit_layers(model):
-        vector = torch.rand(unit.size, generator=g) < p
-        vector[torch.randint(unit.size, (1,), generator=g)] = True
-        keep[unit.name] = vector
+    for group in unit_groups(model):
+        vector = torch.rand(group.size, generator=g) < p
+        vector[torch.randint(group.size, (1,), generator=g)] = True
+        keep[group.name] = vector
     return keep
 
 
-def image(name: str, batch: int) -> torch.Tensor:
-    size = MIN_INPUT_SIZE.get(name, 32)
+def image(size: int, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(2))
 
 
@@ -85,61 +109,142 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("name,batch", ARCHITECTURES)
-@torch.no_grad()
-def test_shrink_and_zero_units_match_the_gated_model(name: str, batch: int) -> None:
-    model = randomized(name)
+@pytest.mark.parametrize("name,size", ARCHITECTURES)
+def test_shrunk_zeroed_and_gated_models_agree_and_the_shrunk_one_runs_in_onnx_runtime(
+        name: str, size: int, tmp_path) -> None:
+    import onnxruntime as ort
+
+    model = randomized(name, size=size)
     keep = random_keep(model)
-    x = image(name, batch)
-    dense = model(x)
-    with gated(model, keep):
-        reference = model(x)
+    x = image(size)
+    with torch.no_grad():
+        dense = model(x)
+        with gated(model, keep):
+            reference = model(x)
     scale = float(reference.abs().max())
+    assert scale > 1e-3, f"outputs near 0 ({scale}) would make the tolerance meaningless"
     assert float((reference - dense).abs().max()) > 1e-3 * scale, "gating half the units must change the outputs"
 
     before = {k: v.clone() for k, v in model.state_dict().items()}
     small = shrink(model, keep)
-    diff = float((small(x) - reference).abs().max())
-    assert diff < 1e-4 and diff <= 1e-4 * scale, (diff, scale)
+    with torch.no_grad():
+        diff = float((small(x) - reference).abs().max())
+    assert diff < 1e-4 and diff < 1e-3 * scale, (diff, scale)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()), "shrink changed its input"
     assert_consistent(small)
     assert not small.training
-    removed = sum(int((~k).sum()) for k in keep.values())
-    kept_units = sum(m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
-                     for m in (small.get_submodule(u.name) for u in unit_layers(small)))
-    assert kept_units == sum(u.size for u in unit_layers(model)) - removed
-    assert n_params(small) < n_params(model)
+    assert n_params(small) < 0.8 * n_params(model)
 
-    zero_units(model, keep)  # in place, on the original
-    diff = float((model(x) - reference).abs().max())
-    assert diff < 1e-4 and diff <= 1e-4 * scale, (diff, scale)
-    found = alive_units(model)
-    assert set(found) == set(keep)
-    for layer, vector in keep.items():
-        assert torch.equal(found[layer], vector), layer
-
-
-@pytest.mark.parametrize("name,batch", [("resnet18", 1), ("resnet50", 1), ("alexnet", 1), ("squeezenet1_1", 2)])
-def test_shrunk_models_export_and_run_in_onnx_runtime(name: str, batch: int, tmp_path) -> None:
-    import onnxruntime as ort
-
-    model = randomized(name)
-    small = shrink(model, random_keep(model))
-    x = image(name, batch)
     path = export_onnx(small, tmp_path / f"{name}.onnx", tuple(x.shape[1:]))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    assert np.abs(got - reference.numpy()).max() < min(1e-4, 1e-3 * scale)
+
+    zero_units(model, keep)  # in place, on the original
     with torch.no_grad():
-        expected = small(x).numpy()
-    assert np.abs(got - expected).max() < 1e-4
+        diff = float((model(x) - reference).abs().max())
+    assert diff < 1e-4 and diff < 1e-3 * scale, (diff, scale)
+    found = alive_units(model)
+    assert set(found) == set(keep)
+    for group, vector in keep.items():
+        assert torch.equal(found[group], vector), group
 
 
-def test_shrink_refuses_to_empty_a_layer_and_checks_the_masks() -> None:
+def test_the_residual_stream_is_a_unit_group_pruned_in_every_layer_it_runs_through() -> None:
+    model = randomized("resnet18")
+    stream = next(g for g in unit_groups(model) if g.name == "conv1")
+    assert stream.joined and stream.size == 64
+    gates = {m.name for m in stream.gates}
+    assert {"conv1", "bn1", "layer1.0.bn2", "layer1.1.bn2"} <= gates
+    readers = {m.name for m in stream.readers}
+    assert {"layer1.0.conv1", "layer1.1.conv1", "layer2.0.conv1", "layer2.0.downsample.0"} <= readers
+    small = shrink(model, {"conv1": torch.arange(64) < 16})
+    assert (small.conv1.out_channels, small.layer1[0].conv2.out_channels, small.layer1[1].bn2.num_features) == (16,) * 3
+    assert small.layer2[0].conv1.in_channels == small.layer2[0].downsample[0].in_channels == 16
+
+
+def test_residual_false_leaves_only_channels_inside_blocks() -> None:
+    model = build("resnet50")
+    inside = unit_groups(model, residual=False)
+    assert inside and not any(g.joined for g in inside)
+    blocks = {f"{b}.{c}" for b, _ in _bottlenecks(model) for c in ("conv1", "conv2")}
+    assert {g.name for g in inside} == blocks | {"conv1"}  # the stem feeds layer1's downsample: no add
+    every = unit_groups(model)
+    assert len(every) == len(inside) + 4  # the four stages' streams
+
+
+def _bottlenecks(model: nn.Module):
+    from torchvision.models.resnet import Bottleneck
+
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, Bottleneck)]
+
+
+def test_groups_join_concatenations_depthwise_convs_and_products_on_a_users_model() -> None:
+    model = build("user_cnn")
+    groups = {g.name: g for g in unit_groups(model)}
+    stem = groups["stem.0"]
+    assert stem.joined and {"stem.1", "res_b.1"} <= {m.name for m in stem.gates}
+    # the concatenation: right's channels are read by expand at an offset of 16
+    right = groups["right.0"]
+    expand_in = next(m for m in right.readers if m.name == "expand.0")
+    assert expand_in.channels == tuple(range(16, 24))
+    # the depthwise conv and the squeeze-excitation's product share expand's units
+    expand = groups["expand.0"]
+    assert {"expand.1", "depthwise.0", "depthwise.1", "squeeze.3"} <= {m.name for m in expand.gates}
+    assert not expand.joined, "a product is not a residual stream"
+    assert "classifier" not in {m.name for g in groups.values() for m in g.gates}, "the head's outputs are never units"
+
+
+def test_groups_that_cannot_be_removed_exactly_are_left_out_with_the_reason() -> None:
+    from trainables.compress.units import excluded
+
+    convnext = build("convnext_tiny")
+    reasons = excluded(convnext)
+    assert reasons and all("LayerNorm" in why for why in reasons.values())
+    regnet = build("regnet_y_400mf")
+    assert any("grouped convolution" in why for why in excluded(regnet).values())
+    assert unit_groups(regnet), "the residual streams and squeeze-excitations stay prunable"
+
+
+def test_a_model_that_cannot_be_traced_gets_one_line() -> None:
+    class NoConv(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    with pytest.raises(FrontierError, match="has no Conv2d; frontier prunes CNNs"):
+        unit_groups(NoConv())
+
+    class Picky(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.fc = nn.Linear(4 * 5 * 5, 2)
+
+        def forward(self, x):
+            return self.fc(self.conv(x).flatten(1))
+
+    with pytest.raises(FrontierError, match=r"runs on no 1x3xSxS image \(S = 64, 224, 32\)"):
+        unit_groups(Picky())
+
+
+def test_layer_patterns_choose_groups_by_any_of_their_gates() -> None:
+    model = build("resnet18")
+    chosen = unit_groups(model, ["layer3.1.*"])
+    assert {g.name for g in chosen} == {"layer3.0.conv2", "layer3.1.conv1"}  # layer3's stream, a block
+    with pytest.raises(FrontierError, match=r"layers: \['nothing.\*'\] match no unit group"):
+        unit_groups(model, ["nothing.*"])
+
+
+def test_shrink_refuses_to_empty_a_group_and_checks_the_masks() -> None:
     model = randomized("small_resnet")
-    with pytest.raises(FrontierError, match=r"keep\['layer2.0.conv1'\] removes all 32 units of layer 'layer2.0.conv1'"):
+    with pytest.raises(FrontierError, match=r"keep\['layer2.0.conv1'\] removes all 32 units of group 'layer2.0.conv1'"):
         shrink(model, {"layer2.0.conv1": torch.zeros(32, dtype=torch.bool)})
-    with pytest.raises(FrontierError, match="'layer2.0.conv2' is not a unit layer of this model"):
-        shrink(model, {"layer2.0.conv2": torch.ones(32, dtype=torch.bool)})
+    with pytest.raises(FrontierError, match="'layer2.0.bn2' is not a unit group of this model"):
+        shrink(model, {"layer2.0.bn2": torch.ones(32, dtype=torch.bool)})
     with pytest.raises(FrontierError, match=r"keep\['layer1.0.conv1'\] must be a bool tensor of shape \(16,\) "
                                             r"but got torch.float32 \(16,\)"):
         shrink(model, {"layer1.0.conv1": torch.ones(16)})
@@ -148,11 +253,11 @@ def test_shrink_refuses_to_empty_a_layer_and_checks_the_masks() -> None:
 
 
 @torch.no_grad()
-def test_alive_units_keep_one_unit_of_an_all_dead_layer_so_shrink_accepts_them() -> None:
+def test_alive_units_keep_one_unit_of_an_all_dead_group_so_shrink_accepts_them() -> None:
     model = randomized("small_resnet")
     keep = {"layer1.0.conv1": torch.zeros(16, dtype=torch.bool), "layer3.0.conv1": torch.arange(64) < 5}
-    x = image("small_resnet", 2)
-    with gated(model, keep):  # gating may silence a whole layer
+    x = image(32)
+    with gated(model, keep):  # gating may silence a whole group
         reference = model(x)
     zero_units(model, keep)
     found = alive_units(model)
@@ -163,8 +268,8 @@ def test_alive_units_keep_one_unit_of_an_all_dead_layer_so_shrink_accepts_them()
     assert float((small(x) - reference).abs().max()) < 1e-5
 
 
-def test_alive_units_sees_a_self_gated_layer_only_when_weights_and_bias_are_zero() -> None:
-    model = randomized("squeezenet1_1")  # every unit layer gates itself (no BatchNorm)
+def test_a_unit_is_dead_only_when_every_gate_of_its_group_outputs_zero() -> None:
+    model = randomized("squeezenet1_1")  # every gate is a conv (no BatchNorm)
     squeeze = model.features[3].squeeze
     with torch.no_grad():
         squeeze.weight[2].zero_()
@@ -174,6 +279,11 @@ def test_alive_units_sees_a_self_gated_layer_only_when_weights_and_bias_are_zero
     assert bool(found[2]), "a zero row with a nonzero bias still outputs its bias"
     assert not bool(found[5])
     assert int((~found).sum()) == 1
+    resnet = randomized("resnet18")
+    with torch.no_grad():  # a stream channel dead in the stem but fed by layer1's blocks is alive
+        resnet.bn1.weight[3] = resnet.bn1.bias[3] = 0.0
+        resnet.conv1.weight[3].zero_()
+    assert bool(alive_units(resnet)["conv1"][3])
 
 
 @torch.no_grad()
@@ -185,9 +295,8 @@ def test_shrink_copies_a_masked_model_and_keeps_modes_and_the_input_masks() -> N
     small = shrink(model, keep)
     assert is_masked(model) and not is_masked(small)
     assert small.training and not small.layer2.training
-    assert float((small.layer1[0].conv2.weight == 0).float().mean()) > 0.4  # the mask was folded in
     model.eval(), small.eval()
-    x = image("small_resnet", 2)
+    x = image(32)
     with gated(model, keep):
         assert float((small(x) - model(x)).abs().max()) < 1e-5
 
@@ -195,17 +304,16 @@ def test_shrink_copies_a_masked_model_and_keeps_modes_and_the_input_masks() -> N
 def test_zero_units_reaches_through_pruning_masks_and_training_keeps_dead_units_dead() -> None:
     model = randomized("resnet18").train()
     keep = random_keep(model)
-    prune.l1_unstructured(model.layer1[0].conv1, "weight", amount=0.3)  # a masked unit layer
+    prune.l1_unstructured(model.layer1[0].conv1, "weight", amount=0.3)  # a masked gate
     zero_units(model, keep)
     assert torch.equal(alive_units(model)["layer1.0.conv1"], keep["layer1.0.conv1"])
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     with sparsity_kept(model):  # a later stage (transfer, a second pruning) trains the model
         for _ in range(2):
             optimizer.zero_grad()
-            nn.functional.cross_entropy(model(image("resnet18", 4)), torch.tensor([0, 1, 2, 3])).backward()
+            nn.functional.cross_entropy(model(image(32, 4)), torch.tensor([0, 1, 2, 3])).backward()
             optimizer.step()
     assert not is_masked(make_permanent(model)), "BatchNorm masks must become permanent too"
     found = alive_units(model)
-    for layer, vector in keep.items():
-        assert torch.equal(found[layer], vector), f"{layer}: a dead unit came back to life"
-        assert gate_batchnorm(model, next(u for u in unit_layers(model) if u.name == layer)) is not None
+    for group, vector in keep.items():
+        assert torch.equal(found[group], vector), f"{group}: a dead unit came back to life"

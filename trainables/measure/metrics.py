@@ -194,18 +194,18 @@ def _shrunk(model: nn.Module) -> tuple[nn.Module, float]:
     """``model`` without its dead units, and the share of units removed (a model without a unit
     graph, or without dead units, comes back as it is)."""
     from ..compress.surgery import alive_units, shrink
-    from ..compress.units import unit_layers
+    from ..compress.units import unit_groups
 
     try:
-        layers = unit_layers(model)
+        groups = unit_groups(model)
     except FrontierError:
         return model, 0.0
-    keep = alive_units(model, layers)
+    keep = alive_units(model, groups)
     kept = sum(int(k.sum()) for k in keep.values())
-    total = sum(u.size for u in layers)
+    total = sum(g.size for g in groups)
     if kept == total:
         return model, 0.0
-    return shrink(model, keep), 1.0 - kept / total
+    return shrink(model, keep, groups), 1.0 - kept / total
 
 
 def _check_input_shape(input_shape: tuple[int, int, int]) -> tuple[int, int, int]:

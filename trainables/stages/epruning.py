@@ -18,7 +18,7 @@ candidates, so eq. 6 compares like with like. Stored energies that almost never 
 Δs = 0 from ever holding, hence the second convergence test (all S states equal).
 
 With ``constrain`` the states hold exactly ``round((1 - rate) * D)`` active units (the paper's
-"predefined number of active states"), repaired after crossover; every layer keeps at least one
+"predefined number of active states"), repaired after crossover; every group keeps at least one
 unit. At the end the pruned units are zeroed in the weights (kernels, biases, BatchNorm and the
 readers' inputs), so :func:`trainables.compress.surgery.shrink` can remove them physically. The paper
 trains with horizontal flips and Cutout; ``augment: flip_cutout`` does the same.
@@ -35,7 +35,7 @@ from torch import nn
 
 from ..augment import Augment, named, then
 from ..compress.gating import gated_states
-from ..compress.units import UnitLayer, unit_layers
+from ..compress.units import UnitGroup, unit_groups
 from ..curriculum import flip_cutout
 from ..stage import Context, Domain, Metrics
 from ..train import EVAL_BATCH_SIZE, OptimConfig, evaluate, fit, loader, seed_everything
@@ -118,11 +118,11 @@ def converged(states: torch.Tensor, energies: torch.Tensor) -> bool:
 
 def repair(states: torch.Tensor, sizes: list[int], active: int | None, generator: torch.Generator,
            allowed: torch.Tensor | None = None) -> torch.Tensor:
-    """States with exactly ``active`` active units (None: any count), at least one per layer, and
+    """States with exactly ``active`` active units (None: any count), at least one per group, and
     none outside ``allowed`` (units an earlier stage removed stay removed).
 
     Units are switched on or off at random positions, so the repair adds no bias toward any
-    layer beyond keeping every layer alive.
+    layer beyond keeping every group alive.
     """
     allowed = torch.ones(states.shape[1], dtype=torch.bool) if allowed is None else allowed
     out = states & allowed
@@ -142,11 +142,11 @@ def repair(states: torch.Tensor, sizes: list[int], active: int | None, generator
 
 
 def _removable(row: torch.Tensor, bounds: torch.Tensor) -> torch.Tensor:
-    """Active units that may go without emptying their layer: all but one kept at random per layer."""
+    """Active units that may go without emptying their group: all but one kept at random per group."""
     keep = torch.zeros_like(row)
     for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
         on = torch.nonzero(row[lo:hi]).flatten()
-        keep[lo + int(on[0])] = True  # the first active unit of each layer stays
+        keep[lo + int(on[0])] = True  # the first active unit of each group stays
     return ~keep
 
 
@@ -168,7 +168,8 @@ class EPruningConfig(BaseModel):
             (None: the pruning window, ``prune.epochs``).
         constrain: hold exactly ``round((1 - s) * D)`` active units, s being the stage's target
             sparsity; without it the search finds its own rate and s is not used.
-        layers: shell patterns over unit layer names taking part (None: every unit layer).
+        layers: shell patterns over layer names: the unit groups with a matching gate take part
+            (None: every unit group).
         evaluator: how the population's energies are computed (same energies each way).
         selection: what eq. 6 compares a child with. ``rescored`` (the default): the parent's
             energy on the child's batch, both scored in one forward of 2S candidates (twice the
@@ -209,7 +210,7 @@ class EPruneSchedule(BaseModel):
     """The budget of an EPruning stage: the fields of the spec's ``budgets.prune`` schedule it reads.
 
     The gradual schedule's ``frequency``, ``granularity`` and ``skip_first``/``skip_last`` are not
-    here: the population search picks units in every unit layer at every batch, so those fields
+    here: the population search picks units in every unit group at every batch, so those fields
     would change nothing but the stage's cache key.
 
     Args:
@@ -218,6 +219,8 @@ class EPruneSchedule(BaseModel):
         batch_size: training batch.
         optim: the training optimizer.
         augment: the spec's training augmentation, applied before ``epruning.augment``.
+        residual: residual streams are units too (``budgets.prune.residual``; False: only
+            channels inside a block, :func:`trainables.compress.units.unit_groups`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -227,6 +230,7 @@ class EPruneSchedule(BaseModel):
     batch_size: int = Field(ge=1)
     optim: OptimConfig
     augment: Augment
+    residual: bool = True
 
     @model_validator(mode="before")
     @classmethod
@@ -239,7 +243,7 @@ class EPruneSchedule(BaseModel):
 
 def epruning(model: nn.Module, splits, cfg: EPruningConfig, *, sparsity: float, epochs: int, recover_epochs: int,
              batch_size: int, optim: OptimConfig, device: str = "cpu", seed: int = 0,
-             on_epoch=None, augment: Augment = "none") -> tuple[nn.Module, Metrics]:
+             on_epoch=None, augment: Augment = "none", residual: bool = True) -> tuple[nn.Module, Metrics]:
     """Prune ``model``'s units with EPruning on ``splits`` (see the module doc); the units end zeroed.
 
     Trains ``epochs + recover_epochs`` epochs; the search runs for at most ``cfg.stagnation`` (default
@@ -251,15 +255,16 @@ def epruning(model: nn.Module, splits, cfg: EPruningConfig, *, sparsity: float, 
     the test split.
 
     ``augment`` is the pruning schedule's augmentation (``shift_mirror``, :mod:`trainables.augment`),
-    applied before ``cfg.augment``'s flip and Cutout when both are set.
+    applied before ``cfg.augment``'s flip and Cutout when both are set. ``residual=False`` leaves
+    residual streams out of the units (:func:`trainables.compress.units.unit_groups`).
     """
     from ..compress.surgery import zero_units
 
     start = time.perf_counter()
     seed_everything(seed)
     model.to(device)
-    layers = unit_layers(model, cfg.layers)
-    search = _Search(model, layers, cfg, sparsity, seed, device)
+    groups = unit_groups(model, cfg.layers, residual=residual)
+    search = _Search(model, groups, cfg, sparsity, seed, device)
     limit = cfg.stagnation or epochs
     history: list[dict] = []
 
@@ -274,13 +279,13 @@ def epruning(model: nn.Module, splits, cfg: EPruningConfig, *, sparsity: float, 
     try:
         fit(model, loader(splits.train, batch_size, shuffle=True, seed=seed), None, optim,
             epochs + recover_epochs, device=device, on_epoch=epoch_done,
-            forward_context=lambda x, y: gated_states(model, layers, search.step(x, y)))
+            forward_context=lambda x, y: gated_states(model, groups, search.step(x, y)))
     finally:
         search.close()
         splits.train.augment = unaugmented
     keep = search.keep()
-    rate = removed_share(model, keep)
-    zero_units(model, keep)
+    rate = removed_share(model, keep, groups)
+    zero_units(model, keep, groups)
     metrics = evaluate(model, loader(splits.test, EVAL_BATCH_SIZE, shuffle=False), device)
     metrics.update(
         pruning_rate=rate,
@@ -296,21 +301,21 @@ def epruning(model: nn.Module, splits, cfg: EPruningConfig, *, sparsity: float, 
 class _Search:
     """The population, its energies and the best state s_b, stepped once per training batch."""
 
-    def __init__(self, model: nn.Module, layers: list[UnitLayer], cfg: EPruningConfig, sparsity: float,
+    def __init__(self, model: nn.Module, groups: list[UnitGroup], cfg: EPruningConfig, sparsity: float,
                  seed: int, device: str) -> None:
-        self.model, self.layers, self.cfg, self.device = model, layers, cfg, device
+        self.model, self.groups, self.cfg, self.device = model, groups, cfg, device
         from ..compress.surgery import alive_units
 
-        self.sizes = [u.size for u in layers]
+        self.sizes = [g.size for g in groups]
         units = sum(self.sizes)
-        alive = alive_units(model, layers)
-        self.allowed = torch.cat([alive[u.name].cpu() for u in layers])
-        target = max(len(layers), round((1 - sparsity) * units))
+        alive = alive_units(model, groups)
+        self.allowed = torch.cat([alive[g.name].cpu() for g in groups])
+        target = max(len(groups), round((1 - sparsity) * units))
         self.active = min(target, int(self.allowed.sum())) if cfg.constrain else None
         self.generator = torch.Generator().manual_seed(seed)
         self.states = self._repair(init_population(cfg.population, units, cfg.init_p, self.generator))
         self.energies: torch.Tensor | None = None
-        self.evaluate: Evaluator = make_evaluator(cfg.evaluator, model, layers, actors=cfg.actors,
+        self.evaluate: Evaluator = make_evaluator(cfg.evaluator, model, groups, actors=cfg.actors,
                                                   actor_cpus=cfg.actor_cpus, actor_gpus=cfg.actor_gpus, chunk=cfg.chunk)
         self.best = self.states[0]
         self.searching, self.search_epochs = True, 0
@@ -364,8 +369,8 @@ class _Search:
         return record
 
     def keep(self) -> dict[str, torch.Tensor]:
-        """s_b as keep masks per unit layer."""
-        return {u.name: part.clone() for u, part in zip(self.layers, torch.split(self.best, self.sizes))}
+        """s_b as keep masks per unit group."""
+        return {g.name: part.clone() for g, part in zip(self.groups, torch.split(self.best, self.sizes))}
 
     def close(self) -> None:
         close = getattr(self.evaluate, "close", None)
@@ -373,14 +378,14 @@ class _Search:
             close()
 
 
-def removed_share(model: nn.Module, keep: dict[str, torch.Tensor]) -> float:
+def removed_share(model: nn.Module, keep: dict[str, torch.Tensor], groups: list[UnitGroup] | None = None) -> float:
     """Share of ``model``'s parameters that the units ``keep`` prunes take with them (1 - the
     paper's R): counted on the physically smaller network :func:`~trainables.compress.surgery.shrink` builds,
     so a unit's kernel and bias, its BatchNorm entries and its readers' inputs all count."""
     from ..compress.surgery import shrink
 
     total = sum(p.numel() for p in model.parameters())
-    kept = sum(p.numel() for p in shrink(model, keep).parameters())
+    kept = sum(p.numel() for p in shrink(model, keep, groups).parameters())
     return 1.0 - kept / total if total else 0.0
 
 
@@ -389,8 +394,9 @@ class EPrune:
 
     def __init__(self, cfg: EPruningConfig, *, sparsity: float, domain: Domain = "target", epochs: int = 2,
                  recover_epochs: int = 1, batch_size: int = 64, optim: OptimConfig | None = None,
-                 augment: Augment = "none") -> None:
+                 augment: Augment = "none", residual: bool = True) -> None:
         self.cfg, self.sparsity, self.domain, self.augment = cfg, sparsity, domain, augment
+        self.residual = residual
         self.epochs, self.recover_epochs, self.batch_size = epochs, recover_epochs, batch_size
         self.optim = optim or OptimConfig()
         self.label = self.label_for(sparsity, cfg.constrain)
@@ -405,4 +411,5 @@ class EPrune:
             raise ValueError("a pruning stage needs a model from an earlier stage")
         return epruning(model, ctx.data(self.domain), self.cfg, sparsity=self.sparsity, epochs=self.epochs,
                         recover_epochs=self.recover_epochs, batch_size=self.batch_size, optim=self.optim,
-                        device=ctx.device, seed=ctx.seed, on_epoch=ctx.reporter(self.label), augment=self.augment)
+                        device=ctx.device, seed=ctx.seed, on_epoch=ctx.reporter(self.label), augment=self.augment,
+                        residual=self.residual)

@@ -25,10 +25,11 @@ prunes on the source domain (``PB``) or on the target domain (``PA``).
 ``granularity`` picks what one mask entry is (searchable as ``prune.granularity``):
 
 - ``unstructured`` (the paper's): single weights, each layer masked to s_t by magnitude.
-- ``channel``: units (:mod:`trainables.compress.units`): in each unit layer the lowest-L1-norm output
-  channels are masked until the layer's share of pruned units reaches s_t, together with their
-  gate BatchNorm's gamma and beta, so the units are dead and :mod:`trainables.compress.surgery` can remove
-  them: unlike unstructured zeros, this buys latency on any engine.
+- ``channel``: units (:mod:`trainables.compress.units`, groups of coupled channels, residual
+  streams included): in each unit group the lowest-L1-norm units are masked until the group's
+  share of pruned units reaches s_t, at every gate of the group (rows, biases, BatchNorm gamma
+  and beta), so the units are dead and :mod:`trainables.compress.surgery` can remove them: unlike
+  unstructured zeros, this buys latency on any engine.
 - ``2:4``: semi-structured sparsity for the sparse tensor cores TensorRT uses: in each group of 4
   consecutive input channels (at every output channel and kernel position) the smallest
   magnitudes are masked, round(4 * s_t) per group on the schedule, capped at 2, and exactly the
@@ -51,7 +52,7 @@ from torch.nn.utils import prune
 from ..augment import Augment, augmented, named
 from ..compress.masks import prunable_layers, sparsity_kept, zero_fraction
 from ..compress.surgery import alive_units, zero_units
-from ..compress.units import UnitLayer, gate_batchnorm, unit_layers
+from ..compress.units import UnitGroup, is_depthwise, unit_groups
 from ..stage import Context, Domain, Metrics
 from ..train import EVAL_BATCH_SIZE, OptimConfig, evaluate, fit, loader, seed_everything
 
@@ -227,6 +228,8 @@ class PruneSchedule(BaseModel):
         augment: ``shift_mirror``, the paper's shifting and mirroring of the training images
             while the stage trains (:mod:`trainables.augment`), or ``none`` (the default).
             EPruning applies it too, before its own ``epruning.augment`` (flip and Cutout).
+        residual: for unit pruning (``channel`` granularity and EPruning), residual streams are
+            units too (the default); False prunes only channels inside a block.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -240,6 +243,7 @@ class PruneSchedule(BaseModel):
     skip_last: bool = True
     granularity: Granularity = "unstructured"
     augment: Augment = "none"
+    residual: bool = True
 
 
 class GradualConfig(PruneSchedule):
@@ -361,58 +365,75 @@ class _SemiStructured(_Unstructured):
 
 
 class _Channel:
-    """Each unit layer's lowest-L1 output channels masked until its pruned-unit share is s_t.
+    """Each unit group's lowest-L1 units masked until the group's pruned-unit share is s_t.
 
-    A unit is masked in its layer's weight rows and bias and in its gate BatchNorm's gamma and
-    beta, so that it is dead (:func:`trainables.compress.surgery.alive_units` reads it as not alive). Units already dead
+    A unit's importance is the L1 norm of the weight rows its group's producers spend on it (a
+    residual stream's channel: the rows of every layer adding into it), so a group's units are
+    ranked as one. A unit is masked at every gate of its group (producers' rows and biases,
+    BatchNorm gamma and beta, depthwise filters), so that it is dead
+    (:func:`trainables.compress.surgery.alive_units` reads it as not alive). Units already dead
     when the stage starts (pruned by an earlier stage) count as pruned and are masked again. Each
-    layer keeps at least one unit, which surgery needs. ``skip_first`` leaves out a unit layer
-    that is the model's input conv (VGG, AlexNet, SqueezeNet); the head is never a unit layer.
+    group keeps at least one unit, which surgery needs. ``skip_first`` leaves out the group whose
+    channels the model's input conv produces; ``residual=False`` leaves out residual streams; the
+    head is never a unit group.
     """
 
     def __init__(self, model: nn.Module, cfg: GradualConfig) -> None:
-        units = unit_layers(model)
+        groups = unit_groups(model, residual=cfg.residual)
         if cfg.skip_first:
             first, _ = prunable_layers(model, skip_first=False, skip_last=False)[0]
-            units = [u for u in units if u.name != first]
-        self.model, self.units = model, units
+            groups = [g for g in groups if all(m.name != first for m in g.gates)]
+        self.model, self.groups = model, groups
         self.layers = [m for _, m in prunable_layers(model, skip_first=cfg.skip_first, skip_last=cfg.skip_last)]
-        self.pruned = {name: ~keep for name, keep in alive_units(model, units).items()}
-        for unit in units:
-            if bool(self.pruned[unit.name].any()):
-                self._mask(unit)
+        self.pruned = {name: ~keep for name, keep in alive_units(model, groups).items()}
+        for group in groups:
+            if bool(self.pruned[group.name].any()):
+                self._mask(group)
 
     def step(self, sparsity: float, last: bool) -> None:
-        for unit in self.units:
-            pruned = self.pruned[unit.name]
-            extra = min(round(sparsity * unit.size), unit.size - 1) - int(pruned.sum())
+        for group in self.groups:
+            pruned = self.pruned[group.name]
+            extra = min(round(sparsity * group.size), group.size - 1) - int(pruned.sum())
             if extra <= 0:
                 continue
-            weight = self.model.get_submodule(unit.name).weight.detach()
-            norms = weight.flatten(1).abs().sum(dim=1).cpu().masked_fill(pruned, float("inf"))
+            norms = self._importance(group).masked_fill(pruned, float("inf"))
             pruned[torch.topk(norms, extra, largest=False).indices] = True
-            self._mask(unit)
+            self._mask(group)
 
-    def _mask(self, unit: UnitLayer) -> None:
-        keep = ~self.pruned[unit.name]
-        layer = self.model.get_submodule(unit.name)
-        gate = gate_batchnorm(self.model, unit)
-        for module, name in ((layer, "weight"), (layer, "bias"), (gate, "weight"), (gate, "bias")):
-            tensor = None if module is None else getattr(module, name, None)
-            if tensor is not None:
-                rows = keep.to(tensor.device).view((-1,) + (1,) * (tensor.dim() - 1)).expand_as(tensor)
+    def _importance(self, group: UnitGroup) -> torch.Tensor:
+        """Per unit: the L1 norm of its producers' weight rows (depthwise filters and BatchNorms not counted)."""
+        total = torch.zeros(group.size)
+        for gate in group.gates:
+            module = self.model.get_submodule(gate.name)
+            if isinstance(module, (nn.Conv2d, nn.Linear)) and not is_depthwise(module):
+                rows = module.weight.detach().flatten(1).abs().sum(dim=1).cpu()
+                total += rows[torch.tensor(gate.channels)]
+        return total
+
+    def _mask(self, group: UnitGroup) -> None:
+        keep = ~self.pruned[group.name]
+        for gate in group.gates:
+            module = self.model.get_submodule(gate.name)
+            channels = torch.tensor(gate.channels)
+            for name in ("weight", "bias"):
+                tensor = getattr(module, name, None)
+                if tensor is None:
+                    continue
+                rows = torch.ones(tensor.shape[0], dtype=torch.bool)
+                rows[channels] = keep
+                rows = rows.to(tensor.device).view((-1,) + (1,) * (tensor.dim() - 1)).expand_as(tensor)
                 _mask_entries(module, name, rows)
 
     def finish(self) -> None:
         """Zero the readers' inputs of the pruned units too (dead anyway), so the artifact compresses."""
-        zero_units(self.model, {name: ~pruned for name, pruned in self.pruned.items()})
+        zero_units(self.model, {name: ~pruned for name, pruned in self.pruned.items()}, self.groups)
 
     def metrics(self) -> Metrics:
-        per_layer = [float(self.pruned[u.name].float().mean()) for u in self.units]
-        units = sum(u.size for u in self.units)
-        share = sum(int(self.pruned[u.name].sum()) for u in self.units) / units if units else 0.0
+        per_group = [float(self.pruned[g.name].float().mean()) for g in self.groups]
+        units = sum(g.size for g in self.groups)
+        share = sum(int(self.pruned[g.name].sum()) for g in self.groups) / units if units else 0.0
         return {"sparsity": share, "unit_sparsity": share, "weight_sparsity": zero_fraction(self.layers),
-                "layer_sparsity_min": min(per_layer, default=0.0), "layer_sparsity_max": max(per_layer, default=0.0)}
+                "layer_sparsity_min": min(per_group, default=0.0), "layer_sparsity_max": max(per_group, default=0.0)}
 
 
 _PRUNERS = {"unstructured": _Unstructured, "channel": _Channel, "2:4": _SemiStructured}

@@ -1,14 +1,14 @@
 """Energies of a population of unit states on one batch: reference, batched and Ray-actor evaluators.
 
 Each evaluator takes the model's current weights, a batch ``(x, y)`` and a population of binary
-states ``S x D`` over the unit layers of :mod:`trainables.compress.units`, and returns the energy loss
+states ``S x D`` over the unit groups of :mod:`trainables.compress.units`, and returns the energy loss
 (EPruning paper, eq. 3) of every state, shape ``(S,)``. All three give the same energies (within
 float rounding); they differ in how the S sub-networks run:
 
 - :class:`ReferenceEvaluator`: one candidate at a time, zeroing the pruned units in the weights,
   running the batch, restoring the weights (the plain loop, kept for tests and the benchmark).
 - :class:`BatchedEvaluator`: one forward of all S candidates at once: the batch is repeated S
-  times where the first unit layer's block begins (everything before it runs once), and each
+  times where the first gate's block begins (everything before it runs once), and each
   gate's output is multiplied by its candidate's unit mask on that candidate's slice of the
   batch. No weight is copied.
 - :class:`ActorPoolEvaluator`: Ray actors each run :class:`BatchedEvaluator` on a share of the
@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..compress.gating import gated_states, split_states
-from ..compress.units import UnitLayer
+from ..compress.units import UnitGroup
 
 logger = logging.getLogger(__name__)
 
@@ -54,38 +54,38 @@ class Evaluator(Protocol):
 class ReferenceEvaluator:
     """One candidate at a time: zero its pruned units in the weights, forward, restore."""
 
-    def __init__(self, layers: Sequence[UnitLayer]) -> None:
-        self.layers = list(layers)
+    def __init__(self, groups: Sequence[UnitGroup]) -> None:
+        self.groups = list(groups)
 
     @torch.no_grad()
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         with _eval_mode(model):
             energies = []
             for state in states:
-                with _zeroed(model, self.layers, state):
+                with _zeroed(model, self.groups, state):
                     energies.append(sample_energies(model(x), y).mean())
             return torch.stack(energies).cpu()
 
 
 @contextmanager
-def _zeroed(model: nn.Module, layers: Sequence[UnitLayer], state: torch.Tensor) -> Iterator[None]:
-    """Zero the gate parameters (BN gamma and beta, or the layer's weight rows and bias) of pruned units."""
+def _zeroed(model: nn.Module, groups: Sequence[UnitGroup], state: torch.Tensor) -> Iterator[None]:
+    """Zero the gate parameters of pruned units (each gate's rows and bias, BatchNorm gamma and beta)."""
     saved = []
     try:
-        for layer, mask in zip(layers, split_states(state[None], layers)):
-            off = mask[0] == 0
-            for tensor in _gate_tensors(model, layer):
-                saved.append((tensor, tensor[off].clone(), off))
-                tensor[off] = 0
+        for group, mask in zip(groups, split_states(state[None], groups)):
+            off = (mask[0] == 0).nonzero().flatten()
+            if off.numel() == 0:
+                continue
+            for gate in group.gates:
+                module = model.get_submodule(gate.name)
+                channels = gate.of(off).to(module.weight.device)
+                for tensor in (t.data for t in (module.weight, module.bias) if t is not None):
+                    saved.append((tensor, channels, tensor[channels].clone()))
+                    tensor[channels] = 0
         yield
     finally:
-        for tensor, values, off in saved:
-            tensor[off] = values
-
-
-def _gate_tensors(model: nn.Module, layer: UnitLayer) -> list[torch.Tensor]:
-    gate = model.get_submodule(layer.gate)
-    return [t.data for t in (gate.weight, gate.bias) if t is not None]
+        for tensor, channels, values in reversed(saved):
+            tensor[channels] = values
 
 
 @contextmanager
@@ -102,16 +102,16 @@ class BatchedEvaluator:
     """All candidates in one forward: each unit mask applied to its slice of an ``S * B`` batch.
 
     Args:
-        layers: the unit layers the states run over.
+        groups: the unit groups the states run over.
         chunk: at most this many candidates per forward (bounds memory: ``chunk * B`` images go
             through the network at once; None: all of them). When a forward runs out of device
             memory, the chunk is halved (rounding up) and that part run again; later calls keep it.
     """
 
-    def __init__(self, layers: Sequence[UnitLayer], chunk: int | None = None) -> None:
+    def __init__(self, groups: Sequence[UnitGroup], chunk: int | None = None) -> None:
         if chunk is not None and chunk < 1:
             raise ValueError(f"chunk must be >= 1 or None but got {chunk}")
-        self.layers, self.chunk = list(layers), chunk
+        self.groups, self.chunk = list(groups), chunk
 
     @torch.no_grad()
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
@@ -132,7 +132,7 @@ class BatchedEvaluator:
         return torch.cat(out).cpu()
 
     def _energies(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
-        with gated_states(model, self.layers, part, expand=True):
+        with gated_states(model, self.groups, part, expand=True):
             logits = model(x)
         return sample_energies(logits, y.repeat(part.shape[0])).reshape(part.shape[0], -1).mean(dim=1)
 
@@ -140,12 +140,12 @@ class BatchedEvaluator:
 class _PopulationWorker:
     """A Ray actor holding a copy of the model; evaluates a share of the population per call."""
 
-    def __init__(self, model: nn.Module, layers: list[UnitLayer], threads: int, chunk: int | None) -> None:
+    def __init__(self, model: nn.Module, groups: list[UnitGroup], threads: int, chunk: int | None) -> None:
         torch.set_num_threads(max(1, threads))
         self.model = model
         self.device = "cuda" if torch.cuda.is_available() and _assigned_gpus() else "cpu"
         self.model.to(self.device)
-        self.evaluate = BatchedEvaluator(layers, chunk)
+        self.evaluate = BatchedEvaluator(groups, chunk)
 
     def energies(self, state: dict, x: torch.Tensor, y: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         with warnings.catch_warnings():  # the store's arrays are read-only; load_state_dict only reads them
@@ -171,13 +171,13 @@ class ActorPoolEvaluator:
 
     Args:
         model: the model (its architecture travels once, at start).
-        layers: the unit layers the states run over.
+        groups: the unit groups the states run over.
         actors: number of actors.
         cpus / gpus: resources of each actor.
         chunk: candidates per forward inside each actor (see :class:`BatchedEvaluator`).
     """
 
-    def __init__(self, model: nn.Module, layers: Sequence[UnitLayer], actors: int = 2,
+    def __init__(self, model: nn.Module, groups: Sequence[UnitGroup], actors: int = 2,
                  cpus: float = 1.0, gpus: float = 0.0, chunk: int | None = None) -> None:
         import ray
 
@@ -187,7 +187,7 @@ class ActorPoolEvaluator:
             ray.init(include_dashboard=False, log_to_driver=False)
         worker = ray.remote(_PopulationWorker).options(num_cpus=cpus, num_gpus=gpus, **_placement())
         skeleton = ray.put(copy.deepcopy(model).cpu())
-        self.actors = [worker.remote(skeleton, list(layers), max(1, int(cpus)), chunk) for _ in range(actors)]
+        self.actors = [worker.remote(skeleton, list(groups), max(1, int(cpus)), chunk) for _ in range(actors)]
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         import ray
@@ -232,16 +232,16 @@ def _placement() -> dict:
     return {"scheduling_strategy": PlacementGroupSchedulingStrategy(group, placement_group_capture_child_tasks=True)}
 
 
-def make_evaluator(kind: str, model: nn.Module, layers: Sequence[UnitLayer], *, actors: int = 2,
+def make_evaluator(kind: str, model: nn.Module, groups: Sequence[UnitGroup], *, actors: int = 2,
                    actor_cpus: float = 1.0, actor_gpus: float = 0.0, chunk: int | None = None) -> Evaluator:
     """The evaluator named ``kind``: ``batched``, ``actors`` or ``reference``.
 
     ``chunk`` bounds the candidates per forward of the batched evaluator (the actors' too).
     """
     if kind == "batched":
-        return BatchedEvaluator(layers, chunk)
+        return BatchedEvaluator(groups, chunk)
     if kind == "reference":
-        return ReferenceEvaluator(layers)
+        return ReferenceEvaluator(groups)
     if kind == "actors":
-        return ActorPoolEvaluator(model, layers, actors, actor_cpus, actor_gpus, chunk)
+        return ActorPoolEvaluator(model, groups, actors, actor_cpus, actor_gpus, chunk)
     raise ValueError(f"evaluator must be batched, actors or reference but got {kind!r}")
