@@ -4,8 +4,8 @@ A *unit* (EPruning paper, sec. 2.2) is a channel that can be removed physically.
 channel rarely lives in one layer: channels joined by a residual add (the ResNet stream), a
 concatenation (DenseNet, SqueezeNet's fire modules) or a depthwise convolution (MobileNet,
 EfficientNet) must go together, or removing one of them removes nothing. A :class:`UnitGroup` is
-one such set of coupled channels: unit k of the group is channel k of its first producing layer,
-together with the channels of every other layer coupled to it (:class:`Member`).
+one such set of coupled channels: unit k of the group is one channel in each of its layers
+(:class:`Member` says which), removed from all of them at once.
 
 The groups come from Torch-Pruning's ``DependencyGraph`` (DepGraph, Fang et al., CVPR 2023),
 which traces the model once with autograd and follows every add, concatenation, flatten and
@@ -78,7 +78,7 @@ class Member:
 
 @dataclass(frozen=True)
 class UnitGroup:
-    """A set of coupled channels, pruned together; unit k is channel k of ``name``.
+    """A set of coupled channels, pruned together; unit k is ``channels[k]`` of every member.
 
     Args:
         name: the first producing layer (a ``Conv2d`` or ``Linear``) in forward order; what
@@ -133,6 +133,22 @@ def unit_groups(model: nn.Module, include: Sequence[str] | None = None, *, resid
         raise FrontierError(f"layers: {list(include)} match no unit group; unit groups are e.g. "
                             f"{', '.join(g.name for g in groups[:4])}")
     return chosen
+
+
+def l1_importance(model: nn.Module, group: UnitGroup) -> torch.Tensor:
+    """Per unit of ``group``: the L1 norm of the weight rows its producers spend on it.
+
+    A residual stream's channel counts the rows of every layer adding into it, so a group's
+    units are ranked as one (Torch-Pruning's group magnitude importance, summed over producers);
+    depthwise filters and BatchNorms are not counted. Returns a CPU float tensor of ``group.size``.
+    """
+    total = torch.zeros(group.size)
+    for gate in group.gates:
+        module = model.get_submodule(gate.name)
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and not is_depthwise(module):
+            rows = module.weight.detach().flatten(1).abs().sum(dim=1).cpu()
+            total += rows[torch.tensor(gate.channels)]
+    return total
 
 
 def excluded(model: nn.Module) -> dict[str, str]:

@@ -52,7 +52,7 @@ from torch.nn.utils import prune
 from ..augment import Augment, augmented, named
 from ..compress.masks import prunable_layers, sparsity_kept, zero_fraction
 from ..compress.surgery import alive_units, zero_units
-from ..compress.units import UnitGroup, is_depthwise, unit_groups
+from ..compress.units import UnitGroup, l1_importance, unit_groups
 from ..stage import Context, Domain, Metrics
 from ..train import EVAL_BATCH_SIZE, OptimConfig, evaluate, fit, loader, seed_everything
 
@@ -396,19 +396,9 @@ class _Channel:
             extra = min(round(sparsity * group.size), group.size - 1) - int(pruned.sum())
             if extra <= 0:
                 continue
-            norms = self._importance(group).masked_fill(pruned, float("inf"))
+            norms = l1_importance(self.model, group).masked_fill(pruned, float("inf"))
             pruned[torch.topk(norms, extra, largest=False).indices] = True
             self._mask(group)
-
-    def _importance(self, group: UnitGroup) -> torch.Tensor:
-        """Per unit: the L1 norm of its producers' weight rows (depthwise filters and BatchNorms not counted)."""
-        total = torch.zeros(group.size)
-        for gate in group.gates:
-            module = self.model.get_submodule(gate.name)
-            if isinstance(module, (nn.Conv2d, nn.Linear)) and not is_depthwise(module):
-                rows = module.weight.detach().flatten(1).abs().sum(dim=1).cpu()
-                total += rows[torch.tensor(gate.channels)]
-        return total
 
     def _mask(self, group: UnitGroup) -> None:
         keep = ~self.pruned[group.name]
