@@ -213,15 +213,21 @@ def test_repair_holds_the_active_count_keeps_each_layer_alive_and_respects_remov
     assert torch.equal(free[:, 4:], states[:, 4:])  # only the empty layer changed
 
 
-SIZES = {"small_resnet": 32, "resnet18": 32, "resnet50": 32, "vgg16": 32, "alexnet": 63, "squeezenet1_1": 48}
+SIZES = {"small_resnet": 32, "resnet18": 32, "resnet50": 32, "vgg16": 32, "alexnet": 63, "squeezenet1_1": 48,
+         "mobilenet_v2": 32, "efficientnet_b0": 32, "regnet_y_400mf": 32, "densenet121": 32, "user_cnn": 32}
 
 
 @pytest.mark.parametrize("name", list(SIZES))
 def test_batched_energies_equal_the_reference_loop(name):
-    from trainables.models import build_model
+    from torchvision import models as tvm
+
+    from tests.user_cnn import UserNet
+    from trainables.models import SmallResNet
 
     torch.manual_seed(1)
-    model, size = build_model(name, 10).eval(), SIZES[name]
+    builders = {"small_resnet": SmallResNet, "user_cnn": UserNet}
+    model = (builders[name](10) if name in builders else tvm.get_model(name, num_classes=10)).eval()
+    size = SIZES[name]
     _settle_batchnorm(model, size)
     layers = unit_groups(model)
     states = init_population(4, unit_count(layers), 0.5, torch.Generator().manual_seed(7))
