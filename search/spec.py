@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from trainables.data import DataSpec
 from trainables.errors import FrontierError
-from trainables.models import ARCHITECTURES
+from trainables.models import name_problem
 from trainables.objectives import OBJECTIVE_NAMES, OBJECTIVES
 from trainables.pipeline.plan import PruneBudget
 from trainables.stages.benchmark import BenchmarkConfig
@@ -68,14 +68,18 @@ class DataPair(_Strict):
 
 
 class ModelSpec(_Strict):
+    """The model: a torchvision classification model's name, ``small_resnet``, or the user's own
+    ``package.module:function`` (its import is checked by :mod:`search.spec_checks`)."""
+
     name: str
     weights: str | None = None
 
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        if name not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture '{name}'; known: {', '.join(ARCHITECTURES)}")
+        problem = name_problem(name)
+        if problem is not None:
+            raise ValueError(problem)
         return name
 
 

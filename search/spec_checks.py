@@ -1,7 +1,8 @@
 """What a spec's schema cannot see: the semantic problems of a spec, each one line with its key path.
 
 :func:`space_problems` runs after the schema (:mod:`search.spec`): keys the space may not set,
-values the budgets reject, orders without the sparsities they need (or PBA without s2 > s1),
+values the budgets reject, a user model that does not import or build or whose head cannot be
+found, orders without the sparsities they need (or PBA without s2 > s1),
 share groups and EPruning layers the model lacks, and sparsities a pruning granularity cannot
 reach. :func:`reachable_values` answers which values a budget field can take in some trial.
 """
@@ -11,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from trainables.models import ARCHITECTURES
+from trainables.errors import FrontierError
+from trainables.models import head_name, structure
 from trainables.pipeline.plan import ORDER_SPARSITIES, ORDERS, QUANTIZE
 
 from .space import Choice, Const, Node, Range, walk
@@ -26,6 +28,7 @@ def space_problems(spec: Spec) -> Iterable[str]:
             yield from _special_problems(path, node)
         else:
             yield from _override_problems(spec, path, node)
+    yield from _model_problems(spec)
     yield from _order_problems(spec)
     yield from _share_problems(spec)
     yield from _prune_problems(spec)
@@ -74,6 +77,17 @@ def _override_problems(spec: Spec, path: str, node: Node) -> Iterable[str]:
             return
 
 
+def _model_problems(spec: Spec) -> Iterable[str]:
+    """The model imports, builds and has a head frontier can find (a user model is imported here,
+    not in the schema; a torchvision name needs no check)."""
+    if ":" not in spec.model.name:
+        return
+    try:
+        head_name(structure(spec.model.name))
+    except FrontierError as exc:
+        yield f"model.name: {str(exc).removeprefix('model: ')}"
+
+
 def _order_problems(spec: Spec) -> Iterable[str]:
     """Each reachable order has the sparsities it needs; PBA can have s2 > s1 (every s2 milestone
     above every s1 milestone)."""
@@ -109,11 +123,7 @@ def _share_problems(spec: Spec) -> Iterable[str]:
     """Share groups the model has; a source dataset when retraining reads its images."""
     names = {n.name for _, n in walk(spec.nodes)}
     quantize = {v for _, n in walk(spec.nodes) if n.name == "quantize" for v in _values(n)}
-    if spec.budgets.share.groups:
-        import torch
-
-        with torch.device("meta"):  # the architecture's structure without allocating its weights
-            model = ARCHITECTURES[spec.model.name](num_classes=2)
+    if spec.budgets.share.groups and (model := _structure(spec)) is not None:
         from trainables.stages.quantize import layer_groups
 
         known = layer_groups(model)
@@ -132,14 +142,9 @@ def _prune_problems(spec: Spec) -> Iterable[str]:
     from trainables.stages.gradual import granularity_problem
 
     patterns = spec.budgets.prune.epruning.layers
-    if patterns:
-        import torch
-
+    if patterns and (model := _structure(spec)) is not None:
         from trainables.compress.units import unit_groups
-        from trainables.errors import FrontierError
 
-        with torch.device("meta"):
-            model = ARCHITECTURES[spec.model.name](num_classes=2)
         try:
             unit_groups(model, patterns)
         except FrontierError as exc:
@@ -155,6 +160,15 @@ def _prune_problems(spec: Spec) -> Iterable[str]:
                     if problem:
                         yield f"{s_path}: {problem} ({g_path} can be '{granularity}')"
                         break
+
+
+def _structure(spec: Spec) -> Any:
+    """The model's structure, without its weights where possible (meta device), or None when it
+    does not build (:func:`_model_problems` says why)."""
+    try:
+        return structure(spec.model.name)
+    except FrontierError:
+        return None
 
 
 def reachable_values(spec: Spec, name: str) -> list[tuple[str, Any]]:

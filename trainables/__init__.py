@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 # public name -> the submodule that defines it
 _SOURCES: dict[str, str] = {
-    "ARCHITECTURES": "models", "build_model": "models",
+    "CHECKED_ARCHITECTURES": "models", "architecture": "models", "build_model": "models",
     "Benchmark": "stages.benchmark", "BenchmarkConfig": "stages.benchmark",
     "Context": "stage",
     "cluster": "compress.clustering",
@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from .compress.clustering import cluster
     from .data import DataSpec, Splits, load_data
     from .errors import DataError, FrontierError, WeightsError
-    from .models import ARCHITECTURES, build_model
+    from .models import CHECKED_ARCHITECTURES, architecture, build_model
     from .pipeline.plan import Plan, make_plan
     from .pipeline.run import run_plan, run_stages
     from .stage import Context

@@ -118,7 +118,7 @@ def run_plan(
     A step that is not ``cached`` (the benchmark: its latency is measured anew) always runs.
     """
     progress = progress or Progress()
-    stages, slots, arch = plan.stages(), plan.slots(), plan.steps[0].config.model
+    stages, slots, dense = plan.stages(), plan.slots(), plan.steps[0].config
     for i in range(progress.index, len(stages)):
         step, stage, start = plan.steps[i], stages[i], time.perf_counter()
         if cache is None or not step.cached:
@@ -129,7 +129,8 @@ def run_plan(
             with cache.claim(key) as hit:
                 if hit is not None:
                     state, metrics, digest = hit
-                    model = rebuild(arch, state).to(ctx.device)  # the cache holds CPU tensors
+                    model = rebuild(dense.model, state, path=dense.model_path)
+                    model = model.to(ctx.device)  # the cache holds CPU tensors
                 else:
                     model, metrics = stage.run(model, ctx)
                     digest = cache.put(key, model.state_dict(), metrics)
@@ -178,7 +179,8 @@ def _restore(checkpoint, plan: Plan) -> tuple[nn.Module | None, Progress]:
         state = torch.load(Path(folder) / "model.pt", map_location="cpu", weights_only=True)
         progress = Progress(**json.loads((Path(folder) / "progress.json").read_text()))
     progress.resumed_at.append(progress.index)
-    return rebuild(plan.steps[0].config.model, state), progress
+    dense = plan.steps[0].config
+    return rebuild(dense.model, state, path=dense.model_path), progress
 
 
 FAULT_FILE_ENV = "FRONTIER_FAULT_FILE"

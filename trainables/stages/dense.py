@@ -4,17 +4,23 @@ With ``weights``, the architecture is built with the file's head and loaded from
 (see :func:`trainables.models.build_model`). Without weights, or with ``epochs > 0``, it trains
 on the source domain, from scratch when there are no weights: that is how the CPU pipeline on
 digits gets its "ImageNet" (classes 0-4) before transferring to 5-9.
+
+A user model (``package.module:function``) carries the folder its module was imported from
+(``model_path``), so a Ray worker, whose ``sys.path`` need not hold the driver's folders, imports
+the same module.
 """
 
 from __future__ import annotations
 
 import time
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 from torch import nn
 
 from ..errors import FrontierError
-from ..models import ARCHITECTURES, build_model
+from ..models import architecture, build_model, is_user_model, user_model_path
 from ..stage import Context, Metrics
 from ..train import EVAL_BATCH_SIZE, OptimConfig, evaluate, fit, loader, seed_everything
 
@@ -37,12 +43,31 @@ class DenseConfig(DenseBudget):
     """A :class:`DenseBudget` with the architecture and its weights.
 
     Args:
-        model: an architecture name of :data:`trainables.models.ARCHITECTURES`.
+        model: an architecture name (see :func:`trainables.models.architecture`): torchvision's,
+            ``small_resnet``, or the user's own ``package.module:function``.
         weights: a local state-dict path, ``torchvision:<ENUM>`` from torch's cache, or None.
+        model_path: for a user model, the folder its top-level package is imported from; filled in
+            where the config is made (the driver, which can import it) when not given, and put on
+            ``sys.path`` where the stage is built (a Ray worker). None for built-in names.
     """
 
     model: str
     weights: str | None = None
+    model_path: str | None = None
+
+    @model_validator(mode="after")
+    def _locate_user_model(self) -> DenseConfig:
+        if is_user_model(self.model) and self.model_path is None:
+            self.model_path = user_model_path(self.model)  # FrontierError (one line) if not importable
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_empty_path(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # a built-in model's config dumps as it did before model_path existed: same plans, same cache keys
+        data = handler(self)
+        if data.get("model_path") is None:
+            data.pop("model_path", None)
+        return data
 
 
 class Dense:
@@ -51,8 +76,7 @@ class Dense:
     label = "D"
 
     def __init__(self, cfg: DenseConfig) -> None:
-        if cfg.model not in ARCHITECTURES:
-            raise FrontierError(f"model: unknown architecture '{cfg.model}'; known: {', '.join(ARCHITECTURES)}")
+        architecture(cfg.model, cfg.model_path)  # FrontierError (one line) for a name that does not resolve
         if cfg.weights is None and cfg.epochs == 0:
             raise FrontierError("dense: with no weights, 'epochs' must be > 0 (the model is trained on the source)")
         self.cfg = cfg
@@ -62,10 +86,11 @@ class Dense:
         seed_everything(ctx.seed)
         if self.cfg.epochs == 0:
             num_classes = ctx.data("source").num_classes if ctx.source is not None else None
-            model = build_model(self.cfg.model, num_classes, weights=self.cfg.weights).to(ctx.device)
-            return model, {"seconds": time.perf_counter() - start}
+            model = build_model(self.cfg.model, num_classes, weights=self.cfg.weights, path=self.cfg.model_path)
+            return model.to(ctx.device), {"seconds": time.perf_counter() - start}
         source = ctx.data("source")
-        model = build_model(self.cfg.model, source.num_classes, weights=self.cfg.weights).to(ctx.device)
+        model = build_model(self.cfg.model, source.num_classes, weights=self.cfg.weights, path=self.cfg.model_path)
+        model = model.to(ctx.device)
         result = fit(
             model,
             loader(source.train, self.cfg.batch_size, shuffle=True, seed=ctx.seed),
