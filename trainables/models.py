@@ -106,8 +106,8 @@ CHECKED_ARCHITECTURES: tuple[str, ...] = (
 )
 
 # Smallest square input an architecture accepts where 32x32 is too small: AlexNet's stride-4 stem
-# and three max-pools collapse anything smaller to nothing, Inception-v3 has torchvision's 75, and
-# MaxViT and the ViTs take exactly 224 (their position embeddings and windows are sized for it).
+# and three max-pools collapse anything smaller to nothing, Inception-v3 has torchvision's 75, MaxViT
+# needs 224 (its windows are sized for it) and the ViTs take exactly 224 (their position embeddings).
 MIN_INPUT_SIZE: dict[str, int] = {
     "alexnet": 63, "inception_v3": 75, "maxvit_t": 224,
     **{name: 224 for name in TORCHVISION_ARCHITECTURES if name.startswith("vit_")},
