@@ -7,10 +7,11 @@ per problem (``budgets.transfer.epochs: Input should be greater than or equal to
 
 Keys the space may set: ``order`` (none, PB, PA, PBA), ``s1`` (sparsity before transfer),
 ``s2`` (after), each a sparsity or a list of increasing milestones (``{choice: [0.5, [0.3, 0.5]]}``,
-one pruning stage per milestone), ``quantize`` (none, Q: weight sharing, QR: sharing then retraining), and any
+one pruning stage per milestone), ``quantize`` (none, Q: weight sharing, QR: sharing then retraining; I8, QI8,
+QRI8: the same, deployed in INT8), and any
 budget field by its dotted path (``transfer.optim.lr``, ``transfer.mode``, ``prune.frequency.every``,
 ``prune.after.epochs`` (the pruning stages after transfer only), ``share.groups.layer3`` for a
-group listed under ``budgets.share.groups``, ``retrain.mode``, ...).
+group listed under ``budgets.share.groups``, ``retrain.mode``, ``int8.method``, ...).
 
 This module is the schema (pydantic models, each key checked as it is read) and the loading;
 :mod:`search.spec_checks` finds the problems the schema cannot see (run by :func:`parse_spec`), and
@@ -33,6 +34,7 @@ from trainables.objectives import OBJECTIVE_NAMES, OBJECTIVES
 from trainables.pipeline.plan import PruneBudget
 from trainables.stages.benchmark import BenchmarkConfig
 from trainables.stages.dense import DenseBudget
+from trainables.stages.int8 import Int8Config
 from trainables.stages.quantize import RetrainConfig, ShareConfig
 from trainables.stages.transfer import TransferConfig
 
@@ -94,6 +96,7 @@ class Budgets(_Strict):
     prune: PruneBudget = PruneBudget()
     share: ShareConfig = ShareConfig()
     retrain: RetrainConfig = RetrainConfig()
+    int8: Int8Config = Int8Config()
     benchmark: BenchmarkConfig = BenchmarkConfig()
 
 

@@ -3,8 +3,9 @@
 :func:`space_problems` runs after the schema (:mod:`search.spec`): keys the space may not set,
 values the budgets reject, a user model that does not import or build or whose head cannot be
 found, orders without the sparsities they need (or PBA without s2 > s1),
-share groups and EPruning layers the model lacks, and sparsities a pruning granularity cannot
-reach. :func:`reachable_values` answers which values a budget field can take in some trial.
+share groups and EPruning layers the model lacks, sparsities a pruning granularity cannot
+reach, and INT8 settings no trial could run (a backend without INT8, a calibration domain or float
+layers that do not exist). :func:`reachable_values` answers which values a budget field can take in some trial.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def space_problems(spec: Spec) -> Iterable[str]:
     yield from _order_problems(spec)
     yield from _share_problems(spec)
     yield from _prune_problems(spec)
+    yield from _int8_problems(spec)
 
 
 def _values(node: Node) -> list[Any]:
@@ -160,6 +162,35 @@ def _prune_problems(spec: Spec) -> Iterable[str]:
                     if problem:
                         yield f"{s_path}: {problem} ({g_path} can be '{granularity}')"
                         break
+
+
+def _int8_problems(spec: Spec) -> Iterable[str]:
+    """When a trial can deploy in INT8: a backend and precision that run it, a source to calibrate
+    on when asked for, and float-layer patterns that match a Conv/Linear of the model."""
+    if not any(str(v).endswith("I8") for _, n in walk(spec.nodes) if n.name == "quantize" for v in _values(n)):
+        return
+    for path, backend in reachable_values(spec, "benchmark.backend"):
+        if backend == "torch":
+            yield (f"{path}: torch times the float torch model and cannot run the INT8 trials the space asks for "
+                   f"(quantize I8); use onnxruntime, tensorrt or auto")
+    for path, precision in reachable_values(spec, "benchmark.precision"):
+        if precision != "fp32":
+            yield f"{path}: INT8 trials are built from the float32 export; precision must be fp32, not {precision}"
+    for path, domain in reachable_values(spec, "int8.calibration"):
+        if domain == "source" and spec.data.source is None:
+            yield f"{path}: INT8 calibration reads the source's images but data.source is not given"
+    patterns = [(path, p) for path, value in reachable_values(spec, "int8.keep_float")
+                for p in (value if isinstance(value, list) else [value])]
+    if patterns and (model := _structure(spec)) is not None:
+        import fnmatch
+
+        from torch import nn
+
+        layers = [name for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        for path, pattern in patterns:
+            if not any(fnmatch.fnmatchcase(layer, str(pattern)) for layer in layers):
+                yield (f"{path}: '{pattern}' matches no layer of {spec.model.name}; "
+                       f"layers are e.g. {', '.join(layers[:4])}")
 
 
 def _structure(spec: Spec) -> Any:

@@ -79,6 +79,7 @@ def plan_for(spec: Spec, assignment: dict[str, Any]) -> Plan:
         quantize=str(assignment.get("quantize", "none")),
         share=budgets.share,
         retrain=budgets.retrain,
+        int8=budgets.int8,
     )
 
 

@@ -83,7 +83,7 @@ BAD = [
     ("an s2 milestone not above s1's", "space/order/choice/PBA", {"s1": {"choice": [0.3, [0.3, 0.75]]}, "s2": {"choice": [[0.7, 0.8]]}}, "space.order.choice.PBA: PBA needs s2 > s1, but s2 can be 0.7 and s1 can be 0.75"),
     ("a milestone at 1", "space/order/choice/PB/s1", {"choice": [[0.5, 1.0]]}, "space.order.choice.PB.s1: a sparsity must be a number in [0, 1), got 1.0"),
     ("empty milestones", "space/order/choice/PA/s2", {"choice": [0.5, []]}, "space.order.choice.PA.s2.choice: a list option must be a non-empty list of plain values, got []"),
-    ("unknown quantize", "space/quantize", {"choice": ["Q", "Z"]}, "space.quantize: quantize must be one of none, Q, QR, got 'Z'"),
+    ("unknown quantize", "space/quantize", {"choice": ["Q", "Z"]}, "space.quantize: quantize must be one of none, Q, QR, I8, QI8, QRI8, got 'Z'"),
 ]
 
 

@@ -54,3 +54,7 @@ DIRECTIONS = ("max", "min")
 LATENCY_FIELDS = ("latency_backend", "latency_precision", "latency_device", "latency_batch", "latency_threads",
                   "latency_clock", "latency_p90_ms", "latency_e2e_ms", "latency_e2e_p90_ms", "throughput_ips",
                   "throughput_batch", "latency_sparse_weights")
+# What an INT8 deployment reports beside them (trainables.measure.int8_model.build_int8), and the float
+# model it came from; ``precision`` is fp32, fp16 or int8 for every trial.
+INT8_FIELDS = ("precision", "float_accuracy", "float_top5", "float_size_bytes", "int8_layers", "int8_float_layers",
+               "int8_fallback_layers", "int8_integer_ops", "int8_seconds")

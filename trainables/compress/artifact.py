@@ -75,6 +75,23 @@ candidates differ little only near a threshold. Compressing every candidate to c
 would cost far more: gzip 9 of a pruned ResNet-18 stored dense took 60 s here. Other dtypes (e.g.
 BatchNorm's ``num_batches_tracked``) are ``dense`` with their own dtype.
 
+The INT8 artifact (``model.int8.h5``, the ``size_bytes`` of a trial deployed in INT8; written by
+``trainables.measure.int8_model.build_int8``) is this same format, attribute ``precision = "int8"``,
+holding every initializer of the INT8 ONNX file by its ONNX name, in its stored type:
+
+    <layer>.weight_quantized     int8, the layer's shape (after surgery): the weight codes, dense
+                                 (integer tensors are never sparse or shared; gzip takes their zeros)
+    <layer>.weight_scale         float32 [out_channels]: per-channel scale, w = scale[c] * code
+    <layer>.weight_zero_point    int8 [out_channels]: all 0 (symmetric weights)
+    <layer>.weight_bias_quantized,  int32 [out_channels] and float32: the bias (BatchNorm folded in),
+    ..._bias_quantized_scale        b = scale[c] * code, scale = input scale * weight scale[c]
+    <tensor>_scale, _zero_point  float32 and uint8 (int8 for TensorRT) scalars: each quantized
+                                 activation, x = scale * (q - zero_point)
+    <layer>.weight, <layer>.weight_bias  float32: a layer kept in float (BatchNorm folded in)
+    other initializers           as the exporter wrote them (shape constants, int64)
+
+The graph itself is not stored: the architecture and the trial's plan rebuild it.
+
 Loading returns the same values bit for bit, with one exception: a ``-0.0`` in a sparse tensor or
 in a shared tensor with a mask is a zero like any other, so it comes back as ``+0.0``. The same
 state dict saved twice gives the same bytes (HDF5 stores no timestamps here), so a file's hash can

@@ -48,6 +48,7 @@ from .backends import (
     torch_latency,
 )
 from .export import export_program
+from .int8_model import Int8Request, build_int8
 
 BACKEND = ORT_BACKEND  # the CPU default's name, as ``latency_backend`` reports it
 MIN_OPSET = 18
@@ -121,6 +122,7 @@ def measure(
     device: str = "cpu",
     cache_dir: str | Path | None = None,
     surgery: bool = True,
+    int8: Int8Request | None = None,
 ) -> dict[str, float | int | str]:
     """Write ``out_dir/model.h5`` and ``out_dir/model.onnx`` for ``model``, and measure its size
     and its latency on the backend :func:`~trainables.measure.backends.resolve_backend` chooses.
@@ -151,6 +153,12 @@ def measure(
             weights (:func:`trainables.compress.surgery.alive_units`) are removed by
             :func:`trainables.compress.surgery.shrink` first. The artifact keeps the full shapes (its
             zeros compress), so a rerun rebuilds the architecture from it.
+        int8: time and size the INT8 model of the exported (shrunk) network instead
+            (:func:`trainables.measure.int8_model.build_int8`): ``model.int8.onnx`` in the engine's
+            format is what ONNX Runtime runs and TensorRT builds its engine from (strongly typed,
+            explicit quantization), ``model.int8.h5`` is ``size_bytes`` (the float artifact's is
+            ``float_size_bytes``), ``accuracy``/``top5`` are the INT8 model's in ONNX Runtime, and
+            ``latency_precision`` is ``int8``. The torch backend runs no INT8 model: refused.
 
     Returns:
         ``size_bytes`` (length of model.h5), the keys of :meth:`~trainables.measure.backends.Latency.metrics`
@@ -166,6 +174,8 @@ def measure(
             GPU, ``fp16`` on the CPU), or a bad argument.
     """
     engine, device = resolve_backend(backend, precision, device)
+    if int8 is not None:
+        _check_int8(engine, precision)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plain = plain_copy(model)

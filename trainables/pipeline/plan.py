@@ -10,7 +10,8 @@ The orders of the pruning-order paper (sec. 4.2):
 
 where each pruning stage is gradual (``50``) or EPruning (``E50``, the ``prune.method``), each
 optionally followed by weight sharing ``Q`` (quantization paper) or sharing and retraining
-``Q|R`` before the benchmark: ``D|50|T|80|Q|R|B``.
+``Q|R`` before the benchmark: ``D|50|T|80|Q|R|B``. The benchmark may deploy the model in INT8
+(``I8|B``, :mod:`trainables.stages.int8`), after sharing when both are chosen: ``D|T|E50|Q|I8|B``.
 
 s1 and s2 may each be a list of milestones, one pruning stage per milestone, each starting from
 the sparsity the one before reached (the paper's Table 2: ``D|50|T|70|80``, ``D|50|70|T|80``).
@@ -38,6 +39,7 @@ from ..stages.benchmark import Benchmark, BenchmarkConfig
 from ..stages.dense import Dense, DenseConfig
 from ..stages.epruning import EPrune, EPruneSchedule, EPruningConfig
 from ..stages.gradual import Frequency, GradualConfig, GradualPrune, PruneSchedule
+from ..stages.int8 import Int8Config
 from ..stages.quantize import RetrainConfig, Share, ShareConfig
 from ..stages.transfer import Transfer, TransferConfig
 from ..train import OptimConfig
@@ -45,7 +47,8 @@ from ..train import OptimConfig
 # order -> the sparsity keys it needs: s1 prunes before the transfer (on the source), s2 after it
 ORDER_SPARSITIES: dict[str, tuple[str, ...]] = {"none": (), "PB": ("s1",), "PA": ("s2",), "PBA": ("s1", "s2")}
 ORDERS = tuple(ORDER_SPARSITIES)
-QUANTIZE = ("none", "Q", "QR")  # a spec's codes: no sharing; weight sharing; sharing then retraining (label Q|R)
+# a spec's codes: no sharing; weight sharing; sharing then retraining (label Q|R); each of these then INT8 (I8|B)
+QUANTIZE = ("none", "Q", "QR", "I8", "QI8", "QRI8")
 
 Bundle = dict[str, float]  # a Ray placement-group bundle, e.g. {"CPU": 2.0, "GPU": 1.0}
 
@@ -227,15 +230,16 @@ class BenchmarkStep(_Step):
     kind: Literal["B"] = "B"
     config: BenchmarkConfig
     nominal_sparsity: float = 0.0
+    int8: Int8Config | None = None  # deploy in INT8 (label I8|B)
 
     cached: ClassVar[bool] = False  # the benchmark measures latency anew every time
 
     @property
     def label(self) -> str:
-        return Benchmark.label
+        return Benchmark.label_for(self.int8 is not None)
 
     def build(self) -> Stage:
-        return Benchmark(self.config, nominal_sparsity=self.nominal_sparsity)
+        return Benchmark(self.config, nominal_sparsity=self.nominal_sparsity, int8=self.int8)
 
 
 StepSpec = Annotated[Union[DenseStep, TransferStep, PruneStep, EPruneStep, ShareStep, BenchmarkStep],
@@ -347,9 +351,11 @@ def make_plan(
     quantize: str = "none",
     share: ShareConfig | None = None,
     retrain: RetrainConfig | None = None,
+    int8: Int8Config | None = None,
 ) -> Plan:
     """The plan of ``order`` with sparsities ``s1`` (before transfer) and ``s2`` (after), then
-    weight sharing (``quantize`` ``Q``) and retraining (``QR``) before the benchmark.
+    weight sharing (``quantize`` ``Q``) and retraining (``QR``) before the benchmark, which deploys
+    the model in INT8 (settings ``int8``) for the codes ending in ``I8``.
 
     ``s1`` and ``s2`` are one sparsity or a list of milestones (see the module doc).
 
@@ -380,8 +386,10 @@ def make_plan(
     for sparsity in after:
         steps.append(_prune_step(budget, "target", sparsity, reached))
         reached = sparsity
-    if quantize != "none":
-        steps.append(ShareStep(config=share or ShareConfig(), retrain=(retrain or RetrainConfig()) if quantize == "QR" else None))
+    sharing = quantize.removesuffix("I8")
+    if sharing not in ("", "none"):
+        steps.append(ShareStep(config=share or ShareConfig(), retrain=(retrain or RetrainConfig()) if sharing == "QR" else None))
     nominal = reached
-    steps.append(BenchmarkStep(config=benchmark, nominal_sparsity=nominal))
+    deploy = (int8 or Int8Config()) if quantize.endswith("I8") else None
+    steps.append(BenchmarkStep(config=benchmark, nominal_sparsity=nominal, int8=deploy))
     return Plan(seed=seed, source=source, target=target, steps=steps)

@@ -7,6 +7,11 @@ keys every stage shares (``accuracy``, ``top5``, ``size_bytes``, ``latency_ms``,
 the pipeline's nominal ``sparsity``; the backend's record is flattened beside them
 (``latency_backend``, ``latency_p90_ms``, ``latency_precision``, ``latency_device``,
 ``throughput_ips``, ``latency_e2e_ms``, ...).
+
+With an :class:`~trainables.stages.int8.Int8Config` the stage deploys the model in INT8 (label
+``I8|B``): ``accuracy``, ``top5``, ``size_bytes`` and ``latency_ms`` are the INT8 model's (in ONNX
+Runtime, its artifact, on the trial's engine); the float model's are ``float_accuracy``,
+``float_top5`` and ``float_size_bytes``; ``precision`` says ``int8`` (else the float precision).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from ..layout import RunFolder
 from ..measure.metrics import measure
 from ..stage import Context, Metrics
 from ..train import EVAL_BATCH_SIZE, evaluate, loader
+from .int8 import LABEL as INT8_LABEL
+from .int8 import Int8Config, int8_request
 
 
 class BenchmarkConfig(BaseModel):
@@ -81,14 +88,21 @@ class Benchmark:
         nominal_sparsity: the sparsity the pipeline aimed at, reported as ``sparsity``.
         export_dir: where ``model.h5`` and ``model.onnx`` go (default: the context's workdir).
         cache_dir: where TensorRT keeps its timing cache (default: :func:`timing_cache_dir`).
+        int8: deploy in INT8 with these settings (label ``I8|B``); None: the float model.
     """
 
     label = "B"
 
     def __init__(self, cfg: BenchmarkConfig | None = None, nominal_sparsity: float = 0.0, export_dir=None,
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, int8: Int8Config | None = None) -> None:
         self.cfg, self.nominal_sparsity, self.export_dir = cfg or BenchmarkConfig(), nominal_sparsity, export_dir
-        self.cache_dir = cache_dir
+        self.cache_dir, self.int8 = cache_dir, int8
+        self.label = self.label_for(int8 is not None)
+
+    @staticmethod
+    def label_for(int8: bool) -> str:
+        """The pipeline label: ``B``, or ``I8|B`` when the model is deployed in INT8 (one stage, two parts)."""
+        return f"{INT8_LABEL}|B" if int8 else "B"
 
     def run(self, model: nn.Module | None, ctx: Context) -> tuple[nn.Module, Metrics]:
         if model is None:
@@ -98,6 +112,9 @@ class Benchmark:
         metrics: dict = evaluate(model, loader(ctx.data("target").test, EVAL_BATCH_SIZE, shuffle=False), ctx.device)
         layers = [m for _, m in prunable_layers(model, skip_first=False, skip_last=False)]
         metrics.update(sparsity=self.nominal_sparsity, real_sparsity=zero_fraction(layers))
+        if self.int8 is not None:
+            metrics = {**{f"float_{k}": v for k, v in metrics.items() if k in ("accuracy", "top5", "loss")},
+                       **{k: v for k, v in metrics.items() if k not in ("accuracy", "top3", "top5", "loss")}}
         metrics.update(
             measure(
                 model,  # measure copies it to the CPU for export; the stage's model stays on ctx.device
@@ -105,6 +122,7 @@ class Benchmark:
                 self.export_dir or ctx.workdir,
                 device=ctx.device,
                 cache_dir=self.cache_dir or timing_cache_dir(Path(ctx.workdir)),
+                int8=None if self.int8 is None else int8_request(self.int8, ctx, self.cfg.threads),
                 **self.cfg.model_dump(),
             )
         )
