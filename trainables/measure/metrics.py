@@ -183,21 +183,38 @@ def measure(
     size = save_artifact(plain.state_dict(), artifact, attrs=attrs)
     plain, removed = _shrunk(plain) if surgery else (plain, 0.0)
     onnx_path = export_onnx(plain, out_dir / "model.onnx", input_shape)
+    quantized = None if int8 is None else build_int8(onnx_path, out_dir, int8, engine=engine, attrs=attrs)
+    timed = onnx_path if quantized is None else quantized.onnx
     common = dict(batch_size=batch_size, threads=threads, warmup=warmup, runs=runs,
                   throughput_batch=throughput_batch, end_to_end=end_to_end)
     if engine == "onnxruntime":
-        latency = onnx_latency(onnx_path, **common)
+        latency = onnx_latency(timed, **common)
     elif engine == "torch":
         latency = torch_latency(plain, input_shape, device=device, precision=precision, cuda_graphs=cuda_graphs,
                                 **common)
     else:
-        engine_onnx = onnx_path if precision == "fp32" else export_onnx(
+        engine_onnx = timed if precision == "fp32" else export_onnx(
             plain, out_dir / "model.fp16.onnx", input_shape, half=True)
         latency = tensorrt_latency(engine_onnx, precision=precision, sparse_weights=has_2to4_sparsity(plain),
                                    cache_dir=cache_dir, workspace_mb=workspace_mb, device=device, **common)
-    return {"size_bytes": size, **latency.metrics(), "units_removed": removed,
-            "params_timed": sum(p.numel() for p in plain.parameters()), "artifact": str(artifact),
-            "onnx": str(onnx_path)}
+    result = {"size_bytes": size, **latency.metrics(), "units_removed": removed,
+              "params_timed": sum(p.numel() for p in plain.parameters()), "artifact": str(artifact),
+              "onnx": str(onnx_path), "precision": precision}
+    if quantized is not None:
+        result.update(quantized.metrics, size_bytes=quantized.size_bytes, float_size_bytes=size,
+                      latency_precision="int8", precision="int8", int8_onnx=str(quantized.onnx),
+                      int8_artifact=str(quantized.artifact))
+    return result
+
+
+def _check_int8(engine: str, precision: str) -> None:
+    """Refuse, in one line, an INT8 model on an engine that cannot run one."""
+    if engine == "torch":
+        raise FrontierError("int8: the torch backend times the float torch model and cannot run an INT8 model; "
+                            "use backend onnxruntime (CPU) or tensorrt (GPU, pip install 'frontier[tensorrt]')")
+    if precision != "fp32":
+        raise FrontierError(f"int8: an INT8 model is built from the float32 export; precision must be fp32, "
+                            f"not {precision}")
 
 
 def _shrunk(model: nn.Module) -> tuple[nn.Module, float]:
