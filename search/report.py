@@ -56,9 +56,10 @@ TABLE_COLUMNS: tuple[TableColumn, ...] = (
     TableColumn("img/s", "throughput_ips", "{:,.0f}".format),
     TableColumn("backend", "backend"),
     TableColumn("sparsity", "sparsity", "{:.2f}".format),
+    TableColumn("precision", "precision_label"),
     TableColumn("real_sparsity", "real_sparsity", "{:.2f}".format),
 )
-LEFT = ("trial_id", "pipeline", "backend")
+LEFT = ("trial_id", "pipeline", "backend", "precision_label")
 
 
 def load_front(run_dir: str | Path) -> tuple[pd.DataFrame, dict]:
@@ -107,7 +108,8 @@ def front_table(frame: pd.DataFrame, summary: dict, width: int | None = None) ->
     """
     ids = [t["trial_id"] for t in summary["trials"]]
     rows = frame[frame["trial_id"].isin(ids)].sort_values(["accuracy", "size_bytes"], ascending=[False, True])
-    rows = rows.assign(backend=[backend_label(row) for _, row in rows.iterrows()])
+    rows = rows.assign(backend=[backend_label(row) for _, row in rows.iterrows()],
+                       precision_label=[precision_label(row) for _, row in rows.iterrows()])
     cells = {c.source: [_cell(row, c) for _, row in rows.iterrows()] for c in TABLE_COLUMNS}
     widths = {c.source: max([len(c.header), *map(len, cells[c.source])]) for c in TABLE_COLUMNS}
     shown = _fitting(widths, [o["name"] for o in summary["objectives"]], width)
@@ -149,6 +151,17 @@ def backend_label(row: pd.Series) -> str:
     if _present(row, "latency_sparse_weights") and int(row["latency_sparse_weights"]):
         parts.append("sparse")
     return " ".join(parts)
+
+
+def precision_label(row: pd.Series) -> str:
+    """The precision a trial was deployed at (``fp32``, ``fp16``, ``int8``), and ``int8 (ran in float)``
+    where the engine ran none of an INT8 model's layers with integer kernels; ``-`` for older runs."""
+    from .results import deployment
+
+    if not (_present(row, "precision") or _present(row, "latency_precision")):
+        return "-"
+    info = deployment(row)
+    return f"{info['precision']} (ran in float)" if info.get("ran_in_float") else str(info["precision"])
 
 
 def latency_caption(rows: pd.DataFrame) -> str | None:
@@ -225,6 +238,6 @@ def _hover(row: pd.Series) -> str:
     if _present(row, "throughput_ips") and _present(row, "throughput_batch"):
         lines.append(f"throughput: {row['throughput_ips']:,.0f} img/s at batch {int(row['throughput_batch'])}")
     real = f", real {row['real_sparsity']:.4g}" if _present(row, "real_sparsity") else ""
-    lines.append(f"sparsity: nominal {row['sparsity']:.4g}{real}")
+    lines.append(f"sparsity: nominal {row['sparsity']:.4g}{real}; precision: {precision_label(row)}")
     lines += [f"{c[6:]}: {row[c]}" for c in row.index if c.startswith("param.") and pd.notna(row[c])]
     return "<br>".join(lines)

@@ -4,7 +4,8 @@
 overridden by flags), the one with the highest accuracy (then the smallest size). The plan runs
 in this process with the same seed and budget and without the stage cache; the output folder
 holds ``model.pt`` (state dict), ``model.onnx``, ``model.h5`` (the compressed artifact) and
-``card.json`` (pipeline, parameters, metrics next to the trial's, versions).
+``card.json`` (pipeline, parameters, metrics next to the trial's, versions); an INT8 trial also
+``model.int8.onnx`` (what its engine ran) and ``model.int8.h5`` (its ``size_bytes``).
 """
 
 from __future__ import annotations
@@ -89,9 +90,9 @@ def rerun(run_dir: str | Path, trial: str, *, out: str | Path | None = None,
 
 def make_card(trial_id: str, row: pd.Series, plan: Plan, metrics: dict[str, Any], seconds: float) -> dict[str, Any]:
     """What ``card.json`` says about the final model."""
-    keys = (*OBJECTIVE_NAMES, "real_sparsity")
+    keys = (*OBJECTIVE_NAMES, "real_sparsity", "precision")
     now = {k: metrics.get(k) for k in keys}
-    then = {k: (None if pd.isna(row.get(k)) else float(row[k])) for k in keys if k in row}
+    then = {k: (None if pd.isna(row.get(k)) else row[k] if k == "precision" else float(row[k])) for k in keys if k in row}
     return {
         "trial_id": trial_id,
         "pipeline": plan.pipeline,
@@ -104,7 +105,9 @@ def make_card(trial_id: str, row: pd.Series, plan: Plan, metrics: dict[str, Any]
             "size_bytes": abs(now["size_bytes"] - then["size_bytes"]) <= SIZE_TOLERANCE * then["size_bytes"],
         },
         "seconds": seconds,
-        "files": {"state_dict": "model.pt", "onnx": "model.onnx", "artifact": "model.h5"},
+        "files": {"state_dict": "model.pt", "onnx": "model.onnx", "artifact": "model.h5",
+                  **({"int8_onnx": "model.int8.onnx", "int8_artifact": "model.int8.h5"}
+                     if metrics.get("precision") == "int8" else {})},
         "plan": plan.model_dump(mode="json"),
         "versions": _versions(),
     }

@@ -20,7 +20,7 @@ import pandas as pd
 
 from trainables.files import atomic_write
 from trainables.layout import RunFolder
-from trainables.objectives import LATENCY_FIELDS, OBJECTIVES
+from trainables.objectives import INT8_FIELDS, LATENCY_FIELDS, OBJECTIVES
 
 from .front import hypervolume, pareto_front
 
@@ -29,7 +29,7 @@ BASE_COLUMNS = ["trial_id", "status", "pipeline", "order", *OBJECTIVE_COLUMNS]
 PARAMS_KEY = "params"  # the trial config's field holding the sampled parameters, by Optuna name
 # the latency backend's record rides along with the objectives
 EXTRA_METRICS = ("top3", "real_sparsity", *LATENCY_FIELDS, "units_removed", "params_timed", "cached_stages",
-                 "resumed_at")
+                 "resumed_at", *INT8_FIELDS)
 
 
 def trial_row(trial_id: str, config: dict[str, Any], metrics: dict[str, Any], error: str | None) -> dict[str, Any]:
@@ -90,10 +90,29 @@ def front_summary(frame: pd.DataFrame, names: Sequence[str], directions: Sequenc
         "reference": reference,
         "hypervolume": hypervolume(values, directions, reference) if len(ok) else 0.0,
         "trials": [
-            {"trial_id": row["trial_id"], "pipeline": row["pipeline"], **{n: float(row[n]) for n in names}}
+            {"trial_id": row["trial_id"], "pipeline": row["pipeline"], **{n: float(row[n]) for n in names},
+             **deployment(row)}
             for _, row in front.iterrows()
         ],
     }
+
+
+def deployment(row: pd.Series) -> dict[str, Any]:
+    """What a trial was deployed as: its ``precision`` (``fp32``, ``fp16``, ``int8``) next to its
+    nominal ``sparsity``, and for INT8 whether it ``ran_in_float``: the engine ran none of its layers
+    with integer kernels (a backend that ignores QDQ nodes); None where that was not checked."""
+    def value(name: str) -> Any:
+        v = row.get(name)
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+    precision = value("precision") or value("latency_precision") or "fp32"
+    out: dict[str, Any] = {"precision": str(precision), "sparsity": value("sparsity")}
+    if out["sparsity"] is not None:
+        out["sparsity"] = float(out["sparsity"])
+    if precision == "int8":
+        ops = value("int8_integer_ops")
+        out["ran_in_float"] = None if ops is None else int(ops) == 0
+    return out
 
 
 def write_results(run_dir: str | Path, rows: Sequence[dict[str, Any]], names: Sequence[str],
