@@ -143,14 +143,7 @@ def _prune_problems(spec: Spec) -> Iterable[str]:
     """EPruning layer patterns the model has; no sparsity above what a granularity can reach."""
     from trainables.stages.gradual import granularity_problem
 
-    patterns = spec.budgets.prune.epruning.layers
-    if patterns and (model := _structure(spec)) is not None:
-        from trainables.compress.units import unit_groups
-
-        try:
-            unit_groups(model, patterns)
-        except FrontierError as exc:
-            yield f"budgets.prune.epruning.{exc} of {spec.model.name}"
+    yield from _unit_problems(spec)
     methods = {value for _, value in reachable_values(spec, "prune.method")}
     granularities = reachable_values(spec, "prune.granularity") if "gradual" in methods else []
     sparsities = [(path, node) for path, node in walk(spec.nodes) if node.name in ("s1", "s2")]
@@ -162,6 +155,34 @@ def _prune_problems(spec: Spec) -> Iterable[str]:
                     if problem:
                         yield f"{s_path}: {problem} ({g_path} can be '{granularity}')"
                         break
+
+
+def _unit_problems(spec: Spec) -> Iterable[str]:
+    """Where a trial can prune units (EPruning, channel granularity): the model's graph traces, it
+    has unit groups, and the EPruning layer patterns match one."""
+    methods = reachable_values(spec, "prune.method")
+    channel = any(g == "channel" for _, g in reachable_values(spec, "prune.granularity"))
+    users = [path for path, m in methods if m == "epruning"] + (
+        [path for path, m in methods if m == "gradual"] if channel else [])
+    if not users or (model := _structure(spec)) is None:
+        return
+    from trainables.compress.units import excluded, unit_groups
+
+    try:
+        groups = unit_groups(model)
+    except FrontierError as exc:
+        yield f"{users[0]}: {exc}"
+        return
+    if not groups:
+        why = next(iter(excluded(model).values()), "no layer produces prunable channels")
+        yield f"{users[0]}: {spec.model.name} has no unit group that can be removed exactly (e.g. {why})"
+        return
+    patterns = spec.budgets.prune.epruning.layers
+    if patterns:
+        try:
+            unit_groups(model, patterns)
+        except FrontierError as exc:
+            yield f"budgets.prune.epruning.{exc} of {spec.model.name}"
 
 
 def _int8_problems(spec: Spec) -> Iterable[str]:

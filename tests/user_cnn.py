@@ -48,3 +48,21 @@ class UserNet(nn.Module):
 def build() -> nn.Module:
     """The user's builder: no arguments, returns the model with its own 10-class head."""
     return UserNet()
+
+
+class GroupNormNet(nn.Module):
+    """A CNN whose only hidden channels are normalised together by a GroupNorm: no exact unit group."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = nn.GroupNorm(2, 8)
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.norm(self.conv(x))).mean(dim=(2, 3)))
+
+
+def build_no_units() -> nn.Module:
+    """A model unit pruning cannot touch (``tests/specs/bad/no_unit_groups.yaml``)."""
+    return GroupNormNet()

@@ -275,7 +275,7 @@ def gradual_prune(
     Returns metrics: ``sparsity``, ``sparsity_all`` (zeros over every conv/linear weight),
     ``layer_sparsity_min/max``, and top-1/3/5 and loss on the test split of ``splits``.
     ``sparsity`` is the zero share of the pruned layers' weights, except for ``channel``
-    granularity, where it is the share of pruned units over the unit layers (also reported as
+    granularity, where it is the share of pruned units over the unit groups (also reported as
     ``unit_sparsity``, per layer in ``layer_sparsity_min/max``), the zero share being
     ``weight_sparsity``. ``2:4`` adds ``layers_skipped`` (layers left dense: input channels not a
     multiple of 4).
