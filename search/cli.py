@@ -1,9 +1,10 @@
 """``frontier``: run a search, check a spec, inspect the front, rerun a trial.
 
-    frontier run SPEC [--trials N] [--name NAME] [--address ADDR] [--resume] [--no-cache]
+    frontier run SPEC [--trials N] [--name NAME] [--address ADDR] [--resume] [--no-cache] [--warm-start RUN_DIR]
     frontier check SPEC
-    frontier front RUN_DIR [--html FILE] [--json]
+    frontier front RUN_DIR [--html FILE] [--json] [--all]
     frontier rerun RUN_DIR --trial best|ID [--out DIR] [--max-size-bytes B] [--max-latency-ms MS]
+    frontier rerun RUN_DIR --front
     frontier sweep MODEL_DIR [--groups G ...] [--ks K ...] [--max-drop D]
 
 A user's mistake (a bad spec, a missing file, an unknown trial) prints one line per problem,
@@ -35,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="resume the run of the same name")
     run.add_argument("--no-cache", action="store_true", help="turn the stage cache off")
     run.add_argument("--runs", default="runs", help="folder holding the runs (default: runs)")
+    run.add_argument("--warm-start", metavar="RUN_DIR", help="run the front plans of this earlier run first")
     check = sub.add_parser("check", help="validate a spec; one line per problem, exit 2 if any")
     check.add_argument("spec")
     check.add_argument("--address", help="the spec runs on this Ray cluster: skip the local resource check")
@@ -42,9 +44,13 @@ def _parser() -> argparse.ArgumentParser:
     front.add_argument("run_dir")
     front.add_argument("--html", help="write a self-contained plotly page to this file")
     front.add_argument("--json", action="store_true", help="print the front as JSON")
+    front.add_argument("--all", action="store_true", help="the front of every ok trial, infeasible ones too")
     rerun = sub.add_parser("rerun", help="rerun a trial as a final exported model")
     rerun.add_argument("run_dir")
-    rerun.add_argument("--trial", required=True, help="'best' or a trial id")
+    which = rerun.add_mutually_exclusive_group(required=True)
+    which.add_argument("--trial", help="'best' or a trial id")
+    which.add_argument("--front", action="store_true",
+                       help="rerun every front trial at the full budget; search vs full objectives and their rank correlation")
     rerun.add_argument("--out", help="output folder (default: RUN_DIR/final/<trial>)")
     rerun.add_argument("--max-size-bytes", type=float, help="constraint for --trial best")
     rerun.add_argument("--max-latency-ms", type=float, help="constraint for --trial best")
@@ -86,7 +92,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         spec = check_spec(args.spec, address=args.address)
         run_dir = run_search(spec, Path(args.spec).read_text(), name=args.name, address=args.address,
                              trials=args.trials, resume=args.resume, cache=False if args.no_cache else None,
-                             runs_root=args.runs)
+                             runs_root=args.runs, warm_start=args.warm_start)
         run = RunFolder(run_dir)
         print(f"results: {run.trials_csv} and {run.front_json}")
         print(f"next: frontier front {run_dir} --html front.html ; frontier rerun {run_dir} --trial best")
@@ -94,7 +100,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "front":
         from .report import show_front
 
-        show_front(args.run_dir, html=args.html, as_json=args.json)
+        show_front(args.run_dir, html=args.html, as_json=args.json, all_trials=args.all)
         return 0
     if args.command == "sweep":
         from .sweep import sweep
@@ -103,8 +109,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"wrote {args.model_dir}/sensitivity.csv and sensitivity.html")
         print("proposal for budgets.share.groups: " + json.dumps(proposal))
         return 0
-    from .rerun import rerun
+    from .rerun import rerun, rerun_front
 
+    if args.front:
+        rerun_front(args.run_dir)
+        print(f"final models: {Path(args.run_dir) / 'final'}/<trial>/ ; report: {Path(args.run_dir) / 'final' / 'front_rerun.json'}")
+        return 0
     out = rerun(args.run_dir, args.trial, out=args.out, max_size_bytes=args.max_size_bytes,
                 max_latency_ms=args.max_latency_ms)
     print(f"final model: {out}")

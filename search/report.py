@@ -62,8 +62,9 @@ TABLE_COLUMNS: tuple[TableColumn, ...] = (
 LEFT = ("trial_id", "pipeline", "backend", "precision_label")
 
 
-def load_front(run_dir: str | Path) -> tuple[pd.DataFrame, dict]:
-    """The run's trials and its front, recomputed from ``trials.csv`` under ``front.json``'s objectives."""
+def load_front(run_dir: str | Path, *, all_trials: bool = False) -> tuple[pd.DataFrame, dict]:
+    """The run's trials and its front, recomputed from ``trials.csv`` under ``front.json``'s objectives;
+    ``all_trials``: infeasible trials (the spec's ``select``) too."""
     frame = read_trials(run_dir)
     try:
         stored = json.loads(RunFolder(Path(run_dir)).front_json.read_text())
@@ -71,12 +72,14 @@ def load_front(run_dir: str | Path) -> tuple[pd.DataFrame, dict]:
         raise FrontierError(f"run_dir: '{run_dir}' has no readable front.json") from None
     names = [o["name"] for o in stored["objectives"]]
     directions = [o["direction"] for o in stored["objectives"]]
-    return frame, front_summary(frame, names, directions, stored["reference"])
+    return frame, front_summary(frame, names, directions, stored["reference"], all_trials=all_trials)
 
 
-def show_front(run_dir: str | Path, *, html: str | None = None, as_json: bool = False) -> None:
-    """Print the front (table or JSON) and optionally write the HTML page."""
-    frame, summary = load_front(run_dir)
+def show_front(run_dir: str | Path, *, html: str | None = None, as_json: bool = False,
+               all_trials: bool = False) -> None:
+    """Print the front (table or JSON) and optionally write the HTML page; ``all_trials``: the front
+    of every ok trial, infeasible ones included."""
+    frame, summary = load_front(run_dir, all_trials=all_trials)
     if as_json:
         print(json.dumps(summary, indent=2))
     else:

@@ -2,8 +2,11 @@
 
 ``trials.csv`` has one row per trial: ``trial_id, status, pipeline, order, accuracy, top5,
 size_bytes, latency_ms, sparsity``, the seconds of each stage (``seconds.D``, ``seconds.T``, ...),
-``error`` for failed trials, and every sampled parameter as ``param.<name>``. ``status`` is ``ok``
-for a trial that reported every objective as a finite float, else ``failed``. ``front.json`` holds
+``error`` for failed trials, ``optuna_trial`` (its number in the run's Optuna study), ``feasible``
+(whether it meets the spec's ``select``), ``stopped_at`` (the boundary where early stopping stopped
+it), and every sampled parameter as ``param.<name>``. ``status`` is ``ok`` for a trial that
+reported every objective as a finite float, ``stopped`` for one the early-stopping scheduler ended
+at a stage boundary, else ``failed``; only ok trials not marked infeasible make the front. ``front.json`` holds
 the objectives and their directions, the reference point, the hypervolume and the front's trial
 ids with their values. All files are written atomically (temporary file, then rename).
 """
@@ -22,14 +25,18 @@ from trainables.files import atomic_write
 from trainables.layout import RunFolder
 from trainables.objectives import INT8_FIELDS, LATENCY_FIELDS, OBJECTIVES
 
+from .constraints import feasible
 from .front import hypervolume, pareto_front
 
 OBJECTIVE_COLUMNS = [o.column for o in OBJECTIVES.values()]
 BASE_COLUMNS = ["trial_id", "status", "pipeline", "order", *OBJECTIVE_COLUMNS]
 PARAMS_KEY = "params"  # the trial config's field holding the sampled parameters, by Optuna name
+OPTUNA_TRIAL_KEY = "optuna_trial"  # the config's field (and trials.csv column): the Optuna trial's number
+FULL_PLAN_KEY = "full_plan"  # the config's field: the plan at the full budget, when the search ran at a lower fidelity
+FULL_PLANS_FILE = "plans.full.json"  # each trial's full-budget plan (fidelity < 1), what `rerun` runs
 # the latency backend's record rides along with the objectives
 EXTRA_METRICS = ("top3", "real_sparsity", *LATENCY_FIELDS, "units_removed", "params_timed", "cached_stages",
-                 "resumed_at", *INT8_FIELDS)
+                 "resumed_at", "time_total_s", *INT8_FIELDS)  # time_total_s: Tune's seconds of the trial
 
 
 def trial_row(trial_id: str, config: dict[str, Any], metrics: dict[str, Any], error: str | None) -> dict[str, Any]:
@@ -37,14 +44,25 @@ def trial_row(trial_id: str, config: dict[str, Any], metrics: dict[str, Any], er
     params = {f"param.{k}": v for k, v in (config.get(PARAMS_KEY) or {}).items()}
     row: dict[str, Any] = {"trial_id": trial_id, "pipeline": config.get("pipeline", metrics.get("pipeline"))}
     row["order"] = config.get("order", "none")
+    row[OPTUNA_TRIAL_KEY] = config.get(OPTUNA_TRIAL_KEY)
     for objective in OBJECTIVES.values():
         row[objective.column] = metrics.get(objective.name, math.nan)
     row.update({k: v for k, v in metrics.items() if k.startswith(("seconds.", "stage.")) or k in EXTRA_METRICS})
     finished = metrics.get("stage_index") is not None and metrics.get("stage_index") == metrics.get("stages")
     ok = error is None and finished and all(_finite(row[k]) for k in OBJECTIVE_COLUMNS)
-    row["status"] = "ok" if ok else "failed"
-    row["error"] = "" if ok else (error or "did not report every objective").strip().splitlines()[-1][:300]
+    # ended without an error before its last stage: the early-stopping scheduler stopped it
+    stopped = error is None and not ok and metrics.get("stage_index") is not None and not finished
+    row["status"] = "ok" if ok else "stopped" if stopped else "failed"
+    row["stopped_at"] = metrics.get("boundary") if stopped else None
+    row["error"] = "" if ok or stopped else (error or "did not report every objective").strip().splitlines()[-1][:300]
     row.update(params)
+    return row
+
+
+def mark_feasible(row: dict[str, Any], bounds: dict[str, float]) -> dict[str, Any]:
+    """``row`` with ``feasible``: whether an ok trial meets the spec's ``select`` (``bounds``,
+    :func:`search.constraints.active_constraints`); None for a trial that is not ok or a spec without one."""
+    row["feasible"] = feasible(bounds, row) if bounds and row.get("status") == "ok" else None
     return row
 
 
@@ -78,9 +96,10 @@ def default_reference(frame: pd.DataFrame, names: Sequence[str], directions: Seq
 
 
 def front_summary(frame: pd.DataFrame, names: Sequence[str], directions: Sequence[str],
-                  reference: Sequence[float] | None = None) -> dict[str, Any]:
-    """The front of the ok trials of ``frame``, with its hypervolume; what ``front.json`` holds."""
-    ok = frame[frame["status"] == "ok"].reset_index(drop=True)
+                  reference: Sequence[float] | None = None, *, all_trials: bool = False) -> dict[str, Any]:
+    """The front of the ok trials of ``frame`` that are not marked infeasible (all ok trials with
+    ``all_trials``), with its hypervolume; what ``front.json`` holds."""
+    ok = frame[(frame["status"] == "ok") & (all_trials | ~infeasible(frame))].reset_index(drop=True)
     values = ok[list(names)].astype(float).to_numpy() if len(ok) else []
     reference = list(reference) if reference is not None else default_reference(ok, names, directions)
     index = pareto_front(values, directions) if len(ok) else []
@@ -95,6 +114,13 @@ def front_summary(frame: pd.DataFrame, names: Sequence[str], directions: Sequenc
             for _, row in front.iterrows()
         ],
     }
+
+
+def infeasible(frame: pd.DataFrame) -> pd.Series:
+    """Rows whose ``feasible`` column says False (a column read back from CSV may hold text)."""
+    if "feasible" not in frame:
+        return pd.Series(False, index=frame.index)
+    return frame["feasible"].map(lambda v: v is False or str(v).lower() == "false")
 
 
 def deployment(row: pd.Series) -> dict[str, Any]:

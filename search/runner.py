@@ -13,12 +13,14 @@ import logging
 import math
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 import ray
 from ray import tune
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from trainables.errors import FrontierError
@@ -27,10 +29,16 @@ from trainables.layout import TUNE_EXPERIMENT, RunFolder
 from trainables.pipeline.plan import Plan
 from trainables.pipeline.run import tune_trial
 
+from trainables.pipeline.boundary import BOUNDARY
+
+from .constraints import CONSTRAINTS, SelectConstraints, active_constraints, constraint_values
+from .early_stop import ParetoHalving, early_stop_record
 from .progress import SearchProgress
-from .results import PARAMS_KEY, trial_row, write_results
+from .results import FULL_PLAN_KEY, FULL_PLANS_FILE, OPTUNA_TRIAL_KEY, PARAMS_KEY, mark_feasible, trial_row, write_results
 from .space import suggest
 from .spec import Spec
+from .study import (DUPLICATE_OF, LOST_TRIALS, PIPELINE, STATUS, STOPPED_AT, TUNE_ID, WARM_START_FROM, finished_state,
+                    open_storage, study_path, warm_start_points)
 from .to_plan import pba_lower_bound, plan_for
 
 
@@ -47,81 +55,182 @@ class SpaceFunction:
         assignment = suggest(trial, self.spec.nodes, lower=pba_lower_bound)
         plan = plan_for(self.spec, assignment)
         order = str(assignment.get("order", "none"))
-        return {"plan": plan.model_dump(mode="json"), "pipeline": plan.pipeline, "order": order,
-                PARAMS_KEY: {**trial.params, "order": order}}  # Optuna's record of what it sampled
+        config = {"plan": plan.model_dump(mode="json"), "pipeline": plan.pipeline, "order": order,
+                  OPTUNA_TRIAL_KEY: trial.number,
+                  PARAMS_KEY: {**trial.params, "order": order}}  # Optuna's record of what it sampled
+        if self.spec.fidelity < 1:  # what `frontier rerun` runs: the same plan at the full budget
+            config[FULL_PLAN_KEY] = plan_for(self.spec, assignment, fidelity=1.0).model_dump(mode="json")
+        return config
 
 
 class FailAwareOptunaSearch(OptunaSearch):
-    """OptunaSearch that never runs a plan twice and tells Optuna FAIL for a trial that failed.
+    """OptunaSearch that never runs a plan twice and tells Optuna what became of each trial.
 
-    **Failures.** Ray's version tells COMPLETE with the last intermediate result's values; when
+    **Outcomes.** Ray's version tells COMPLETE with the last intermediate result's values; when
     those lack an objective (a trial that died between stages) Optuna refuses it and the Optuna
-    trial stays RUNNING forever (ARCHITECTURE.md, stack facts). Here a trial that errored or lacks a
-    finite objective is told FAIL.
+    trial stays RUNNING forever (ARCHITECTURE.md, stack facts). Here each trial is told what
+    happened to it (:func:`outcome`): COMPLETE with its objectives (``ok``), PRUNED when the early
+    stopping scheduler stopped it at a stage boundary (``stopped``: it ended without an error
+    before its last stage), else FAIL (``failed``). Before the tell the Optuna trial gets the user
+    attributes :mod:`search.study` names (``tune_trial_id``, ``pipeline``, ``status``,
+    ``stopped_at``, ``constraints``), so the study on disk says everything ``trials.csv`` says
+    about the trial.
 
-    The config of a trial is what :class:`SpaceFunction` returns (``plan``, ``pipeline``, ``order``
-    and the sampled ``params``); Ray also merges the sampled values in at the top level, which
-    nothing here reads.
+    The config of a trial is what :class:`SpaceFunction` returns (``plan``, ``pipeline``, ``order``,
+    ``optuna_trial`` and the sampled ``params``); Ray also merges the sampled values in at the top
+    level, which nothing here reads.
+
+    **Constraints.** With ``bounds`` (the spec's ``select``, :func:`search.constraints.active_constraints`)
+    an ok trial's constraint values (``{"min_accuracy": 0.9 - accuracy, ...}``) are stored before it
+    is told: as its ``constraints`` user attribute, and with Optuna 5's ``Trial.set_constraint``,
+    which TPE, NSGA-II and GP read (on Optuna 4 the sampler's ``constraints_func``,
+    :class:`search.constraints.SelectConstraints`, reads the attribute).
 
     **Duplicates.** TPE over a small discrete space proposes plans it has already proposed; each
     such trial would spend a slot of the budget measuring a known point. A proposal whose plan was
-    already proposed in this search is told to Optuna right away, with the first trial's
-    objectives when they are known (else FAIL, as it is still running), and Optuna is asked again,
-    up to ``duplicate_retries`` times; a space with fewer plans than trials runs the last proposal
-    anyway. The overrides reach Ray's private state through :class:`OptunaSearchState` only; the
-    added state pickles with the searcher for a restore.
+    already proposed in this search never runs: its Optuna trial gets ``duplicate_of`` (the Tune
+    trial that runs the plan) and is told that trial's outcome, at once when it is known, else when
+    it arrives; Optuna is asked again, up to ``duplicate_retries`` times; a space with fewer plans
+    than trials runs the last proposal anyway.
+
+    **Budget.** With ``budget`` (early stopping on, Tune's ``num_samples=-1``) the searcher ends the
+    search itself: it proposes trials until ``budget`` of them were not stopped, so a stopped
+    trial's slot goes to a new one. It waits (None) while running trials might still be stopped,
+    and says FINISHED when none is left to wait for.
+
+    **Resume.** On a restore the study is reopened from its storage, which may hold trials asked
+    after the snapshot the restore reads; those never ran and are told FAIL (listed in the study's
+    ``lost_trials`` attribute). The overrides reach Ray's private state through
+    :class:`OptunaSearchState` only; the added state pickles with the searcher for a restore.
     """
 
     DUPLICATE_RETRIES = 16
 
-    def __init__(self, *args: Any, duplicate_retries: int = DUPLICATE_RETRIES, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, duplicate_retries: int = DUPLICATE_RETRIES, budget: int | None = None,
+                 bounds: dict[str, float] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.duplicate_retries = duplicate_retries
+        self.budget, self.bounds = budget, dict(bounds or {})
         self._plan_trials: dict[str, str] = {}  # plan as JSON -> the first trial that ran it
-        self._trial_values: dict[str, list[float]] = {}  # trial -> finite objectives, once known
+        self._outcomes: dict[str, Outcome] = {}  # trial -> what became of it, once known
+        self._waiting: dict[str, list[optuna.trial.Trial]] = {}  # trial -> duplicates told when it ends
+        self._started: set[str] = set()
+        self._stopped: set[str] = set()
         self.duplicates_skipped = 0
 
-    def suggest(self, trial_id: str) -> dict | None:
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if self.budget is not None and len(self._started) - len(self._stopped) >= self.budget:
+            return None if self._started - set(self._outcomes) else Searcher.FINISHED
         config = super().suggest(trial_id)
         for _ in range(self.duplicate_retries):
             first = self._plan_trials.get(_plan_key(config))
             if first is None:
                 break
-            self._tell_duplicate(trial_id, first)
+            self._skip_duplicate(trial_id, first)
             config = super().suggest(trial_id)
         key = _plan_key(config)
         if key is not None:
             self._plan_trials.setdefault(key, trial_id)
+        ot_trial = OptunaSearchState(self).asked.get(trial_id)
+        if ot_trial is not None and isinstance(config, dict):
+            ot_trial.set_user_attr(TUNE_ID, trial_id)
+            ot_trial.set_user_attr(PIPELINE, config.get("pipeline"))
+            self._started.add(trial_id)
         return config
 
-    def _tell_duplicate(self, trial_id: str, first: str) -> None:
-        """Close ``trial_id``'s Optuna trial, a repeat of ``first``'s plan, with what ``first`` measured."""
+    def _skip_duplicate(self, trial_id: str, first: str) -> None:
+        """Close ``trial_id``'s Optuna trial, a repeat of ``first``'s plan, with ``first``'s outcome."""
         state = OptunaSearchState(self)
-        ot_trial, known = state.asked.pop(trial_id), self._trial_values.get(first)
+        ot_trial = state.asked.pop(trial_id)
+        ot_trial.set_user_attr(DUPLICATE_OF, first)
+        known = self._outcomes.get(first)
         if known is None:
-            state.study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+            self._waiting.setdefault(first, []).append(ot_trial)
         else:
-            state.study.tell(ot_trial, known)
+            _tell(state.study, ot_trial, known)
         self.duplicates_skipped += 1
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
-        defaults = {"_plan_trials": {}, "_trial_values": {}, "duplicates_skipped": 0,
-                    "duplicate_retries": self.DUPLICATE_RETRIES}
+        defaults = {"_plan_trials": {}, "_outcomes": {}, "_waiting": {}, "_started": set(), "_stopped": set(),
+                    "duplicates_skipped": 0, "duplicate_retries": self.DUPLICATE_RETRIES, "budget": None,
+                    "bounds": {}}
         for name, value in defaults.items():
-            self.__dict__.setdefault(name, value)  # a searcher saved before duplicates were skipped
+            self.__dict__.setdefault(name, value)  # a searcher saved by an older version
+        self._fail_lost_trials()
+
+    def _fail_lost_trials(self) -> None:
+        """Tell FAIL for RUNNING trials of the study this searcher never handed to Tune or that its
+        snapshot does not know (asked after it, before the driver was killed)."""
+        state = OptunaSearchState(self)
+        known = {t.number for t in state.asked.values()} | {t.number for ts in self._waiting.values() for t in ts}
+        running = state.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        lost = [t.number for t in running if t.number not in known]
+        for number in lost:
+            state.study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        if lost:
+            earlier = state.study.user_attrs.get(LOST_TRIALS, [])
+            state.study.set_user_attr(LOST_TRIALS, sorted({*earlier, *lost}))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        values = [result.get(m) for m in self.metric] if result else []
-        finite = bool(values) and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
-        if finite and not error:
-            self._trial_values[trial_id] = [float(v) for v in values]
         state = OptunaSearchState(self)
-        if trial_id in state.asked and (error or not finite) and trial_id not in state.told:
-            state.study.tell(state.asked[trial_id], state=optuna.trial.TrialState.FAIL)
+        known = outcome(result, error, self.metric, self.bounds)
+        self._outcomes[trial_id] = known
+        if known.status == "stopped":
+            self._stopped.add(trial_id)
+        if trial_id in state.asked and trial_id not in state.told:
+            _tell(state.study, state.asked[trial_id], known)
             state.told.add(trial_id)
-            return
-        super().on_trial_complete(trial_id, result, error)
+        for duplicate in self._waiting.pop(trial_id, []):
+            _tell(state.study, duplicate, known)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a trial: its ``trials.csv`` status (``ok``, ``stopped``, ``failed``), its
+    objectives when ok, the boundary a stopped trial stopped at, its constraint values when ok."""
+
+    status: str
+    values: list[float] | None = None
+    stopped_at: str | None = None
+    constraints: dict[str, float] | None = None
+
+
+def outcome(result: dict | None, error: bool, metrics: list[str], bounds: dict[str, float]) -> Outcome:
+    """The :class:`Outcome` of a trial that ended with ``result`` (its last result) and ``error``.
+
+    A trial that reported every objective as a finite float is ok; one that ended without an error
+    before its last stage was stopped by the scheduler (nothing else ends a trial early); any other
+    failed.
+    """
+    result = result or {}
+    values = [result.get(m) for m in metrics]
+    if not error and values and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        measured = constraint_values(bounds, result) if bounds else None
+        return Outcome("ok", [float(v) for v in values],
+                       constraints=None if measured is None else dict(zip(bounds, measured)))
+    index, stages = result.get("stage_index"), result.get("stages")
+    if not error and isinstance(index, int) and isinstance(stages, int) and index < stages:
+        return Outcome("stopped", stopped_at=result.get(BOUNDARY))
+    return Outcome("failed")
+
+
+def _tell(study: optuna.Study, trial: optuna.trial.Trial, known: Outcome) -> None:
+    """Record ``known`` on ``trial`` (user attributes) and tell it; a trial told already (before a
+    resume) is left as it is."""
+    try:
+        trial.set_user_attr(STATUS, known.status)
+        if known.stopped_at is not None:
+            trial.set_user_attr(STOPPED_AT, known.stopped_at)
+        if known.constraints is not None:
+            trial.set_user_attr(CONSTRAINTS, known.constraints)
+            if TRIAL_CONSTRAINTS:  # Optuna 5: the samplers read the trial's own constraints
+                for name, value in known.constraints.items():
+                    trial.set_constraint(name, value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return
+    study.tell(trial, known.values if known.status == "ok" else None, state=finished_state(known.status),
+               skip_if_finished=True)
 
 
 class OptunaSearchState:
@@ -186,15 +295,33 @@ def trial_dirname(trial: Any) -> str:
     return trial.trial_id
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler a spec names, seeded."""
+CONSTRAINED_SAMPLERS = ("tpe", "nsga2", "gp")  # the samplers that learn constraints
+# Optuna 5 deprecates the samplers' constraints_func for Trial.set_constraint, which they all read
+TRIAL_CONSTRAINTS = hasattr(optuna.trial.Trial, "set_constraint")
+
+
+def make_sampler(name: str, seed: int, constraints: SelectConstraints | None = None) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler a spec names, seeded, learning ``constraints`` where it can (not ``random``)."""
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constraints_func=constraints)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
+        return optuna.samplers.GPSampler(seed=seed, constraints_func=constraints)
     return optuna.samplers.RandomSampler(seed=seed)
+
+
+def make_searcher(spec: Spec, study_name: str, storage: optuna.storages.BaseStorage | None, *,
+                  budget: int | None = None) -> FailAwareOptunaSearch:
+    """The searcher of a spec: its space, objectives and sampler, its ``select`` as constraints
+    (learned by the sampler where it can), the study in ``storage``, and ``budget`` trials that
+    were not stopped (early stopping on) or None (Tune's ``num_samples`` counts)."""
+    bounds = active_constraints(spec.select)
+    learned = (SelectConstraints(len(bounds)) if bounds and spec.sampler in CONSTRAINED_SAMPLERS
+               and not TRIAL_CONSTRAINTS else None)
+    return FailAwareOptunaSearch(space=SpaceFunction(spec), metric=spec.metric_names, mode=spec.modes,
+                                 sampler=make_sampler(spec.sampler, spec.seed, learned), storage=storage,
+                                 study_name=study_name, budget=budget, bounds=bounds)
 
 
 def run_search(
@@ -207,21 +334,32 @@ def run_search(
     resume: bool = False,
     cache: bool | None = None,
     runs_root: str | Path = "runs",
+    warm_start: str | Path | None = None,
 ) -> Path:
-    """Run the search ``spec`` describes; returns the run folder."""
+    """Run the search ``spec`` describes; returns the run folder.
+
+    The Optuna study is kept in the run folder (:mod:`search.study`); ``--resume`` reopens it.
+    ``warm_start`` (an earlier run folder) enqueues that run's front plans before anything is sampled.
+    With ``spec.early_stop.enabled`` a :class:`search.early_stop.ParetoHalving` scheduler stops trials
+    at stage boundaries and the searcher gives their slots to new trials.
+    """
     run = RunFolder.named(spec.name if name is None else name, runs_root)
     run_dir = run.root
     if run.tune.exists() and not resume:
         raise FrontierError(f"run '{run.name}' already exists in {run_dir.parent}; pass --resume or another --name")
     if resume and not run.tune.exists():
         raise FrontierError(f"--resume: there is no run '{run.name}' in {run_dir.parent} to resume")
+    points = warm_start_points(warm_start) if warm_start is not None and not resume else []
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(run.spec_yaml, spec_text)
     total = trials or spec.trials
+    early = spec.early_stop
+    storage = open_storage(study_path(run_dir), repair=resume)  # resume: the searcher's pickle reopens it
     _start_ray(address)
     progress = SearchProgress(total, spec.metric_names, spec.modes)
     trainable = tune.with_resources(
-        tune.with_parameters(tune_trial, run_dir=str(run_dir), cache=spec.cache if cache is None else cache),
+        tune.with_parameters(tune_trial, run_dir=str(run_dir), cache=spec.cache if cache is None else cache,
+                             boundary_runs=early.runs if early.enabled else 0),
         TrialResources(spec.resources.cpu, spec.resources.gpu),
     )
     run_config = tune.RunConfig(
@@ -237,23 +375,33 @@ def run_search(
     if resume:
         tuner = tune.Tuner.restore(str(run.tune), trainable, resume_unfinished=True, resume_errored=True)
     else:
-        searcher = FailAwareOptunaSearch(
-            space=SpaceFunction(spec), metric=spec.metric_names, mode=spec.modes,
-            sampler=make_sampler(spec.sampler, spec.seed),
-        )
-        tune_config = tune.TuneConfig(search_alg=searcher, num_samples=total, max_concurrent_trials=spec.concurrency,
+        searcher = make_searcher(spec, run.name, storage, budget=total if early.enabled else None)
+        for params, source in points:
+            OptunaSearchState(searcher).study.enqueue_trial(params, user_attrs={WARM_START_FROM: source},
+                                                            skip_if_exists=True)
+        scheduler = (ParetoHalving(spec.metric_names, spec.modes, early, record=early_stop_record(run_dir))
+                     if early.enabled else None)
+        tune_config = tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
+                                      num_samples=-1 if early.enabled else total,
+                                      max_concurrent_trials=spec.concurrency,
                                       trial_dirname_creator=trial_dirname, reuse_actors=True)
         tuner = tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
     grid = tuner.fit()
-    rows, plans = [], {}
+    rows, plans, full_plans = [], {}, {}
+    bounds = active_constraints(spec.select)
     for result in grid:
         trial_id = result.metrics.get("trial_id") or Path(result.path).name
-        rows.append(trial_row(trial_id, result.config or {}, result.metrics or {},
-                              None if result.error is None else f"{type(result.error).__name__}: {result.error}"))
+        row = trial_row(trial_id, result.config or {}, result.metrics or {},
+                        None if result.error is None else f"{type(result.error).__name__}: {result.error}")
+        rows.append(mark_feasible(row, bounds))
         plans[trial_id] = (result.config or {}).get("plan")
+        if (result.config or {}).get(FULL_PLAN_KEY) is not None:
+            full_plans[trial_id] = result.config[FULL_PLAN_KEY]
         # on --resume Tune called a copy of progress restored from the run: count the results here
         progress.record(trial_id, result.metrics or {}, failed=result.error is not None)
     write_results(run_dir, rows, spec.metric_names, spec.modes, plans)
+    if full_plans:
+        atomic_write(run.root / FULL_PLANS_FILE, json.dumps(full_plans, indent=1))
     print(progress.summary())
     return run_dir
 

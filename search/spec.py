@@ -101,11 +101,50 @@ class Budgets(_Strict):
 
 
 class Select(_Strict):
-    """Constraints for ``frontier rerun --trial best``."""
+    """Constraints: the sampler learns them (search.constraints), infeasible trials stay off the
+    front, and ``frontier rerun --trial best`` picks among the feasible."""
 
     max_size_bytes: float | None = Field(None, gt=0)
     max_latency_ms: float | None = Field(None, gt=0)
     min_accuracy: float | None = Field(None, ge=0, le=1)
+
+
+DEFAULT_MARGINS = {"latency_ms": 0.25}  # early_stop.margins unless set
+
+
+class EarlyStop(_Strict):
+    """Multi-objective early stopping at stage boundaries (:mod:`search.early_stop`).
+
+    Args:
+        enabled: stop trials at all (off by default).
+        grace: trials that must have reached a boundary before any trial is stopped there.
+        eta: the share of the trials at a boundary that continue is 1/eta, by non-dominated rank
+            (successive halving: 2 keeps the better half).
+        margin: relative difference in an objective that counts as real (smaller differences are
+            ties), as a share of the judged trial's value: noise must not stop a trial.
+        margins: per objective overrides of ``margin``; latency's is 0.25 unless set (a few timed
+            runs on a shared machine are that noisy).
+        runs: timed runs of the boundary latency.
+    """
+
+    enabled: bool = False
+    grace: int = Field(4, ge=1)
+    eta: float = Field(2.0, gt=1)
+    margin: float = Field(0.02, ge=0)
+    margins: dict[Literal[OBJECTIVE_NAMES], float] = Field(default_factory=dict)  # type: ignore[valid-type]
+    runs: int = Field(5, ge=1)
+
+    def margin_of(self, objective: str) -> float:
+        """The margin of ``objective``: its override, else latency's default, else ``margin``."""
+        return self.margins.get(objective, DEFAULT_MARGINS.get(objective, self.margin))
+
+    @field_validator("margins")
+    @classmethod
+    def _non_negative(cls, margins: dict[str, float]) -> dict[str, float]:
+        for name, value in margins.items():
+            if value < 0:
+                raise ValueError(f"{name}: a margin must be >= 0 but got {value}")
+        return margins
 
 
 def _default_objectives() -> list[Objective]:
@@ -128,6 +167,8 @@ class Spec(_Strict):
     space: dict[str, Any] = Field(default_factory=dict)
     select: Select = Select()
     cache: bool = True
+    fidelity: float = Field(1.0, gt=0, le=1)  # scales every epoch budget of the search (search.to_plan)
+    early_stop: EarlyStop = EarlyStop()
     _nodes: tuple[Node, ...] = PrivateAttr(default=())
 
     @field_validator("objectives")

@@ -61,10 +61,11 @@ def apply_overrides(budgets: Budgets, overrides: dict[str, Any]) -> Budgets:
         raise SpecError([f"budgets.{line}" for line in validation_lines(exc)]) from None
 
 
-def plan_for(spec: Spec, assignment: dict[str, Any]) -> Plan:
-    """The trial plan of one sampled ``assignment`` (``{"order": "PBA", "s1": 0.5, ...}``)."""
+def plan_for(spec: Spec, assignment: dict[str, Any], *, fidelity: float | None = None) -> Plan:
+    """The trial plan of one sampled ``assignment`` (``{"order": "PBA", "s1": 0.5, ...}``), its
+    epoch budgets scaled by ``fidelity`` (default: the spec's; 1.0 is the full budget)."""
     overrides = {k: v for k, v in assignment.items() if k not in SPECIAL_KEYS}
-    budgets = apply_overrides(spec.budgets, overrides)
+    budgets = scale_epochs(apply_overrides(spec.budgets, overrides), spec.fidelity if fidelity is None else fidelity)
     return make_plan(
         order=str(assignment.get("order", "none")),
         dense=DenseConfig(model=spec.model.name, weights=spec.model.weights, **budgets.dense.model_dump()),
@@ -81,6 +82,32 @@ def plan_for(spec: Spec, assignment: dict[str, Any]) -> Plan:
         retrain=budgets.retrain,
         int8=budgets.int8,
     )
+
+
+EPOCH_FIELDS = ("epochs", "recover_epochs", "stagnation")  # every budget field counted in epochs
+
+
+def scale_epochs(budgets: Budgets, fidelity: float) -> Budgets:
+    """``budgets`` with every epoch count (:data:`EPOCH_FIELDS`, at any depth) times ``fidelity``,
+    rounded, at least 1 where it was at least 1 (0 stays 0: dense ``epochs: 0`` means the weights
+    as they are; unset stays unset).
+
+    Example:
+        >>> from search.spec import Budgets
+        >>> scaled = scale_epochs(Budgets.model_validate({"transfer": {"epochs": 8}, "prune": {"epochs": 2}}), 0.25)
+        >>> scaled.transfer.epochs, scaled.prune.epochs
+        (2, 1)
+    """
+    if fidelity >= 1:
+        return budgets
+
+    def scaled(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: (max(1, round(v * fidelity)) if k in EPOCH_FIELDS and isinstance(v, int) and v >= 1
+                        else scaled(v)) for k, v in node.items()}
+        return node
+
+    return Budgets.model_validate(scaled(budgets.model_dump()))
 
 
 def pba_lower_bound(name: str, sampled: dict[str, Any]) -> float | None:
