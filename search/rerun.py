@@ -2,7 +2,8 @@
 
 ``--trial best`` picks, among the front's trials that meet the constraints (the spec's ``select``,
 overridden by flags), the one with the highest accuracy (then the smallest size). The plan runs
-in this process with the same seed and budget and without the stage cache; the output folder
+in this process with the same seed and the full budget (a search run at a lower ``fidelity`` ran
+a cheaper plan: ``plans.full.json`` has the full one) and without the stage cache; the output folder
 holds ``model.pt`` (state dict), ``model.onnx``, ``model.h5`` (the compressed artifact) and
 ``card.json`` (pipeline, parameters, metrics next to the trial's, versions); an INT8 trial also
 ``model.int8.onnx`` (what its engine ran) and ``model.int8.h5`` (its ``size_bytes``).
@@ -30,6 +31,7 @@ from trainables.stage import Context
 from trainables.train import loader_workers_for, set_loader_workers
 
 from .report import load_front
+from .results import FULL_PLANS_FILE
 from .spec import load_spec
 
 # A rerun repeats the trial's computation with the same seed; these are the differences allowed
@@ -71,8 +73,7 @@ def rerun(run_dir: str | Path, trial: str, *, out: str | Path | None = None,
         raise FrontierError(f"--trial: no trial '{trial_id}' in {run.trials_csv}")
     if row.iloc[0]["status"] != "ok":
         raise FrontierError(f"--trial: trial '{trial_id}' failed in the search and has no metrics to reproduce")
-    plans = json.loads(run.plans_json.read_text())
-    plan = Plan.model_validate(plans[trial_id])
+    plan = Plan.model_validate(full_budget_plans(run)[trial_id])
     out = Path(out) if out else run.final(trial_id)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, int(spec.resources.cpu)))  # as the trial ran: same float summation order
@@ -86,6 +87,61 @@ def rerun(run_dir: str | Path, trial: str, *, out: str | Path | None = None,
     card = make_card(trial_id, row.iloc[0], plan, metrics, time.perf_counter() - start)
     atomic_write(out / "card.json", json.dumps(card, indent=2))
     return out
+
+
+def full_budget_plans(run: RunFolder) -> dict[str, Any]:
+    """Each trial's plan at the full budget: ``plans.full.json`` where the search ran at a lower
+    ``fidelity`` (the epoch budgets scaled down), else the plans it ran (``plans.json``)."""
+    plans = json.loads(run.plans_json.read_text())
+    full = run.root / FULL_PLANS_FILE
+    return {**plans, **json.loads(full.read_text())} if full.is_file() else plans
+
+
+def rerun_front(run_dir: str | Path, *, console: Any = None) -> dict[str, Any]:
+    """Rerun every front trial of ``run_dir`` at the full budget (:func:`rerun`, into
+    ``final/<trial>/``), print each trial's search-time and full-budget objectives side by side and,
+    per objective, the rank correlation between them (Spearman's rho and Kendall's tau, scipy), and
+    write it all to ``final/front_rerun.json``; returns what it wrote.
+
+    With a fidelity below 1 the search ranked trials on cheap runs; the correlation says how far
+    that ranking holds at the full budget (1: the same order). Fewer than 3 front trials, or an
+    objective that is constant in one of the two columns, gives no correlation (None).
+    """
+    from rich.console import Console
+    from rich.table import Table
+    from scipy.stats import kendalltau, spearmanr
+
+    run = RunFolder(Path(run_dir))
+    frame, summary = load_front(run.root)
+    names = [o["name"] for o in summary["objectives"]]
+    fidelity = float(load_spec(run.spec_yaml).fidelity)
+    rows = []
+    for t in summary["trials"]:
+        out = rerun(run.root, t["trial_id"])
+        card = json.loads((out / "card.json").read_text())
+        rows.append({"trial_id": t["trial_id"], "pipeline": t["pipeline"], "final": str(out),
+                     "search": {n: float(t[n]) for n in names}, "full": {n: card["metrics"].get(n) for n in names}})
+    correlation = {}
+    for n in names:
+        a, b = [r["search"][n] for r in rows], [r["full"][n] for r in rows]
+        usable = len(rows) >= 3 and len(set(a)) > 1 and len(set(b)) > 1
+        correlation[n] = ({"spearman": float(spearmanr(a, b).statistic), "kendall": float(kendalltau(a, b).statistic)}
+                          if usable else {"spearman": None, "kendall": None})
+    report = {"fidelity": fidelity, "trials": rows, "rank_correlation": correlation}
+    atomic_write(run.root / "final" / "front_rerun.json", json.dumps(report, indent=2))
+    table = Table(title=f"front of {run.name}: search at fidelity {fidelity:g} vs full budget")
+    for header in ["trial", "pipeline", *(f"{n} {w}" for n in names for w in ("search", "full"))]:
+        table.add_column(header)
+    for r in rows:
+        table.add_row(r["trial_id"], r["pipeline"], *(f"{r[w][n]:.4g}" if r[w][n] is not None else "-"
+                                                      for n in names for w in ("search", "full")))
+    console = console or Console()
+    console.print(table)
+    for n, c in correlation.items():
+        text = "n/a (fewer than 3 trials or a constant column)" if c["spearman"] is None else \
+            f"spearman {c['spearman']:.3f}, kendall {c['kendall']:.3f}"
+        console.print(f"rank correlation of {n}: {text}")
+    return report
 
 
 def make_card(trial_id: str, row: pd.Series, plan: Plan, metrics: dict[str, Any], seconds: float) -> dict[str, Any]:

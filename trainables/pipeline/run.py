@@ -41,6 +41,7 @@ from ..models import rebuild
 from ..objectives import OBJECTIVE_NAMES
 from ..stage import Context, Metrics, Stage
 from ..train import loader_workers_for, set_loader_workers
+from .boundary import measure_boundary, measured_at
 from .cache import StageCache, stage_key
 from .plan import Plan, numbered
 
@@ -141,8 +142,13 @@ def run_plan(
     return model, progress.final(plan.pipeline)
 
 
-def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True) -> None:
-    """Ray Tune function trainable running ``config["plan"]`` (see the module doc)."""
+def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True, boundary_runs: int = 0) -> None:
+    """Ray Tune function trainable running ``config["plan"]`` (see the module doc).
+
+    With ``boundary_runs > 0`` (early stopping on) the report after a stage also holds the cheap
+    objectives of :func:`~trainables.pipeline.boundary.measure_boundary` (latency from that many
+    timed runs), for the driver's scheduler to stop the trial on.
+    """
     from ray import tune
 
     plan = Plan.model_validate(config["plan"])
@@ -159,6 +165,8 @@ def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True) -> None
             torch.save(model.state_dict(), Path(tmp) / "model.pt")
             (Path(tmp) / "progress.json").write_text(json.dumps(progress.__dict__))
             report = {"stage_index": progress.index, "stages": len(plan.steps), **progress.seconds}
+            if boundary_runs > 0 and measured_at(plan, progress.index):
+                report.update(measure_boundary(model, plan, progress.index, ctx, runs=boundary_runs))
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
         _injected_fault(progress.index)
 
