@@ -88,9 +88,9 @@ holding every initializer of the INT8 ONNX file by its ONNX name, in its stored 
     <tensor>_scale, _zero_point  float32 and uint8 (int8 for TensorRT) scalars: each quantized
                                  activation, x = scale * (q - zero_point)
     <layer>.weight, <layer>.weight_bias  float32: a layer kept in float (BatchNorm folded in)
-    other initializers           as the exporter wrote them (shape constants, int64)
 
-The graph itself is not stored: the architecture and the trial's plan rebuild it.
+The graph itself is not stored (nor its int64 shape and axis constants, which the exporter names
+differently from one export to the next): the architecture and the trial's plan rebuild it.
 
 Loading returns the same values bit for bit, with one exception: a ``-0.0`` in a sparse tensor or
 in a shared tensor with a mask is a zero like any other, so it comes back as ``+0.0``. The same

@@ -303,15 +303,20 @@ def onnx_scores(path: str | Path, dataset: Dataset, *, threads: int = 1) -> dict
 
 
 def int8_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """Every initializer of the ONNX file ``path`` by name, as CPU tensors in their stored types:
-    for an INT8 file the int8 weights (``<layer>.weight_quantized``) with their per-channel scales
-    and zero points, int32 biases, activation scales and zero points, and the float32 tensors of
-    the layers kept in float. What ``trainables/compress/artifact.py`` stores as the INT8 artifact."""
+    """The parameters of the ONNX file ``path`` by name, as CPU tensors in their stored types: for
+    an INT8 file the int8 weights (``<layer>.weight_quantized``) with their per-channel scales and
+    zero points, int32 biases, activation scales and zero points, and the float32 tensors of the
+    layers kept in float. What ``trainables/compress/artifact.py`` stores as the INT8 artifact.
+
+    int64 initializers are left out: they are the graph's shape and axis constants, not weights,
+    and the exporter names them differently from one export to the next (``val_7``, ``val_110``),
+    which would make the same model's artifact differ by the length of a name."""
     import onnx
     from onnx import numpy_helper
 
     graph = onnx.load(str(path)).graph
-    return {init.name: torch.from_numpy(np.array(numpy_helper.to_array(init))) for init in graph.initializer}
+    return {init.name: torch.from_numpy(np.array(numpy_helper.to_array(init))) for init in graph.initializer
+            if init.data_type != onnx.TensorProto.INT64}
 
 
 def integer_layers(path: str | Path, threads: int = 1) -> int:
