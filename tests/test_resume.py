@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from search.study import load_run_study
 from tests.tiny_spec import tiny_spec
 
 pytestmark = pytest.mark.slow
@@ -81,9 +82,13 @@ def snapshot_checkpointed(tune_dir: Path) -> set[str]:
     return trials
 
 
-def test_sigkill_mid_search_then_resume_completes_exactly_the_requested_trials(tmp_path: Path, no_stray_ray) -> None:
+@pytest.mark.parametrize("early_stop", [False, True], ids=["plain", "early_stop"])
+def test_sigkill_mid_search_then_resume_completes_exactly_the_requested_trials(tmp_path: Path, no_stray_ray,
+                                                                              early_stop: bool) -> None:
     spec, runs = tmp_path / "spec.yaml", tmp_path / "runs"
-    spec.write_text(yaml.safe_dump(SPEC))
+    # early stopping on: a stopped trial's slot goes to a new one, and the study and the scheduler's
+    # record come back from the run folder
+    spec.write_text(yaml.safe_dump(dict(SPEC, early_stop={"enabled": True, "grace": 2, "runs": 2}) if early_stop else SPEC))
     driver = frontier("run", str(spec), "--runs", str(runs), start_new_session=True)
     trials_dir, tune_dir = runs / "killed" / "trials", runs / "killed" / "tune"
 
@@ -105,9 +110,17 @@ def test_sigkill_mid_search_then_resume_completes_exactly_the_requested_trials(t
     out, _ = resumed.communicate(timeout=400)
     assert resumed.returncode == 0, out
     frame = pd.read_csv(runs / "killed" / "trials.csv")
-    assert len(frame) == TRIALS, frame[["trial_id", "status", "pipeline"]]
+    ok = frame[frame["status"] == "ok"]
+    assert len(ok) == TRIALS, frame[["trial_id", "status", "pipeline"]]
     assert frame["trial_id"].is_unique
-    assert (frame["status"] == "ok").all(), frame["error"].tolist()
+    assert set(frame["status"]) <= ({"ok", "stopped"} if early_stop else {"ok"}), frame["error"].tolist()
+    assert frame.loc[frame["status"] == "stopped", "stopped_at"].notna().all()
     assert finished_before <= set(frame["trial_id"]), "finished trials are kept as they were"
-    resumed = frame[frame["trial_id"].isin(midway)]
+    resumed = ok[ok["trial_id"].isin(midway)]
     assert resumed["resumed_at"].notna().all(), "the interrupted trials resumed from their stage checkpoints"
+    # the study on disk went on: each trial once, told what became of it, none left RUNNING
+    study = load_run_study(runs / "killed")
+    told = [t.user_attrs["tune_trial_id"] for t in study.trials
+            if "tune_trial_id" in t.user_attrs and t.number not in study.user_attrs.get("lost_trials", [])]
+    assert sorted(told) == sorted(frame["trial_id"])
+    assert not [t.number for t in study.trials if t.state.name == "RUNNING"]
