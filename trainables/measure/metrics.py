@@ -218,8 +218,8 @@ def _check_int8(engine: str, precision: str) -> None:
 
 
 def _shrunk(model: nn.Module) -> tuple[nn.Module, float]:
-    """``model`` without its dead units, and the share of units removed (a model without a unit
-    graph, or without dead units, comes back as it is)."""
+    """``model`` without its dead units, and the share of units removed (a model whose graph
+    cannot be traced, or without dead units, comes back as it is)."""
     from ..compress.surgery import alive_units, shrink
     from ..compress.units import unit_groups
 
