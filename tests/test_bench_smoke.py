@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BENCHES = sorted(p for p in (ROOT / "bench").glob("*.py") if not p.name.startswith("_"))
 # Benches whose smoke run is a real Ray search (seconds of Ray start-up and training per trial).
-SEARCHES = {"cache_speedup.py", "search_overhead.py"}
+SEARCHES = {"cache_speedup.py", "search_overhead.py", "early_stop.py"}
 TIMEOUT_S = 240
 
 
