@@ -40,20 +40,13 @@ import torchvision  # noqa: E402
 from _common import add_smoke_flag, finish  # noqa: E402
 
 from trainables.compress.surgery import shrink  # noqa: E402
+from trainables.compress.units import unit_groups  # noqa: E402
 from trainables.measure.int8_model import Int8Request  # noqa: E402
 from trainables.measure.metrics import measure  # noqa: E402
 
 THREADS = 2
 CALIBRATION_IMAGES = 16
 GOAL_INT8, GOAL_PRUNED_INT8 = 0.4, 0.15
-
-
-def unit_groups(model: torch.nn.Module) -> list:
-    """The model's unit groups (each with ``.name`` and ``.size``), by whichever name units exports."""
-    from trainables.compress import units
-
-    find = getattr(units, "unit_groups", None) or getattr(units, "unit_layers")
-    return find(model)
 
 
 def half_units_removed(model: torch.nn.Module) -> torch.nn.Module:
