@@ -175,6 +175,23 @@ def test_a_multi_step_pipeline_runs_and_reruns_to_the_same_metrics(tmp_path: Pat
     assert card["metrics"]["accuracy"] == row["accuracy"] and card["metrics"]["size_bytes"] == row["size_bytes"]
 
 
+def test_an_int8_trial_reruns_to_the_same_int8_model(tmp_path: Path) -> None:
+    """I8|B: the rerun quantizes the same shrunk export on the same calibration images, so its
+    INT8 accuracy (measured in ONNX Runtime) and INT8 artifact bytes are the trial's."""
+    spec = dict(TINY, name="int8", trials=1, concurrency=1)
+    spec["space"] = {"order": "PA", "s2": 0.5, "prune.granularity": "channel", "quantize": "I8"}
+    run_dir = run_search(parse_spec(spec), yaml.safe_dump(spec), runs_root=tmp_path)
+    row = pd.read_csv(run_dir / "trials.csv").iloc[0]
+    assert row["status"] == "ok", row["error"]
+    assert row["pipeline"] == "D|T|50|I8|B" and row["precision"] == "int8"
+    out = tmp_path / "final"
+    assert main(["rerun", str(run_dir), "--trial", row["trial_id"], "--out", str(out)]) == 0
+    card = json.loads((out / "card.json").read_text())
+    assert card["matches_trial"] == {"accuracy": True, "size_bytes": True}
+    assert card["metrics"]["size_bytes"] == (out / "model.int8.h5").stat().st_size
+    assert (out / "model.int8.onnx").is_file() and (out / "model.onnx").is_file()
+
+
 def test_epruning_trials_run_their_actor_pool_inside_the_trials_placement_group(tmp_path: Path) -> None:
     spec = dict(TINY, name="epruning", trials=2, concurrency=1)
     spec["budgets"] = dict(TINY["budgets"], prune={
