@@ -2,7 +2,9 @@
 
 :func:`pareto_front` keeps the non-dominated points under per-objective directions;
 :func:`hypervolume` measures the region they dominate up to a reference point, exactly, by
-slicing along the last objective (the HSO algorithm of While et al., 2006). Optuna has its own
+slicing along the last objective (the HSO algorithm of While et al., 2006), raw and as a share of
+the reference box (:func:`normalized_hypervolume`). A measured objective's noise (latency's
+spread) can make two values equal to :func:`pareto_front`, so noise cannot decide the front. Optuna has its own
 hypervolume, but it is private (``optuna._hypervolume``), and the project does not depend on
 private APIs it can avoid (ARCHITECTURE.md, stack facts), so this small exact version is ours;
 fronts here hold tens of points.
@@ -30,21 +32,40 @@ def _as_minimization(values, directions: Directions) -> np.ndarray:
     return points * signs
 
 
-def pareto_front(values, directions: Directions) -> list[int]:
+def pareto_front(values, directions: Directions, spread=None) -> list[int]:
     """Indices of the non-dominated rows of ``values``, in their original order.
 
     A row dominates another when it is no worse in every objective and better in at least one.
     Duplicated rows are all kept (none dominates the other).
 
+    ``spread`` (same shape as ``values``, each objective's measurement noise in its own unit; 0 or
+    NaN: exact) makes noise unable to decide the front: two values of an objective whose distance is
+    at most the sum of their spreads are *equal* in it (neither better nor worse). So a trial whose
+    only advantage over another is a latency lower by less than their combined spread is dominated
+    when it is worse in anything else. Without ``spread`` this is the plain definition.
+
     Example:
         >>> pareto_front([[0.9, 10], [0.8, 5], [0.7, 8]], ["max", "min"])
         [0, 1]
+        >>> pareto_front([[0.9, 0.29], [0.8, 0.23]], ["max", "min"], spread=[[0, 0.04], [0, 0.03]])
+        [0]
     """
     points = _as_minimization(values, directions)
+    if spread is None:
+        noise = np.zeros_like(points)
+    else:
+        noise = np.nan_to_num(np.asarray(spread, dtype=float), nan=0.0)
+        if noise.shape != points.shape:
+            raise ValueError(f"spread must have the shape of values {points.shape}, got {noise.shape}")
+        if np.any(noise < 0):
+            raise ValueError("spread must be >= 0 (or NaN for unmeasured)")
     keep = []
     for i, p in enumerate(points):
-        dominated = np.any(np.all(points <= p, axis=1) & np.any(points < p, axis=1))
-        if not dominated:
+        tolerance = noise + noise[i]  # the combined spread of p and each other row
+        equal = np.abs(points - p) <= tolerance
+        no_worse = np.all((points <= p) | equal, axis=1)
+        better = np.any((points < p) & ~equal, axis=1)
+        if not np.any(no_worse & better):
             keep.append(i)
     return keep
 
@@ -64,6 +85,31 @@ def hypervolume(values, directions: Directions, reference: Sequence[float]) -> f
     if len(points) == 0:
         return 0.0
     return float(_hso(points[pareto_front(points, ["min"] * points.shape[1])], ref))
+
+
+def ideal_point(values, directions: Directions) -> list[float]:
+    """The best value of each objective over ``values`` (its max or min), in the objectives' units."""
+    points = np.asarray(values, dtype=float)
+    return [float(points[:, k].max() if d == "max" else points[:, k].min()) for k, d in enumerate(directions)]
+
+
+def normalized_hypervolume(values, directions: Directions, reference: Sequence[float],
+                           ideal: Sequence[float]) -> float:
+    """Hypervolume of ``values`` as a share of the reference box, in [0, 1].
+
+    The reference box spans the reference point and ``ideal`` (usually :func:`ideal_point` of the
+    run's trials); each objective is rescaled so the box is the unit cube, so 1 would be one trial
+    at the ideal in every objective and 0 nothing dominating the reference. Raw hypervolume (in
+    accuracy x bytes x ms) depends on units; this does not. A box flat in some objective is 0.
+
+    Example:
+        >>> normalized_hypervolume([[1, 2], [2, 1]], ["min", "min"], [3, 3], [1, 1])
+        0.75
+    """
+    box = np.abs(np.asarray(ideal, dtype=float) - np.asarray(reference, dtype=float))
+    if len(values) == 0 or np.any(box == 0) or not np.all(np.isfinite(box)):
+        return 0.0
+    return float(min(1.0, hypervolume(values, directions, reference) / float(np.prod(box))))
 
 
 def _hso(points: np.ndarray, ref: np.ndarray) -> float:

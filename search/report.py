@@ -1,8 +1,7 @@
-"""``frontier front``: the front of a finished run as a terminal table, JSON, or a plotly page."""
+"""``frontier front``: the front of a run (finished or still running) as a terminal table, JSON, or an HTML report."""
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ TABLE_COLUMNS: tuple[TableColumn, ...] = (
     TableColumn("top5", "top5", "{:.4f}".format),
     TableColumn("size", "size_bytes", _bytes),
     TableColumn("latency_ms", "latency_ms", _significant),
+    TableColumn("iqr_ms", "latency_iqr_ms", _significant),
     TableColumn("p90_ms", "latency_p90_ms", _significant),
     TableColumn("img/s", "throughput_ips", "{:,.0f}".format),
     TableColumn("backend", "backend"),
@@ -72,7 +72,8 @@ def load_front(run_dir: str | Path, *, all_trials: bool = False) -> tuple[pd.Dat
         raise FrontierError(f"run_dir: '{run_dir}' has no readable front.json") from None
     names = [o["name"] for o in stored["objectives"]]
     directions = [o["direction"] for o in stored["objectives"]]
-    return frame, front_summary(frame, names, directions, stored["reference"], all_trials=all_trials)
+    return frame, front_summary(frame, names, directions, stored["reference"], all_trials=all_trials,
+                                running=int(stored.get("running", 0)))
 
 
 def show_front(run_dir: str | Path, *, html: str | None = None, as_json: bool = False,
@@ -85,7 +86,7 @@ def show_front(run_dir: str | Path, *, html: str | None = None, as_json: bool = 
     else:
         print_front_table(frame, summary, Console())
     if html:
-        write_html(frame, summary, html)
+        write_html(frame, summary, html, run_dir)
         if not as_json:
             print(f"wrote {html}")
 
@@ -117,8 +118,9 @@ def front_table(frame: pd.DataFrame, summary: dict, width: int | None = None) ->
     widths = {c.source: max([len(c.header), *map(len, cells[c.source])]) for c in TABLE_COLUMNS}
     shown = _fitting(widths, [o["name"] for o in summary["objectives"]], width)
     ok = int((frame["status"] == "ok").sum())
-    table = Table(title=f"front: {len(ids)} of {ok} ok trials ({len(frame)} in all) · "
-                        f"hypervolume {summary['hypervolume']:.6g}", caption=latency_caption(rows))
+    running = f" · {summary['running']} still running" if summary.get("running") else ""
+    table = Table(title=f"front: {len(ids)} of {ok} ok trials ({len(frame)} finished{running}) · "
+                        f"{hypervolume_text(summary)}", caption=latency_caption(rows))
     for c in shown:
         # the id never wraps (one piece to copy); every cell folds rather than losing characters to "…"
         table.add_column(c.header, justify="left" if c.source in LEFT else "right", overflow="fold",
@@ -126,6 +128,15 @@ def front_table(frame: pd.DataFrame, summary: dict, width: int | None = None) ->
     for i in range(len(rows)):
         table.add_row(*(cells[c.source][i] for c in shown))
     return table
+
+
+def hypervolume_text(summary: dict) -> str:
+    """``hypervolume 0.412 of the reference box (raw 2.55e+04)``: the normalised value a reader can
+    compare across runs, the raw one (objectives' units multiplied) for scripts."""
+    raw = f"raw {summary['hypervolume']:.4g}"
+    if summary.get("hypervolume_normalized") is None:
+        return f"hypervolume {raw}"
+    return f"hypervolume {summary['hypervolume_normalized']:.3f} of the reference box ({raw})"
 
 
 def _fitting(widths: dict[str, int], objectives: list[str], width: int | None) -> list[TableColumn]:
@@ -173,7 +184,8 @@ def latency_caption(rows: pd.DataFrame) -> str | None:
         return None
     devices = ", ".join(sorted({str(d) for d in rows["latency_device"].dropna()})) or "-"
     batches = ", ".join(sorted({str(int(b)) for b in rows.get("latency_batch", pd.Series(dtype=float)).dropna()}))
-    return f"latency on {devices} at batch {batches or '-'} (median; p90 beside; img/s at the throughput batch)"
+    return (f"latency on {devices} at batch {batches or '-'} (median; iqr: its noise, latencies within their "
+            f"combined iqr are equal to the front; p90 beside; img/s at the throughput batch)")
 
 
 def _present(row: pd.Series, column: str) -> bool:
@@ -184,63 +196,15 @@ def _cell(row: pd.Series, column: TableColumn) -> str:
     return column.format(row[column.source]) if _present(row, column.source) else "-"
 
 
-def write_html(frame: pd.DataFrame, summary: dict, path: str | Path) -> None:
-    """A self-contained plotly page: the front in 3-D (for 3 objectives) and every 2-D projection."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+def write_html(frame: pd.DataFrame, summary: dict, path: str | Path, run_dir: str | Path | None = None) -> None:
+    """The run's self-contained report (opens offline; plotly inlined): the front in 3-D and every
+    2-D projection, the normalised hypervolume after each finished trial, the trials over wall time
+    per worker, parameter importances per objective, and a sortable table of every trial.
 
-    names = [o["name"] for o in summary["objectives"]]
-    ok = frame[frame["status"] == "ok"]
-    on_front = ok["trial_id"].isin([t["trial_id"] for t in summary["trials"]])
-    pairs = list(itertools.combinations(names, 2))
-    scene = len(names) == 3
-    cells = ([{"type": "scene"}] if scene else []) + [{"type": "xy"}] * len(pairs)
-    cols = 2
-    rows = -(-len(cells) // cols)
-    grid = [cells[i * cols:(i + 1) * cols] + [None] * (cols - len(cells[i * cols:(i + 1) * cols])) for i in range(rows)]
-    titles = (["front in 3-D"] if scene else []) + [f"{y} vs {x}" for x, y in pairs]
-    fig = make_subplots(rows=rows, cols=cols, specs=grid, subplot_titles=titles)
-    hover = ok.apply(_hover, axis=1)
-    for group, mask, color in (("front", on_front, "crimson"), ("dominated", ~on_front, "lightgray")):
-        part, text = ok[mask], hover[mask]
-        if scene:
-            fig.add_trace(go.Scatter3d(x=part[names[0]], y=part[names[1]], z=part[names[2]], mode="markers",
-                                       marker={"size": 5, "color": color}, name=group, text=text,
-                                       hoverinfo="text", legendgroup=group), row=1, col=1)
-        for k, (x, y) in enumerate(pairs, start=1 if scene else 0):
-            fig.add_trace(go.Scatter(x=part[x], y=part[y], mode="markers", marker={"color": color, "size": 9},
-                                     name=group, text=text, hoverinfo="text", legendgroup=group,
-                                     showlegend=not scene and k == 0),
-                          row=k // cols + 1, col=k % cols + 1)
-            fig.update_xaxes(title_text=x, row=k // cols + 1, col=k % cols + 1)
-            fig.update_yaxes(title_text=y, row=k // cols + 1, col=k % cols + 1)
-    if scene:
-        fig.update_scenes(xaxis_title=names[0], yaxis_title=names[1], zaxis_title=names[2])
-    backends = ", ".join(sorted({backend_label(row) for _, row in ok.iterrows()} - {"-"}))
-    latency = f" · latency: {backends}" if backends else ""
-    fig.update_layout(title=f"frontier: {len(summary['trials'])} front trials of {len(ok)} ok · "
-                            f"hypervolume {summary['hypervolume']:.6g}{latency}", height=450 * rows)
+    See :mod:`search.report_page` for what the page holds; ``run_dir`` (the run folder) gives the
+    ``frontier rerun`` commands, the spec's ``select`` and the Optuna study for importances.
+    """
+    from .report_page import render_page
+
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(str(path), include_plotlyjs=True, full_html=True)
-
-
-def _hover(row: pd.Series) -> str:
-    """A point's hover text: its objectives, nominal sparsity beside the real one, real bytes and
-    latency with what measured it, and its parameters."""
-    lines = [f"<b>{row['pipeline']}</b> ({row['trial_id']})"]
-    lines += [f"{c}: {row[c]:.4g}" for c in ("accuracy", "top5") if _present(row, c)]
-    lines.append(f"size_bytes: {row['size_bytes']:,.0f} (real artifact bytes)")
-    latency = f"latency_ms: {row['latency_ms']:.4g}"
-    extras = [f"{name} {row[c]:.4g}" for name, c in (("p90", "latency_p90_ms"), ("end-to-end", "latency_e2e_ms"))
-              if _present(row, c)]
-    lines.append(latency + (f" ({', '.join(extras)})" if extras else ""))
-    if _present(row, "latency_backend"):
-        where = f" on {row['latency_device']}" if _present(row, "latency_device") else ""
-        batch = f", batch {int(row['latency_batch'])}" if _present(row, "latency_batch") else ""
-        lines.append(f"backend: {backend_label(row)}{where}{batch}")
-    if _present(row, "throughput_ips") and _present(row, "throughput_batch"):
-        lines.append(f"throughput: {row['throughput_ips']:,.0f} img/s at batch {int(row['throughput_batch'])}")
-    real = f", real {row['real_sparsity']:.4g}" if _present(row, "real_sparsity") else ""
-    lines.append(f"sparsity: nominal {row['sparsity']:.4g}{real}; precision: {precision_label(row)}")
-    lines += [f"{c[6:]}: {row[c]}" for c in row.index if c.startswith("param.") and pd.notna(row[c])]
-    return "<br>".join(lines)
+    Path(path).write_text(render_page(frame, summary, run_dir), encoding="utf-8")

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from trainables.files import atomic_write
@@ -26,7 +27,7 @@ from trainables.layout import RunFolder
 from trainables.objectives import INT8_FIELDS, LATENCY_FIELDS, OBJECTIVES
 
 from .constraints import feasible
-from .front import hypervolume, pareto_front
+from .front import hypervolume, ideal_point, normalized_hypervolume, pareto_front
 
 OBJECTIVE_COLUMNS = [o.column for o in OBJECTIVES.values()]
 BASE_COLUMNS = ["trial_id", "status", "pipeline", "order", *OBJECTIVE_COLUMNS]
@@ -36,7 +37,9 @@ FULL_PLAN_KEY = "full_plan"  # the config's field: the plan at the full budget, 
 FULL_PLANS_FILE = "plans.full.json"  # each trial's full-budget plan (fidelity < 1), what `rerun` runs
 # the latency backend's record rides along with the objectives
 EXTRA_METRICS = ("top3", "real_sparsity", *LATENCY_FIELDS, "units_removed", "params_timed", "cached_stages",
-                 "resumed_at", "time_total_s", *INT8_FIELDS)  # time_total_s: Tune's seconds of the trial
+                 "resumed_at", "time_total_s", "timestamp", "node_ip", "pid", *INT8_FIELDS)
+# time_total_s: Tune's seconds of the trial; timestamp (its last result, Unix seconds), node_ip and pid
+# (the worker that ran it): the report's timeline
 
 
 def trial_row(trial_id: str, config: dict[str, Any], metrics: dict[str, Any], error: str | None) -> dict[str, Any]:
@@ -95,19 +98,48 @@ def default_reference(frame: pd.DataFrame, names: Sequence[str], directions: Seq
     return ref
 
 
+def spreads(frame: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
+    """Each row's measurement noise per objective (``ObjectiveInfo.spread``'s column, e.g.
+    ``latency_iqr_ms``); 0 for an exact objective, a missing column or a missing value."""
+    columns = []
+    for name in names:
+        info = OBJECTIVES.get(name)
+        column = info.spread if info is not None else None
+        if column and column in frame:
+            columns.append(pd.to_numeric(frame[column], errors="coerce").fillna(0.0).to_numpy(dtype=float))
+        else:
+            columns.append(np.zeros(len(frame)))
+    return np.stack(columns, axis=1) if len(names) else np.zeros((len(frame), 0))
+
+
 def front_summary(frame: pd.DataFrame, names: Sequence[str], directions: Sequence[str],
-                  reference: Sequence[float] | None = None, *, all_trials: bool = False) -> dict[str, Any]:
+                  reference: Sequence[float] | None = None, *, all_trials: bool = False,
+                  running: int = 0) -> dict[str, Any]:
     """The front of the ok trials of ``frame`` that are not marked infeasible (all ok trials with
-    ``all_trials``), with its hypervolume; what ``front.json`` holds."""
+    ``all_trials``), with its hypervolume; what ``front.json`` holds.
+
+    Noise cannot decide the front: values within their combined spread (:func:`spreads`) are equal
+    (:func:`search.front.pareto_front`). ``hypervolume`` is the front's raw volume (the objectives'
+    units multiplied, for scripts); ``hypervolume_normalized`` is its share of the box between
+    ``reference`` and ``ideal`` (the best value of each objective among these trials), 0 to 1.
+    ``running``: trials of the search still running when this was written (0 once it ended).
+    """
     ok = frame[(frame["status"] == "ok") & (all_trials | ~infeasible(frame))].reset_index(drop=True)
     values = ok[list(names)].astype(float).to_numpy() if len(ok) else []
     reference = list(reference) if reference is not None else default_reference(ok, names, directions)
-    index = pareto_front(values, directions) if len(ok) else []
+    index = pareto_front(values, directions, spreads(ok, names)) if len(ok) else []
     front = ok.iloc[index]
+    front_values = front[list(names)].astype(float).to_numpy() if len(front) else []
+    ideal = ideal_point(values, directions) if len(ok) else None
     return {
         "objectives": [{"name": n, "direction": d} for n, d in zip(names, directions)],
         "reference": reference,
-        "hypervolume": hypervolume(values, directions, reference) if len(ok) else 0.0,
+        "ideal": ideal,
+        "hypervolume": hypervolume(front_values, directions, reference) if len(front) else 0.0,
+        "hypervolume_normalized": (normalized_hypervolume(front_values, directions, reference, ideal)
+                                   if len(front) else 0.0),
+        "trials_finished": int(len(frame)),
+        "running": int(running),
         "trials": [
             {"trial_id": row["trial_id"], "pipeline": row["pipeline"], **{n: float(row[n]) for n in names},
              **deployment(row)}
@@ -142,12 +174,14 @@ def deployment(row: pd.Series) -> dict[str, Any]:
 
 
 def write_results(run_dir: str | Path, rows: Sequence[dict[str, Any]], names: Sequence[str],
-                  directions: Sequence[str], plans: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Write ``trials.csv``, ``front.json`` and ``plans.json`` in the run folder ``run_dir``."""
+                  directions: Sequence[str], plans: dict[str, Any], *,
+                  running: int = 0) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Write ``trials.csv``, ``front.json`` and ``plans.json`` in the run folder ``run_dir``;
+    ``running``: trials not finished yet (a search in progress, :mod:`search.live`), kept in ``front.json``."""
     run = RunFolder(Path(run_dir))
     frame = trials_frame(rows)
     atomic_write(run.trials_csv, frame.to_csv(index=False))
-    summary = front_summary(frame, names, directions)
+    summary = front_summary(frame, names, directions, running=running)
     atomic_write(run.front_json, json.dumps(summary, indent=2))
     atomic_write(run.plans_json, json.dumps(plans, indent=1))
     return frame, summary
@@ -159,5 +193,5 @@ def read_trials(run_dir: str | Path) -> pd.DataFrame:
 
     path = RunFolder(Path(run_dir)).trials_csv
     if not path.is_file():
-        raise FrontierError(f"run_dir: '{run_dir}' has no trials.csv (is it a finished frontier run?)")
+        raise FrontierError(f"run_dir: '{run_dir}' has no trials.csv (is it a frontier run, and has a trial of it ended yet?)")
     return pd.read_csv(path)

@@ -33,6 +33,7 @@ from trainables.pipeline.boundary import BOUNDARY
 
 from .constraints import CONSTRAINTS, SelectConstraints, active_constraints, constraint_values
 from .early_stop import ParetoHalving, early_stop_record
+from .live import LiveResults
 from .progress import SearchProgress
 from .results import FULL_PLAN_KEY, FULL_PLANS_FILE, OPTUNA_TRIAL_KEY, PARAMS_KEY, mark_feasible, trial_row, write_results
 from .space import suggest
@@ -365,7 +366,7 @@ def run_search(
     run_config = tune.RunConfig(
         name=TUNE_EXPERIMENT,
         storage_path=str(run_dir),
-        callbacks=[progress],
+        callbacks=[progress, LiveResults(run_dir, spec.metric_names, spec.modes, active_constraints(spec.select))],
         verbose=0,
         failure_config=tune.FailureConfig(max_failures=1),
         # keep every stage checkpoint (at most one per stage): a limit forces an experiment

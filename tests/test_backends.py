@@ -45,6 +45,7 @@ NOT_INSTALLED = "tensorrt is not installed (pip install 'frontier[tensorrt]')"
 RECORD_KEYS = {
     "latency_ms", "latency_p90_ms", "latency_batch", "latency_threads", "latency_backend", "latency_precision",
     "latency_device", "latency_clock", "latency_sparse_weights", "throughput_ips", "throughput_batch",
+    "latency_iqr_ms",
 }  # fmt: skip
 E2E_KEYS = {"latency_e2e_ms", "latency_e2e_p90_ms"}
 
@@ -216,6 +217,7 @@ def check_record(metrics: dict, backend: str, batch: int, throughput_batch: int)
     for key in ("latency_ms", "latency_p90_ms", "throughput_ips", "latency_e2e_ms", "latency_e2e_p90_ms"):
         assert math.isfinite(metrics[key]) and metrics[key] > 0, (key, metrics[key])
     assert metrics["latency_ms"] <= metrics["latency_p90_ms"]
+    assert 0 <= metrics["latency_iqr_ms"] <= metrics["latency_p90_ms"]  # the spread over the timed runs
     assert metrics["latency_e2e_ms"] <= metrics["latency_e2e_p90_ms"]
     assert metrics["latency_backend"] == backend
     assert metrics["latency_precision"] == "fp32"
@@ -279,12 +281,12 @@ def test_timing_cache_lives_in_the_run_folder(tmp_path: Path) -> None:
 def test_latency_metrics_flatten_the_record() -> None:
     latency = Latency(median_ms=2.0, p90_ms=3.0, batch_size=1, threads=4, runs=9, warmup=1, backend="tensorrt",
                       precision="fp16", device="GPU", clock="cuda-events", throughput_ips=800.0, throughput_batch=8,
-                      e2e_median_ms=5.0, e2e_p90_ms=6.0, sparse_weights=True)
+                      e2e_median_ms=5.0, e2e_p90_ms=6.0, sparse_weights=True, iqr_ms=0.4)
     assert latency.metrics() == {
         "latency_ms": 2.0, "latency_p90_ms": 3.0, "latency_batch": 1, "latency_threads": 4,
         "latency_backend": "tensorrt", "latency_precision": "fp16", "latency_device": "GPU",
         "latency_clock": "cuda-events", "latency_sparse_weights": 1, "throughput_ips": 800.0,
-        "throughput_batch": 8, "latency_e2e_ms": 5.0, "latency_e2e_p90_ms": 6.0,
+        "throughput_batch": 8, "latency_e2e_ms": 5.0, "latency_e2e_p90_ms": 6.0, "latency_iqr_ms": 0.4,
     }  # fmt: skip
 
 

@@ -90,4 +90,4 @@ def test_milliseconds_read_at_three_significant_digits(value: float, text: str) 
 def test_a_run_without_ok_trials_shows_an_empty_table(tmp_path: Path) -> None:
     write_results(tmp_path, [{"trial_id": "a1b2c3d4", "status": "failed", "pipeline": "D|T|B", "error": "boom"}],
                   ["accuracy", "size_bytes", "latency_ms"], ["max", "min", "min"], {})
-    assert "front: 0 of 0 ok trials (1 in all)" in render(tmp_path, 80)
+    assert "front: 0 of 0 ok trials (1 finished)" in render(tmp_path, 80)

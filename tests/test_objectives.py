@@ -24,7 +24,7 @@ def test_a_spec_accepts_every_objective_with_its_natural_direction() -> None:
 
 
 def test_the_latency_record_has_exactly_the_latency_fields() -> None:
-    full = Latency(median_ms=2.0, p90_ms=3.0, batch_size=1, threads=1, runs=3, warmup=0, e2e_median_ms=4.0,
+    full = Latency(median_ms=2.0, p90_ms=3.0, batch_size=1, threads=1, runs=3, warmup=0, e2e_median_ms=4.0, iqr_ms=0.5,
                    e2e_p90_ms=5.0).metrics()
     assert set(full) == {"latency_ms", *LATENCY_FIELDS}
     row = trial_row("t1", {"pipeline": "B"}, full, None)

@@ -18,6 +18,7 @@ import yaml
 from search.cli import main
 from search.runner import run_search
 from search.spec import parse_spec
+from tests.front_watch import FrontWatch
 from tests.tiny_spec import tiny_spec
 
 pytestmark = pytest.mark.slow
@@ -39,10 +40,28 @@ def local_ray(tmp_path_factory):
     ray.shutdown()
 
 
+WATCH: dict[str, FrontWatch] = {}  # `frontier front` run while the module's search ran
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     runs = tmp_path_factory.mktemp("runs")
-    return run_search(parse_spec(TINY), yaml.safe_dump(TINY), runs_root=runs)
+    with FrontWatch(runs / TINY["name"]) as watch:
+        run = run_search(parse_spec(TINY), yaml.safe_dump(TINY), runs_root=runs)
+    WATCH["tiny"] = watch
+    return run
+
+
+def test_front_during_the_search_shows_the_finished_trials(run_dir: Path) -> None:
+    """`frontier front` after the first trial ended and before the last: it reads the finished
+    trials and says how many are still running."""
+    watch = WATCH["tiny"]
+    assert watch.front is not None, watch.error
+    finished = watch.front["trials_finished"]
+    assert 1 <= watch.rows_before <= finished < TINY["trials"], (watch.rows_before, finished)
+    assert watch.front["running"] >= 1 and finished + watch.front["running"] <= TINY["trials"]
+    assert 1 <= len(watch.front["trials"]) <= finished
+    assert json.loads((run_dir / "front.json").read_text())["running"] == 0  # the search's last word
 
 
 def test_trials_csv_has_a_row_per_trial_and_the_design_columns(run_dir: Path) -> None:
@@ -68,10 +87,13 @@ def test_front_json_equals_an_independent_filter_of_trials_csv(run_dir: Path) ->
     names = [o["name"] for o in front["objectives"]]
     assert names == ["accuracy", "size_bytes", "latency_ms"]
     values = frame[names].to_numpy()
+    iqr = frame["latency_iqr_ms"].to_numpy()  # latencies within their combined spread are equal
     dominated = set()
     for i, p in enumerate(values):
         for j, q in enumerate(values):
-            if (q[0] >= p[0] and q[1] <= p[1] and q[2] <= p[2]) and (q[0] > p[0] or q[1] < p[1] or q[2] < p[2]):
+            noise = iqr[i] + iqr[j]
+            if (q[0] >= p[0] and q[1] <= p[1] and q[2] <= p[2] + noise) and (
+                    q[0] > p[0] or q[1] < p[1] or q[2] < p[2] - noise):
                 dominated.add(i)
     expected = sorted(frame["trial_id"][i] for i in range(len(frame)) if i not in dominated)
     assert sorted(t["trial_id"] for t in front["trials"]) == expected

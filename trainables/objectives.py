@@ -27,11 +27,15 @@ class ObjectiveInfo:
         name: the key in a trial's result, and the name a spec gives it (``objectives: [{name: ...}]``).
         direction: ``max`` or ``min``, the natural direction (a spec may override it).
         meaning: what is measured, with its unit.
+        spread: the ``trials.csv`` column holding the objective's measurement noise in its own unit
+            (latency: the interquartile range over the timed runs); None for an exact objective. The
+            front treats two values within their combined spread as equal (:mod:`search.front`).
     """
 
     name: str
     direction: str
     meaning: str
+    spread: str | None = None
 
     @property
     def column(self) -> str:
@@ -43,7 +47,8 @@ OBJECTIVES: dict[str, ObjectiveInfo] = {o.name: o for o in (
     ObjectiveInfo("accuracy", "max", "top-1 accuracy on the target's held-out test split, in [0, 1]"),
     ObjectiveInfo("top5", "max", "top-5 accuracy on the same split, in [0, 1]"),
     ObjectiveInfo("size_bytes", "min", "bytes of the exported compressed artifact file"),
-    ObjectiveInfo("latency_ms", "min", "median latency of one inference on the latency backend, in ms"),
+    ObjectiveInfo("latency_ms", "min", "median latency of one inference on the latency backend, in ms",
+                  spread="latency_iqr_ms"),
     ObjectiveInfo("sparsity", "max", "the sparsity the pipeline pruned to (its last milestone), in [0, 1)"),
 )}
 OBJECTIVE_NAMES: tuple[str, ...] = tuple(OBJECTIVES)
@@ -52,7 +57,7 @@ DIRECTIONS = ("max", "min")
 # What the latency backend measured besides ``latency_ms`` (trainables.measure.backends.Latency.metrics);
 # the e2e pair only when end-to-end latency was measured.
 LATENCY_FIELDS = ("latency_backend", "latency_precision", "latency_device", "latency_batch", "latency_threads",
-                  "latency_clock", "latency_p90_ms", "latency_e2e_ms", "latency_e2e_p90_ms", "throughput_ips",
+                  "latency_clock", "latency_p90_ms", "latency_iqr_ms", "latency_e2e_ms", "latency_e2e_p90_ms", "throughput_ips",
                   "throughput_batch", "latency_sparse_weights")
 # What an INT8 deployment reports beside them (trainables.measure.int8_model.build_int8), and the float
 # model it came from; ``precision`` is fp32, fp16 or int8 for every trial.

@@ -9,7 +9,7 @@ import numpy as np
 
 from ...errors import FrontierError
 from ._images import EncodedImages
-from ._timing import Latency, check_counts, summarize, torch_threads, wall_times
+from ._timing import Latency, check_counts, spread, summarize, torch_threads, wall_times
 
 if TYPE_CHECKING:
     from onnxruntime import InferenceSession, NodeArg
@@ -68,7 +68,8 @@ def onnx_latency(
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only
     session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
-    median_ms, p90_ms = summarize(_times(session, batch_size, seed, onnx_path, warmup, runs))
+    times = _times(session, batch_size, seed, onnx_path, warmup, runs)
+    median_ms, p90_ms = summarize(times)
     throughput = (_throughput(session, throughput_batch, seed, onnx_path, warmup, runs)
                   if throughput_batch not in (None, batch_size) else float("nan"))
     e2e = _end_to_end(session, batch_size, threads, seed, warmup, runs) if end_to_end else (None, None)
@@ -85,6 +86,7 @@ def onnx_latency(
         throughput_batch=throughput_batch or batch_size,
         e2e_median_ms=e2e[0],
         e2e_p90_ms=e2e[1],
+        iqr_ms=spread(times),
     )
 
 

@@ -31,7 +31,7 @@ from ...errors import FrontierError
 from ...files import atomic_write
 from ._choice import INSTALL_HINT, check_precision, cuda_available
 from ._images import EncodedImages
-from ._timing import CUDA_EVENTS, Latency, check_counts, cuda_times, summarize, torch_threads, wall_times
+from ._timing import CUDA_EVENTS, Latency, check_counts, cuda_times, spread, summarize, torch_threads, wall_times
 
 WORKSPACE_MB = 1024
 
@@ -117,7 +117,8 @@ def tensorrt_latency(
         runner = EngineRunner(engine, device)
         runner.check_precision(precision, onnx_path)
         call = runner.bind(batch_size, seed)
-        median_ms, p90_ms = summarize(cuda_times(call, runner.stream, warmup, runs))
+        times = cuda_times(call, runner.stream, warmup, runs)
+        median_ms, p90_ms = summarize(times)
         e2e = _end_to_end(runner, batch_size, seed, warmup, runs) if end_to_end else (None, None)
         throughput = float("nan")
         if throughput_batch not in (None, batch_size):
@@ -140,6 +141,7 @@ def tensorrt_latency(
         e2e_median_ms=e2e[0],
         e2e_p90_ms=e2e[1],
         sparse_weights=sparse,
+        iqr_ms=spread(times),
     )
 
 

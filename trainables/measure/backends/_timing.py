@@ -6,7 +6,9 @@
   read after the end event completes: the GPU-side time of that inference alone.
 
 Every backend runs ``warmup`` untimed calls first, then ``runs`` timed ones, one at a time (each
-finishes before the next starts), and reports the median and the 90th percentile.
+finishes before the next starts), and reports the median, the 90th percentile and the spread:
+the interquartile range (75th minus 25th percentile) over the timed runs, each run one round.
+Two latencies within their combined spread are one latency to the front (``search/front.py``).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class Latency:
             copy to the device, inference, logits back on the host); None if not measured.
         e2e_p90_ms: its 90th percentile.
         sparse_weights: TensorRT was allowed its 2:4 structured-sparsity kernels.
+        iqr_ms: the spread: interquartile range over the timed runs, in milliseconds
+            (``latency_iqr_ms``); NaN: not measured.
     """
 
     median_ms: float
@@ -71,6 +75,7 @@ class Latency:
     e2e_median_ms: float | None = None
     e2e_p90_ms: float | None = None
     sparse_weights: bool = False
+    iqr_ms: float = math.nan
 
     def __post_init__(self) -> None:
         if not self.throughput_batch:
@@ -93,6 +98,7 @@ class Latency:
             "latency_sparse_weights": int(self.sparse_weights),
             "throughput_ips": self.throughput_ips,
             "throughput_batch": self.throughput_batch,
+            "latency_iqr_ms": self.iqr_ms,  # NaN where not measured: the front then takes no noise
         }
         if self.e2e_median_ms is not None:
             metrics.update(latency_e2e_ms=self.e2e_median_ms, latency_e2e_p90_ms=self.e2e_p90_ms)
@@ -112,6 +118,17 @@ def summarize(times_ms: Sequence[float] | np.ndarray) -> tuple[float, float]:
     """``(median, 90th percentile)`` of ``times_ms``, as floats."""
     median, p90 = np.percentile(np.asarray(times_ms, dtype=np.float64), [50, 90])
     return float(median), float(p90)
+
+
+def spread(times_ms: Sequence[float] | np.ndarray) -> float:
+    """Interquartile range of ``times_ms`` (75th minus 25th percentile), the latency's noise; 0.0 for one run.
+
+    Example:
+        >>> spread([1.0, 2.0, 3.0, 4.0, 5.0])
+        2.0
+    """
+    q1, q3 = np.percentile(np.asarray(times_ms, dtype=np.float64), [25, 75])
+    return float(q3 - q1)
 
 
 def wall_times(call: Callable[[], object], warmup: int, runs: int) -> np.ndarray:

@@ -18,7 +18,7 @@ from torch import nn
 
 from ._choice import check_precision
 from ._images import EncodedImages
-from ._timing import CUDA_EVENTS, WALL, Latency, check_counts, cuda_times, summarize, torch_threads, wall_times
+from ._timing import CUDA_EVENTS, WALL, Latency, check_counts, cuda_times, spread, summarize, torch_threads, wall_times
 
 Call = Callable[[], torch.Tensor]
 
@@ -73,7 +73,8 @@ def torch_latency(
     stream = torch.cuda.Stream(device) if gpu else None
     with torch.no_grad(), torch_threads(threads):
         call, x = _prepare(net, (batch_size, *input_shape), dtype, stream, graphs, seed)
-        median_ms, p90_ms = summarize(_time(call, stream, warmup, runs))
+        times = _time(call, stream, warmup, runs)
+        median_ms, p90_ms = summarize(times)
         throughput = float("nan")
         if throughput_batch not in (None, batch_size):
             big, _ = _prepare(net, (throughput_batch, *input_shape), dtype, stream, graphs, seed)
@@ -95,6 +96,7 @@ def torch_latency(
         throughput_batch=throughput_batch or batch_size,
         e2e_median_ms=e2e[0],
         e2e_p90_ms=e2e[1],
+        iqr_ms=spread(times),
     )
 
 
