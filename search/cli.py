@@ -1,6 +1,7 @@
 """``frontier``: run a search, check a spec, inspect the front, rerun a trial.
 
-    frontier run SPEC [--trials N] [--name NAME] [--address ADDR] [--resume] [--no-cache] [--warm-start RUN_DIR]
+    frontier run SPEC [--trials N] [--name NAME] [--address ADDR] [--resume] [--no-cache] [--cache DIR] [--warm-start RUN_DIR]
+    frontier clean RUN_DIR [--dry-run]
     frontier check SPEC
     frontier front RUN_DIR [--html FILE] [--json] [--all]
     frontier rerun RUN_DIR --trial best|ID [--out DIR] [--max-size-bytes B] [--max-latency-ms MS]
@@ -35,11 +36,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="Ray cluster address (default: local Ray)")
     run.add_argument("--resume", action="store_true", help="resume the run of the same name")
     run.add_argument("--no-cache", action="store_true", help="turn the stage cache off")
+    run.add_argument("--cache", metavar="DIR", help="a stage cache shared across runs (default: RUN_DIR/cache)")
     run.add_argument("--runs", default="runs", help="folder holding the runs (default: runs)")
     run.add_argument("--warm-start", metavar="RUN_DIR", help="run the front plans of this earlier run first")
     check = sub.add_parser("check", help="validate a spec; one line per problem, exit 2 if any")
     check.add_argument("spec")
     check.add_argument("--address", help="the spec runs on this Ray cluster: skip the local resource check")
+    clean = sub.add_parser("clean", help="what a run holds on disk; remove finished trials' checkpoints and unheld cache entries")
+    clean.add_argument("run_dir")
+    clean.add_argument("--dry-run", action="store_true", help="report what would be removed, remove nothing")
     front = sub.add_parser("front", help="show the Pareto front of a finished run")
     front.add_argument("run_dir")
     front.add_argument("--html", help="write a self-contained plotly page to this file")
@@ -89,13 +94,20 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         if args.trials is not None and args.trials < 1:
             raise FrontierError(f"--trials: must be >= 1 but got {args.trials}")
+        if args.cache is not None and args.no_cache:
+            raise FrontierError("--cache: a shared cache and --no-cache exclude each other")
         spec = check_spec(args.spec, address=args.address)
         run_dir = run_search(spec, Path(args.spec).read_text(), name=args.name, address=args.address,
                              trials=args.trials, resume=args.resume, cache=False if args.no_cache else None,
-                             runs_root=args.runs, warm_start=args.warm_start)
+                             runs_root=args.runs, warm_start=args.warm_start, cache_dir=args.cache)
         run = RunFolder(run_dir)
         print(f"results: {run.trials_csv} and {run.front_json}")
         print(f"next: frontier front {run_dir} --html front.html ; frontier rerun {run_dir} --trial best")
+        return 0
+    if args.command == "clean":
+        from .clean import clean_run, format_report
+
+        print(format_report(clean_run(args.run_dir, dry_run=args.dry_run)))
         return 0
     if args.command == "front":
         from .report import show_front

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from trainables.pipeline.run import tune_trial
 
 from trainables.pipeline.boundary import BOUNDARY
 
+from .clean import TrialEnd
 from .constraints import CONSTRAINTS, SelectConstraints, active_constraints, constraint_values
 from .early_stop import ParetoHalving, early_stop_record
 from .live import LiveResults
@@ -336,6 +338,8 @@ def run_search(
     cache: bool | None = None,
     runs_root: str | Path = "runs",
     warm_start: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    callbacks: Sequence[tune.Callback] = (),
 ) -> Path:
     """Run the search ``spec`` describes; returns the run folder.
 
@@ -343,6 +347,10 @@ def run_search(
     ``warm_start`` (an earlier run folder) enqueues that run's front plans before anything is sampled.
     With ``spec.early_stop.enabled`` a :class:`search.early_stop.ParetoHalving` scheduler stops trials
     at stage boundaries and the searcher gives their slots to new trials.
+    ``cache_dir`` is a stage cache shared across runs (recorded in the run's ``cache.json``, reused by
+    ``--resume``), else the run's ``cache/``; it is evicted to ``spec.cache.max_gb``. A trial's stage
+    checkpoints and cache holds go once its final result is recorded (:class:`search.clean.TrialEnd`).
+    ``callbacks`` are more Tune callbacks (a benchmark's probes).
     """
     run = RunFolder.named(spec.name if name is None else name, runs_root)
     run_dir = run.root
@@ -353,20 +361,24 @@ def run_search(
     points = warm_start_points(warm_start) if warm_start is not None and not resume else []
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(run.spec_yaml, spec_text)
+    if cache_dir is not None:
+        atomic_write(run.cache_pointer, json.dumps({"root": str(Path(cache_dir).resolve())}))
     total = trials or spec.trials
     early = spec.early_stop
     storage = open_storage(study_path(run_dir), repair=resume)  # resume: the searcher's pickle reopens it
     _start_ray(address)
     progress = SearchProgress(total, spec.metric_names, spec.modes)
     trainable = tune.with_resources(
-        tune.with_parameters(tune_trial, run_dir=str(run_dir), cache=spec.cache if cache is None else cache,
-                             boundary_runs=early.runs if early.enabled else 0),
+        tune.with_parameters(tune_trial, run_dir=str(run_dir), cache=spec.cache.enabled if cache is None else cache,
+                             boundary_runs=early.runs if early.enabled else 0, cache_dir=str(run.cache_root()),
+                             max_bytes=spec.cache.max_bytes),
         TrialResources(spec.resources.cpu, spec.resources.gpu),
     )
     run_config = tune.RunConfig(
         name=TUNE_EXPERIMENT,
         storage_path=str(run_dir),
-        callbacks=[progress, LiveResults(run_dir, spec.metric_names, spec.modes, active_constraints(spec.select))],
+        callbacks=[progress, LiveResults(run_dir, spec.metric_names, spec.modes, active_constraints(spec.select)),
+                   TrialEnd(run_dir, spec.keep_checkpoints), *callbacks],
         verbose=0,
         failure_config=tune.FailureConfig(max_failures=1),
         # keep every stage checkpoint (at most one per stage): a limit forces an experiment

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from trainables.data import DataSpec
 from trainables.errors import FrontierError
@@ -147,6 +147,25 @@ class EarlyStop(_Strict):
         return margins
 
 
+class CacheSpec(_Strict):
+    """The spec's ``cache``: ``true``/``false`` (on without a budget / off) or ``{max_gb: N}``, a budget
+    in gigabytes the stage cache is evicted to (least used and least recently used entries first,
+    never one a running trial holds: :meth:`trainables.pipeline.cache.StageCache.evict`)."""
+
+    enabled: bool = True
+    max_gb: float | None = Field(None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_bool(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, bool) else value
+
+    @property
+    def max_bytes(self) -> int | None:
+        """The budget in bytes, or None (no budget)."""
+        return None if self.max_gb is None else int(self.max_gb * 1e9)
+
+
 def _default_objectives() -> list[Objective]:
     return [Objective(name="accuracy"), Objective(name="size_bytes"), Objective(name="latency_ms")]
 
@@ -166,7 +185,8 @@ class Spec(_Strict):
     budgets: Budgets = Budgets()
     space: dict[str, Any] = Field(default_factory=dict)
     select: Select = Select()
-    cache: bool = True
+    cache: CacheSpec = CacheSpec()
+    keep_checkpoints: bool = False  # keep a trial's stage checkpoints after its final result (search.clean)
     fidelity: float = Field(1.0, gt=0, le=1)  # scales every epoch budget of the search (search.to_plan)
     early_stop: EarlyStop = EarlyStop()
     _nodes: tuple[Node, ...] = PrivateAttr(default=())

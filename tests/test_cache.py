@@ -139,3 +139,56 @@ def test_a_claim_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path: 
 def _claim_result(cache: StageCache, key: str):
     with cache.claim(key) as hit:
         return None if hit is None else hit[1]
+
+
+def _entry(cache: StageCache, key: str, users: list[str], used: float) -> None:
+    """Store ``key`` (a small model), used by ``users``, last used at ``used``."""
+    cache.put(key, build_model("small_resnet", 3).state_dict(), {})
+    for user in users:
+        StageCache(cache.root, holder=user).hold(key)
+        StageCache(cache.root).release(user)
+    os.utime(cache.root / key / "used", (used, used))
+
+
+def test_eviction_keeps_held_and_shared_entries_and_drops_the_least_recently_used(tmp_path: Path) -> None:
+    cache = StageCache(tmp_path)
+    _entry(cache, "dense", ["t1", "t2", "t3"], used=100.0)  # shared by three trials, used longest ago
+    _entry(cache, "old", ["t1"], used=200.0)
+    _entry(cache, "new", ["t2"], used=300.0)
+    _entry(cache, "held", ["t3"], used=50.0)
+    StageCache(tmp_path, holder="running").hold("held")
+    one = max(e.bytes for e in cache.entries())
+    assert [e.key for e in cache.evict(2 * one, dry_run=True)] == ["old", "new"]
+    assert len(cache.entries()) == 4, "a dry run removes nothing"
+    assert [e.key for e in cache.evict(3 * one)] == ["old"]
+    assert {e.key for e in cache.entries()} == {"dense", "new", "held"}
+    assert [e.key for e in cache.evict(0)] == ["new", "dense"], "held entries stay whatever the budget"
+    StageCache(tmp_path).release("running")
+    assert [e.key for e in cache.evict(0)] == ["held"] and not cache.entries()
+    assert [p.name for p in tmp_path.iterdir()] == [".holds"], "nothing half-evicted is left"
+
+
+def test_a_budget_is_kept_after_each_write_but_never_evicts_the_entry_being_computed(tmp_path: Path) -> None:
+    state = build_model("small_resnet", 3).state_dict()
+    cache = StageCache(tmp_path, holder="t", max_bytes=1)
+    with cache.claim("a"):
+        cache.put("a", state, {})
+    assert {e.key for e in cache.entries()} == {"a"}, "held by its writer"
+    StageCache(tmp_path).release("t")
+    with cache.claim("b"):
+        cache.put("b", state, {})
+    assert {e.key for e in cache.entries()} == {"b"} and cache.evicted == 1
+
+
+@pytest.mark.parametrize("value, line", [({"max_gb": -1}, "cache.max_gb: Input should be greater than 0"),
+                                         ({"max_mb": 1}, "cache.max_mb: unknown key")])
+def test_a_bad_cache_budget_is_one_line_naming_its_key(value, line: str) -> None:
+    from search.spec import SpecError, parse_spec
+    from tests.tiny_spec import tiny_spec
+
+    spec = tiny_spec("bad", trials=1, space={"order": "PA", "s2": 0.5})
+    assert parse_spec(dict(spec, cache=False)).cache.enabled is False, "a bool is still accepted"
+    assert parse_spec(dict(spec, cache={"max_gb": 0.5})).cache.max_bytes == 500_000_000
+    with pytest.raises(SpecError) as err:
+        parse_spec(dict(spec, cache=value))
+    assert str(err.value).splitlines() == [line]

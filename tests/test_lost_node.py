@@ -147,7 +147,8 @@ def test_a_lost_worker_node_is_retried_from_its_checkpoint_and_the_search_comple
     watcher = threading.Thread(target=remove_a_busy_worker, args=(cluster, run_dir, loss), daemon=True)
     watcher.start()
     try:
-        run_search(parse_spec(SPEC), yaml.safe_dump(SPEC), address=cluster.address, runs_root=tmp_path, cache=False)
+        # the cache on: the retried trial resumes from a checkpoint that refers to a cache entry
+        run_search(parse_spec(SPEC), yaml.safe_dump(SPEC), address=cluster.address, runs_root=tmp_path)
     finally:
         loss.search_ended.set()
         loss.done.wait(timeout=30)
@@ -170,6 +171,7 @@ def test_a_lost_worker_node_is_retried_from_its_checkpoint_and_the_search_comple
     assert int(cut["resumed_at"]) >= loss.checkpoints >= 1, "it resumed at a checkpointed stage, not from scratch"
     others = frame[frame["trial_id"] != loss.trial_id]
     assert others["resumed_at"].isna().all(), "no other trial was restarted"
+    assert not list((run_dir / "tune").glob("*/checkpoint_*")), "the checkpoints ended with their trials"
 
 
 # ----------------------------------------------------------------------------- a resumed run's display

@@ -8,6 +8,7 @@
         front.json      the front of the run's objectives
         plans.json      each trial's plan, for ``frontier rerun``
         cache/          stage outputs by content hash (trainables.pipeline.cache)
+        cache.json      where the run's stage cache is when it is shared (``--cache DIR``)
         trials/<id>/    a trial's working folder (its stages' files)
         tune/           the Ray Tune experiment (for ``--resume``)
         tensorrt/       TensorRT timing caches, shared by the run's trials
@@ -25,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +80,21 @@ class RunFolder:
     def cache(self) -> Path:
         """The stage cache's folder."""
         return self.root / "cache"
+
+    @property
+    def cache_pointer(self) -> Path:
+        """``cache.json``: ``{"root": DIR}`` when the run uses a cache outside it (``--cache DIR``)."""
+        return self.root / "cache.json"
+
+    def cache_root(self) -> Path:
+        """The stage cache the run uses: the folder ``cache.json`` names, else ``cache/``."""
+        if self.cache_pointer.is_file():
+            return Path(json.loads(self.cache_pointer.read_text())["root"])
+        return self.cache
+
+    def trial_checkpoints(self, trial_id: str) -> list[Path]:
+        """The stage checkpoint folders Ray Tune keeps for ``trial_id`` (``tune/<id>/checkpoint_*``)."""
+        return sorted((self.tune / trial_id).glob("checkpoint_*"))
 
     @property
     def tune(self) -> Path:

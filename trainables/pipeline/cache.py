@@ -6,6 +6,15 @@ folder ``<root>/<key>/`` holding ``model.pt`` (the output state dict) and ``meta
 content hash and the stage's metrics). Entries are written to a temporary folder and renamed into
 place, so a reader sees a whole entry or none; a corrupt or truncated entry fails its content-hash
 check on read, is removed, and the stage is recomputed.
+
+**Holds and the budget.** A trial that uses an entry (reads it, writes it, or refers to it from its
+stage checkpoint) holds it: its key is a line of ``<root>/.holds/<holder>``, a file only that trial
+appends to and that the driver removes once the trial's final result is recorded
+(:meth:`StageCache.release`). With ``max_bytes`` the cache evicts entries past the budget after each
+write (:meth:`StageCache.evict`): never a held or claimed one; the ones used by the fewest trials go
+first (a shared prefix such as the dense stage is kept longest), and among those the least recently
+used (``<entry>/used``, touched on every read). Each trial that uses an entry leaves an empty file
+``<entry>/users/<holder>``, so counting users needs no lock.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +63,98 @@ class StageCache:
         stale_after: seconds after which a claim whose owner stopped refreshing it is abandoned.
     """
 
-    def __init__(self, root: str | Path, stale_after: float = 60.0) -> None:
+    def __init__(self, root: str | Path, stale_after: float = 60.0, *, holder: str | None = None,
+                 max_bytes: int | None = None) -> None:
         self.root = Path(root)
         self.stale_after = stale_after
+        self.holder = holder
+        self.max_bytes = max_bytes
         self.hits = 0
         self.misses = 0
+        self.evicted = 0
+
+    @property
+    def holds(self) -> Path:
+        """The folder of hold files, one per holder (a trial)."""
+        return self.root / HOLDS
+
+    def hold(self, key: str) -> None:
+        """Record that this cache's ``holder`` uses entry ``key`` (nothing without a holder).
+
+        Appends the key to the holder's hold file (one writer per file: no lock needed) and marks
+        the holder as a user of the entry, and touches the entry's last use.
+        """
+        if self.holder is None:
+            return
+        self.holds.mkdir(parents=True, exist_ok=True)
+        with open(self.holds / self.holder, "a") as f:
+            f.write(key + "\n")
+        entry = self.root / key
+        try:
+            (entry / USERS).mkdir(exist_ok=True)
+            (entry / USERS / self.holder).touch()
+            (entry / USED).touch()
+        except FileNotFoundError:
+            pass  # evicted or never stored: the hold still keeps a later store of it
+
+    def release(self, holder: str) -> None:
+        """Drop every hold of ``holder`` (its final result is recorded)."""
+        (self.holds / holder).unlink(missing_ok=True)
+
+    def held(self) -> set[str]:
+        """Keys some holder holds, and keys a trial is computing (a ``.claim`` file)."""
+        keys = {p.name[: -len(".claim")] for p in self.root.glob("*.claim")}
+        for path in self.holds.glob("*") if self.holds.is_dir() else ():
+            try:
+                keys.update(line for line in path.read_text().split() if line)
+            except FileNotFoundError:
+                continue
+        return keys
+
+    def entries(self) -> list[CacheEntry]:
+        """Every finished entry: its key, bytes, users and last use (temporary folders left out)."""
+        found = []
+        for entry in self.root.iterdir() if self.root.is_dir() else ():
+            if not entry.is_dir() or entry.name.startswith("."):
+                continue
+            try:
+                size = sum(f.stat().st_size for f in entry.iterdir() if f.is_file())
+                users = len(list((entry / USERS).iterdir())) if (entry / USERS).is_dir() else 0
+                used = max((f.stat().st_mtime for f in (entry / USED, entry / "meta.json") if f.exists()), default=0.0)
+            except FileNotFoundError:
+                continue  # evicted meanwhile
+            found.append(CacheEntry(entry.name, size, users, used))
+        return found
+
+    def evict(self, max_bytes: int | None = None, *, dry_run: bool = False) -> list[CacheEntry]:
+        """Remove entries until the cache holds at most ``max_bytes`` (default: this cache's budget).
+
+        Held and claimed entries stay whatever the budget; of the others, the ones with the fewest
+        users go first, least recently used first among equals. Returns the entries removed (with
+        ``dry_run``, the ones that would be). An entry is renamed away before it is deleted, so a
+        reader sees it whole or not at all (a read that loses the race recomputes the stage).
+        """
+        budget = self.max_bytes if max_bytes is None else max_bytes
+        if budget is None:
+            return []
+        entries = self.entries()
+        total = sum(e.bytes for e in entries)
+        held = self.held()
+        removed = []
+        for entry in sorted((e for e in entries if e.key not in held), key=lambda e: (e.users, e.used)):
+            if total <= budget:
+                break
+            if not dry_run:
+                gone = self.root / f".evicted-{entry.key[:12]}-{os.getpid()}-{threading.get_ident()}"
+                try:
+                    os.rename(self.root / entry.key, gone)
+                except OSError:
+                    continue  # evicted by another trial meanwhile
+                shutil.rmtree(gone, ignore_errors=True)
+                self.evicted += 1
+            total -= entry.bytes
+            removed.append(entry)
+        return removed
 
     def get(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any], str] | None:
         """``(state_dict, metrics, content_hash)`` of entry ``key``, or None (missing or corrupt)."""
@@ -80,6 +177,7 @@ class StageCache:
         except Exception:  # truncated, garbled or tampered with: drop it and recompute
             shutil.rmtree(entry, ignore_errors=True)
             return None
+        self.hold(key)
         return state, meta["metrics"], meta["sha256"]
 
     def put(self, key: str, state: Mapping[str, torch.Tensor], metrics: Mapping[str, Any]) -> str:
@@ -99,6 +197,9 @@ class StageCache:
             if not (self.root / key).is_dir():
                 raise
             # another trial stored the same key first: theirs is as good as ours
+        self.hold(key)
+        if self.max_bytes is not None:
+            self.evict()
         return digest
 
     @contextmanager
@@ -166,6 +267,22 @@ class StageCache:
                 os.utime(marker)
             except FileNotFoundError:
                 return
+
+
+HOLDS = ".holds"  # the folder of hold files under the cache root
+USERS = "users"  # an entry's folder of user marks
+USED = "used"  # an entry's last-use mark (its mtime)
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One finished cache entry: ``key``, its ``bytes`` on disk, how many trials used it, and its
+    last use (seconds since the epoch)."""
+
+    key: str
+    bytes: int
+    users: int
+    used: float
 
 
 def _owner_gone(marker: Path) -> bool:

@@ -81,6 +81,7 @@ class Progress:
     cached: list[str] = field(default_factory=list)
     last: dict[str, Any] = field(default_factory=dict)
     resumed_at: list[int] = field(default_factory=list)  # stage index of each resume from a checkpoint
+    cache_key: str | None = None  # the stage cache entry holding the last output (None: not cached)
     stage: dict[str, Any] = field(default_factory=dict)  # CARRIED metrics of earlier stages, as stage.<slot>.<key>
 
     def add(self, label: str, metrics: Metrics, seconds: float | None = None, cached: bool = False) -> None:
@@ -124,7 +125,7 @@ def run_plan(
         step, stage, start = plan.steps[i], stages[i], time.perf_counter()
         if cache is None or not step.cached:
             model, metrics = stage.run(model, ctx)
-            digest, hit = None, None
+            digest, hit, key = None, None, None
         else:
             key = stage_key(step.model_dump(mode="json"), progress.input_hash, plan.data_key(), plan.seed)
             with cache.claim(key) as hit:
@@ -135,19 +136,27 @@ def run_plan(
                 else:
                     model, metrics = stage.run(model, ctx)
                     digest = cache.put(key, model.state_dict(), metrics)
-        progress.input_hash = digest
+        progress.input_hash, progress.cache_key = digest, key
         progress.add(slots[i], metrics, time.perf_counter() - start, cached=hit is not None)
         if after_stage is not None and i < len(stages) - 1:
             after_stage(model, progress)
     return model, progress.final(plan.pipeline)
 
 
-def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True, boundary_runs: int = 0) -> None:
+def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True, boundary_runs: int = 0,
+               cache_dir: str | None = None, max_bytes: int | None = None) -> None:
     """Ray Tune function trainable running ``config["plan"]`` (see the module doc).
 
     With ``boundary_runs > 0`` (early stopping on) the report after a stage also holds the cheap
     objectives of :func:`~trainables.pipeline.boundary.measure_boundary` (latency from that many
     timed runs), for the driver's scheduler to stop the trial on.
+
+    The stage cache is ``cache_dir`` (a cache shared across runs) or the run's ``cache/``, evicted
+    to ``max_bytes`` after each write. The trial holds every entry it uses under its trial id
+    (:meth:`~trainables.pipeline.cache.StageCache.hold`); the driver releases them when its final
+    result is recorded. A stage checkpoint whose output is a cache entry holds ``progress.json``
+    only, naming the entry (``cache_key``) and its content hash; one whose output is not cached
+    (the cache off) holds ``model.pt`` as well.
     """
     from ray import tune
 
@@ -157,12 +166,14 @@ def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True, boundar
     _use_assigned_cpus(device)
     run = RunFolder(Path(run_dir))
     ctx = Context(plan.source, plan.target, run.trial(trial_id), seed=plan.seed, device=device)
-    model, progress = _restore(tune.get_checkpoint(), plan)
-    stage_cache = StageCache(run.cache) if cache else None
+    stage_cache = (StageCache(Path(cache_dir) if cache_dir else run.cache, holder=trial_id, max_bytes=max_bytes)
+                   if cache else None)
+    model, progress = _restore(tune.get_checkpoint(), plan, stage_cache)
 
     def checkpoint(model: nn.Module, progress: Progress) -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            torch.save(model.state_dict(), Path(tmp) / "model.pt")
+            if progress.cache_key is None or stage_cache is None:  # no entry to refer to
+                torch.save(model.state_dict(), Path(tmp) / "model.pt")
             (Path(tmp) / "progress.json").write_text(json.dumps(progress.__dict__))
             report = {"stage_index": progress.index, "stages": len(plan.steps), **progress.seconds}
             if boundary_runs > 0 and measured_at(plan, progress.index):
@@ -179,13 +190,24 @@ def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True, boundar
     tune.report(final)
 
 
-def _restore(checkpoint, plan: Plan) -> tuple[nn.Module | None, Progress]:
-    """The model and progress saved by the last finished stage, or a fresh start."""
+def _restore(checkpoint, plan: Plan, cache: StageCache | None = None) -> tuple[nn.Module | None, Progress]:
+    """The model and progress saved by the last finished stage, or a fresh start.
+
+    A checkpoint without ``model.pt`` refers to the cache entry ``progress.cache_key``; when that
+    entry is gone or does not hold the output the checkpoint names (its content hash differs), the
+    trial starts afresh and the stage cache recomputes (or finds) each stage, as for a corrupt entry.
+    """
     if checkpoint is None:
         return None, Progress()
     with checkpoint.as_directory() as folder:
-        state = torch.load(Path(folder) / "model.pt", map_location="cpu", weights_only=True)
         progress = Progress(**json.loads((Path(folder) / "progress.json").read_text()))
+        stored = Path(folder) / "model.pt"
+        state = torch.load(stored, map_location="cpu", weights_only=True) if stored.is_file() else None
+    if state is None:
+        found = cache.get(progress.cache_key) if cache is not None and progress.cache_key else None
+        if found is None or found[2] != progress.input_hash:
+            return None, Progress()
+        state = found[0]
     progress.resumed_at.append(progress.index)
     dense = plan.steps[0].config
     return rebuild(dense.model, state, path=dense.model_path), progress
