@@ -183,7 +183,8 @@ def test_check_skips_the_local_tensorrt_check_with_an_address(no_tensorrt, tmp_p
 
 def test_check_finds_tensorrt_and_fp16_in_the_space(no_tensorrt, tmp_path: Path, capsys) -> None:
     space = {"benchmark.backend": {"choice": ["torch", "tensorrt"]},
-             "benchmark.precision": {"choice": ["fp32", "fp16"]}}
+             "benchmark.precision": {"choice": ["fp32", "fp16"]},
+             "quantize": {"choice": ["none", "Q"]}}  # no INT8, whose own check would also refuse torch
     spec = write_spec(tmp_path, {}, gpu=0, space=space)
     assert main(["check", str(spec), "--address", "auto"]) == 2
     assert errors(capsys) == [

@@ -183,7 +183,7 @@ def test_measure_writes_both_files_and_reports_them(tmp_path: Path) -> None:
         "latency_backend", "artifact", "onnx",
         # the backend's full record (trainables.measure.backends.Latency.metrics), end-to-end time included
         "latency_precision", "latency_device", "latency_clock", "latency_sparse_weights", "throughput_ips",
-        "throughput_batch", "latency_e2e_ms", "latency_e2e_p90_ms",
+        "throughput_batch", "latency_e2e_ms", "latency_e2e_p90_ms", "latency_iqr_ms", "precision",
         "units_removed", "params_timed",  # what surgery removed before timing
     }  # fmt: skip
     assert metrics["artifact"] == str(out / "model.h5") and metrics["onnx"] == str(out / "model.onnx")

@@ -33,13 +33,15 @@ def test_conditional_parameters_appear_only_in_their_branch() -> None:
     for params, constants in sample(spec, 60):
         order = params["order"]
         seen.add(order)
-        branch = {k for k in params if ":" in k and not k.startswith(("Q", "epruning:"))}
+        branch = {k for k in params if ":" in k and not k.startswith(("Q", "I8:", "epruning:"))}
         expected = {"PB": {"PB:s1"}, "PA": {"PA:s2"}, "PBA": {"PBA:s1", "PBA:s2"}}[order]
         assert branch == expected, (order, params)
         assert constants["order"] == order
         evolution = {k for k in params if k.startswith("epruning:")}
         assert evolution == ({"epruning:prune.epruning.mutation", "epruning:prune.epruning.crossover"}
                              if params["prune.method"] == "epruning" else set())
+        int8 = {k for k in params if k.startswith("I8:")}
+        assert int8 == ({"I8:int8.method", "I8:int8.fallback"} if params["quantize"] == "I8" else set())
     assert seen == {"PB", "PA", "PBA"}
 
 
@@ -52,12 +54,13 @@ def test_pba_always_samples_s2_above_s1_and_plans_follow_the_paper_notation() ->
         assert all(s.kind == prune for s in plan.steps if s.kind in "PE")
         mark = "E" if prune == "E" else ""
         shares = [s for s in plan.steps if s.kind == "Q"]
-        assert len(shares) == (params["quantize"] != "none")
+        assert len(shares) == (params["quantize"] in ("Q", "QR"))
         if shares:
             assert plan.steps[-2] is shares[0], "sharing comes after pruning, before the benchmark"
             assert (shares[0].retrain is not None) == (params["quantize"] == "QR")
             assert shares[0].config.groups["layer3"] == params[f"{params['quantize']}:share.groups.layer3"]
-        tail = {"none": "", "Q": "Q|", "QR": "Q|R|"}[params["quantize"]]
+        tail = {"none": "", "Q": "Q|", "QR": "Q|R|", "I8": "I8|"}[params["quantize"]]
+        assert (plan.steps[-1].int8 is not None) == (params["quantize"] == "I8"), "INT8 is the benchmark's precision"
         if params["order"] == "PBA":
             assert params["PBA:s2"] > params["PBA:s1"]
             s1, s2 = round(params["PBA:s1"] * 100), round(params["PBA:s2"] * 100)
