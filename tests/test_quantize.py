@@ -121,6 +121,7 @@ def test_unlabeled_retraining_recovers_half_the_loss_and_is_timed_beside_labeled
     test = loader(target_splits.test, EVAL_BATCH_SIZE, shuffle=False)
     results = {}
     for mode in ("unlabeled", "labeled"):
+        seed_everything(0)  # the shuffles below, whatever ran before in this module
         model = copy.deepcopy(dense_model)
         shared = share(model, AGGRESSIVE)
         shared_acc = evaluate(model, test)["accuracy"]
