@@ -104,7 +104,9 @@ def test_sigkill_mid_search_then_resume_completes_exactly_the_requested_trials(t
     assert finished_before and midway, "one trial finished and another checkpointed before the kill"
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started, at once
     driver.wait()
-    assert not (runs / "killed" / "trials.csv").exists(), "the search was cut off before its end"
+    partial = runs / "killed" / "trials.csv"  # written as each trial ends (issue 18), so it may exist
+    done = pd.read_csv(partial) if partial.exists() else pd.DataFrame({"status": []})
+    assert (done["status"] == "ok").sum() < TRIALS, "the search was cut off before its end"
 
     resumed = frontier("run", str(spec), "--runs", str(runs), "--resume")
     out, _ = resumed.communicate(timeout=400)
