@@ -112,7 +112,7 @@ def transferred(source_splits, target_splits):
     return model, metrics["accuracy"]
 
 
-AGGRESSIVE = ShareConfig(groups={"layer2": 2, "layer3": 2}, bias="one")
+AGGRESSIVE = ShareConfig(groups={"layer2": 4, "layer3": 2}, bias="one")  # lost ~0.6 of 1.0, not down to chance
 
 
 def test_unlabeled_retraining_recovers_half_the_loss_and_is_timed_beside_labeled(
