@@ -39,6 +39,13 @@ ARCHITECTURES = [
 ]
 
 
+def test_every_checked_architecture_is_covered_here() -> None:
+    from trainables.models import CHECKED_ARCHITECTURES
+
+    names = {p.values[0] if hasattr(p, "values") else p[0] for p in ARCHITECTURES}
+    assert names - {"user_cnn"} == set(CHECKED_ARCHITECTURES)
+
+
 def build(name: str) -> nn.Module:
     if name == "small_resnet":
         return SmallResNet(10)
