@@ -131,11 +131,13 @@ def rerun_front(run_dir: str | Path, *, console: Any = None) -> dict[str, Any]:
     atomic_write(run.root / "final" / "front_rerun.json", json.dumps(report, indent=2))
     table = Table(title=f"front of {run.name}: search at fidelity {fidelity:g} vs full budget")
     for header in ["trial", "pipeline", *(f"{n} {w}" for n in names for w in ("search", "full"))]:
-        table.add_column(header)
+        table.add_column(header, no_wrap=header in ("trial", "pipeline"))  # ids and pipelines are never cut
     for r in rows:
         table.add_row(r["trial_id"], r["pipeline"], *(f"{r[w][n]:.4g}" if r[w][n] is not None else "-"
                                                       for n in names for w in ("search", "full")))
     console = console or Console()
+    if not console.is_terminal:  # to a pipe or a log: whole, however wide (as the front table)
+        console.width = console.measure(table, options=console.options.update_width(10**6)).maximum
     console.print(table)
     for n, c in correlation.items():
         text = "n/a (fewer than 3 trials or a constant column)" if c["spearman"] is None else \
