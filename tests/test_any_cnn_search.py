@@ -39,6 +39,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
                 spec = tiny_spec(f"{model}-{method}", trials=1, transfer_epochs=1,
                                  space={"order": "PA", "s2": 0.5, **space})
                 spec["model"] = {"name": name}
+                for domain in spec["data"].values():
+                    domain["image_size"] = 16  # MobileNetV2's five stride-2 stages still end at 1x1
                 spec["budgets"]["dense"]["epochs"] = 1
                 spec["budgets"]["prune"]["epruning"] = {"population": 4}
                 done[model, method] = run_search(parse_spec(spec), yaml.safe_dump(spec),
