@@ -3,8 +3,8 @@
 Two things a run no longer needs once a trial's final result is recorded: the trial's stage
 checkpoints (``tune/<id>/checkpoint_*``, only a retried or resumed trial reads them) and its holds
 on stage cache entries (:meth:`trainables.pipeline.cache.StageCache.hold`). :class:`TrialEnd`
-drops both while the search runs, as each trial ends (the checkpoints stay with the spec's
-``keep_checkpoints``); ``frontier clean RUN`` (:func:`clean_run`) reports the run folder's bytes by
+drops both while the search runs, as each trial ends and a snapshot has recorded it (the
+checkpoints stay with the spec's ``keep_checkpoints``); ``frontier clean RUN`` (:func:`clean_run`) reports the run folder's bytes by
 kind and removes the checkpoints of finished trials and the cache entries no trial holds.
 What ``frontier rerun`` needs stays: the plans (``plans.json``) and the trials' artifacts.
 
@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,11 @@ class TrialEnd(tune.Callback):
 
     Tune calls ``on_trial_complete`` after the last result (or a scheduler's stop) and
     ``on_trial_error`` only when the trial will not be retried, so a retried trial keeps the
-    checkpoint it resumes from. Picklable (Tune restores callbacks on ``--resume``).
+    checkpoint it resumes from. The checkpoints go only once an experiment snapshot written after
+    the trial ended is on disk: ``--resume`` restores from the last snapshot, which until then still
+    lists the trial as running with its checkpoint (deleting at once made a resumed trial fail with
+    "Could not recover from checkpoint"). What is left pending goes when the experiment ends.
+    Picklable (Tune restores callbacks on ``--resume``).
 
     Args:
         run_dir: the run folder.
@@ -57,12 +62,36 @@ class TrialEnd(tune.Callback):
 
     def __init__(self, run_dir: str | Path, keep_checkpoints: bool = False) -> None:
         self.run_dir, self.keep_checkpoints = str(run_dir), keep_checkpoints
+        self.pending: dict[str, float] = {}  # trial id -> when it ended
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        drop_trial_state(RunFolder(Path(self.run_dir)), trial.trial_id, keep_checkpoints=self.keep_checkpoints)
+        self.pending[trial.trial_id] = time.time()
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        drop_trial_state(RunFolder(Path(self.run_dir)), trial.trial_id, keep_checkpoints=self.keep_checkpoints)
+        self.pending[trial.trial_id] = time.time()
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.pending:
+            snapshot = _snapshot_time(RunFolder(Path(self.run_dir)).tune)
+            self._drop([t for t, ended in self.pending.items() if ended < snapshot - SNAPSHOT_MARGIN_S])
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._drop(list(self.pending))
+
+    def _drop(self, trial_ids: list[str]) -> None:
+        run = RunFolder(Path(self.run_dir))
+        for trial_id in trial_ids:
+            drop_trial_state(run, trial_id, keep_checkpoints=self.keep_checkpoints)
+            self.pending.pop(trial_id, None)
+
+
+SNAPSHOT_MARGIN_S = 1.0  # a snapshot this much younger than a trial's end was begun after it
+
+
+def _snapshot_time(tune_dir: Path) -> float:
+    """The modification time of the newest experiment snapshot in ``tune_dir`` (0 when none)."""
+    times = [p.stat().st_mtime for p in tune_dir.glob("experiment_state-*.json") if p.is_file()]
+    return max(times, default=0.0)
 
 
 def disk_usage(run: RunFolder) -> dict[str, int]:

@@ -113,7 +113,7 @@ def test_sigkill_mid_search_then_resume_completes_exactly_the_requested_trials(t
     assert resumed.returncode == 0, out
     frame = pd.read_csv(runs / "killed" / "trials.csv")
     ok = frame[frame["status"] == "ok"]
-    assert len(ok) == TRIALS, frame[["trial_id", "status", "pipeline"]]
+    assert len(ok) == TRIALS, frame[["trial_id", "status", "pipeline", "error"]].to_string()
     assert frame["trial_id"].is_unique
     assert set(frame["status"]) <= ({"ok", "stopped"} if early_stop else {"ok"}), frame["error"].tolist()
     assert frame.loc[frame["status"] == "stopped", "stopped_at"].notna().all()
