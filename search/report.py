@@ -184,8 +184,8 @@ def latency_caption(rows: pd.DataFrame) -> str | None:
         return None
     devices = ", ".join(sorted({str(d) for d in rows["latency_device"].dropna()})) or "-"
     batches = ", ".join(sorted({str(int(b)) for b in rows.get("latency_batch", pd.Series(dtype=float)).dropna()}))
-    return (f"latency on {devices} at batch {batches or '-'} (median; iqr: its noise, latencies within their "
-            f"combined iqr are equal to the front; p90 beside; img/s at the throughput batch)")
+    return (f"latency on {devices} at batch {batches or '-'} (median; iqr: its noise; latencies within their "
+            f"combined spread, each its iqr but at least 2%, are equal to the front; p90 beside; img/s at the throughput batch)")
 
 
 def _present(row: pd.Series, column: str) -> bool:

@@ -106,8 +106,9 @@ def _summary_html(frame: pd.DataFrame, summary: dict) -> str:
             f'{counts.get("stopped", 0)} stopped){live} · front: {len(summary["trials"])} trials · '
             f'{html.escape(hypervolume_text(summary))}: the share of the box between the reference point and the '
             f'best value seen of each objective that the front dominates (0 to 1).<br>'
-            f'Noise rule: two latencies within their combined spread (the sum of their interquartile ranges over '
-            f'the timed runs) count as equal, so no trial is on the front only because of noise.</p>')
+            f'Noise rule: two latencies within their combined spread (each the interquartile range over its timed '
+            f'runs, at least 2% of its median) count as equal, so no trial is on the front only because of '
+            f'noise.</p>')
 
 
 def _rerun(run_dir: str | Path | None, trial_id: str) -> str:

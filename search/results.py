@@ -99,14 +99,18 @@ def default_reference(frame: pd.DataFrame, names: Sequence[str], directions: Seq
 
 
 def spreads(frame: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
-    """Each row's measurement noise per objective (``ObjectiveInfo.spread``'s column, e.g.
-    ``latency_iqr_ms``); 0 for an exact objective, a missing column or a missing value."""
+    """Each row's measurement noise per objective: ``ObjectiveInfo.spread``'s column (e.g.
+    ``latency_iqr_ms``), but at least ``ObjectiveInfo.repeatability`` times the value (2% of a
+    latency: medians of one model timed in separate sessions differ by that much even where each
+    session's IQR is tighter); 0 for an exact objective, a missing column or a missing value."""
     columns = []
     for name in names:
         info = OBJECTIVES.get(name)
         column = info.spread if info is not None else None
         if column and column in frame:
-            columns.append(pd.to_numeric(frame[column], errors="coerce").fillna(0.0).to_numpy(dtype=float))
+            measured = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+            floor = info.repeatability * np.abs(pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float))
+            columns.append(np.nan_to_num(np.maximum(measured, floor), nan=0.0))
         else:
             columns.append(np.zeros(len(frame)))
     return np.stack(columns, axis=1) if len(names) else np.zeros((len(frame), 0))
