@@ -91,3 +91,29 @@ def test_the_config_carries_the_sampled_parameters_as_optuna_saw_them(searcher) 
         assert config["params"] == {**asked, "order": config["order"]}
         row = trial_row(f"t{i}", config, {}, "not run")
         assert {k for k in row if k.startswith("param.")} == {f"param.{k}" for k in config["params"]}
+
+
+def test_a_repeated_proposal_is_replaced_by_a_neighbour_without_asking_the_sampler_again() -> None:
+    """14 trials of a 16-plan space under TPE: every trial runs a new plan, and a suggestion costs
+    the sampler one fit at most (two study trials: the repeat and its replacement), however full
+    the space; re-asking the sampler took up to 16 fits per trial here."""
+    s = {"choice": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]}
+    spec = parse_spec(tiny_spec("near", trials=14, space={"order": {"choice": {"PA": {"s2": s}, "PB": {"s1": s}}}}))
+    sampler = optuna.samplers.TPESampler(seed=0, n_startup_trials=2)
+    searcher = FailAwareOptunaSearch(space=SpaceFunction(spec), metric=spec.metric_names, mode=spec.modes,
+                                     sampler=sampler)
+    fits = []
+    original = sampler.sample_relative
+    sampler.sample_relative = lambda *a, **k: fits.append(1) or original(*a, **k)  # counts the sampler's fits
+    pipelines = []
+    for i in range(14):
+        before = len(fits)
+        config = searcher.suggest(f"t{i}")
+        pipelines.append(config["pipeline"])
+        searcher.on_trial_complete(f"t{i}", {"accuracy": 0.5 + i / 100, "size_bytes": 100.0 - i, "latency_ms": 1.0})
+        assert len(fits) - before <= 1, f"trial {i}: the sampler was asked {len(fits) - before} times"
+    assert len(set(pipelines)) == 14, pipelines
+    assert searcher.duplicates_skipped > 0, "TPE repeated a plan at least once in a nearly full space"
+    assert len(searcher._ot_study.trials) == 14 + searcher.duplicates_skipped
+    replaced = [t for t in searcher._ot_study.trials if "duplicate_of" in t.user_attrs]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in replaced)
