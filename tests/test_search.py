@@ -44,10 +44,16 @@ WATCH: dict[str, FrontWatch] = {}  # `frontier front` run while the module's sea
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
+def shared_cache(tmp_path_factory) -> Path:
+    """One stage cache for the module's searches (``--cache DIR``): they share TINY's dense stage."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, shared_cache: Path) -> Path:
     runs = tmp_path_factory.mktemp("runs")
     with FrontWatch(runs / TINY["name"]) as watch:
-        run = run_search(parse_spec(TINY), yaml.safe_dump(TINY), runs_root=runs)
+        run = run_search(parse_spec(TINY), yaml.safe_dump(TINY), runs_root=runs, cache_dir=shared_cache)
     WATCH["tiny"] = watch
     return run
 
@@ -150,13 +156,13 @@ def test_run_with_a_bad_spec_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr and not runs.exists()
 
 
-def test_a_diverging_trial_fails_cleanly_and_stays_off_the_front(tmp_path: Path) -> None:
+def test_a_diverging_trial_fails_cleanly_and_stays_off_the_front(tmp_path: Path, shared_cache: Path) -> None:
     spec = dict(TINY, name="diverge", trials=2, concurrency=1)
     spec["space"] = {"order": "PA", "s2": 0.5,
                      "transfer.optim.lr": {"choice": [0.001, 1.0e12]}, "transfer.optim.name": "sgd"}
     spec["sampler"] = "random"
     spec["seed"] = 3
-    run_dir = run_search(parse_spec(spec), yaml.safe_dump(spec), runs_root=tmp_path)
+    run_dir = run_search(parse_spec(spec), yaml.safe_dump(spec), runs_root=tmp_path, cache_dir=shared_cache)
     frame = pd.read_csv(run_dir / "trials.csv")
     assert len(frame) == 2
     failed = frame[frame["param.transfer.optim.lr"] > 1]
@@ -180,11 +186,11 @@ def test_a_crashed_trial_is_retried_and_resumes_after_its_last_finished_stage(tm
     assert frame["pipeline"][0] == "D|40|T|70|B"
 
 
-def test_a_multi_step_pipeline_runs_and_reruns_to_the_same_metrics(tmp_path: Path) -> None:
+def test_a_multi_step_pipeline_runs_and_reruns_to_the_same_metrics(tmp_path: Path, shared_cache: Path) -> None:
     """The pruning-order paper's D|50|T|70|80 (Table 2): two milestones after transfer, each a stage."""
     spec = dict(TINY, name="milestones", trials=1, concurrency=1)
     spec["space"] = {"order": "PBA", "s1": 0.5, "s2": {"choice": [[0.7, 0.8]]}}
-    run_dir = run_search(parse_spec(spec), yaml.safe_dump(spec), runs_root=tmp_path)
+    run_dir = run_search(parse_spec(spec), yaml.safe_dump(spec), runs_root=tmp_path, cache_dir=shared_cache)
     frame = pd.read_csv(run_dir / "trials.csv")
     row = frame.iloc[0]
     assert row["status"] == "ok", row["error"]
@@ -197,12 +203,12 @@ def test_a_multi_step_pipeline_runs_and_reruns_to_the_same_metrics(tmp_path: Pat
     assert card["metrics"]["accuracy"] == row["accuracy"] and card["metrics"]["size_bytes"] == row["size_bytes"]
 
 
-def test_an_int8_trial_reruns_to_the_same_int8_model(tmp_path: Path) -> None:
+def test_an_int8_trial_reruns_to_the_same_int8_model(tmp_path: Path, shared_cache: Path) -> None:
     """I8|B: the rerun quantizes the same shrunk export on the same calibration images, so its
     INT8 accuracy (measured in ONNX Runtime) and INT8 artifact bytes are the trial's."""
     spec = dict(TINY, name="int8", trials=1, concurrency=1)
     spec["space"] = {"order": "PA", "s2": 0.5, "prune.granularity": "channel", "quantize": "I8"}
-    run_dir = run_search(parse_spec(spec), yaml.safe_dump(spec), runs_root=tmp_path)
+    run_dir = run_search(parse_spec(spec), yaml.safe_dump(spec), runs_root=tmp_path, cache_dir=shared_cache)
     row = pd.read_csv(run_dir / "trials.csv").iloc[0]
     assert row["status"] == "ok", row["error"]
     assert row["pipeline"] == "D|T|50|I8|B" and row["precision"] == "int8"
@@ -214,13 +220,13 @@ def test_an_int8_trial_reruns_to_the_same_int8_model(tmp_path: Path) -> None:
     assert (out / "model.int8.onnx").is_file() and (out / "model.onnx").is_file()
 
 
-def test_epruning_trials_run_their_actor_pool_inside_the_trials_placement_group(tmp_path: Path) -> None:
-    spec = dict(TINY, name="epruning", trials=2, concurrency=1)
+def test_epruning_trials_run_their_actor_pool_inside_the_trials_placement_group(tmp_path: Path, shared_cache: Path) -> None:
+    spec = dict(TINY, name="epruning", trials=1, concurrency=1)
     spec["budgets"] = dict(TINY["budgets"], prune={
         "epochs": 1, "recover_epochs": 0, "batch_size": 64, "method": "epruning",
         "epruning": {"population": 4, "evaluator": "actors", "actors": 1, "actor_cpus": 1}})
-    spec["space"] = {"order": "PBA", "s1": 0.3, "s2": 0.6, "prune.epruning.mutation": {"choice": [0.3, 0.7]}}
-    run_dir = run_search(parse_spec(spec), yaml.safe_dump(spec), runs_root=tmp_path)
+    spec["space"] = {"order": "PBA", "s1": 0.3, "s2": 0.6}
+    run_dir = run_search(parse_spec(spec), yaml.safe_dump(spec), runs_root=tmp_path, cache_dir=shared_cache)
     frame = pd.read_csv(run_dir / "trials.csv")
     assert (frame["status"] == "ok").all(), frame["error"].tolist()
     assert (frame["pipeline"] == "D|E30|T|E60|B").all()

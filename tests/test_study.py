@@ -111,7 +111,9 @@ def test_warm_start_runs_the_earlier_fronts_plans_first(run_dir: Path, tmp_path:
     spec = dict(SPEC, name="warm", trials=len(front))
     spec_file = tmp_path / "warm.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
-    assert main(["run", str(spec_file), "--runs", str(tmp_path / "runs"), "--warm-start", str(run_dir)]) == 0
+    # --cache: the earlier run's stage cache, so the repeated plans cost their benchmark only
+    assert main(["run", str(spec_file), "--runs", str(tmp_path / "runs"), "--warm-start", str(run_dir),
+                 "--cache", str(run_dir / "cache")]) == 0
     warm = pd.read_csv(tmp_path / "runs" / "warm" / "trials.csv")
     assert sorted(warm["pipeline"]) == sorted(t["pipeline"] for t in front)
     study = load_run_study(tmp_path / "runs" / "warm")
@@ -119,14 +121,14 @@ def test_warm_start_runs_the_earlier_fronts_plans_first(run_dir: Path, tmp_path:
     assert sources == sorted(f"study/{t['trial_id']}" for t in front)
 
 
-def test_warm_start_from_a_folder_without_a_run_is_one_line(tmp_path: Path) -> None:
+def test_warm_start_from_a_folder_without_a_run_is_one_line(tmp_path: Path, capsys) -> None:
     spec_file = tmp_path / "s.yaml"
     spec_file.write_text(yaml.safe_dump(SPEC))
-    proc = subprocess.run([sys.executable, "-m", "search.cli", "run", str(spec_file), "--runs", str(tmp_path / "r"),
-                           "--warm-start", str(tmp_path)], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parent.parent)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().startswith("frontier: --warm-start: ") and "front.json" in proc.stderr
+    capsys.readouterr()
+    assert main(["run", str(spec_file), "--runs", str(tmp_path / "r"), "--warm-start", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert err.strip().startswith("frontier: --warm-start: ") and "front.json" in err
 
 
 def _free_port() -> int:
