@@ -1,5 +1,8 @@
 """The live progress of a search: trials done, running and failed, best accuracy, front size.
 
+The front size is counted by ``frontier front``'s rule: feasible trials only (the spec's
+``select``), latencies within their combined spread equal (:func:`search.results.spreads`).
+
 A Ray Tune callback on the driver. On a terminal it redraws one rich status panel; elsewhere (CI,
 a log file) it prints one line whenever a trial finishes or fails.
 
@@ -21,7 +24,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
+import numpy as np
+import pandas as pd
+
+from .constraints import feasible
 from .front import pareto_front
+from .results import spreads
 
 TERMINATED, ERROR = "TERMINATED", "ERROR"  # Tune's Trial.status values of a finished trial
 
@@ -32,9 +40,13 @@ class SearchProgress(Callback):
     before_resume = 0  # class defaults too: a run pickled by an older version lacks these attributes
     _seeded = False
 
-    def __init__(self, total: int, names: list[str], directions: list[str]) -> None:
+    def __init__(self, total: int, names: list[str], directions: list[str],
+                 bounds: Mapping[str, float] | None = None) -> None:
         self.total, self.names, self.directions = total, names, directions
+        self.bounds = dict(bounds or {})  # the spec's select (search.constraints.active_constraints)
         self.done: dict[str, list[float]] = {}
+        self.noise: dict[str, float] = {}  # trial -> its latency_iqr_ms
+        self.infeasible: set[str] = set()
         self.failed: set[str] = set()
         self.running: set[str] = set()
         self.stage: dict[str, str] = {}
@@ -45,6 +57,10 @@ class SearchProgress(Callback):
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its run config (callbacks included); a live display is not picklable
         return {**self.__dict__, "_live": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a callback pickled by an older version lacks these
+        self.__dict__.update({"bounds": {}, "noise": {}, "infeasible": set(), **state})
 
     def setup(self, **info: Any) -> None:
         console = Console()
@@ -82,9 +98,19 @@ class SearchProgress(Callback):
             self.done.pop(trial_id, None)
             self.failed.add(trial_id)
             return
-        values = objective_values(result or {}, self.names)
-        if values is not None:
-            self.done[trial_id] = values
+        self._keep(trial_id, result or {})
+
+    def _keep(self, trial_id: str, result: Mapping[str, Any]) -> None:
+        """Count ``trial_id`` as done with ``result``'s objectives, when it holds every one."""
+        values = objective_values(result, self.names)
+        if values is None:
+            return
+        self.done[trial_id] = values
+        self.noise[trial_id] = result.get("latency_iqr_ms", math.nan)
+        if self.bounds and feasible(self.bounds, result) is False:
+            self.infeasible.add(trial_id)
+        else:
+            self.infeasible.discard(trial_id)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.running.add(trial.trial_id)
@@ -92,9 +118,7 @@ class SearchProgress(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self.stage[trial.trial_id] = f"{result.get('stage_index', 0)}/{result.get('stages', '?')}"
-        values = objective_values(result, self.names)
-        if values is not None:
-            self.done[trial.trial_id] = values
+        self._keep(trial.trial_id, result)
         self._refresh()
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
@@ -117,10 +141,24 @@ class SearchProgress(Callback):
         if "accuracy" in self.names and self.done:
             i = self.names.index("accuracy")
             best = f" · best accuracy {max(v[i] for v in self.done.values()):.4f}"
-        front = len(pareto_front(list(self.done.values()), self.directions)) if self.done else 0
+        front = self.front_size()
         resumed = f" ({self.before_resume} before the resume)" if self.before_resume else ""
         return (f"trials {len(self.done)}/{self.total} done{resumed}, {len(self.running)} running, "
                 f"{len(self.failed)} failed{best} · front {front}")
+
+    def front_size(self) -> int:
+        """Trials on the front as ``frontier front`` counts them: feasible, noise-aware."""
+        kept = [t for t in self.done if t not in self.infeasible]
+        key = tuple((t, *self.done[t], self.noise.get(t)) for t in kept)
+        if getattr(self, "_front_cache", (None, 0))[0] == key:
+            return self._front_cache[1]  # the display redraws on every result: count once per change
+        if not kept:
+            return 0
+        frame = pd.DataFrame([dict(zip(self.names, self.done[t]), latency_iqr_ms=self.noise.get(t, math.nan))
+                              for t in kept])
+        values = np.asarray([self.done[t] for t in kept], dtype=float)
+        self._front_cache = (key, len(pareto_front(values, self.directions, spreads(frame, self.names))))
+        return self._front_cache[1]
 
     def _render(self) -> Text:
         text = Text(self.summary(), style="bold")

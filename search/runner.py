@@ -408,7 +408,7 @@ def run_search(
     early = spec.early_stop
     storage = open_storage(study_path(run_dir), repair=resume)  # resume: the searcher's pickle reopens it
     _start_ray(address)
-    progress = SearchProgress(total, spec.metric_names, spec.modes)
+    progress = SearchProgress(total, spec.metric_names, spec.modes, active_constraints(spec.select))
     trainable = tune.with_resources(
         tune.with_parameters(tune_trial, run_dir=str(run_dir), cache=spec.cache.enabled if cache is None else cache,
                              boundary_runs=early.runs if early.enabled else 0, cache_dir=str(run.cache_root()),

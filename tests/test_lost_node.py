@@ -223,3 +223,20 @@ def test_a_callback_pickled_by_an_older_version_still_resumes() -> None:
     restored = pickle.loads(pickle.dumps(progress))
     restored.on_step_begin(0, [trial("a", "TERMINATED", 0.5)])
     assert restored.summary().startswith("trials 1/2 done (1 before the resume)")
+
+
+def test_the_front_count_is_the_front_commands_feasible_and_noise_aware() -> None:
+    """The progress line counts the front as ``frontier front`` does: an infeasible trial is off
+    it, and a latency lower only within the noise does not put a less accurate trial on it."""
+    names, directions = ["accuracy", "latency_ms"], ["max", "min"]
+    progress = SearchProgress(3, names, directions, {"min_accuracy": 0.6})
+    progress.record("a", {"accuracy": 0.9, "latency_ms": 1.00, "latency_iqr_ms": 0.001})
+    progress.record("b", {"accuracy": 0.8, "latency_ms": 0.99, "latency_iqr_ms": 0.001})  # faster by < 2%
+    assert progress.summary().endswith("front 1")
+    progress.record("c", {"accuracy": 0.5, "latency_ms": 0.10, "latency_iqr_ms": 0.001})  # below select
+    assert progress.summary().endswith("front 1")
+    assert SearchProgress(3, names, directions).front_size() == 0
+    plain = SearchProgress(3, names, directions)
+    for trial_id, (accuracy, latency) in progress.done.items():  # the same trials, no select, no spread
+        plain.record(trial_id, {"accuracy": accuracy, "latency_ms": latency})
+    assert plain.front_size() == 3, "without select and spread every trial is on the front"
