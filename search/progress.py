@@ -19,13 +19,14 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from ray.tune import Callback
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-import numpy as np
-import pandas as pd
+from trainables.objectives import FAILED
 
 from .constraints import feasible
 from .front import pareto_front
@@ -83,7 +84,8 @@ class SearchProgress(Callback):
         self.done, self.failed, self.running, self.stage = {}, set(), set(), {}
         finished = [t for t in trials if t.status in (TERMINATED, ERROR)]
         for trial in finished:
-            self.record(trial.trial_id, trial.last_result, failed=trial.status == ERROR)
+            self.record(trial.trial_id, trial.last_result,
+                        failed=trial.status == ERROR or bool((trial.last_result or {}).get(FAILED)))
         self.before_resume = len(finished)
         if finished:
             self._line(f"resuming: {len(finished)} trial(s) finished before")
@@ -123,6 +125,11 @@ class SearchProgress(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.running.discard(trial.trial_id)
+        failed = (trial.last_result or {}).get(FAILED)
+        if failed:  # ended itself with a failure that would repeat (a diverged training)
+            self.record(trial.trial_id, None, failed=True)
+            self._line(f"trial {trial.trial_id} failed: {failed}")
+            return
         self._line(f"trial {trial.trial_id} finished: {result_text(trial.last_result, self.names)}")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:

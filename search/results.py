@@ -24,7 +24,7 @@ import pandas as pd
 
 from trainables.files import atomic_write
 from trainables.layout import RunFolder
-from trainables.objectives import INT8_FIELDS, LATENCY_FIELDS, OBJECTIVES
+from trainables.objectives import FAILED, INT8_FIELDS, LATENCY_FIELDS, OBJECTIVES
 
 from .constraints import feasible
 from .front import hypervolume, ideal_point, normalized_hypervolume, pareto_front
@@ -43,7 +43,9 @@ EXTRA_METRICS = ("top3", "real_sparsity", *LATENCY_FIELDS, "units_removed", "par
 
 
 def trial_row(trial_id: str, config: dict[str, Any], metrics: dict[str, Any], error: str | None) -> dict[str, Any]:
-    """One ``trials.csv`` row from a trial's config, last result and error."""
+    """One ``trials.csv`` row from a trial's config, last result and error (Tune's, or the reason the
+    trial gave in its result's ``failed`` when it ended without raising)."""
+    error = error or metrics.get(FAILED) or None
     params = {f"param.{k}": v for k, v in (config.get(PARAMS_KEY) or {}).items()}
     row: dict[str, Any] = {"trial_id": trial_id, "pipeline": config.get("pipeline", metrics.get("pipeline"))}
     row["order"] = config.get("order", "none")

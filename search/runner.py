@@ -28,6 +28,7 @@ from ray.tune.search.optuna import OptunaSearch
 from trainables.errors import FrontierError
 from trainables.files import atomic_write
 from trainables.layout import TUNE_EXPERIMENT, RunFolder
+from trainables.objectives import FAILED
 from trainables.pipeline.plan import Plan
 from trainables.pipeline.run import tune_trial
 
@@ -224,12 +225,15 @@ class Outcome:
 def outcome(result: dict | None, error: bool, metrics: list[str], bounds: dict[str, float]) -> Outcome:
     """The :class:`Outcome` of a trial that ended with ``result`` (its last result) and ``error``.
 
-    A trial that reported every objective as a finite float is ok; one that ended without an error
+    A trial whose result names a failure (``failed``: it diverged, an objective is not finite) failed;
+    one that reported every objective as a finite float is ok; one that ended without an error
     before its last stage was stopped by the scheduler (nothing else ends a trial early); any other
     failed.
     """
     result = result or {}
     values = [result.get(m) for m in metrics]
+    if result.get(FAILED):  # the trial ended itself with a failure that would repeat (not retried)
+        return Outcome("failed")
     if not error and values and all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
         measured = constraint_values(bounds, result) if bounds else None
         return Outcome("ok", [float(v) for v in values],

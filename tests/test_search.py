@@ -18,6 +18,7 @@ import yaml
 from search.cli import main
 from search.runner import run_search
 from search.spec import parse_spec
+from search.study import load_run_study
 from tests.front_watch import FrontWatch
 from tests.tiny_spec import tiny_spec
 
@@ -169,6 +170,12 @@ def test_a_diverging_trial_fails_cleanly_and_stays_off_the_front(tmp_path: Path,
     assert not failed.empty, "the seed samples the diverging learning rate once"
     assert (failed["status"] == "failed").all() and failed["error"].str.contains("loss became").all()
     assert all(not isinstance(v, float) or math.isnan(v) for v in failed["accuracy"])
+    # a divergence would repeat: the trial ends itself as failed rather than raising, so Tune
+    # (max_failures=1, for lost nodes) never retries it and writes no error file
+    assert not [t for t in failed["trial_id"] if (run_dir / "tune" / t / "error.txt").exists()]
+    study = load_run_study(run_dir)
+    assert {t.user_attrs["tune_trial_id"]: t.state.name for t in study.trials
+            if "tune_trial_id" in t.user_attrs}[failed["trial_id"].iloc[0]] == "FAIL"
     front = json.loads((run_dir / "front.json").read_text())
     assert set(failed["trial_id"]).isdisjoint(t["trial_id"] for t in front["trials"])
 

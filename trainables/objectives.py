@@ -59,6 +59,10 @@ OBJECTIVES: dict[str, ObjectiveInfo] = {o.name: o for o in (
 OBJECTIVE_NAMES: tuple[str, ...] = tuple(OBJECTIVES)
 DIRECTIONS = ("max", "min")
 
+# The final-result key of a trial that failed for good without raising (its training diverged, an
+# objective is not finite): Tune retries a raised error (a lost node), and these would fail again.
+FAILED = "failed"
+
 # What the latency backend measured besides ``latency_ms`` (trainables.measure.backends.Latency.metrics);
 # the e2e pair only when end-to-end latency was measured.
 LATENCY_FIELDS = ("latency_backend", "latency_precision", "latency_device", "latency_batch", "latency_threads",

@@ -5,7 +5,10 @@ does the same for a :class:`~trainables.pipeline.plan.Plan`, looking each stage 
 :class:`~trainables.pipeline.cache.StageCache` first and resuming after the last finished stage.
 :func:`tune_trial` is the Ray Tune function trainable: it reports after every stage with a
 checkpoint (so a retried trial resumes at the last finished stage) and ends with one result
-holding every objective as a finite float, or raises so the trial fails cleanly.
+holding every objective as a finite float. A failure that would repeat (training diverged, an
+objective not finite) ends the trial with a result naming it under ``failed``
+(:data:`trainables.objectives.FAILED`) instead of raising: Tune retries raised errors, which is
+right for a lost node and a waste for these. Anything else raises, and Tune retries it.
 
 Example (the CPU pipeline on digits, about a minute on 2 CPUs)::
 
@@ -38,9 +41,9 @@ from torch import nn
 
 from ..layout import RunFolder
 from ..models import rebuild
-from ..objectives import OBJECTIVE_NAMES
+from ..objectives import FAILED, OBJECTIVE_NAMES
 from ..stage import Context, Metrics, Stage
-from ..train import loader_workers_for, set_loader_workers
+from ..train import Diverged, loader_workers_for, set_loader_workers
 from .boundary import measure_boundary, measured_at
 from .cache import StageCache, stage_key
 from .plan import Plan, numbered
@@ -181,11 +184,15 @@ def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True, boundar
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
         _injected_fault(progress.index)
 
-    _, metrics = run_plan(plan, ctx, cache=stage_cache, model=model, progress=progress, after_stage=checkpoint)
+    try:
+        _, metrics = run_plan(plan, ctx, cache=stage_cache, model=model, progress=progress, after_stage=checkpoint)
+    except Diverged as exc:  # deterministic: reported, not raised, so Tune does not retry it
+        tune.report({FAILED: f"Diverged: {exc}", "stage_index": progress.index, "stages": len(plan.steps)})
+        return
     final = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
     bad = [k for k in OBJECTIVE_NAMES if not (isinstance(final.get(k), (int, float)) and math.isfinite(final[k]))]
     if bad:
-        raise FloatingPointError(f"objective(s) {', '.join(bad)} not finite: {[final.get(k) for k in bad]}")
+        final[FAILED] = f"objective(s) {', '.join(bad)} not finite: {[final.get(k) for k in bad]}"
     final.update(stage_index=len(plan.steps), stages=len(plan.steps))
     tune.report(final)
 
