@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("spec")
     run.add_argument("--trials", type=int, help="override the spec's trial count")
     run.add_argument("--name", help="run name (default: the spec's name); results go to runs/NAME/")
-    run.add_argument("--address", help="Ray cluster address (default: local Ray)")
+    run.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     run.add_argument("--resume", action="store_true", help="resume the run of the same name")
     run.add_argument("--no-cache", action="store_true", help="turn the stage cache off")
     run.add_argument("--cache", metavar="DIR", help="a stage cache shared across runs (default: RUN_DIR/cache)")

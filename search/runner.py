@@ -465,7 +465,9 @@ def run_search(
 
 
 def _start_ray(address: str | None) -> None:
-    """Connect to ``address`` or start (or reuse) a local Ray without its dashboard."""
+    """Connect to ``address`` (else ``RAY_ADDRESS``, Ray's own variable) or start a local Ray without
+    its dashboard; a Ray this process already started is reused. Never Ray's default of joining
+    whatever cluster it finds on the machine: a search without ``--address`` runs locally."""
     # Intermediate per-stage reports carry no objectives; Tune's strict check would reject them.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     # one checkpoint per stage is the design; Ray warns about that frequency on every snapshot
@@ -477,4 +479,5 @@ def _start_ray(address: str | None) -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if ray.is_initialized():
         return
-    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
+             logging_level=logging.WARNING, log_to_driver=False)

@@ -29,7 +29,7 @@ MODELS = {"mobilenet_v2": "mobilenet_v2", "user": "tests.user_cnn:build"}
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=150 * 1024**2, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=150 * 1024**2, log_to_driver=False)
     try:
         done = {}
         for model, name in MODELS.items():

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -183,8 +184,8 @@ class ActorPoolEvaluator:
 
         if actors < 1:
             raise ValueError(f"actors must be >= 1 but got {actors}")
-        if not ray.is_initialized():
-            ray.init(include_dashboard=False, log_to_driver=False)
+        if not ray.is_initialized():  # a stage run outside a search: RAY_ADDRESS's cluster, else a local one
+            ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=False)
         worker = ray.remote(_PopulationWorker).options(num_cpus=cpus, num_gpus=gpus, **_placement())
         skeleton = ray.put(copy.deepcopy(model).cpu())
         self.actors = [worker.remote(skeleton, list(groups), max(1, int(cpus)), chunk) for _ in range(actors)]
