@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import os
 
-import pytest
-import torch
+# Two xdist workers on two cores each run torch with 2 threads: OpenMP's default of spinning while it
+# waits for a preempted sibling thread made a test 13x slower beside another worker (test_int8's
+# resnet18 case: 10 s alone, 124 s beside the bench smokes, 17 s beside them with PASSIVE). libgomp
+# reads this once, when torch loads it, so it is set before torch is imported; Ray's workers and the
+# bench child inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from trainables.data import DataSpec, load_data
 
