@@ -18,11 +18,13 @@ machines), all graph optimisations. Per architecture, contenders exported by
 
 The sessions of one architecture are set up as :func:`trainables.measure.metrics.onnx_latency` sets
 its own (CPU provider, ``THREADS`` intra-op threads, 1 inter-op, sequential, ``ORT_ENABLE_ALL``)
-and take turns: in each turn each model (the order rotating) runs once untimed, then ``BLOCK``
-timed runs, ``--runs`` timed runs in all. The load that other jobs put on the shared machine
-changes within seconds, so timing the models one after another lets that drift into the ratios;
-alternating run by run does not work either: ORT's intra-op threads spin after a run and slow
-the next session down. A model's time is the median of its runs; its ratio is the median over
+and take turns: in each turn each model (the order rotating) waits ``SETTLE_S``, runs once
+untimed, then ``BLOCK`` timed runs, ``--runs`` timed runs in all. The load that other jobs put on
+the shared machine changes within seconds, so timing the models one after another lets that drift
+into the ratios; alternating run by run does not work either: ORT's intra-op threads spin after a
+run and slow the next session down. One untimed run was not enough for them to park: without the
+wait, a pruned ResNet-18's blocks came out at 3.4 or 6-7 ms at random (ratio 0.49x where the
+ratio of medians was 0.36x); with it every block is within 10% of the others. A model's time is the median of its runs; its ratio is the median over
 turns of its turn median over dense's turn median. frontier's ONNX output is checked against the
 gated torch model.
 
@@ -68,6 +70,7 @@ SMOKE_INPUT = (3, 64, 64)
 THREADS = 2
 WARMUP = 5  # untimed runs of each model before the turns
 BLOCK = 10  # timed runs of one model per turn
+SETTLE_S = 0.1  # seconds before a model's turn, for the previous session's spinning threads to park
 UNSTRUCTURED = 0.9
 KEPT_UNITS = 0.5
 ARCHITECTURES = ("resnet18", "resnet50", "mobilenet_v2")
@@ -159,7 +162,8 @@ def interleaved(paths: dict[str, Path], runs: int, shape: tuple[int, int, int]) 
     times: dict[str, list[list[float]]] = {name: [] for name in names}
     for turn in range(max(1, runs // BLOCK)):
         for name in names[turn % len(names):] + names[:turn % len(names)]:
-            sessions[name].run(None, feeds[name])  # untimed: the previous session's threads wind down
+            time.sleep(SETTLE_S)
+            sessions[name].run(None, feeds[name])  # untimed: warms this session's threads
             block = []
             for _ in range(BLOCK):
                 start = time.perf_counter_ns()
