@@ -40,6 +40,7 @@ class SearchProgress(Callback):
 
     before_resume = 0  # class defaults too: a run pickled by an older version lacks these attributes
     _seeded = False
+    _front_cache: tuple[Any, int] = (None, 0)  # (what front_size last counted, its count)
 
     def __init__(self, total: int, names: list[str], directions: list[str],
                  bounds: Mapping[str, float] | None = None) -> None:
@@ -157,7 +158,7 @@ class SearchProgress(Callback):
         """Trials on the front as ``frontier front`` counts them: feasible, noise-aware."""
         kept = [t for t in self.done if t not in self.infeasible]
         key = tuple((t, *self.done[t], self.noise.get(t)) for t in kept)
-        if getattr(self, "_front_cache", (None, 0))[0] == key:
+        if self._front_cache[0] == key:
             return self._front_cache[1]  # the display redraws on every result: count once per change
         if not kept:
             return 0
