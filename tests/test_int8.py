@@ -24,7 +24,8 @@ from trainables.compress.artifact import load_artifact
 from trainables.data import DataSpec, load_data
 from trainables.errors import FrontierError
 from trainables.measure.backends import onnx_latency
-from trainables.measure.int8 import ImageReader, int8_state, layer_nodes, onnx_scores, qdq_layers, quantize_onnx
+from trainables.measure.int8 import (ImageReader, int8_state, layer_nodes, onnx_scores, qdq_layers, quantize_onnx,
+                                     session)
 from trainables.measure.int8_model import Int8Request, build_int8, keep_back
 from trainables.measure.metrics import export_onnx, measure
 from trainables.pipeline.plan import make_plan
@@ -93,6 +94,39 @@ def test_qdq_pairs_on_every_quantized_layer_and_none_on_float_layers(small_onnx:
         else:
             assert all(from_dq), layer
             assert f"{layer}.weight_quantized" in {i.name for i in graph.initializer}
+
+
+def _dequantized_types(path: Path) -> dict[str, int]:
+    """Every DequantizeLinear node of ``path`` -> the ONNX element type of its input 0, read from
+    the initializers and from the value types of onnx's shape inference."""
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    graph = model.graph
+    types = {init.name: init.data_type for init in graph.initializer}
+    types.update({v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input, *graph.output]})
+    return {node.name: types.get(node.input[0], onnx.TensorProto.UNDEFINED)
+            for node in graph.node if node.op_type == "DequantizeLinear"}
+
+
+def test_the_tensorrt_file_dequantizes_int8_tensors_only(tmp_path: Path) -> None:
+    """TensorRT's ONNX parser takes INT8 (or FP8/INT4) DequantizeLinear inputs only
+    (NVIDIA/TensorRT#3360, onnx-tensorrt#850): biases stay float32 in the TensorRT file. The ONNX
+    Runtime file keeps its int32 biases, the input ONNX Runtime's integer kernels (QLinearConv) take."""
+    torch.manual_seed(0)
+    float_onnx = export_onnx(resnet18(num_classes=5).eval(), tmp_path / "r18.onnx", (3, 32, 32))
+    images = [torch.randn(3, 32, 32) for _ in range(4)]
+    trt = _dequantized_types(quantize_onnx(float_onnx, tmp_path / "trt.onnx", images, engine="tensorrt", count=4))
+    assert len(trt) > 20, "every conv and fc has its weights and inputs dequantized"
+    names = {onnx.TensorProto.DataType.Name(t) for t in trt.values()}
+    assert names == {"INT8"}, {n: onnx.TensorProto.DataType.Name(t) for n, t in trt.items() if t != onnx.TensorProto.INT8}
+    graph = onnx.load(str(tmp_path / "trt.onnx")).graph
+    fc = next(node for node in graph.node if node.op_type == "Gemm")
+    bias = next(i for i in graph.initializer if i.name == fc.input[2])
+    assert bias.data_type == onnx.TensorProto.FLOAT, "the classifier's bias is read in float32, not dequantized"
+    x = torch.stack(images).numpy()
+    expected = session(float_onnx).run(None, {"input": x})[0]
+    assert np.abs(session(tmp_path / "trt.onnx").run(None, {"input": x})[0] - expected).max() < 0.1 * np.abs(expected).max()
+    ort = _dequantized_types(quantize_onnx(float_onnx, tmp_path / "ort.onnx", images, engine="onnxruntime", count=4))
+    assert onnx.TensorProto.INT32 in ort.values(), "ONNX Runtime's file keeps int32 biases"
 
 
 def test_calibration_reads_no_labels(splits, small, tmp_path: Path) -> None:

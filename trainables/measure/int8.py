@@ -15,6 +15,14 @@ symmetric int8 activations only (zero point 0), so its files are S8S8 with symme
 activations; its INT8 engine is built from the file as a strongly typed network, without a
 precision flag (TensorRT 11 removed ``BuilderFlag.INT8``; see ``backends/_tensorrt.py``).
 
+Biases differ too. ``quantize_static`` quantizes them by default (``QuantizeBias``, read by
+``QDQQuantizer`` in onnxruntime/quantization/qdq_quantizer.py) to int32 codes behind a
+DequantizeLinear, which is what ONNX Runtime's integer kernels take (QLinearConv reads an int32
+bias); TensorRT's ONNX parser dequantizes INT8, FP8 and INT4 tensors only and rejects an INT32
+DequantizeLinear input (NVIDIA/TensorRT#3360, onnx-tensorrt#850), so its files keep biases in
+float32 (``QuantizeBias: False``) and TensorRT fuses them into its int8 kernels itself. Every
+DequantizeLinear of a TensorRT file reads an int8 tensor.
+
 Reading an INT8 file: :func:`layer_nodes` maps torch layer names (the exporter names each weight
 initializer ``<layer>.weight``) to their ONNX nodes, :func:`qdq_layers` says which layers'
 weights come from a DequantizeLinear, :func:`int8_state` holds its initializers (int8 weights
@@ -36,6 +44,7 @@ import logging
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -46,10 +55,29 @@ from ..files import atomic_path
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 LAYER_OPS = ("Conv", "Gemm", "MatMul")  # the ops whose weights are quantized, one per torch layer
-# engine -> (activation type, weight type, symmetric activations); see the module doc
-FORMATS: dict[str, tuple[str, str, bool]] = {
-    "onnxruntime": ("uint8", "int8", False),
-    "tensorrt": ("int8", "int8", True),
+
+
+class Format(NamedTuple):
+    """How :func:`quantize_onnx` writes the INT8 file an engine runs (see the module doc).
+
+    Args:
+        activation: ``uint8`` or ``int8``: the type of quantized activations.
+        weight: ``int8``: the type of the per-channel weight codes.
+        symmetric: activations quantized symmetrically (zero point 0).
+        bias: ``int32`` (codes behind a DequantizeLinear, scale = input scale * weight scale) or
+            ``float32`` (left unquantized).
+    """
+
+    activation: str
+    weight: str
+    symmetric: bool
+    bias: str
+
+
+# engine -> its INT8 file format, chosen by measurement (ONNX Runtime) and by what the parser takes (TensorRT)
+FORMATS: dict[str, Format] = {
+    "onnxruntime": Format(activation="uint8", weight="int8", symmetric=False, bias="int32"),
+    "tensorrt": Format(activation="int8", weight="int8", symmetric=True, bias="float32"),
 }
 # ops of ONNX Runtime's optimized CPU graph that compute in integers
 INTEGER_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat",
@@ -58,7 +86,7 @@ CALIBRATION_BATCH = 8
 # single-input ops between layers: a float layer's input is float back through them to the last layer
 _PASS_THROUGH = ("Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean", "Reshape", "Flatten",
                  "Squeeze", "Unsqueeze", "Transpose", "Identity")
-__all__ = ["CALIBRATION_METHODS", "FORMATS", "ImageReader", "int8_state", "integer_layers", "layer_nodes",
+__all__ = ["CALIBRATION_METHODS", "FORMATS", "Format", "ImageReader", "int8_state", "integer_layers", "layer_nodes",
            "onnx_scores", "qdq_layers", "quantize_onnx"]
 
 
@@ -170,7 +198,8 @@ def quantize_onnx(
         float_onnx: a float32 model from :func:`trainables.measure.metrics.export_onnx`.
         out: the ``.onnx`` file to write (atomically).
         images: unlabeled calibration images (see :class:`ImageReader`).
-        engine: ``onnxruntime`` or ``tensorrt``: picks the activation format (:data:`FORMATS`).
+        engine: ``onnxruntime`` or ``tensorrt``: picks the activation and bias format
+            (:data:`FORMATS`); a TensorRT file dequantizes int8 tensors only (float32 biases).
         method: ``minmax``, ``entropy`` or ``percentile``.
         count: calibration images.
         keep_float: torch layer names that stay float32, their inputs too (:func:`_float_inputs`).
@@ -187,7 +216,7 @@ def quantize_onnx(
         raise FrontierError(f"int8: no INT8 format for engine {engine!r}; known: {', '.join(FORMATS)}")
     if method not in CALIBRATION_METHODS:
         raise FrontierError(f"int8.method must be one of {', '.join(CALIBRATION_METHODS)} but got {method!r}")
-    activation, weight, symmetric = FORMATS[engine]
+    fmt = FORMATS[engine]
     types = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
@@ -199,12 +228,12 @@ def quantize_onnx(
     out.parent.mkdir(parents=True, exist_ok=True)
     # A Relu after a quantized layer is dropped when the uint8 range clamps for it; a layer whose
     # input becomes float again (_float_inputs) needs it back, so it stays where layers stay float.
-    options = {"ActivationSymmetric": symmetric, "WeightSymmetric": True,
+    options = {"ActivationSymmetric": fmt.symmetric, "WeightSymmetric": True, "QuantizeBias": fmt.bias == "int32",
                "QDQKeepRemovableActivations": bool(keep_float) or only is not None}
     with _quiet(), atomic_path(out, suffix=".tmp.onnx") as target:
         quantize_static(
             str(float_onnx), str(target), _reader(images, count, "input"), quant_format=QuantFormat.QDQ,
-            per_channel=True, activation_type=types[activation], weight_type=types[weight],
+            per_channel=True, activation_type=types[fmt.activation], weight_type=types[fmt.weight],
             calibrate_method=methods[method], nodes_to_exclude=[nodes[n] for n in keep_float],
             nodes_to_quantize=None if only is None else [nodes[n] for n in only], extra_options=options,
             calibration_providers=["CPUExecutionProvider"],
@@ -305,7 +334,8 @@ def onnx_scores(path: str | Path, dataset: Dataset, *, threads: int = 1) -> dict
 def int8_state(path: str | Path) -> dict[str, torch.Tensor]:
     """The parameters of the ONNX file ``path`` by name, as CPU tensors in their stored types: for
     an INT8 file the int8 weights (``<layer>.weight_quantized``) with their per-channel scales and
-    zero points, int32 biases, activation scales and zero points, and the float32 tensors of the
+    zero points, the biases (int32 codes and their scales in an ONNX Runtime file, float32 in a
+    TensorRT file: :data:`FORMATS`), activation scales and zero points, and the float32 tensors of the
     layers kept in float. What ``trainables/compress/artifact.py`` stores as the INT8 artifact.
 
     int64 initializers are left out: they are the graph's shape and axis constants, not weights,
