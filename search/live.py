@@ -11,14 +11,16 @@ Each write reads every finished trial (its cost grows with the search), so write
 the next one waits at least ``min_interval_s`` and 1/``cost_share`` times the last write's own
 seconds (a write costing 0.1 s waits 2 s by default); a trial that ends meanwhile is written at
 the first step of Tune's loop after the wait. So the driver spends at most ``cost_share`` of its
-time here however long the search, and a user sees every finished trial within seconds.
+time here however long the search, and a user sees every finished trial within seconds. The
+intervals are read from an injectable ``clock`` (``time.monotonic`` by default), so a test drives
+them with a clock of its own instead of sleeping.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,21 +39,40 @@ class LiveResults(Callback):
         names: the objectives' names, as the spec lists them.
         directions: ``max`` or ``min``, one per objective.
         bounds: the spec's ``select`` as :func:`search.constraints.active_constraints` gives them.
+        min_interval_s: seconds at least between the start of one write and the next.
+        cost_share: the largest share of the driver's time spent writing: a write that took
+            ``c`` seconds (by ``clock``) is followed by a wait of at least ``c / cost_share``.
+        clock: seconds on a clock that never goes back, read before and after each write and at
+            each trial's end and each step of Tune's loop. It travels with the callback when Tune
+            pickles it for ``--resume`` (so it must pickle: a module-level function or object);
+            the time of the next write does not, as it means nothing to a new process's clock.
+
+    Example:
+        >>> live = LiveResults("runs/demo", ["accuracy"], ["max"], {})  # doctest: +SKIP
+        >>> tune.Tuner(..., run_config=tune.RunConfig(callbacks=[live]))  # doctest: +SKIP
     """
 
     def __init__(self, run_dir: str | Path, names: Sequence[str], directions: Sequence[str],
-                 bounds: dict[str, float], *, min_interval_s: float = 1.0, cost_share: float = 0.05) -> None:
+                 bounds: dict[str, float], *, min_interval_s: float = 1.0, cost_share: float = 0.05,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if min_interval_s < 0:
+            raise ValueError(f"min_interval_s must be at least 0 but got {min_interval_s!r}")
+        if not 0 < cost_share <= 1:
+            raise ValueError(f"cost_share must be in (0, 1] but got {cost_share!r}")
+        if not callable(clock):
+            raise TypeError(f"clock must be a callable returning seconds but got {clock!r}")
         self.run_dir, self.names, self.directions = str(run_dir), list(names), list(directions)
         self.bounds = dict(bounds)
-        self.min_interval_s, self.cost_share = min_interval_s, cost_share
-        self.next_write, self.pending = 0.0, False  # monotonic time the next write may start; a trial waits
+        self.min_interval_s, self.cost_share, self.clock = min_interval_s, cost_share, clock
+        self.next_write, self.pending = 0.0, False  # clock time the next write may start; a trial waits
 
     def __getstate__(self) -> dict[str, Any]:
-        # Tune pickles its callbacks for --resume: a monotonic time means nothing to another process
+        # Tune pickles its callbacks for --resume: a clock time means nothing to another process
         return {**self.__dict__, "next_write": 0.0, "pending": False}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        defaults = {"min_interval_s": 1.0, "cost_share": 0.05, "next_write": 0.0, "pending": False}
+        defaults = {"min_interval_s": 1.0, "cost_share": 0.05, "clock": time.monotonic, "next_write": 0.0,
+                    "pending": False}
         self.__dict__.update({**defaults, **state})  # a callback pickled by an older version lacks these
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -61,18 +82,18 @@ class LiveResults(Callback):
         self._ended(trials, trial, error=_error_text(trial))
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        if self.pending and time.monotonic() >= self.next_write:
+        if self.pending and self.clock() >= self.next_write:
             self.write(trials, None, error=None)  # the ended trials' statuses are final by now
 
     def _ended(self, trials: list, trial: Any, error: str | None) -> None:
         self.pending = True
-        if time.monotonic() >= self.next_write:
+        if self.clock() >= self.next_write:
             self.write(trials, trial, error=error)
 
     def write(self, trials: list, ended: Any, error: str | None) -> None:
         """Write the files from ``trials`` (Tune ``Trial`` objects), ``ended`` counted as finished
         with ``error`` (None: it completed or was stopped) whatever its status says yet."""
-        started = time.monotonic()
+        started = self.clock()
         rows, plans = [], {}
         running = 0
         for trial in trials:
@@ -88,7 +109,7 @@ class LiveResults(Callback):
             write_results(self.run_dir, rows, self.names, self.directions, plans, running=running)
         except OSError as exc:
             print(f"frontier: could not write the live results in {self.run_dir}: {exc}", file=sys.stderr)
-        finished = time.monotonic()
+        finished = self.clock()
         self.pending = False
         self.next_write = finished + max(self.min_interval_s, (finished - started) / self.cost_share)
 
