@@ -4,8 +4,9 @@
 values the budgets reject, a user model that does not import or build or whose head cannot be
 found, orders without the sparsities they need (or PBA without s2 > s1),
 share groups and EPruning layers the model lacks, sparsities a pruning granularity cannot
-reach, and INT8 settings no trial could run (a backend without INT8, a calibration domain or float
-layers that do not exist). :func:`reachable_values` answers which values a budget field can take in some trial.
+reach, INT8 settings no trial could run (a backend without INT8, a calibration domain or float
+layers that do not exist), and TensorRT on a GPU that trials share (``0 < resources.gpu < 1``).
+:func:`reachable_values` answers which values a budget field can take in some trial.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def space_problems(spec: Spec) -> Iterable[str]:
     yield from _share_problems(spec)
     yield from _prune_problems(spec)
     yield from _int8_problems(spec)
+    yield from _shared_gpu_problems(spec)
 
 
 def _values(node: Node) -> list[Any]:
@@ -212,6 +214,19 @@ def _int8_problems(spec: Spec) -> Iterable[str]:
             if not any(fnmatch.fnmatchcase(layer, str(pattern)) for layer in layers):
                 yield (f"{path}: '{pattern}' matches no layer of {spec.model.name}; "
                        f"layers are e.g. {', '.join(layers[:4])}")
+
+
+def _shared_gpu_problems(spec: Spec) -> Iterable[str]:
+    """TensorRT asked for while trials share a GPU (``0 < resources.gpu < 1``): a trial's kernel
+    timings (and the tactics it saves into the run's timing cache) would include another trial's
+    training on the same GPU."""
+    gpu = spec.resources.gpu
+    if not 0 < gpu < 1:
+        return
+    for path, backend in reachable_values(spec, "benchmark.backend"):
+        if backend == "tensorrt":
+            yield (f"{path}: tensorrt times kernels on a whole GPU, but resources.gpu is {gpu:g} and lets trials "
+                   f"share one (their training would time into each other's engines); set resources.gpu to 1 or more")
 
 
 def _structure(spec: Spec) -> Any:
