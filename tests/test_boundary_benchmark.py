@@ -1,0 +1,60 @@
+"""Early-stopping boundary measurements time a model as the plan's benchmark step would: every
+field of its BenchmarkConfig reaches measure() (only warm-up, runs and end-to-end are shortened),
+with the run's TensorRT timing cache."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SOURCE, TARGET
+from trainables import BenchmarkConfig, Context, DenseConfig, TransferConfig, make_plan
+from trainables.errors import FrontierError
+from trainables.measure.metrics import measure
+from trainables.models import SmallResNet
+from trainables.pipeline.boundary import PREFIX, boundary_benchmark, measure_boundary
+from trainables.stages.benchmark import Benchmark
+
+SHORTENED = {"warmup": 1, "runs": 3, "end_to_end": False}
+# a value other than the default for every field: a field dropped on the way would come back as its default
+NOT_DEFAULT = {
+    "batch_size": 2, "threads": 2, "warmup": 7, "runs": 9, "backend": "torch", "precision": "fp16",
+    "throughput_batch": 4, "cuda_graphs": True, "end_to_end": False, "workspace_mb": 64, "surgery": False,
+}  # fmt: skip
+
+
+def test_every_benchmark_field_reaches_measure_with_only_the_measurement_shortened() -> None:
+    assert set(NOT_DEFAULT) == set(BenchmarkConfig.model_fields), "a new BenchmarkConfig field needs a value here"
+    bench = BenchmarkConfig(**NOT_DEFAULT)
+    for field, value in NOT_DEFAULT.items():
+        assert value != BenchmarkConfig.model_fields[field].default, field
+    kwargs = boundary_benchmark(bench, 3, Path("/runs/r1/trials/t7"))
+    # the run's timing cache, the one the trial's B stage uses: no full kernel search per boundary
+    assert kwargs == {**NOT_DEFAULT, **SHORTENED, "cache_dir": Path("/runs/r1/tensorrt")}
+    parameters = inspect.signature(measure).parameters
+    assert set(kwargs) <= set(parameters), set(kwargs) - set(parameters)  # every one is a measure() argument
+
+
+@pytest.mark.parametrize("runs", [0, -1, 2.0, True])
+def test_boundary_runs_must_be_a_positive_integer(runs) -> None:
+    with pytest.raises(FrontierError, match=f"runs must be an integer >= 1 but got {runs!r}"):
+        boundary_benchmark(BenchmarkConfig(), runs, Path("out"))
+
+
+def test_a_boundary_is_measured_on_the_cpu_with_the_plan_benchmark(source_splits, tmp_path: Path) -> None:
+    bench = BenchmarkConfig(backend="torch", batch_size=2, throughput_batch=3, surgery=False)
+    plan = make_plan(order="none", seed=0, source=SOURCE, target=TARGET, benchmark=bench,
+                     dense=DenseConfig(model="small_resnet", epochs=1, batch_size=64),
+                     transfer=TransferConfig(epochs=1, batch_size=64), prune={})
+    assert isinstance(plan.steps[-1].build(), Benchmark)
+    workdir = tmp_path / "run" / "trials" / "t1"
+    ctx = Context(SOURCE, TARGET, workdir)
+    ctx._loaded["source"] = source_splits
+    model = SmallResNet(num_classes=5, widths=(8, 16, 16))
+    result = measure_boundary(model, plan, 1, ctx, runs=3)
+    assert result["boundary"] == "D"
+    assert result[PREFIX + "latency_ms"] > 0 and result[PREFIX + "size_bytes"] > 0
+    assert (workdir / "boundary" / "model.onnx").is_file()
+    assert not (tmp_path / "run" / "tensorrt").exists()  # torch keeps no timing cache
