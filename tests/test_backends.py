@@ -4,6 +4,7 @@ tests are marked `gpu` and skipped, with the reason, where there is no GPU or no
 
 from __future__ import annotations
 
+import importlib
 import math
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from trainables.measure import backends
 from trainables.measure.backends import (
     EncodedImages,
     Latency,
+    batch_profiles,
     choose_backend,
     has_2to4_sparsity,
     onnx_latency,
@@ -41,7 +43,7 @@ from trainables.stages.benchmark import Benchmark, BenchmarkConfig, timing_cache
 SHAPE = (3, 32, 32)
 FAST = {"warmup": 1, "runs": 5}
 QUICKSTART = Path(__file__).resolve().parent.parent / "spaces" / "quickstart.yaml"
-NOT_INSTALLED = "tensorrt is not installed (pip install 'frontier[tensorrt]')"
+NOT_INSTALLED = f"tensorrt is not installed ({backends.INSTALL_HINT})"
 RECORD_KEYS = {
     "latency_ms", "latency_p90_ms", "latency_batch", "latency_threads", "latency_backend", "latency_precision",
     "latency_device", "latency_clock", "latency_sparse_weights", "throughput_ips", "throughput_batch",
@@ -125,7 +127,7 @@ def test_measure_with_tensorrt_missing_is_a_clear_error_and_writes_nothing(no_te
 def test_tensorrt_latency_with_tensorrt_missing_says_how_to_install(no_tensorrt, tmp_path: Path) -> None:
     with pytest.raises(FrontierError) as err:  # before it looks for the file
         tensorrt_latency(tmp_path / "m.onnx", device="cuda", **FAST)
-    assert str(err.value).startswith(f"backend: 'tensorrt' was asked for, but {NOT_INSTALLED}: ModuleNotFoundError")
+    assert str(err.value) == f"backend: 'tensorrt' was asked for, but {NOT_INSTALLED}"
 
 
 def test_benchmark_stage_with_tensorrt_missing_fails_the_trial_cleanly(no_tensorrt, target_splits,
@@ -323,6 +325,149 @@ def test_encoded_images_decode_to_normalised_batches() -> None:
         EncodedImages((4, 32, 32))
 
 
+# --- TensorRT installed but unusable: an error, for auto too -------------------------------------
+
+BROKEN_IMPORT = "libnvinfer.so.10: cannot open shared object file: No such file or directory"
+
+
+@pytest.fixture()
+def fake_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A folder first on sys.path where a test puts a fake ``tensorrt`` package and wheel metadata;
+    no ``tensorrt`` module loaded before or after, and tensorrt_available's cache cleared."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    backends.tensorrt_available.cache_clear()
+    yield folder
+    sys.modules.pop("tensorrt", None)
+    backends.tensorrt_available.cache_clear()
+
+
+def fake_tensorrt(site: Path, body: str, wheels: tuple[str, ...] = ()) -> None:
+    """A ``tensorrt`` package in ``site`` whose ``__init__`` runs ``body``, and a dist-info per wheel name."""
+    (site / "tensorrt").mkdir()
+    (site / "tensorrt" / "__init__.py").write_text(body)
+    for name in wheels:
+        info = site / f"{name.replace('-', '_')}-10.13.0.dist-info"
+        info.mkdir()
+        info.joinpath("METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 10.13.0\n")
+    importlib.invalidate_caches()
+
+
+def test_tensorrt_that_is_not_installed_is_not_available(fake_site: Path) -> None:
+    assert backends.check_tensorrt("12.8") is False and backends.tensorrt_available() is False
+
+
+def test_tensorrt_that_does_not_import_is_an_error_naming_the_import_error(fake_site: Path, tmp_path: Path) -> None:
+    fake_tensorrt(fake_site, f"raise ImportError({BROKEN_IMPORT!r})\n")
+    for check in (lambda: backends.check_tensorrt("13.0"), backends.tensorrt_available,
+                  lambda: resolve_backend("tensorrt", "fp32", "cpu"),
+                  lambda: measure(small_model(), SHAPE, tmp_path / "trial", backend="tensorrt", **FAST)):
+        with pytest.raises(FrontierError) as err:
+            check()
+        message = str(err.value)
+        assert message.startswith(f"backend: tensorrt is installed but does not import (ImportError: {BROKEN_IMPORT})")
+        assert "\n" not in message and "not installed" not in message
+    assert not (tmp_path / "trial").exists()
+    # auto consults TensorRT only where the trial has a GPU: a CPU trial still times on ONNX Runtime
+    assert resolve_backend("auto", "fp32", "cpu") == ("onnxruntime", "cpu")
+
+
+def test_tensorrt_for_another_cuda_than_torch_is_refused_before_it_is_imported(fake_site: Path) -> None:
+    fake_tensorrt(fake_site, "raise AssertionError('imported')\n", wheels=("tensorrt-cu13", "tensorrt_cu13_libs"))
+    with pytest.raises(FrontierError) as err:
+        backends.check_tensorrt("12.8")
+    assert str(err.value) == (
+        "backend: tensorrt is installed for CUDA 13 (tensorrt-cu13) but torch is built for CUDA 12.8; "
+        "uninstall it and pip install 'frontier[tensorrt-cu12]'")
+
+
+def test_tensorrt_for_torch_cuda_is_available(fake_site: Path) -> None:
+    fake_tensorrt(fake_site, "__version__ = '10.13.0'\n", wheels=("tensorrt-cu12", "tensorrt-cu12-bindings"))
+    assert backends.check_tensorrt("12.8") is True
+    assert backends.check_tensorrt(None) is True  # a CPU torch: no CUDA to compare (no GPU to run on either)
+
+
+@pytest.mark.parametrize(("names", "majors"), [
+    (["tensorrt-cu12", "tensorrt_cu12_libs", "tensorrt-cu12-bindings", "numpy"], {12}),
+    (["TensorRT_cu13", "tensorrt-lean-cu13", "tensorrt-dispatch-cu13-libs"], {13}),
+    (["tensorrt", "tensorrt-cu11", "tensorrt-cu13"], {11, 13}),
+    (["tensorrt", "tensorrt-llm", "tensorrt-cu12-extra", "onnxruntime-gpu"], set()),
+])  # fmt: skip
+def test_the_cuda_of_tensorrt_is_read_from_its_wheel_names(names: list[str], majors: set[int]) -> None:
+    assert backends.tensorrt_cuda_majors(names) == majors
+
+
+def test_cuda_mismatch_only_when_both_are_known_and_differ() -> None:
+    assert backends.cuda_mismatch({13}, "12.4") is not None
+    assert backends.cuda_mismatch({12}, "12.4") is None
+    assert backends.cuda_mismatch({12, 13}, "13.0") is None
+    assert backends.cuda_mismatch(set(), "12.4") is None  # no TensorRT wheel named by its CUDA
+    assert backends.cuda_mismatch({13}, None) is None  # a CPU build of torch
+
+
+# --- the extras: one per CUDA major of torch --------------------------------------------------------
+
+@pytest.mark.parametrize(("cuda", "hint"), [
+    ("12.8", "pip install 'frontier[tensorrt-cu12]'"),
+    ("12.1", "pip install 'frontier[tensorrt-cu12]'"),
+    ("13.0", "pip install 'frontier[tensorrt-cu13]'"),
+    ("11.8", "pip install 'tensorrt-cu11>=10' (frontier's extras, 'frontier[tensorrt-cu12]' or "
+             "'frontier[tensorrt-cu13]', cover CUDA 12 and 13)"),
+    (None, "this torch is a CPU build: install a CUDA build of torch, then pip install "
+           "'frontier[tensorrt-cu12]' or 'frontier[tensorrt-cu13]' to match its CUDA"),
+])  # fmt: skip
+def test_install_hint_names_the_extra_of_torch_cuda(cuda: str | None, hint: str) -> None:
+    assert backends.install_hint(cuda) == hint
+    assert backends.INSTALL_HINT == backends.install_hint(torch.version.cuda)
+
+
+def test_install_hint_refuses_a_version_that_is_not_one() -> None:
+    with pytest.raises(FrontierError, match="cuda version must look like '12.8' but got 'cpu'"):
+        backends.install_hint("cpu")
+
+
+def test_the_extras_the_hint_names_are_in_pyproject_and_pin_tensorrt_by_cuda() -> None:
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert "tensorrt" not in extras  # the bare package resolves to TensorRT 11's CUDA 13 wheel for every torch
+    for major in (12, 13):
+        assert f"frontier[tensorrt-cu{major}]" in backends.install_hint(f"{major}.0")
+        assert extras[f"tensorrt-cu{major}"] == [f"tensorrt-cu{major}>=10,<12"]
+
+
+# --- TensorRT's optimisation profiles and precision label: the rules, on the CPU --------------------
+
+@pytest.mark.parametrize(("batch", "throughput", "profiles"), [
+    (1, None, (1,)), (1, 1, (1,)), (1, 64, (1, 64)), (8, 4, (8, 4)), (32, 32, (32,)),
+])  # fmt: skip
+def test_the_throughput_batch_gets_its_own_profile(batch: int, throughput: int | None, profiles) -> None:
+    assert batch_profiles(batch, throughput) == profiles
+
+
+@pytest.mark.parametrize(("batch", "throughput", "message"), [
+    (0, None, "batch_size must be an integer >= 1 but got 0"),
+    (1, 0, "throughput_batch must be an integer >= 1 but got 0"),
+    (1, 2.5, "throughput_batch must be an integer >= 1 but got 2.5"),
+])  # fmt: skip
+def test_batch_profiles_refuse_a_bad_batch(batch, throughput, message: str) -> None:
+    with pytest.raises(FrontierError, match=message):
+        batch_profiles(batch, throughput)
+
+
+@pytest.mark.parametrize(("precision", "cleared", "capability", "recorded"), [
+    ("fp32", True, (9, 0), "fp32"),  # TF32 cleared on a Hopper GPU
+    ("fp32", False, (8, 0), "tf32"),  # a TensorRT without the flag on an Ampere GPU: TF32 by default
+    ("fp32", False, (7, 5), "fp32"),  # Turing has no TF32
+    ("fp16", False, (9, 0), "fp16"),
+    ("fp16", True, (8, 6), "fp16"),
+])  # fmt: skip
+def test_an_fp32_engine_is_recorded_as_the_math_it_ran(precision: str, cleared: bool, capability, recorded) -> None:
+    assert backends.recorded_precision(precision, cleared, capability) == recorded
+
+
 # --- on a GPU ------------------------------------------------------------------------------------
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; torch sees none")
@@ -344,11 +489,12 @@ def test_torch_on_the_gpu_times_with_cuda_events(graphs: bool, precision: str) -
 @needs_cuda
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_tensorrt_builds_times_and_keeps_a_timing_cache(precision: str, tmp_path: Path) -> None:
-    pytest.importorskip("tensorrt", reason="needs the tensorrt extra: pip install 'frontier[tensorrt]'")
+    pytest.importorskip("tensorrt", reason=f"needs the tensorrt extra: {backends.INSTALL_HINT}")
     backends.tensorrt_available.cache_clear()
     metrics = measure(small_model(), SHAPE, tmp_path / "trials" / "t1", backend="auto", precision=precision,
                       device="cuda", throughput_batch=16, cache_dir=tmp_path / "tensorrt", **FAST)
-    assert metrics["latency_backend"] == "tensorrt" and metrics["latency_precision"] == precision
+    assert metrics["latency_backend"] == "tensorrt"
+    assert metrics["latency_precision"] == precision  # fp32 built with TF32 cleared: fp32, not tf32
     assert metrics["latency_clock"] == "cuda-events" and metrics["throughput_batch"] == 16
     assert 0 < metrics["latency_ms"] <= metrics["latency_p90_ms"]
     assert 0 < metrics["latency_e2e_ms"] <= metrics["latency_e2e_p90_ms"]
@@ -357,18 +503,34 @@ def test_tensorrt_builds_times_and_keeps_a_timing_cache(precision: str, tmp_path
 
 @pytest.mark.gpu
 @needs_cuda
-def test_tensorrt_engine_outputs_match_onnxruntime(tmp_path: Path) -> None:
-    pytest.importorskip("tensorrt", reason="needs the tensorrt extra: pip install 'frontier[tensorrt]'")
+def test_tensorrt_runs_each_batch_on_its_own_profile_and_matches_onnxruntime(tmp_path: Path) -> None:
+    pytest.importorskip("tensorrt", reason=f"needs the tensorrt extra: {backends.INSTALL_HINT}")
     import onnxruntime as ort
 
     from trainables.measure.backends import EngineRunner, build_engine
 
+    backends.tensorrt_available.cache_clear()
     path = export_onnx(small_model(), tmp_path / "m.onnx", SHAPE)
-    engine, _ = build_engine(path, opt_batch=2, max_batch=2, sparse_weights=False, cache_file=None)
-    runner = EngineRunner(engine, "cuda")
-    runner.bind(2, seed=0)
-    with torch.cuda.stream(runner.stream):
-        got = runner.execute().cpu().numpy()
+    built = build_engine(path, batches=batch_profiles(2, 5), sparse_weights=False, cache_file=None)
+    assert built.engine.num_optimization_profiles == 2 and built.batches == (2, 5) and built.tf32_cleared
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    expected = session.run(None, {"input": runner.x.cpu().numpy()})[0]
-    np.testing.assert_allclose(got, expected, atol=1e-2, rtol=1e-2)
+    for profile, batch in enumerate(built.batches):
+        runner = EngineRunner(built.engine, "cuda", profile=profile)
+        runner.bind(batch, seed=profile)
+        with torch.cuda.stream(runner.stream):
+            got = runner.execute().cpu().numpy()
+        expected = session.run(None, {"input": runner.x.cpu().numpy()})[0]
+        assert got.shape == (batch, 5)
+        np.testing.assert_allclose(got, expected, atol=1e-3, rtol=1e-3)  # TF32 cleared: fp32 closeness
+    with pytest.raises(FrontierError, match="the engine refuses input shape"):
+        EngineRunner(built.engine, "cuda", profile=0).bind(5, seed=0)  # profile 0 runs batch 2 only
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_the_gpu_lock_is_named_by_the_physical_gpu() -> None:
+    from trainables.measure.backends._gpu_lock import cuda_identity
+
+    identity = cuda_identity("cuda")
+    assert identity.startswith(("GPU-", "MIG-", "pci-")), identity
+    assert identity == cuda_identity("cuda:0")

@@ -39,6 +39,7 @@ from ..compress.masks import plain_copy
 from ..errors import FrontierError
 from ..files import atomic_path
 from .backends import (
+    INSTALL_HINT,
     ORT_BACKEND,
     Latency,
     has_2to4_sparsity,
@@ -211,7 +212,7 @@ def _check_int8(engine: str, precision: str) -> None:
     """Refuse, in one line, an INT8 model on an engine that cannot run one."""
     if engine == "torch":
         raise FrontierError("int8: the torch backend times the float torch model and cannot run an INT8 model; "
-                            "use backend onnxruntime (CPU) or tensorrt (GPU, pip install 'frontier[tensorrt]')")
+                            f"use backend onnxruntime (CPU) or tensorrt (GPU, {INSTALL_HINT})")
     if precision != "fp32":
         raise FrontierError(f"int8: an INT8 model is built from the float32 export; precision must be fp32, "
                             f"not {precision}")
