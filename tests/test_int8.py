@@ -289,7 +289,8 @@ def test_plan_places_int8_last_after_sharing(quantize: str, pipeline: str) -> No
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; torch sees none")
 def test_tensorrt_builds_an_int8_engine_from_the_qdq_file(small, splits, tmp_path: Path) -> None:
-    pytest.importorskip("tensorrt", reason="needs the tensorrt extra (pip install 'frontier[tensorrt]')")
+    pytest.importorskip("tensorrt", reason="needs the tensorrt extra of torch's CUDA "
+                        "(pip install 'frontier[tensorrt-cu12]' or 'frontier[tensorrt-cu13]')")
     float_ms = measure(small, (3, 32, 32), tmp_path / "fp32", backend="tensorrt", device="cuda", runs=20)
     metrics = measure(small, (3, 32, 32), tmp_path / "int8", backend="tensorrt", device="cuda", runs=20,
                       int8=_request(splits))
