@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from torch.utils.data import Subset
+from torch.utils.data import DataLoader, Subset
+from torchvision.models import resnet18, vgg16
 
 from tests.conftest import SOURCE, TARGET
 from trainables.compress.artifact import load_artifact, save_artifact
@@ -22,10 +24,12 @@ from trainables.stages.quantize import (
     ShareConfig,
     frozen_parameters,
     layer_groups,
+    nothing_to_retrain,
     propose_groups,
     retrain,
     sensitivity,
     share,
+    shared_tensors,
     write_sensitivity,
 )
 from trainables.stages.transfer import TransferConfig, transfer
@@ -186,13 +190,106 @@ def test_retraining_freezes_every_parameter_of_a_shared_layer_not_only_its_share
 
 def test_shared_layers_map_tensors_to_every_parameter_of_their_module() -> None:
     model = build_model("small_resnet", 5)
-    assert frozen_parameters(model, {"fc.bias"}) == {"fc.weight", "fc.bias"}
+    # a layer is quantized when its weight is shared: fc's shared bias stays fixed, its weight trains
+    assert frozen_parameters(model, {"fc.bias"}) == {"fc.bias"}
+    assert frozen_parameters(model, {"fc.weight"}) == {"fc.weight", "fc.bias"}
     # batch-norm layers are layers of their own: sharing a conv leaves its batch norm trainable ...
     assert frozen_parameters(model, {"layer1.0.conv1.weight"}) == {"layer1.0.conv1.weight"}
     # ... and sharing batch norm (batchnorm: k) freezes each one's gamma and beta
     shared = share(copy.deepcopy(model), ShareConfig(batchnorm=16))
     assert {"bn1.weight", "bn1.bias", "layer2.0.bn1.bias"} <= frozen_parameters(model, shared)
     assert not any(name.endswith("conv1.weight") for name in frozen_parameters(model, shared))
+
+
+def _digests(model: torch.nn.Module) -> dict[str, str]:
+    """A SHA-256 of each tensor's bytes: whether it changed, exactly, without a second copy of VGG-16."""
+    return {k: hashlib.sha256(v.detach().contiguous().numpy().tobytes()).hexdigest() for k, v in model.state_dict().items()}
+
+
+def _retrain_on_noise(model: torch.nn.Module, cfg: ShareConfig, size: int = 32) -> tuple[dict, dict, dict]:
+    """Share ``model`` as ``cfg`` says and retrain it one step on 4 random images of ``size`` px
+    (SGD without momentum: no optimizer state beside a 138M-parameter VGG-16); returns the
+    tensors' digests before and after retraining and what was shared."""
+    torch.manual_seed(0)
+    teacher = copy.deepcopy(model).eval()
+    shared = share(model, cfg)
+    before = _digests(model)
+    images = DataLoader([torch.randn(3, size, size) for _ in range(4)], batch_size=4)
+    retrain(model, teacher, shared, RetrainConfig(epochs=1, optim=OptimConfig(name="sgd", lr=0.01, momentum=0.0)),
+            unlabeled=images)
+    return before, _digests(model), shared
+
+
+def _random_biases(model: torch.nn.Module) -> None:
+    """torchvision initialises biases at 0; random ones make sharing them at one centroid visible."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and m.bias is not None:
+                m.bias.uniform_(-0.1, 0.1)
+
+
+def test_vgg16_with_every_bias_shared_retrains_its_unshared_layers_and_the_classifier() -> None:
+    """The paper's VGG-16 configuration, cheaply: every bias at one centroid (``bias: one``), the
+    weights of two small layers shared. VGG-16 has no batch norm, so freezing every layer with a
+    shared bias left the optimizer an empty parameter list (issue 23). The weight-shared layers
+    stay as shared; every other layer's weight trains, the classifier's (layer16) included; every
+    bias keeps its one shared value, so the artifact still stores it as one centroid."""
+    torch.manual_seed(0)
+    model = vgg16(num_classes=5)
+    _random_biases(model)
+    groups = layer_groups(model)
+    before, after, shared = _retrain_on_noise(model, ShareConfig(groups={"layer1": 4, "layer2": 4}, bias="one"))
+    frozen_layers = groups["layer1"] + groups["layer2"]
+    assert groups["layer16"] == ["classifier.6"]
+    state = model.state_dict()
+    for layer in (name for names in groups.values() for name in names):
+        weight, bias = f"{layer}.weight", f"{layer}.bias"
+        if layer in frozen_layers:
+            assert after[weight] == before[weight], f"weight-shared {layer} trained"
+        else:
+            assert after[weight] != before[weight], f"unshared {layer} did not train"
+        assert after[bias] == before[bias], f"{layer}'s shared bias moved"
+        assert distinct_nonzero(state[bias]) == 1 and shared[bias] == 1
+
+
+def test_a_resnets_classifier_retrains_when_its_bias_is_shared() -> None:
+    """ResNet-18 with ``bias: one`` (only fc has a bias) and stem and layer1 shared: fc was frozen
+    whole although the paper retrains the last layer. Now fc's weight and the unshared convs train,
+    batch norm (``batchnorm: keep``) trains, the shared convs and fc's shared bias stay."""
+    torch.manual_seed(0)
+    model = resnet18(num_classes=5)
+    _random_biases(model)
+    before, after, shared = _retrain_on_noise(model, ShareConfig(groups={"stem": 4, "layer1": 4}, bias="one"))
+    assert set(shared) == {"conv1.weight", "fc.bias"} | {f"{n}.weight" for n in layer_groups(model)["layer1"]}
+    assert after["fc.weight"] != before["fc.weight"], "the classifier did not train"
+    assert after["fc.bias"] == before["fc.bias"] and distinct_nonzero(model.fc.bias) == 1
+    for name in shared:
+        assert after[name] == before[name], f"shared {name} moved"
+    for name in ("layer2.0.conv1.weight", "layer4.1.conv2.weight", "layer2.0.downsample.0.weight",
+                 "layer1.0.bn1.weight", "bn1.bias"):
+        assert after[name] != before[name], f"unshared {name} did not train"
+
+
+def test_retraining_with_nothing_left_to_train_is_one_clear_error(tmp_path: Path) -> None:
+    """Every layer's weight shared and no batch norm to train: retrain refuses with a FrontierError
+    naming what was shared, not torch's "optimizer got an empty parameter list"; the stage refuses
+    before it clusters anything."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 2))
+    cfg = ShareConfig(groups={"layer1": 2, "layer2": 2}, bias="one")
+    assert nothing_to_retrain(model, shared_tensors(model, cfg)) is not None
+    assert nothing_to_retrain(model, shared_tensors(model, ShareConfig(groups={"layer1": 2}, bias="one"))) is None
+    state = copy.deepcopy(model.state_dict())
+    images = DataLoader([torch.randn(3, 8, 8) for _ in range(4)], batch_size=2)
+    with pytest.raises(FrontierError, match=r"retrain: shared \(4 tensors\): retraining would train nothing: "
+                                            r"all 4 parameters are frozen \(the weights of 2 layers are shared"):
+        retrain(model, copy.deepcopy(model), shared_tensors(model, cfg), RetrainConfig(), unlabeled=images)
+    with pytest.raises(FrontierError, match="share.groups: retraining would train nothing"):
+        Share(cfg, RetrainConfig()).run(model, Context(SOURCE, TARGET, tmp_path))
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items()), "nothing was shared"
+    with torch.device("meta"):  # the check reads names only: it runs on a structure
+        vgg = vgg16(num_classes=5)
+    every = ShareConfig(groups=dict.fromkeys(layer_groups(vgg), 256), bias="keep")
+    assert nothing_to_retrain(vgg, shared_tensors(vgg, every)) is not None
 
 
 def test_share_stage_reports_before_and_after_retraining(transferred, tmp_path: Path) -> None:

@@ -14,8 +14,10 @@ tensor with at most 256 distinct values and stores it as codebook + packed indic
 non-trainable layers. We keep the quantized layers as non-trainable"; the others are trained so
 that the shared model's outputs match the original model's outputs on an *unlabeled* dataset
 different from the labeled one. Beside it, conventional retraining with labels (Fig. 15/16).
-A layer is quantized when any of its tensors was shared, and then all its parameters stay fixed
-(:func:`frozen_parameters`).
+A layer is quantized when its *weight* was shared, and then all its parameters stay fixed; a
+shared bias of a layer whose weight was not shared stays at its shared value while that weight
+trains (:func:`frozen_parameters`), so the paper's configurations (every bias at one centroid,
+the weights of some layers shared) retrain the other layers, the classifier included.
 
 *Sensitivity* (Fig. 7/8, 12/13): :func:`sensitivity` shares one group at a time at every k and
 records validation and test accuracy and artifact size; :func:`propose_groups` chooses on the
@@ -44,8 +46,8 @@ from ..errors import FrontierError
 from ..stage import Context, Domain, Metrics
 from ..train import EVAL_BATCH_SIZE, OptimConfig, evaluate, fit, loader, make_optimizer, seed_everything
 
-__all__ = ["cluster", "layer_groups", "share", "frozen_parameters", "retrain", "sensitivity", "propose_groups",
-           "Share", "ShareConfig", "RetrainConfig", "CENTROIDS"]
+__all__ = ["cluster", "layer_groups", "share", "shared_tensors", "frozen_parameters", "nothing_to_retrain", "retrain",
+           "sensitivity", "propose_groups", "Share", "ShareConfig", "RetrainConfig", "CENTROIDS"]
 
 CENTROIDS = tuple(2**i for i in range(9))  # 1, 2, 4, ..., 256
 Centroids = Union[int, Literal["keep"]]
@@ -117,9 +119,12 @@ def share_tensor(tensor: torch.Tensor, k: int, method: str) -> torch.Tensor:
     return out.reshape(tensor.shape)
 
 
-@torch.no_grad()
-def share(model: nn.Module, cfg: ShareConfig) -> dict[str, int]:
-    """Share ``model``'s tensors in place as ``cfg`` says; returns ``{tensor name: k}`` of what was shared.
+def shared_tensors(model: nn.Module, cfg: ShareConfig) -> dict[str, int]:
+    """``{tensor name: k}`` of the tensors :func:`share` shares in ``model`` for ``cfg``, without
+    touching them (works on a model on the meta device, e.g. :func:`trainables.models.structure`).
+
+    Names are ``<module>.<attr>`` (``layer3.0.conv1.weight``, ``fc.bias``, ``bn1.running_var``),
+    a pruned tensor's name without its mask's ``_orig`` suffix.
 
     Raises:
         FrontierError: a group name the model does not have (the message lists the known ones).
@@ -131,25 +136,33 @@ def share(model: nn.Module, cfg: ShareConfig) -> dict[str, int]:
     modules = dict(model.named_modules())
     shared: dict[str, int] = {}
     for group, k in cfg.groups.items():
-        if k == "keep":
-            continue
-        for name in groups[group]:
-            module = modules[name]
-            module.weight.copy_(share_tensor(module.weight, k, cfg.method))
-            shared[f"{name}.weight"] = k
+        if k != "keep":
+            shared.update({f"{name}.weight": k for name in groups[group]})
     if cfg.bias == "one":
-        for name, module in modules.items():
-            if isinstance(module, PRUNABLE) and module.bias is not None:
-                module.bias.copy_(share_tensor(module.bias, 1, cfg.method))
-                shared[f"{name}.bias"] = 1
+        shared.update({f"{name}.bias": 1 for name, module in modules.items()
+                       if isinstance(module, PRUNABLE) and module.bias is not None})
     if cfg.batchnorm != "keep":
         for name, module in modules.items():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                for attr in ("weight", "bias", "running_mean", "running_var"):
-                    tensor = getattr(module, attr)
-                    if tensor is not None:
-                        tensor.copy_(share_tensor(tensor, cfg.batchnorm, cfg.method))
-                        shared[f"{name}.{attr}"] = cfg.batchnorm
+                shared.update({f"{name}.{attr}": cfg.batchnorm for attr in ("weight", "bias", "running_mean", "running_var")
+                               if getattr(module, attr) is not None})
+    return shared
+
+
+@torch.no_grad()
+def share(model: nn.Module, cfg: ShareConfig) -> dict[str, int]:
+    """Share ``model``'s tensors in place as ``cfg`` says; returns ``{tensor name: k}`` of what was
+    shared (:func:`shared_tensors`).
+
+    Raises:
+        FrontierError: a group name the model does not have (the message lists the known ones).
+    """
+    shared = shared_tensors(model, cfg)
+    modules = dict(model.named_modules())
+    for name, k in shared.items():
+        module, _, attr = name.rpartition(".")
+        tensor = getattr(modules[module], attr)
+        tensor.copy_(share_tensor(tensor, k, cfg.method))
     return shared
 
 
@@ -177,26 +190,55 @@ class RetrainConfig(BaseModel):
 
 
 def frozen_parameters(model: nn.Module, shared: Iterable[str]) -> set[str]:
-    """Names of the parameters that retraining keeps fixed: every parameter of a *shared layer*.
+    """Names of the parameters that retraining keeps fixed: every parameter of a *quantized layer*,
+    and every shared tensor.
 
     The quantization-retraining paper (sec. III-B) splits "the layers of the model into trainable
     layers and non-trainable layers" and keeps "the quantized layers as non-trainable". A layer
-    (a module) is quantized when any tensor it owns is in ``shared`` (``share``'s result), so with
-    ``bias: keep`` a conv whose weight was shared keeps its unshared bias fixed too, and with
-    ``bias: one`` every conv/linear with a bias is a shared layer. Batch-norm layers are layers of
-    their own: with ``batchnorm: k`` each one is shared (gamma, beta and its statistics) and its
-    gamma and beta stay fixed; with ``batchnorm: keep`` they are unshared and train (their running
-    statistics never move during retraining either way). Names are as ``model.named_parameters()``
-    gives them, without a pruning mask's ``_orig`` suffix.
+    (a module) is quantized when its *weight* is in ``shared`` (``share``'s result): then all its
+    parameters stay fixed, so with ``bias: keep`` a conv whose weight was shared keeps its
+    unshared bias fixed too. A layer whose weight was not shared trains its weight even when its
+    bias was shared (``bias: one``, the paper's choice for VGG-16 and ResNet-50, shares every
+    bias at one centroid while the weights of only some layers are shared; the paper then
+    retrains the unquantized layers, the last one included).
+
+    Such a shared bias stays at its shared value while the layer's weight trains, rather than
+    training and being shared again afterwards. The paper keeps quantized values fixed because
+    retraining "might be able to produce unnecessary parameter values that will just increase the
+    model size"; a trained bias would hold one value per channel, so the size measured after the
+    stage would count a codebook the model no longer has, or, shared again after retraining, the
+    model measured would not be the one retraining fitted (its weights would have compensated for
+    a bias that then moves). Fixed, the bias keeps its one centroid exactly (``size_bytes`` stays
+    honest) and the weight that trains compensates for it.
+
+    Batch-norm layers are layers of their own: with ``batchnorm: k`` each one is shared (gamma,
+    beta and its statistics) and its gamma and beta stay fixed; with ``batchnorm: keep`` they are
+    unshared and train (their running statistics never move during retraining either way). Names
+    are as ``model.named_parameters()`` gives them, without a pruning mask's ``_orig`` suffix.
 
     Example:
         >>> m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Conv2d(2, 2, 1))
         >>> sorted(frozen_parameters(m, {"0.weight"}))
         ['0.bias', '0.weight']
+        >>> sorted(frozen_parameters(m, {"0.bias", "2.bias"}))  # bias: one: the weights train
+        ['0.bias', '2.bias']
     """
-    layers = {name.rpartition(".")[0] for name in shared}
+    shared = set(shared)
+    layers = {name.removesuffix(".weight") for name in shared if name.endswith(".weight")}
     names = (name.removesuffix("_orig") for name, _ in model.named_parameters())
-    return {name for name in names if name.rpartition(".")[0] in layers}
+    return {name for name in names if name in shared or name.rpartition(".")[0] in layers}
+
+
+def nothing_to_retrain(model: nn.Module, shared: Iterable[str]) -> str | None:
+    """Why retraining ``model`` after sharing ``shared`` would train nothing (every parameter is
+    frozen: :func:`frozen_parameters`), as one line; None when some parameter trains."""
+    shared = set(shared)
+    params = [name.removesuffix("_orig") for name, _ in model.named_parameters()]
+    if set(params) - frozen_parameters(model, shared):
+        return None
+    layers = sum(name.endswith(".weight") for name in shared)
+    return (f"retraining would train nothing: all {len(params)} parameters are frozen (the weights of {layers} layers "
+            f"are shared, every other parameter too); leave a group at 'keep' or share without retraining (Q)")
 
 
 def _output_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
@@ -216,16 +258,22 @@ def retrain(
     labeled: DataLoader | None = None,
     device: str = "cpu",
 ) -> dict[str, float]:
-    """Train ``model``'s unshared layers; every parameter of a shared layer
-    (:func:`frozen_parameters`) and the batch-norm statistics stay fixed.
+    """Train ``model``'s unshared layers; every parameter of a weight-shared layer, every shared
+    tensor (:func:`frozen_parameters`) and the batch-norm statistics stay fixed.
 
     ``unlabeled`` mode needs ``unlabeled`` (images only) and the ``teacher`` (the model before
     sharing); ``labeled`` mode needs ``labeled`` ((image, label) pairs). A pruned model stays as
     pruned: the zeros and dead units of the trained tensors are kept at zero
     (:func:`~trainables.compress.masks.sparsity_kept`), so retraining cannot grow the artifact back.
     Returns the time taken and the last epoch's mean loss.
+
+    Raises:
+        FrontierError: nothing would train (:func:`nothing_to_retrain`), before any work is done.
     """
     start = time.perf_counter()
+    shared = set(shared)
+    if (why := nothing_to_retrain(model, shared)) is not None:
+        raise FrontierError(f"retrain: shared ({len(shared)} tensors): {why}")
     model.to(device)
     fixed = frozen_parameters(model, shared)
     with sparsity_kept(model):  # a masked tensor is trained as ``<name>_orig``
@@ -279,7 +327,8 @@ class Share:
 
     Metrics: ``accuracy``/``top5`` on the target's test split after the stage,
     ``shared_accuracy`` right after sharing (before retraining), ``shared_tensors``, and with
-    retraining ``retrain_seconds``.
+    retraining ``retrain_seconds``. With retraining, a configuration that leaves nothing to train
+    (:func:`nothing_to_retrain`) raises :class:`FrontierError` before anything is shared.
     """
 
     def __init__(self, cfg: ShareConfig, retrain_cfg: RetrainConfig | None = None) -> None:
@@ -294,6 +343,8 @@ class Share:
     def run(self, model: nn.Module | None, ctx: Context) -> tuple[nn.Module, Metrics]:
         if model is None:
             raise ValueError("the Q stage needs a model from an earlier stage")
+        if self.retrain_cfg is not None and (why := nothing_to_retrain(model, shared_tensors(model, self.cfg))):
+            raise FrontierError(f"share.groups: {why}")  # before any work: clustering a large model takes minutes
         start = time.perf_counter()
         seed_everything(ctx.seed)
         target = ctx.data("target")
