@@ -79,7 +79,7 @@ def rerun(run_dir: str | Path, trial: str, *, out: str | Path | None = None,
     torch.set_num_threads(max(1, int(spec.resources.cpu)))  # as the trial ran: same float summation order
     start = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    set_loader_workers(loader_workers_for(device, spec.resources.cpu))
+    set_loader_workers(loader_workers_for(device, spec.resources.cpu), pin_memory=device == "cuda")
     ctx = Context(plan.source, plan.target, out, seed=plan.seed, device=device)
     model, metrics = run_plan(plan, ctx)
     with atomic_path(out / "model.pt") as tmp:

@@ -7,7 +7,11 @@ Contract:
 * Every item is ``(image, label)``: ``image`` is float32 ``[3, S, S]`` with ``S =
   spec.image_size``, built as the [0, 1] image, then the dataset's ``augment`` callable if set,
   then ImageNet normalisation (last, so that colour jitter sees [0, 1] pixels). ``label`` is an
-  ``int`` in ``0..num_classes-1``.
+  ``int`` in ``0..num_classes-1``. Images are decoded and resized once per source and kept as
+  uint8 (an augmented image is rounded back to 8 bits), so the item path and the batch path agree.
+* Training reads batches, not items: :class:`Batched` gives uint8 batches ``[B, 3, S, S]`` (a
+  quarter of float32's bytes through loader workers, pinned memory and the copy to the GPU) and
+  :func:`model_input` normalises them on the device.
 * ``spec.classes`` keeps those original class indices only and relabels them ``0..k-1`` in the
   order given, so one dataset yields a source and a target domain (``[0..4]`` and ``[5..9]``).
 * Splits are drawn per class from a generator keyed by ``(seed, original class)``: the same spec
@@ -29,6 +33,7 @@ import functools
 import json
 import os
 import pickle
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,8 +107,91 @@ class DataSpec(BaseModel):
 # ----------------------------------------------------------------------------- image sources
 
 
-class _TensorImages:
-    """Images held in memory as ``[N, C, H, W]`` (uint8 0..255 or float 0..1), resized per item."""
+DECODED_BUDGET_BYTES = 8 << 30  # the most bytes of decoded images one source keeps in memory
+
+
+class _Images:
+    """Images at the model's input size, decoded and resized at most once, kept as uint8 in memory.
+
+    A subclass reads item ``i`` (:meth:`_read`: a ``[C, S, S]`` tensor, uint8 0..255 or float 0..1,
+    1 or 3 channels). :meth:`uint8` returns it as uint8 ``[3, S, S]``, from the decoded store when it
+    is there; :meth:`decode` fills the store for many items at once (threads for files); indexing
+    gives the [0, 1] float image. Every image is thus decoded and resized once per source, not once
+    per epoch, and stored at 8 bits, which is what the files hold. A source whose
+    decoded images would take more than :data:`DECODED_BUDGET_BYTES` keeps none and decodes per
+    access, as a dataset too large for memory must.
+
+    The store travels to loader workers with the dataset (torch shares its memory with them), so
+    workers started after :meth:`decode` never decode again.
+    """
+
+    size: int | None = None
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _read(self, i: int) -> Tensor:
+        raise NotImplementedError
+
+    def _shape(self) -> tuple[int, int, int]:
+        side = self.size
+        if side is None:
+            return tuple(_as_uint8(self._read(0)).shape)
+        return (3, side, side)
+
+    def _store_ready(self) -> bool:
+        """Allocate the store on first use (its pages are committed as items are written)."""
+        if getattr(self, "_store", None) is not None:
+            return True
+        if getattr(self, "_no_store", False) or len(self) == 0:
+            return False
+        shape = self._shape()
+        if len(self) * int(np.prod(shape)) > DECODED_BUDGET_BYTES:
+            self._no_store = True
+            return False
+        self._store = torch.empty((len(self), *shape), dtype=torch.uint8)
+        self._done = torch.zeros(len(self), dtype=torch.bool)
+        return True
+
+    def uint8(self, i: int) -> Tensor:
+        """Item ``i`` as uint8 ``[3, S, S]``, decoded at most once."""
+        if not self._store_ready():
+            return _as_uint8(self._read(i))
+        if not self._done[i]:
+            self._store[i] = _as_uint8(self._read(i))
+            self._done[i] = True
+        return self._store[i]
+
+    def decode(self, indices: Sequence[int] | Tensor) -> None:
+        """Decode every item of ``indices`` into the store now (no-op for those already there)."""
+        if not self._store_ready():
+            return
+        todo = [int(i) for i in torch.as_tensor(indices, dtype=torch.int64) if not self._done[int(i)]]
+        self._decode_many(todo)
+
+    def _decode_many(self, todo: list[int]) -> None:
+        for i in todo:
+            self.uint8(i)
+
+    def gather(self, indices: Tensor) -> Tensor:
+        """uint8 ``[B, 3, S, S]`` of ``indices``: one indexing of the store when all are decoded."""
+        if self._store_ready() and bool(self._done[indices].all()):
+            return self._store[indices]
+        return torch.stack([self.uint8(int(i)) for i in indices])
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.uint8(i).float().div(255)
+
+
+def _as_uint8(x: Tensor) -> Tensor:
+    """``[C, S, S]`` (uint8, or float in [0, 1]) as uint8 ``[3, S, S]``, rounded to the nearest level."""
+    if x.dtype != torch.uint8:
+        x = x.clamp(0, 1).mul(255).round().to(torch.uint8)
+    return x.expand(3, -1, -1).contiguous() if x.shape[0] == 1 else x
+
+
+class _TensorImages(_Images):
+    """Images held in memory as ``[N, C, H, W]`` (uint8 0..255 or float 0..1), resized once each."""
 
     def __init__(self, data: Tensor, size: int | None = None) -> None:
         self.data = data
@@ -112,17 +200,45 @@ class _TensorImages:
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, i: int) -> Tensor:
-        x = self.data[i]
-        x = x.float().div(255) if x.dtype == torch.uint8 else x.float().clone()
+    def _resized(self, x: Tensor) -> Tensor:
+        """``x`` ``[B, C, H, W]`` at the model's size, as float in [0, 1]."""
+        x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
         if self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size):
-            x = F.interpolate(x[None], size=(self.size, self.size), mode="bilinear",
-                              align_corners=False, antialias=True)[0]
-        return x.repeat(3, 1, 1) if x.shape[0] == 1 else x
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+        return x
+
+    def _final(self) -> bool:
+        """The source already holds uint8 RGB images at the model's size (CIFAR at 32 px): it is its
+        own store, nothing is decoded or copied."""
+        d = self.data
+        return (d.dtype == torch.uint8 and d.dim() == 4 and d.shape[1] == 3
+                and (self.size is None or tuple(d.shape[-2:]) == (self.size, self.size)))
+
+    def _read(self, i: int) -> Tensor:
+        return self._resized(self.data[i][None])[0]
+
+    def uint8(self, i: int) -> Tensor:
+        return self.data[i] if self._final() else super().uint8(i)
+
+    def gather(self, indices: Tensor) -> Tensor:
+        return self.data[indices] if self._final() else super().gather(indices)
+
+    def decode(self, indices: Sequence[int] | Tensor) -> None:
+        if not self._final():
+            super().decode(indices)
+
+    def _decode_many(self, todo: list[int]) -> None:
+        """Resize in batches: one interpolation per 1024 images instead of one per image."""
+        for start in range(0, len(todo), 1024):
+            part = torch.as_tensor(todo[start:start + 1024], dtype=torch.int64)
+            images = self._resized(self.data[part])
+            for i, x in zip(part.tolist(), images):
+                self._store[i] = _as_uint8(x)
+                self._done[i] = True
 
 
-class _FileImages:
-    """Image files decoded per item: optional box crop, centred zero-pad to square, resize."""
+class _FileImages(_Images):
+    """Image files decoded once each: optional box crop, centred zero-pad to square, resize."""
 
     def __init__(self, paths: Sequence[str], size: int, boxes: np.ndarray | None = None) -> None:
         self.paths = list(paths)
@@ -132,12 +248,21 @@ class _FileImages:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> Tensor:
+    def _read(self, i: int) -> Tensor:
         with Image.open(self.paths[i]) as im:
             image = im.convert("RGB")
         if self.boxes is not None:
             image = _crop(image, self.boxes[i])
         return _pad_resize(image, self.size)
+
+    def _decode_many(self, todo: list[int]) -> None:
+        """Decode in threads: PIL releases the GIL while it decodes and resizes."""
+        if len(todo) < 64:
+            return super()._decode_many(todo)
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            for i, x in zip(todo, pool.map(self._read, todo, chunksize=32)):
+                self._store[i] = x
+                self._done[i] = True
 
 
 def _crop(image: Image.Image, box: np.ndarray) -> Image.Image:
@@ -148,13 +273,13 @@ def _crop(image: Image.Image, box: np.ndarray) -> Image.Image:
 
 
 def _pad_resize(image: Image.Image, size: int) -> Tensor:
-    """Zero-pad ``image`` to a centred square, resize it to ``size`` and return [0, 1] float32."""
+    """Zero-pad ``image`` to a centred square, resize it to ``size`` and return uint8 ``[3, S, S]``."""
     side = max(image.size)
     square = Image.new("RGB", (side, side))
     square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
     if side != size:
         square = square.resize((size, size), Image.Resampling.BILINEAR)
-    return pil_to_tensor(square).float().div(255)
+    return pil_to_tensor(square)
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -199,10 +324,99 @@ class ImageDataset(Dataset):
 
     def image(self, i: int, augment: bool = True) -> Tensor:
         """The normalised image of item ``i``; ``augment=False`` skips :attr:`augment`."""
-        x = self.images[int(self.indices[i])]
+        return normalize(self.uint8(i, augment).float().div(255), IMAGENET_MEAN, IMAGENET_STD)
+
+    def uint8(self, i: int, augment: bool = True) -> Tensor:
+        """Item ``i`` as uint8 ``[3, S, S]`` (what loaders carry), after :attr:`augment` when set:
+        the transform sees the [0, 1] image and its result is rounded back to 8 bits."""
+        x = self._source_uint8(self.indices[i:i + 1])[0]
         if augment and self.augment is not None:
-            x = self.augment(x)
-        return normalize(x, IMAGENET_MEAN, IMAGENET_STD)
+            x = _as_uint8(self.augment(x.float().div(255)))
+        return x
+
+    def batch(self, positions: Sequence[int] | Tensor, augment: bool = True) -> tuple[Tensor, Tensor]:
+        """Items ``positions`` as a uint8 batch ``[B, 3, S, S]`` and their int64 labels ``[B]``."""
+        positions = torch.as_tensor(positions, dtype=torch.int64)
+        if augment and self.augment is not None:
+            images = torch.stack([self.uint8(int(i)) for i in positions])
+        else:
+            images = self._source_uint8(self.indices[positions])
+        return images, self.labels[positions]
+
+    def decode(self) -> None:
+        """Decode and resize every image of this dataset into its source's store now (once per
+        source: a split that shares the source finds its images there)."""
+        if isinstance(self.images, _Images):
+            self.images.decode(self.indices)
+
+    def _source_uint8(self, rows: Tensor) -> Tensor:
+        if isinstance(self.images, _Images):
+            return self.images.gather(rows)
+        return torch.stack([_as_uint8(self.images[int(r)]) for r in rows])
+
+
+def model_input(x: Tensor, device: torch.device | str = "cpu", *, channels_last: bool = False) -> Tensor:
+    """A batch as a model takes it, on ``device``.
+
+    A uint8 batch (what :func:`trainables.train.loader` yields for an :class:`ImageDataset`) travels
+    as bytes (a quarter of float32's) and is scaled to [0, 1] and ImageNet-normalised on the device,
+    with the same arithmetic as the item path (``normalize``); a float batch is taken as already
+    normalised and only moved. ``non_blocking``: from pinned memory the copy overlaps computation.
+    ``channels_last`` lays a 4-d batch out NHWC (what cuDNN's fast convolutions read).
+    """
+    x = x.to(device, non_blocking=True)
+    if x.dtype == torch.uint8:
+        mean, std = _normalisation(x.device)
+        x = x.float().div_(255).sub_(mean).div_(std)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+_NORMALISATION: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+
+def _normalisation(device: torch.device) -> tuple[Tensor, Tensor]:
+    if device not in _NORMALISATION:
+        _NORMALISATION[device] = (torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1),
+                                  torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
+    return _NORMALISATION[device]
+
+
+class Batched(Dataset):
+    """A dataset's items fetched a batch at a time as uint8 (``DataLoader`` calls ``__getitems__``).
+
+    ``labeled`` False yields the images only, never augmented (the unlabeled view). Its collate
+    function is :func:`as_batch`: the batch is already made.
+    """
+
+    def __init__(self, base: ImageDataset, labeled: bool = True) -> None:
+        self.base, self.labeled = base, labeled
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int):
+        return self.__getitems__([i])
+
+    def __getitems__(self, positions: list[int]):
+        images, labels = self.base.batch(positions, augment=self.labeled)
+        return (images, labels) if self.labeled else images
+
+
+def as_batch(batch):
+    """The collate function of :class:`Batched`: its ``__getitems__`` made the batch already."""
+    return batch
+
+
+def batched(dataset: Dataset) -> Batched | None:
+    """The batch-at-a-time uint8 view of an :class:`ImageDataset` or of its unlabeled view; None for
+    any other dataset (loaded item by item, as it is)."""
+    if isinstance(dataset, ImageDataset):
+        return Batched(dataset)
+    if isinstance(dataset, _Unlabeled):
+        return Batched(dataset.base, labeled=False)
+    return None
 
 
 class _Unlabeled(Dataset):

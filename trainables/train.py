@@ -4,15 +4,26 @@ Stages (dense pretraining, transfer, gradual pruning) differ only in which param
 what happens between batches (a pruning step) and when to stop; :func:`fit` takes those as
 arguments. A non-finite loss raises :class:`Diverged`, so a trial fails cleanly instead of
 reporting NaN.
+
+Fast on a GPU, no slower on a CPU: :func:`loader` yields uint8 batches of images decoded once
+(:class:`trainables.data.Batched`) from workers that live as long as the loader (a ``forkserver``
+context, safe inside a Ray worker), into pinned memory; :func:`fit` copies them without blocking,
+normalises them on the device (:func:`trainables.data.model_input`), trains in the precision
+:attr:`OptimConfig.precision` resolves to (bf16 autocast on a GPU that has it, fp32 on a CPU;
+fp16 with a gradient scaler), in channels-last layout with ``cudnn.benchmark`` on a GPU, and
+keeps the loss and hit counts on the device: the host waits for the device only every
+:data:`FINITE_CHECK_EVERY` steps (the divergence check) and at the end of each epoch.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import math
+import multiprocessing
 import random
 from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -21,6 +32,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+
+from .data import as_batch, batched, model_input
+from .errors import FrontierError
 
 
 class Diverged(RuntimeError):
@@ -43,6 +57,34 @@ class OptimConfig(BaseModel):
     schedule: Literal["constant", "exponential", "cosine", "step"] = "constant"
     gamma: float = Field(0.95, gt=0, le=1)
     step_size: int = Field(10, ge=1)
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+
+
+PRECISIONS = ("bf16", "fp16", "fp32")
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+FINITE_CHECK_EVERY = 50  # training steps between two checks that the loss is finite (each waits for the device)
+
+
+def train_precision(requested: str, device: torch.device | str) -> str:
+    """The precision a training stage runs in on ``device``: ``auto`` is bf16 on a CUDA GPU that
+    supports it (Ampere and later) and fp32 elsewhere (a CPU, or an older GPU); ``bf16`` and
+    ``fp32`` run anywhere; ``fp16`` (autocast with a gradient scaler) needs a CUDA GPU.
+
+    Example:
+        >>> train_precision("auto", "cpu")
+        'fp32'
+
+    Raises:
+        FrontierError: an unknown ``requested``, or fp16 off a GPU.
+    """
+    cuda = str(device).startswith("cuda")
+    if requested == "auto":
+        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    if requested not in PRECISIONS:
+        raise FrontierError(f"optim.precision must be one of auto, {', '.join(PRECISIONS)} but got {requested!r}")
+    if requested == "fp16" and not cuda:
+        raise FrontierError(f"optim.precision: fp16 trains on a CUDA GPU only, but this stage runs on {str(device)!r}")
+    return requested
 
 
 def make_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -80,28 +122,96 @@ def seed_everything(seed: int) -> torch.Generator:
 MAX_LOADER_WORKERS = 8
 EVAL_BATCH_SIZE = 256  # batch of every evaluation pass (validation, test, sensitivity): no gradients, so large
 _loader_workers = 0  # set per process, like torch.set_num_threads: see set_loader_workers
+_pin_memory = False
+WORKER_CONTEXT = "forkserver"  # not fork: a Ray worker holds threads a forked child would inherit locked
+WORKER_PRELOAD = ["trainables.data"]  # imported once by the fork server (torch with it), not by every worker
+
+
+@functools.cache
+def worker_context() -> multiprocessing.context.BaseContext:
+    """The context loader workers start in: ``forkserver``, whose server process has no threads
+    (Ray's, OpenMP's) to inherit and has imported torch and :mod:`trainables.data` once, so that
+    each worker is a cheap fork of it instead of a fresh interpreter importing torch."""
+    context = multiprocessing.get_context(WORKER_CONTEXT)
+    context.set_forkserver_preload(WORKER_PRELOAD)
+    return context
 
 
 def loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0,
-           num_workers: int | None = None) -> DataLoader:
-    """A DataLoader whose shuffling order depends only on ``seed``.
+           num_workers: int | None = None) -> Batches | DataLoader:
+    """Batches of ``dataset`` whose shuffling order depends only on ``seed``.
+
+    An :class:`~trainables.data.ImageDataset` (or its unlabeled view) gives a :class:`Batches`:
+    uint8 image batches (labels beside them unless unlabeled), decoded once, for
+    :func:`~trainables.data.model_input` to normalise on the device. Any other dataset gives a
+    plain ``DataLoader`` over its items.
 
     ``num_workers`` None takes the process's setting (:func:`set_loader_workers`; 0 unless set).
-    Workers are started anew for each pass over the data, never kept (``persistent_workers``):
-    they copy the dataset when they start, and a curriculum changes its ``augment`` between
-    epochs, which kept workers would not see.
     """
-    gen = torch.Generator().manual_seed(seed) if shuffle else None
     workers = _loader_workers if num_workers is None else num_workers
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=workers)
+    view = batched(dataset)
+    if view is None:
+        gen = torch.Generator().manual_seed(seed) if shuffle else None
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=workers,
+                          pin_memory=_pin_memory)
+    return Batches(view, batch_size, shuffle=shuffle, seed=seed, num_workers=workers, pin_memory=_pin_memory)
 
 
-def set_loader_workers(workers: int) -> None:
-    """Load batches in ``workers`` processes from now on in this process (0: in the training loop)."""
-    global _loader_workers
+class Batches:
+    """Iterable batches of a :class:`~trainables.data.Batched` view, through one ``DataLoader``
+    whose workers live from the first pass to the last.
+
+    Workers copy the dataset when they start, so a change of its ``augment`` (a curriculum stepping
+    up between epochs) starts a new ``DataLoader`` at the next pass; the shuffling generator is the
+    same throughout, so the order of every epoch is what one long-lived loader would give.
+    Before the first pass the dataset's images are decoded into memory once
+    (:meth:`~trainables.data.ImageDataset.decode`), so workers never decode. An ``augment`` must be
+    picklable to reach workers (torchvision's transforms are).
+
+    Args:
+        view: the dataset, batch at a time.
+        batch_size: images per batch (the last may be smaller).
+        shuffle: a new order each pass, from ``seed``.
+        num_workers: loading processes (0: in the training loop).
+        pin_memory: batches in page-locked memory, so the copy to a GPU can overlap computation.
+    """
+
+    def __init__(self, view, batch_size: int, *, shuffle: bool, seed: int = 0, num_workers: int = 0,
+                 pin_memory: bool = False) -> None:
+        self.view, self.batch_size, self.shuffle = view, batch_size, shuffle
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.generator = torch.Generator().manual_seed(seed) if shuffle else None
+        self._loader: DataLoader | None = None
+        self._augment: str | None = None
+
+    @property
+    def dataset(self):
+        return self.view.base
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.view) / self.batch_size)
+
+    def __iter__(self):
+        augment = repr(self.view.base.augment) if self.view.labeled else None
+        if self._loader is None or augment != self._augment:
+            self.view.base.decode()
+            self._loader, self._augment = self._new_loader(), augment
+        return iter(self._loader)
+
+    def _new_loader(self) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(self.view, batch_size=self.batch_size, shuffle=self.shuffle, generator=self.generator,
+                          num_workers=workers, collate_fn=as_batch, pin_memory=self.pin_memory,
+                          persistent_workers=workers > 0, multiprocessing_context=worker_context() if workers else None)
+
+
+def set_loader_workers(workers: int, pin_memory: bool = False) -> None:
+    """Load batches in ``workers`` processes from now on in this process (0: in the training loop),
+    into page-locked memory when ``pin_memory`` (a process that trains on a GPU)."""
+    global _loader_workers, _pin_memory
     if not isinstance(workers, int) or workers < 0:
         raise ValueError(f"workers must be an int >= 0 but got {workers!r}")
-    _loader_workers = workers
+    _loader_workers, _pin_memory = workers, bool(pin_memory)
 
 
 def loader_workers_for(device: str, cpus: float) -> int:
@@ -114,27 +224,27 @@ def loader_workers_for(device: str, cpus: float) -> int:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: DataLoader, device: torch.device | str = "cpu") -> dict[str, float]:
-    """Mean loss and top-1/3/5 accuracy of ``model`` over ``data`` (k clipped to the class count)."""
+def evaluate(model: nn.Module, data: DataLoader | Batches, device: torch.device | str = "cpu") -> dict[str, float]:
+    """Mean loss and top-1/3/5 accuracy of ``model`` over ``data`` (k clipped to the class count).
+
+    Runs in float32 whatever the training precision (the objectives are the exported model's), with
+    the sums kept on the device: one wait for it, at the end.
+    """
     model.eval()
-    total, loss_sum = 0, 0.0
-    hits = {1: 0, 3: 0, 5: 0}
+    total = 0
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, hits@1, hits@3, hits@5
     for x, y in data:
-        x, y = x.to(device), y.to(device)
-        logits = model(x)
-        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        x, y = model_input(x, device), y.to(device, non_blocking=True)
+        logits = model(x).float()
         ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        for k in hits:
-            hits[k] += (ranked[:, :k] == y[:, None]).any(dim=1).sum().item()
+        hit = ranked == y[:, None]
+        sums += torch.stack([nn.functional.cross_entropy(logits, y, reduction="sum"),
+                             *(hit[:, :k].any(dim=1).sum() for k in (1, 3, 5))]).double()
         total += len(y)
     if total == 0:
         raise ValueError("evaluate: the data loader yielded no samples")
-    return {
-        "accuracy": hits[1] / total,
-        "top3": hits[3] / total,
-        "top5": hits[5] / total,
-        "loss": loss_sum / total,
-    }
+    loss, top1, top3, top5 = (sums / total).tolist()
+    return {"accuracy": top1, "top3": top3, "top5": top5, "loss": loss}
 
 
 BatchHook = Callable[[int], None]  # called with the global step before each optimizer step
@@ -147,6 +257,7 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     best_val: float = -math.inf
     steps: int = 0
+    precision: str = "fp32"  # what the training ran in (:func:`train_precision`)
 
     @property
     def epochs(self) -> int:
@@ -192,8 +303,11 @@ def fit(
     opt = make_optimizer(model.parameters() if params is None else params, optim)
     sched = make_scheduler(opt, optim, epochs)
     result, best_state = FitResult(), None
+    step = _Step(model, opt, device, train_precision(optim.precision, device), forward_context)
+    result.precision = step.precision
     for epoch in range(epochs):
-        record = _train_epoch(model, train, opt, device, frozen, before_step, result, forward_context)
+        with step.layout():
+            record = _train_epoch(model, train, step, frozen, before_step, result)
         sched.step()
         if val is not None:
             record["val_accuracy"] = evaluate(model, val, device)["accuracy"]
@@ -213,25 +327,71 @@ def fit(
     return result
 
 
-def _train_epoch(model, data, opt, device, frozen, before_step, result, forward_context=None) -> dict[str, float]:
+class _Step:
+    """One optimizer step of :func:`fit` in its precision and layout; nothing in it waits for the device.
+
+    bf16 and fp16 run the forward and the loss under ``torch.autocast`` (the parameters, gradients
+    and optimizer state stay float32); fp16 scales the loss (``torch.amp.GradScaler``) so that small
+    gradients survive. On a GPU the model trains channels-last with ``cudnn.benchmark`` on.
+    """
+
+    def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, device: torch.device | str, precision: str,
+                 forward_context=None) -> None:
+        self.model, self.opt, self.device, self.precision = model, opt, device, precision
+        self.kind = torch.device(device).type
+        self.cuda = self.kind == "cuda"
+        self.forward_context = forward_context
+        self.scaler = torch.amp.GradScaler(self.kind, enabled=precision == "fp16")
+        if self.cuda:
+            torch.backends.cudnn.benchmark = True
+
+    @contextmanager
+    def layout(self):
+        """Channels-last for the block on a GPU; the model leaves it in the default layout."""
+        if not self.cuda:
+            yield
+            return
+        self.model.to(memory_format=torch.channels_last)
+        try:
+            yield
+        finally:
+            self.model.to(memory_format=torch.contiguous_format)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Train on one batch already on the device; returns the loss and the logits (not synced)."""
+        with self.forward_context(x, y) if self.forward_context is not None else nullcontext():
+            with torch.autocast(self.kind, dtype=_AUTOCAST.get(self.precision), enabled=self.precision in _AUTOCAST):
+                logits = self.model(x)
+                loss = nn.functional.cross_entropy(logits, y)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        return loss.detach().float(), logits.detach()
+
+
+def _train_epoch(model, data, step: _Step, frozen, before_step, result) -> dict[str, float]:
     model.train()
     if frozen is not None:
         frozen.eval()
-    seen, loss_sum, correct = 0, 0.0, 0
+    seen = 0
+    sums = torch.zeros(2, dtype=torch.float64, device=step.device)  # loss * n, correct
     for x, y in data:
         if before_step is not None:
             before_step(result.steps)
-        x, y = x.to(device), y.to(device)
-        with forward_context(x, y) if forward_context is not None else nullcontext():
-            logits = model(x)
-        loss = nn.functional.cross_entropy(logits, y)
-        if not torch.isfinite(loss):
-            raise Diverged(f"training loss became {loss.item()} at step {result.steps}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        x, y = model_input(x, step.device, channels_last=step.cuda), y.to(step.device, non_blocking=True)
+        loss, logits = step(x, y)
         result.steps += 1
         seen += len(y)
-        loss_sum += loss.item() * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
+        sums += torch.stack([loss.double() * len(y), (logits.argmax(1) == y).sum().double()])
+        if result.steps % FINITE_CHECK_EVERY == 0:
+            _check_finite(sums[0], result.steps)
+    _check_finite(sums[0], result.steps)
+    loss_sum, correct = sums.tolist()
     return {"loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1)}
+
+
+def _check_finite(loss_sum: torch.Tensor, steps: int) -> None:
+    """Raise :class:`Diverged` when the epoch's summed loss is not finite (one wait for the device)."""
+    if not torch.isfinite(loss_sum):
+        raise Diverged(f"training loss became {float(loss_sum)} by step {steps}")

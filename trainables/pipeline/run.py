@@ -254,4 +254,4 @@ def _use_assigned_cpus(device: str) -> None:
 
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
-    set_loader_workers(loader_workers_for(device, cpus))
+    set_loader_workers(loader_workers_for(device, cpus), pin_memory=device.startswith("cuda"))
