@@ -5,7 +5,8 @@ values the budgets reject, a user model that does not import or build or whose h
 found, orders without the sparsities they need (or PBA without s2 > s1),
 share groups and EPruning layers the model lacks, sparsities a pruning granularity cannot
 reach, INT8 settings no trial could run (a backend without INT8, a calibration domain or float
-layers that do not exist), and TensorRT on a GPU that trials share (``0 < resources.gpu < 1``).
+layers that do not exist), sharing that would leave retraining (``QR``) nothing to train, and
+TensorRT on a GPU that trials share (``0 < resources.gpu < 1``).
 :func:`reachable_values` answers which values a budget field can take in some trial.
 """
 
@@ -33,6 +34,7 @@ def space_problems(spec: Spec) -> Iterable[str]:
     yield from _model_problems(spec)
     yield from _order_problems(spec)
     yield from _share_problems(spec)
+    yield from _retrain_problems(spec)
     yield from _prune_problems(spec)
     yield from _int8_problems(spec)
     yield from _shared_gpu_problems(spec)
@@ -139,6 +141,54 @@ def _share_problems(spec: Spec) -> Iterable[str]:
     if "QR" in quantize and "retrain.mode" not in names and retrain.mode == "unlabeled" \
             and retrain.unlabeled == "source" and spec.data.source is None:
         yield "budgets.retrain.unlabeled: retraining reads the source's images but data.source is not given"
+
+
+def _retrain_problems(spec: Spec) -> Iterable[str]:
+    """No trial retrains a model whose every parameter sharing froze: every layer's weight shared
+    (and batch norm too, where the model has it) leaves retraining an empty parameter list
+    (:func:`trainables.stages.quantize.nothing_to_retrain`). A value counts where it can meet a
+    ``QR``/``QRI8`` trial (not in another branch of a choice), and only values that can meet each
+    other add up to such a trial."""
+    contexts = [(f"{path}.choice.{value}", path, value) for path, node in walk(spec.nodes)
+                if node.name == "quantize" for value in _values(node) if str(value).startswith("QR")]
+    if not contexts or (model := _structure(spec)) is None:
+        return
+    from trainables.stages.quantize import ShareConfig, layer_groups, nothing_to_retrain, shared_tensors
+
+    groups = dict.fromkeys(layer_groups(model), 256)
+    if nothing_to_retrain(model, shared_tensors(model, ShareConfig(groups=groups, batchnorm=256))) is None:
+        return  # something trains however much is shared (e.g. a LayerNorm)
+    keys = [f"share.groups.{g}" for g in groups]  # what must all be shared for nothing to train
+    if nothing_to_retrain(model, shared_tensors(model, ShareConfig(groups=groups))) is None:
+        keys.append("share.batchnorm")
+    defaults = {**{f"share.groups.{g}": k for g, k in spec.budgets.share.groups.items()},
+                "share.batchnorm": spec.budgets.share.batchnorm}
+    for context, path, value in contexts:
+        sharing: list[list[tuple[str, Any]]] = []  # per key: the (path, centroids) that share it in this context
+        for key in keys:
+            nodes = [(p, n) for p, n in walk(spec.nodes) if n.name == key and not _exclusive(p, context)]
+            always = any(p in (f"space.{key}", f"{context}.{key}") for p, _ in nodes)  # the default never applies
+            values = [] if always else [(f"budgets.{key}", defaults.get(key, "keep"))]
+            values += [(p, v) for p, n in nodes for v in _values(n)]
+            sharing.append([(p, v) for p, v in values if v != "keep"])
+        if all(sharing) and _together(sharing) is not None:
+            yield (f"budgets.share.groups: a trial can share the weight of every layer of {spec.model.name}"
+                   f"{' and its batch norm' if 'share.batchnorm' in keys else ''}, which leaves nothing to retrain, "
+                   f"but {path} can be {value}; leave a group at 'keep' there or drop {value}")
+            return
+
+
+def _together(options: list[list[tuple[str, Any]]]) -> list[tuple[str, Any]] | None:
+    """One ``(path, value)`` from each list such that no two paths exclude each other (different
+    branches of one choice), or None when there is none."""
+    if not options:
+        return []
+    for option in options[0]:
+        rest = [[o for o in later if not _exclusive(o[0], option[0])] for later in options[1:]]
+        found = _together(rest) if all(rest) else None
+        if found is not None:
+            return [option, *found]
+    return None
 
 
 def _prune_problems(spec: Spec) -> Iterable[str]:
