@@ -44,7 +44,9 @@ from ..compress.clustering import METHODS, cluster
 from ..compress.masks import PRUNABLE, sparsity_kept
 from ..errors import FrontierError
 from ..stage import Context, Domain, Metrics
-from ..train import EVAL_BATCH_SIZE, OptimConfig, evaluate, fit, loader, make_optimizer, seed_everything
+from ..data import model_input
+from ..train import (EVAL_BATCH_SIZE, FINITE_CHECK_EVERY, OptimConfig, evaluate, fit, loader, make_optimizer,
+                     seed_everything, train_precision)
 
 __all__ = ["cluster", "layer_groups", "share", "shared_tensors", "frozen_parameters", "nothing_to_retrain", "retrain",
            "sensitivity", "propose_groups", "Share", "ShareConfig", "RetrainConfig", "CENTROIDS"]
@@ -303,22 +305,30 @@ def _distill(model, teacher, data: DataLoader, params, cfg: RetrainConfig, devic
     from ..train import Diverged
 
     opt = make_optimizer(params, cfg.optim)
-    mean = float("nan")
+    precision = train_precision(cfg.optim.precision, device)
+    kind = torch.device(device).type
+    autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    scaler = torch.amp.GradScaler(kind, enabled=precision == "fp16")
+    mean, steps = float("nan"), 0
     for _ in range(cfg.epochs):
         model.eval()  # batch-norm statistics stay those of the labeled data
-        total, count = 0.0, 0
+        total, count = torch.zeros((), dtype=torch.float64, device=device), 0
         for x in data:
-            x = x.to(device)
-            with torch.no_grad():
-                target = teacher(x)
-            loss = _output_loss(model(x), target, cfg.loss)
-            if not torch.isfinite(loss):
-                raise Diverged(f"retraining loss became {loss.item()}")
+            x = model_input(x, device)  # a loader's uint8 batch is normalised on the device
+            with torch.autocast(kind, dtype=autocast, enabled=autocast is not None):
+                with torch.no_grad():
+                    target = teacher(x)
+                loss = _output_loss(model(x).float(), target.float(), cfg.loss)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total, count = total + loss.item() * len(x), count + len(x)
-        mean = total / max(count, 1)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            total, count, steps = total + loss.detach().double() * len(x), count + len(x), steps + 1
+            if steps % FINITE_CHECK_EVERY == 0 and not torch.isfinite(total):  # one wait for the device
+                raise Diverged(f"retraining loss became {float(total)} by step {steps}")
+        if not torch.isfinite(total):
+            raise Diverged(f"retraining loss became {float(total)} by step {steps}")
+        mean = float(total) / max(count, 1)
     return mean
 
 
