@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import ray
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,6 +82,8 @@ def timed_search(raw: dict[str, Any], *, cache: bool, runs_root: Path | None = N
     The run folder goes under ``runs_root``, else a new temporary folder (under the directory
     ``FRONTIER_BENCH_TMP`` names, if set).
     """
+    import ray  # here, not at the top: the benches a GPU check runs import this module on a machine without Ray
+
     from search.runner import run_search
     from search.spec import parse_spec
 

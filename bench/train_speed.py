@@ -23,7 +23,7 @@ resize dominated); on a GPU the figures are reported.
 
     python bench/train_speed.py [--device cuda] [--workers N] [--images N] [--smoke]
 
-``--smoke``: 16x16 and 24x24 images, 48 of each, one epoch.
+``--smoke``: 16x16 and 24x24 images, 16 of each, one epoch.
 """
 
 from __future__ import annotations
@@ -178,10 +178,10 @@ def main() -> None:
     epochs = 1 if args.smoke else args.epochs
     table, figures, met = [], {"device": args.device, "workers": workers, "epochs": epochs}, True
     with tempfile.TemporaryDirectory() as tmp:
-        folder = image_folder(Path(tmp) / "folder", 48 if args.smoke else 1100)
+        folder = image_folder(Path(tmp) / "folder", 20 if args.smoke else 1100)
         for kind in ("digits", "imagefolder"):
             for size in sizes:
-                count = args.images or (48 if args.smoke else 1024 if size <= 32 or cuda else 128)
+                count = args.images or (16 if args.smoke else 1024 if size <= 32 or cuda else 128)
                 r = contest(kind, size, count, folder, epochs, args.device, workers, args.threads)
                 key = f"{kind}_{size}"
                 figures[key] = {k: round(v, 3) for k, v in r.items()}

@@ -71,3 +71,28 @@ def test_a_nan_in_the_last_steps_of_an_epoch_is_caught_at_its_end(target_splits)
 
     with pytest.raises(Diverged, match=f"by step {steps}$"):
         fit(model, batches, None, OptimConfig(), 1, before_step=poison)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; torch sees none")
+def test_on_a_gpu_the_host_waits_for_the_device_only_at_the_checks(target_splits) -> None:
+    import warnings
+
+    from trainables.train import set_loader_workers
+
+    set_loader_workers(0, pin_memory=True)
+    model = build_model("small_resnet", num_classes=target_splits.num_classes).cuda()
+    batches = loader(target_splits.train, 8, shuffle=True)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                result = fit(model, batches, None, OptimConfig(), 1, device="cuda")
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+    finally:
+        set_loader_workers(0)
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    assert result.precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
+    assert len(syncs) <= len(batches) // FINITE_CHECK_EVERY + 4, [str(w.message) for w in syncs[:5]]
