@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -295,15 +297,136 @@ def test_gating_a_unit_zeroes_its_channel_downstream():
     assert seen["relu"][:, 2].abs().max() > 0
 
 
-def test_weights_travel_to_actors_as_arrays_where_numpy_has_the_dtype():
-    from trainables.stages.population import _as_arrays
+class _Mixed(torch.nn.Module):
+    """Parameters and buffers of four element sizes, a buffer shared by two modules, a tied weight."""
 
-    state = {"w": torch.randn(3, 2), "steps": torch.tensor(4), "half": torch.ones(2, dtype=torch.bfloat16)}
-    arrays = _as_arrays(state)
-    assert isinstance(arrays["w"], np.ndarray) and np.array_equal(arrays["w"], state["w"].numpy())
-    assert isinstance(arrays["steps"], np.ndarray) and int(arrays["steps"]) == 4
-    # NumPy has no bfloat16
-    assert isinstance(arrays["half"], torch.Tensor) and torch.equal(arrays["half"], state["half"])
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.bn = torch.nn.BatchNorm2d(4)  # float32 statistics and an int64 counter
+        self.low = torch.nn.Linear(4, 2).to(torch.bfloat16)
+        self.wide = torch.nn.Parameter(torch.randn(3, dtype=torch.float64))
+        self.flags = torch.nn.Module()
+        self.flags.register_buffer("on", torch.tensor([True, False, True]))
+        self.other = torch.nn.Module()
+        self.other.register_buffer("on", self.flags.on)  # one tensor, two holders
+        self.tied = torch.nn.Linear(4, 2, bias=False).to(torch.bfloat16)
+        self.tied.weight = self.low.weight
+
+
+def test_a_weight_layout_views_every_tensor_in_one_buffer_at_aligned_offsets():
+    from trainables.stages.population import WeightLayout
+
+    torch.manual_seed(0)
+    model = _Mixed()
+    model.conv.weight.data = model.conv.weight.data.to(memory_format=torch.channels_last)  # strided, not dense
+    layout = WeightLayout.of(model)
+    assert layout.names == [*dict(model.named_parameters()), *dict(model.named_buffers())]
+    assert all(o % 64 == 0 for o in layout.offsets) and layout.total % 64 == 0  # every dtype can view its slice
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flat = layout.gather(model)
+    assert flat.dtype == torch.uint8 and flat.numel() == layout.total
+    layout.bind(model, flat)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    for name in layout.names:
+        tensor = model.get_parameter(name) if name in dict(model.named_parameters()) else model.get_buffer(name)
+        assert tensor.untyped_storage().data_ptr() == flat.untyped_storage().data_ptr(), name
+    assert model.other.on is model.flags.on and model.tied.weight is model.low.weight
+    flat.zero_()
+    assert not model.conv.weight.any() and not model.other.on.any() and not model.tied.weight.any()
+
+
+def test_a_weight_layout_refuses_a_model_that_changed_shape():
+    from trainables.stages.population import WeightLayout
+
+    model = _Mixed()
+    layout = WeightLayout.of(model)
+    model.wide = torch.nn.Parameter(torch.randn(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"model: wide must be torch.float64 \(3,\) .* but got torch.float64 \(4,\)"):
+        layout.gather(model)
+
+
+def test_the_shipper_sends_only_the_tensors_that_changed_and_nothing_twice():
+    from trainables.stages.population import WeightLayout, WeightShipper, apply_changes
+
+    torch.manual_seed(1)
+    model = _Mixed()
+    shipper = WeightShipper(model)
+    mirror = copy.deepcopy(model)  # what an actor holds: its copy of the model at start, bound to its buffer
+    flat = shipper.layout.gather(mirror)
+    shipper.layout.bind(mirror, flat)
+
+    def deliver():
+        changes = shipper.changes(model)
+        if changes is not None:
+            arrays, tensors = changes
+            apply_changes(shipper.layout, flat, arrays, tensors)
+            changes = sum(a.nbytes for a in arrays), tensors
+        shipper.commit()
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), mirror.state_dict().values()))
+        return changes
+
+    assert deliver() is None  # nothing changed since the start
+    with torch.no_grad():
+        model.conv.bias.add_(1.0)
+        model.bn.running_mean.add_(0.5)
+    nbytes, tensors = deliver()
+    assert [shipper.layout.names[i] for i in tensors] == ["conv.bias", "bn.running_mean"]
+    assert nbytes == 2 * 4 * 4
+    assert deliver() is None  # the same weights again (stored selection's first generation)
+    model.train()
+    model.bn(torch.randn(2, 4, 3, 3))  # a training forward: running statistics and the counter move
+    nbytes, tensors = deliver()
+    assert {shipper.layout.names[i] for i in tensors} == {"bn.running_mean", "bn.running_var", "bn.num_batches_tracked"}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1)
+        model.flags.on.logical_not_()
+        model.bn.running_var.add_(1)
+        model.bn.running_mean.add_(1)
+        model.bn.num_batches_tracked.add_(1)
+    nbytes, tensors = deliver()
+    assert tensors is None and nbytes == sum(shipper.layout.sizes)  # everything, no index
+    with torch.no_grad():
+        model.conv.weight.mul_(2)
+    shipper.changes(model)
+    shipper.forget()  # that delivery failed: the actor's copy is unknown
+    nbytes, tensors = deliver()
+    assert tensors is None and nbytes == sum(shipper.layout.sizes)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; torch sees none")
+def test_the_shipper_on_cuda_sends_pinned_host_bytes_that_an_actors_cuda_buffer_takes():
+    """The GPU path of the actor pool without Ray: driver and actor on the GPU, the bytes in between
+    on the host as one array from one pinned copy; energies as the reference loop's."""
+    from trainables.models import build_model
+    from trainables.stages.population import WeightShipper, apply_changes
+
+    torch.manual_seed(4)
+    model = build_model("small_resnet", 5).cuda().eval()
+    layers = unit_groups(model)
+    shipper = WeightShipper(model)
+    assert shipper.host is not None and shipper.host.is_pinned()
+    actor = copy.deepcopy(model)  # an actor's copy, on its own device buffer
+    flat = shipper.layout.gather(actor)
+    shipper.layout.bind(actor, flat)
+    assert flat.is_cuda and shipper.changes(model) is None
+    with torch.no_grad():
+        model.fc.weight.mul_(3.0)
+        for p in model.layer1.parameters():
+            p.add_(0.01)
+    arrays, tensors = shipper.changes(model)
+    assert len(arrays) == 1 and isinstance(arrays[0], np.ndarray)
+    assert {shipper.layout.names[i].split(".")[0] for i in tensors} == {"fc", "layer1"}
+    apply_changes(shipper.layout, flat, arrays, tensors)
+    shipper.commit()
+    states = init_population(4, unit_count(layers), 0.5, torch.Generator().manual_seed(5))
+    x, y = torch.randn(2, 3, 32, 32, device="cuda"), torch.tensor([0, 3], device="cuda")
+    expected = ReferenceEvaluator(layers)(model, x, y, states)
+    assert torch.allclose(BatchedEvaluator(layers)(actor, x, y, states), expected, atol=1e-5)
+    assert shipper.changes(model) is None
 
 
 class _DeviceLimit(torch.nn.Module):
