@@ -16,8 +16,9 @@ images, same model initialisation, same optimizer and batch size:
   (bf16 on a GPU that has it), channels-last and ``cudnn.benchmark`` on a GPU, a wait for the
   device every 50 steps.
 
-Each contender trains ``--epochs`` epochs (default 2); the table gives images/s of the first epoch
-(``now`` pays its one decode there) and of the last, and the ratio now / before of the last. The
+Each contender trains ``--epochs`` epochs (default 2), ``--rounds`` times (default 3) in
+alternating order; the table gives the medians of images/s of the first epoch (``now`` pays its one
+decode there) and of the last, and the median ratio now / before of the last epochs. The
 goal (issue 23): on a CPU, ratio >= 1.0 at 32 px and > 1.0 for ImageFolder at 224 px (decode and
 resize dominated); on a GPU the figures are reported.
 
@@ -29,7 +30,7 @@ resize dominated); on a GPU the figures are reported.
 from __future__ import annotations
 
 import argparse
-import math
+import statistics
 import sys
 import tempfile
 import time
@@ -144,20 +145,30 @@ def dataset(kind: str, size: int, images: int, folder: Path) -> ImageDataset:
 
 
 def contest(kind: str, size: int, images: int, folder: Path, epochs: int, device: str, workers: int,
-            threads: int) -> dict[str, float]:
-    """Both loops on fresh copies of one initialisation; images/s of their first and last epochs."""
-    out: dict[str, float] = {}
+            threads: int, rounds: int) -> dict[str, float]:
+    """Both loops on fresh copies of one initialisation, ``rounds`` times in alternating order (a
+    neighbour's load then falls on both); the medians of their first and last epochs' images/s and
+    of the per-round ratios."""
     runs: dict[str, Callable] = {"before": before_epochs, "now": now_epochs}
-    for name, run in runs.items():
-        torch.manual_seed(0)
-        torch.set_num_threads(threads)
-        model = build_model("resnet18", num_classes=10)
-        data = dataset(kind, size, images, folder)  # fresh: nothing decoded yet
-        seconds = run(model, data, epochs, device, workers)
-        out[f"{name}_first_ips"] = len(data) / seconds[0]
-        out[f"{name}_last_ips"] = len(data) / seconds[-1]
-    out["ratio"] = out["now_last_ips"] / out["before_last_ips"]
-    out["ratio_first"] = out["now_first_ips"] / out["before_first_ips"]
+    ips: dict[str, list[float]] = {f"{n}_{e}": [] for n in runs for e in ("first", "last")}
+    ratios, ratios_first = [], []
+    for round_ in range(rounds):
+        order = list(runs) if round_ % 2 == 0 else list(reversed(runs))
+        got = {}
+        for name in order:
+            torch.manual_seed(0)
+            torch.set_num_threads(threads)
+            model = build_model("resnet18", num_classes=10)
+            data = dataset(kind, size, images, folder)  # fresh: nothing decoded yet
+            seconds = runs[name](model, data, epochs, device, workers)
+            got[name] = (len(data) / seconds[0], len(data) / seconds[-1])
+            ips[f"{name}_first"].append(got[name][0])
+            ips[f"{name}_last"].append(got[name][1])
+        ratios.append(got["now"][1] / got["before"][1])
+        ratios_first.append(got["now"][0] / got["before"][0])
+    out = {f"{k}_ips": statistics.median(v) for k, v in ips.items()}
+    out["ratio"], out["ratio_first"] = statistics.median(ratios), statistics.median(ratios_first)
+    out["ratios"] = [round(r, 3) for r in ratios]
     return out
 
 
@@ -170,6 +181,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=None, help="training images per case (default: 1024 at "
                         "32 px; 128 at 224 px on a CPU, 2048 on a GPU)")
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="repeats of both contenders, in alternating order")
     add_smoke_flag(parser)
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
@@ -182,9 +194,10 @@ def main() -> None:
         for kind in ("digits", "imagefolder"):
             for size in sizes:
                 count = args.images or (16 if args.smoke else 1024 if size <= 32 or cuda else 128)
-                r = contest(kind, size, count, folder, epochs, args.device, workers, args.threads)
+                r = contest(kind, size, count, folder, epochs, args.device, workers, args.threads,
+                            1 if args.smoke else args.rounds)
                 key = f"{kind}_{size}"
-                figures[key] = {k: round(v, 3) for k, v in r.items()}
+                figures[key] = {k: v if isinstance(v, list) else round(v, 3) for k, v in r.items()}
                 table.append((f"{key} images/s (first, last epoch)",
                               f"before {r['before_first_ips']:.1f}, {r['before_last_ips']:.1f}  now "
                               f"{r['now_first_ips']:.1f}, {r['now_last_ips']:.1f}  ratio {r['ratio']:.2f}x "
