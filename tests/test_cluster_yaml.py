@@ -85,10 +85,11 @@ def node(tmp_path_factory) -> tuple[Path, dict[str, str], list[subprocess.Comple
 
 def _dependencies(folder: Path) -> Path:
     """``folder`` holding links to this environment's installed packages, frontier's own files left
-    out: its editable finder module has the name the node's install gives its own, and would
-    shadow it from ``PYTHONPATH``."""
+    out (its packages, where it is installed from a wheel, and its editable finder module, whose
+    name the node's install gives its own): from ``PYTHONPATH`` they would shadow the node's."""
+    own = ("__editable__", "frontier-", "__pycache__", "search", "trainables")
     for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
-        if not entry.name.startswith(("__editable__", "frontier-", "__pycache__")) and entry.suffix != ".pth":
+        if not entry.name.startswith(own) and entry.suffix != ".pth":
             (folder / entry.name).symlink_to(entry)
     return folder
 
