@@ -31,3 +31,16 @@ def source_splits():
 @pytest.fixture(scope="session")
 def target_splits():
     return load_data(TARGET)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray of 2 CPUs for the module's tests (started once per module: a test file stays in
+    one xdist worker), shut down after its last test."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=100 * 1024**2)
+    yield
+    ray.shutdown()

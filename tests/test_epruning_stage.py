@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 
 import pytest
-import ray
 import torch
 
 from trainables import Context, DataSpec, Dense, DenseConfig
@@ -19,15 +17,6 @@ from trainables.stages.population import ActorPoolEvaluator, ReferenceEvaluator
 from trainables.train import OptimConfig
 
 DIGITS = DataSpec(name="digits", classes=[5, 6, 7, 8, 9], image_size=32)
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=100 * 1024**2)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

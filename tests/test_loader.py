@@ -116,15 +116,10 @@ def test_augmented_images_are_rounded_back_to_eight_bits(target_splits) -> None:
     assert torch.equal(x, (target_splits.train.uint8(0).float() / 255 * 0.5).mul(255).round().to(torch.uint8))
 
 
-def test_loader_workers_start_safely_inside_a_ray_worker(target_splits) -> None:
+def test_loader_workers_start_safely_inside_a_ray_worker(target_splits, local_ray) -> None:
     assert WORKER_CONTEXT in ("forkserver", "spawn"), "never fork a process that holds Ray's threads"
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=100 * 1024**2)
-    try:
-        loss = ray.get(ray.remote(train_one_epoch_with_two_loader_workers).options(num_cpus=1).remote(target_splits), timeout=300)
-    finally:
-        ray.shutdown()
-    assert np.isfinite(loss)
+    task = ray.remote(train_one_epoch_with_two_loader_workers).options(num_cpus=1)
+    assert np.isfinite(ray.get(task.remote(target_splits), timeout=300))
 
 
 def test_gpu_trials_load_in_all_their_cpus_but_one_and_cpu_trials_in_none() -> None:

@@ -3,25 +3,12 @@ call, whichever of them changed, and get only the weights that changed (none whe
 
 from __future__ import annotations
 
-import os
-
-import pytest
-import ray
 import torch
 
 from trainables.compress.units import unit_count, unit_groups
 from trainables.models import build_model
 from trainables.stages.epruning import EPruningConfig, _Search, init_population
 from trainables.stages.population import ActorPoolEvaluator, ReferenceEvaluator
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=100 * 1024**2)
-    yield
-    ray.shutdown()
 
 
 def _model():

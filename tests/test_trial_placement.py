@@ -8,10 +8,7 @@ back from Ray.
 
 from __future__ import annotations
 
-import os
-
 import pytest
-import ray
 from ray import tune
 
 from search.runner import TrialResources
@@ -27,15 +24,6 @@ def plan_json(prune: dict) -> dict:
     plan = make_plan(order="PA", dense=DenseConfig(model="small_resnet", epochs=1), transfer=TransferConfig(epochs=1),
                      prune=prune, benchmark=BenchmarkConfig(), source=SOURCE, target=TARGET, s2=0.5)
     return plan.model_dump(mode="json")
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=100 * 1024**2)
-    yield
-    ray.shutdown()
 
 
 def test_only_a_trial_with_actor_bundles_asks_for_one_node() -> None:
