@@ -24,6 +24,8 @@ CODE = ("trainables", "search", "bench")
 NEW_IN = {
     "torch.OutOfMemoryError": Version("2.5"),  # device-generic alias of torch.cuda.OutOfMemoryError
     "torch.onnx.export(dynamo=)": Version("2.5"),  # the torch.export-based exporter
+    # the exporter rewritten on torch.export, with ONNXProgram.optimize/apply_weights (measure/export.py)
+    "torch.onnx.export(optimize=)": Version("2.6"),
 }
 
 
@@ -64,6 +66,8 @@ def test_the_table_finds_what_it_looks_for() -> None:
     assert apis_used("import torch\ntry:\n    pass\nexcept torch.OutOfMemoryError:\n    pass\n") == {
         "torch.OutOfMemoryError"}
     assert apis_used("torch.onnx.export(m, (x,), dynamo=True)") == {"torch.onnx.export(dynamo=)"}
+    assert apis_used("torch.onnx.export(m, (x,), dynamo=True, optimize=False)") == {
+        "torch.onnx.export(dynamo=)", "torch.onnx.export(optimize=)"}
     assert apis_used("torch.cuda.OutOfMemoryError\ntorch.onnx.export(m, (x,))") == set()
 
 
@@ -80,7 +84,7 @@ def test_the_declared_torch_floor_has_every_torch_api_the_code_uses() -> None:
 
 
 def test_torchvisions_floor_is_the_release_built_for_torchs_floor() -> None:
-    """torchvision 0.N pairs with torch 2.(N - 15) (0.20 with 2.5): an older torchvision's compiled ops
+    """torchvision 0.N pairs with torch 2.(N - 15) (0.21 with 2.6): an older torchvision's compiled ops
     do not load on the newer torch."""
     torch_floor, vision_floor = floor("torch"), floor("torchvision")
     assert (vision_floor.major, vision_floor.minor) == (0, torch_floor.minor + 15), (torch_floor, vision_floor)
