@@ -84,6 +84,7 @@ def timed_search(raw: dict[str, Any], *, cache: bool, runs_root: Path | None = N
     """
     import ray  # here, not at the top: the benches a GPU check runs import this module on a machine without Ray
 
+    from search.results import read_trials
     from search.runner import run_search
     from search.spec import parse_spec
 
@@ -99,7 +100,7 @@ def timed_search(raw: dict[str, Any], *, cache: bool, runs_root: Path | None = N
         wall = time.perf_counter() - start
     finally:
         ray.shutdown()
-    return wall, pd.read_csv(run_dir / "trials.csv")
+    return wall, read_trials(run_dir)
 
 
 def finish(table: list[tuple[str, str]], figures: dict[str, Any], goal: str, met: bool, *, smoke: bool = False) -> None:

@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import ray
 import torch
 import yaml
@@ -40,6 +39,7 @@ from ray import tune
 from search.runner import run_search
 from search.spec import parse_spec
 from trainables.models import build_model
+from search.results import read_trials
 
 
 def rss_mb() -> float:
@@ -138,7 +138,7 @@ def main() -> None:
     finally:
         ray.shutdown()
     samples = [json.loads(line) for line in samples_file.read_text().splitlines()]
-    frame = pd.read_csv(run_dir / "trials.csv")
+    frame = read_trials(run_dir)
     completed = int((frame["error"].isna()).sum()) if "error" in frame else len(frame)
     base = next((s for s in samples if s["trials"] >= 2 * every), samples[0])
     last = samples[-1]

@@ -194,10 +194,11 @@ def write_results(run_dir: str | Path, rows: Sequence[dict[str, Any]], names: Se
 
 
 def read_trials(run_dir: str | Path) -> pd.DataFrame:
-    """``trials.csv`` of ``run_dir``; a missing file names the folder."""
+    """``trials.csv`` of ``run_dir``, trial ids as strings (``5293e221`` is an id, not 5.293e224, and
+    ``01234567`` keeps its zero); a missing file names the folder."""
     from trainables.errors import FrontierError
 
     path = RunFolder(Path(run_dir)).trials_csv
     if not path.is_file():
         raise FrontierError(f"run_dir: '{run_dir}' has no trials.csv (is it a frontier run, and has a trial of it ended yet?)")
-    return pd.read_csv(path)
+    return pd.read_csv(path, dtype={"trial_id": str})

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import ray
 import yaml
@@ -20,6 +19,7 @@ import yaml
 from search.runner import run_search
 from search.spec import parse_spec
 from tests.tiny_spec import tiny_spec
+from search.results import read_trials
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +48,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize("model", list(MODELS))
 @pytest.mark.parametrize("label", ["E50", "50"], ids=["epruning", "channel"])
 def test_trials_remove_units_physically(runs: dict, model: str, label: str) -> None:
-    frame = pd.read_csv(runs[model] / "trials.csv")
+    frame = read_trials(runs[model])
     assert sorted(frame["pipeline"]) == ["D|T|50|B", "D|T|E50|B"], "each of the two plans ran once"
     row = frame[frame["pipeline"] == f"D|T|{label}|B"].iloc[0]
     assert row["status"] == "ok", row["error"]

@@ -22,6 +22,7 @@ from trainables.layout import RunFolder
 from trainables.pipeline.cache import StageCache
 from trainables.pipeline.plan import Plan
 from trainables.pipeline.run import _restore
+from search.results import read_trials
 
 pytestmark = pytest.mark.slow
 SPEC = tiny_spec("first", trials=1, space={"order": "PBA", "s1": 0.4, "s2": 0.7})
@@ -47,7 +48,7 @@ def first(tmp_path_factory) -> Path:
 
 
 def test_a_retried_trial_resumes_from_checkpoints_that_refer_to_the_cache(first: Path) -> None:
-    frame = pd.read_csv(first / "trials.csv", dtype={"resumed_at": str})
+    frame = pd.read_csv(first / "trials.csv", dtype={"resumed_at": str, "trial_id": str})
     assert len(frame) == 1 and frame["status"][0] == "ok", frame["error"].tolist()
     assert frame["resumed_at"][0] == "2", "the retry resumed at stage 2 (T), not from scratch"
     run = RunFolder(first)
@@ -62,7 +63,7 @@ def test_a_retried_trial_resumes_from_checkpoints_that_refer_to_the_cache(first:
 
 def test_a_checkpoint_whose_entry_is_gone_starts_afresh(first: Path) -> None:
     run = RunFolder(first)
-    trial_id = pd.read_csv(first / "trials.csv")["trial_id"][0]
+    trial_id = read_trials(first)["trial_id"][0]
     plan = Plan.model_validate(json.loads(run.plans_json.read_text())[trial_id])
     folder = run.trial_checkpoints(trial_id)[1]  # after P1
     cache = StageCache(run.cache)
@@ -79,7 +80,7 @@ def test_a_second_search_reuses_the_first_ones_dense_stage_and_drops_its_checkpo
     spec = tiny_spec("second", trials=1, space={"order": "PA", "s2": 0.7})
     spec["concurrency"] = 1
     run_dir = run_search(parse_spec(spec), yaml.safe_dump(spec), runs_root=tmp_path, cache_dir=first / "cache")
-    frame = pd.read_csv(run_dir / "trials.csv")
+    frame = read_trials(run_dir)
     assert frame["status"][0] == "ok" and frame["cached_stages"][0].split(",") == ["D"], frame["cached_stages"]
     run = RunFolder(run_dir)
     assert run.cache_root() == (first / "cache").resolve() and not run.cache.exists()
@@ -89,7 +90,7 @@ def test_a_second_search_reuses_the_first_ones_dense_stage_and_drops_its_checkpo
 
 def test_clean_reports_then_removes_checkpoints_and_unheld_entries(first: Path, capsys) -> None:
     run = RunFolder(first)
-    trial_id = pd.read_csv(first / "trials.csv")["trial_id"][0]
+    trial_id = read_trials(first)["trial_id"][0]
     entries = len(StageCache(run.cache).entries())
     assert main(["clean", str(first), "--dry-run"]) == 0
     out = capsys.readouterr().out

@@ -9,7 +9,6 @@ import json
 import pickle
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import ray
 import yaml
@@ -22,6 +21,7 @@ from search.spec import EarlyStop, parse_spec
 from search.study import load_run_study
 from search.to_plan import plan_for
 from tests.tiny_spec import tiny_spec
+from search.results import read_trials
 
 MAXMIN = ["max", "min", "min"]
 
@@ -96,7 +96,7 @@ def test_an_early_stopping_search_at_half_fidelity_and_its_front_rerun(tmp_path:
         run_dir = run_search(parse_spec(SEARCH), yaml.safe_dump(SEARCH), runs_root=tmp_path)
     finally:
         ray.shutdown()
-    frame = pd.read_csv(run_dir / "trials.csv")
+    frame = read_trials(run_dir)
     assert (frame["status"] == "ok").sum() == 3, frame[["trial_id", "status", "error"]]
     stopped = frame[frame["status"] == "stopped"]
     assert len(stopped) >= 1 and (stopped["stopped_at"] == "D|P1").all()

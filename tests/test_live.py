@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import pandas as pd
 import pytest
 
 from search.live import LiveResults
+from search.results import read_trials
 
 NAMES, DIRECTIONS = ["accuracy", "size_bytes", "latency_ms"], ["max", "min", "min"]
 DONE = {"accuracy": 0.9, "size_bytes": 100.0, "latency_ms": 1.0, "stage_index": 3, "stages": 3}
@@ -29,7 +29,7 @@ def trial(trial_id: str, status: str = "TERMINATED") -> SimpleNamespace:
 
 
 def rows(run_dir: Path) -> int:
-    return len(pd.read_csv(run_dir / "trials.csv"))
+    return len(read_trials(run_dir))
 
 
 class Clock:

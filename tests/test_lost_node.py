@@ -156,7 +156,7 @@ def test_a_lost_worker_node_is_retried_from_its_checkpoint_and_the_search_comple
     assert ray.get_runtime_context().get_node_id() == cluster.head_node.node_id, "the driver is on the head"
     assert len(cluster.worker_nodes) == 1 and loss.node_id not in {n.node_id for n in cluster.worker_nodes}
 
-    frame = pd.read_csv(run_dir / "trials.csv", dtype={"resumed_at": str})
+    frame = pd.read_csv(run_dir / "trials.csv", dtype={"resumed_at": str, "trial_id": str})
     counts = fault_counts(frame, run_dir)
     resumed = dict(zip(frame["trial_id"], frame["resumed_at"].fillna("")))
     print(f"\nlost node {loss.node_id[:8]} {loss.removed_at - start:.1f} s in, running trial {loss.trial_id} "

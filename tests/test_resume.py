@@ -19,6 +19,7 @@ import yaml
 
 from search.study import load_run_study
 from tests.tiny_spec import tiny_spec
+from search.results import read_trials
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,7 +112,7 @@ def test_sigkill_mid_search_then_resume_completes_exactly_the_requested_trials(t
     resumed = frontier("run", str(spec), "--runs", str(runs), "--resume")
     out, _ = resumed.communicate(timeout=400)
     assert resumed.returncode == 0, out
-    frame = pd.read_csv(runs / "killed" / "trials.csv")
+    frame = read_trials(runs / "killed")
     ok = frame[frame["status"] == "ok"]
     assert len(ok) == TRIALS, frame[["trial_id", "status", "pipeline", "error"]].to_string()
     assert frame["trial_id"].is_unique

@@ -21,6 +21,7 @@ from search.spec import parse_spec
 from search.study import load_run_study
 from tests.front_watch import FrontWatch
 from tests.tiny_spec import tiny_spec
+from search.results import read_trials
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +73,7 @@ def test_front_during_the_search_shows_the_finished_trials(run_dir: Path) -> Non
 
 
 def test_trials_csv_has_a_row_per_trial_and_the_design_columns(run_dir: Path) -> None:
-    frame = pd.read_csv(run_dir / "trials.csv")
+    frame = read_trials(run_dir)
     assert len(frame) == 5 and frame["trial_id"].is_unique
     assert list(frame.columns[:9]) == ["trial_id", "status", "pipeline", "order", "accuracy", "top5",
                                        "size_bytes", "latency_ms", "sparsity"]
@@ -89,7 +90,7 @@ def test_trials_csv_has_a_row_per_trial_and_the_design_columns(run_dir: Path) ->
 
 
 def test_front_json_equals_an_independent_filter_of_trials_csv(run_dir: Path) -> None:
-    frame = pd.read_csv(run_dir / "trials.csv")
+    frame = read_trials(run_dir)
     front = json.loads((run_dir / "front.json").read_text())
     names = [o["name"] for o in front["objectives"]]
     assert names == ["accuracy", "size_bytes", "latency_ms"]
@@ -123,7 +124,7 @@ def test_rerun_best_writes_a_final_model_matching_its_trial(run_dir: Path, tmp_p
     out = tmp_path / "final"
     assert main(["rerun", str(run_dir), "--trial", "best", "--out", str(out)]) == 0
     card = json.loads((out / "card.json").read_text())
-    frame = pd.read_csv(run_dir / "trials.csv")
+    frame = read_trials(run_dir)
     front_ids = [t["trial_id"] for t in json.loads((run_dir / "front.json").read_text())["trials"]]
     best = frame[frame["trial_id"].isin(front_ids)].sort_values(["accuracy", "size_bytes"], ascending=[False, True])
     assert card["trial_id"] == best.iloc[0]["trial_id"]
@@ -164,7 +165,7 @@ def test_a_diverging_trial_fails_cleanly_and_stays_off_the_front(tmp_path: Path,
     spec["sampler"] = "random"
     spec["seed"] = 3
     run_dir = run_search(parse_spec(spec), yaml.safe_dump(spec), runs_root=tmp_path, cache_dir=shared_cache)
-    frame = pd.read_csv(run_dir / "trials.csv")
+    frame = read_trials(run_dir)
     assert len(frame) == 2
     failed = frame[frame["param.transfer.optim.lr"] > 1]
     assert not failed.empty, "the seed samples the diverging learning rate once"
@@ -186,7 +187,7 @@ def test_a_crashed_trial_is_retried_and_resumes_after_its_last_finished_stage(tm
     spec = dict(TINY, name="crash", trials=1, concurrency=1)
     spec["space"] = {"order": "PBA", "s1": 0.4, "s2": 0.7}
     run_dir = run_search(parse_spec(spec), yaml.safe_dump(spec), runs_root=tmp_path, cache=False)
-    frame = pd.read_csv(run_dir / "trials.csv")
+    frame = read_trials(run_dir)
     assert not fault.exists() and Path(f"{fault}.fired").exists(), "the fault fired"
     assert len(frame) == 1 and frame["status"][0] == "ok"
     assert str(frame["resumed_at"][0]) == "2", "the retry resumed at stage 2 (T), not from scratch"
@@ -198,7 +199,7 @@ def test_a_multi_step_pipeline_runs_and_reruns_to_the_same_metrics(tmp_path: Pat
     spec = dict(TINY, name="milestones", trials=1, concurrency=1)
     spec["space"] = {"order": "PBA", "s1": 0.5, "s2": {"choice": [[0.7, 0.8]]}}
     run_dir = run_search(parse_spec(spec), yaml.safe_dump(spec), runs_root=tmp_path, cache_dir=shared_cache)
-    frame = pd.read_csv(run_dir / "trials.csv")
+    frame = read_trials(run_dir)
     row = frame.iloc[0]
     assert row["status"] == "ok", row["error"]
     assert row["pipeline"] == "D|50|T|70|80|B" and row["param.s2"] == "[0.7, 0.8]"
@@ -216,7 +217,7 @@ def test_an_int8_trial_reruns_to_the_same_int8_model(tmp_path: Path, shared_cach
     spec = dict(TINY, name="int8", trials=1, concurrency=1)
     spec["space"] = {"order": "PA", "s2": 0.5, "prune.granularity": "channel", "quantize": "I8"}
     run_dir = run_search(parse_spec(spec), yaml.safe_dump(spec), runs_root=tmp_path, cache_dir=shared_cache)
-    row = pd.read_csv(run_dir / "trials.csv").iloc[0]
+    row = read_trials(run_dir).iloc[0]
     assert row["status"] == "ok", row["error"]
     assert row["pipeline"] == "D|T|50|I8|B" and row["precision"] == "int8"
     out = tmp_path / "final"
@@ -234,7 +235,7 @@ def test_epruning_trials_run_their_actor_pool_inside_the_trials_placement_group(
         "epruning": {"population": 4, "evaluator": "actors", "actors": 1, "actor_cpus": 1}})
     spec["space"] = {"order": "PBA", "s1": 0.3, "s2": 0.6}
     run_dir = run_search(parse_spec(spec), yaml.safe_dump(spec), runs_root=tmp_path, cache_dir=shared_cache)
-    frame = pd.read_csv(run_dir / "trials.csv")
+    frame = read_trials(run_dir)
     assert (frame["status"] == "ok").all(), frame["error"].tolist()
     assert (frame["pipeline"] == "D|E30|T|E60|B").all()
     rates = frame["stage.P2.pruning_rate"]

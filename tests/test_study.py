@@ -25,6 +25,7 @@ from search.runner import run_search
 from search.spec import parse_spec
 from search.study import WARM_START_FROM, load_run_study, open_storage, study_path
 from tests.tiny_spec import tiny_spec
+from search.results import read_trials
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +48,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def test_the_study_on_disk_holds_every_trial_of_trials_csv(run_dir: Path) -> None:
-    frame = pd.read_csv(run_dir / "trials.csv")
+    frame = read_trials(run_dir)
     study = optuna.load_study(study_name="study", storage=open_storage(study_path(run_dir)))
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE", "MINIMIZE"]
     ran = {t.user_attrs["tune_trial_id"]: t for t in study.trials if "tune_trial_id" in t.user_attrs}
@@ -73,7 +74,7 @@ def test_the_study_on_disk_holds_every_trial_of_trials_csv(run_dir: Path) -> Non
 
 
 def test_infeasible_trials_stay_off_the_front_and_all_shows_them(run_dir: Path, capsys) -> None:
-    frame = pd.read_csv(run_dir / "trials.csv")
+    frame = read_trials(run_dir)
     front = {t["trial_id"] for t in json.loads((run_dir / "front.json").read_text())["trials"]}
     infeasible = set(frame.loc[frame["feasible"] == False, "trial_id"])  # noqa: E712 (a column of bools)
     assert front and front.isdisjoint(infeasible)
@@ -94,7 +95,7 @@ def test_optuna_dashboard_serves_the_study_over_http(run_dir: Path) -> None:
         studies = _get_json(f"http://127.0.0.1:{port}/api/studies", server)["study_summaries"]
         assert [s["study_name"] for s in studies] == ["study"]
         detail = _get_json(f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}", server)
-        frame = pd.read_csv(run_dir / "trials.csv")
+        frame = read_trials(run_dir)
         served = {t["number"]: t for t in detail["trials"]}
         for _, row in frame[frame["status"] == "ok"].iterrows():
             trial = served[int(row["optuna_trial"])]
@@ -114,7 +115,7 @@ def test_warm_start_runs_the_earlier_fronts_plans_first(run_dir: Path, tmp_path:
     # --cache: the earlier run's stage cache, so the repeated plans cost their benchmark only
     assert main(["run", str(spec_file), "--runs", str(tmp_path / "runs"), "--warm-start", str(run_dir),
                  "--cache", str(run_dir / "cache")]) == 0
-    warm = pd.read_csv(tmp_path / "runs" / "warm" / "trials.csv")
+    warm = read_trials(tmp_path / "runs" / "warm")
     assert sorted(warm["pipeline"]) == sorted(t["pipeline"] for t in front)
     study = load_run_study(tmp_path / "runs" / "warm")
     sources = sorted(t.user_attrs.get(WARM_START_FROM, "") for t in study.trials[:len(front)])

@@ -15,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import ray
 import yaml
@@ -24,6 +23,7 @@ from search.runner import run_search
 from search.spec import parse_spec
 from tests.tiny_spec import tiny_spec
 from tests.user_models import write_user_package
+from search.results import read_trials
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +49,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def test_every_trial_of_the_user_model_finishes(run_dir: Path) -> None:
-    frame = pd.read_csv(run_dir / "trials.csv")
+    frame = read_trials(run_dir)
     assert len(frame) == 2 and (frame["status"] == "ok").all(), frame["error"].tolist()
     assert sorted(frame["pipeline"]) == ["D|T|50|Q|B", "D|T|70|Q|B"]
     assert (frame["accuracy"] > 0.3).all(), "better than chance (0.2) on digits 5-9"
@@ -64,7 +64,7 @@ def test_the_plan_carries_the_folder_the_module_came_from(run_dir: Path) -> None
 
 
 def test_rerun_in_a_fresh_process_reproduces_a_trial(run_dir: Path, tmp_path: Path) -> None:
-    trial = pd.read_csv(run_dir / "trials.csv")["trial_id"][0]
+    trial = read_trials(run_dir)["trial_id"][0]
     out = tmp_path / "final"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-m", "search.cli", "rerun", str(run_dir), "--trial", trial,
