@@ -348,7 +348,7 @@ def test_a_weight_layout_refuses_a_model_that_changed_shape():
 
 
 def test_the_shipper_sends_only_the_tensors_that_changed_and_nothing_twice():
-    from trainables.stages.population import WeightLayout, WeightShipper, apply_changes
+    from trainables.stages.population import WeightShipper, apply_changes
 
     torch.manual_seed(1)
     model = _Mixed()

@@ -23,9 +23,8 @@ from torchvision.models import resnet18
 from trainables.compress.artifact import load_artifact
 from trainables.data import DataSpec, load_data
 from trainables.errors import FrontierError
-from trainables.measure.backends import onnx_latency
-from trainables.measure.int8 import (ImageReader, int8_state, layer_nodes, onnx_scores, qdq_layers, quantize_onnx,
-                                     session)
+from trainables.measure.int8 import (ImageReader, int8_state, integer_layers, layer_nodes, onnx_scores, qdq_layers,
+                                     quantize_onnx, session)
 from trainables.measure.int8_model import Int8Request, build_int8, keep_back
 from trainables.measure.metrics import export_onnx, measure
 from trainables.pipeline.plan import make_plan
@@ -65,16 +64,24 @@ def _request(splits, **kw) -> Int8Request:
     return Int8Request(calibration=splits.unlabeled("train"), test=splits.test, validation=splits.val, **kw)
 
 
-def test_u8s8_int8_model_is_faster_than_its_float_model_on_the_cpu(tmp_path: Path, splits) -> None:
-    """The format ONNX Runtime gets (uint8 activations, int8 weights) must buy latency: ResNet-18
-    at 224x224, 2 threads. A wrong format (S8S8 ran at 0.96x here) fails this."""
+def test_the_onnxruntime_file_is_u8s8_and_runs_every_layer_in_integer_kernels(tmp_path: Path) -> None:
+    """The format ONNX Runtime gets is the one that buys latency there: uint8 activations and int8
+    weights, fused into integer kernels for every convolution and the classifier (U8S8 ran at
+    0.33x the float latency, S8S8 at 0.96x: ``bench/quantize_latency.py`` measures it; a test
+    asserts no wall-clock time)."""
+    import onnx
+
     torch.manual_seed(0)
-    float_onnx = export_onnx(resnet18(num_classes=10).eval(), tmp_path / "r18.onnx", (3, 224, 224))
-    images = [torch.randn(3, 224, 224) for _ in range(8)]
+    float_onnx = export_onnx(resnet18(num_classes=10).eval(), tmp_path / "r18.onnx", (3, 64, 64))
+    images = [torch.randn(3, 64, 64) for _ in range(8)]
     int8 = quantize_onnx(float_onnx, tmp_path / "r18.int8.onnx", images, count=8)
-    fp32 = onnx_latency(float_onnx, threads=2, warmup=3, runs=15).median_ms
-    i8 = onnx_latency(int8, threads=2, warmup=3, runs=15).median_ms
-    assert i8 < 0.7 * fp32, f"INT8 {i8:.2f} ms is not faster than float32 {fp32:.2f} ms"
+    graph = onnx.load(str(int8)).graph
+    types = {init.name: init.data_type for init in graph.initializer}
+    activations = {types[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear" and n.input[2] in types}
+    weights = {types[n.input[0]] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0].endswith("weight_quantized")}
+    assert activations == {onnx.TensorProto.UINT8} and weights == {onnx.TensorProto.INT8}
+    layers = sum(n.op_type in ("Conv", "Gemm") for n in onnx.load(str(float_onnx)).graph.node)
+    assert integer_layers(int8, threads=2) == layers == 21, "every conv and the classifier run in integers"
 
 
 def test_qdq_pairs_on_every_quantized_layer_and_none_on_float_layers(small_onnx: Path, splits, tmp_path: Path) -> None:
