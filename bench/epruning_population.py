@@ -91,22 +91,7 @@ UNCHANGED_RATIO = 0.6
 def median_seconds(fn: Callable[[], object], device: str, runs: int = RUNS, warmup: int = WARMUP,
                    before: Callable[[], object] | None = None) -> float:
     """Median wall time of ``fn`` over ``runs`` calls after ``warmup``; ``before`` runs untimed before each."""
-    for _ in range(warmup):
-        if before is not None:
-            before()
-        fn()
-    times = []
-    for _ in range(runs):
-        if before is not None:
-            before()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return interleaved({"fn": (fn, before)}, device, runs, warmup)["fn"]
 
 
 def interleaved(contenders: dict[str, tuple[Callable[[], object], Callable[[], object] | None]], device: str,
