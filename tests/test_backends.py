@@ -293,6 +293,19 @@ def test_latency_metrics_flatten_the_record() -> None:
     }  # fmt: skip
 
 
+
+def test_every_backend_record_is_built_from_its_timed_runs() -> None:
+    times = [4.0, 1.0, 3.0, 2.0, 10.0]
+    latency = Latency.from_times(times, batch_size=2, threads=1, warmup=3, backend="torch-cpu", e2e=(7.0, 8.0),
+                                 providers=())
+    assert (latency.median_ms, latency.iqr_ms, latency.runs, latency.warmup) == (3.0, 2.0, 5, 3)
+    assert latency.p90_ms == pytest.approx(7.6)  # numpy's linear interpolation between 4 and 10
+    assert latency.throughput_batch == 2 and latency.throughput_ips == pytest.approx(2 * 1000 / 3.0)
+    assert (latency.e2e_median_ms, latency.e2e_p90_ms, latency.providers) == (7.0, 8.0, ())
+    measured = Latency.from_times(times, batch_size=1, threads=1, warmup=0, backend="tensorrt",
+                                  throughput_ips=900.0, throughput_batch=16)
+    assert (measured.throughput_ips, measured.throughput_batch, measured.e2e_median_ms) == (900.0, 16, None)
+
 # --- pieces of the TensorRT path that need no GPU ------------------------------------------------
 
 def test_2to4_sparsity_is_detected_per_run_of_four_input_channels() -> None:

@@ -14,7 +14,7 @@ from trainables import BenchmarkConfig, Context, DenseConfig, TransferConfig, ma
 from trainables.errors import FrontierError
 from trainables.measure.metrics import measure
 from trainables.models import SmallResNet
-from trainables.pipeline.boundary import PREFIX, boundary_benchmark, measure_boundary
+from trainables.pipeline.boundary import PREFIX, measure_boundary
 from trainables.stages.benchmark import Benchmark
 
 SHORTENED = {"warmup": 1, "runs": 3, "end_to_end": False}
@@ -30,17 +30,19 @@ def test_every_benchmark_field_reaches_measure_with_only_the_measurement_shorten
     bench = BenchmarkConfig(**NOT_DEFAULT)
     for field, value in NOT_DEFAULT.items():
         assert value != BenchmarkConfig.model_fields[field].default, field
-    kwargs = boundary_benchmark(bench, 3, Path("/runs/r1/trials/t7"))
+    kwargs = bench.measurement(Path("/runs/r1/trials/t7"), runs=3)
     # the run's timing cache, the one the trial's B stage uses: no full kernel search per boundary
     assert kwargs == {**NOT_DEFAULT, **SHORTENED, "cache_dir": Path("/runs/r1/tensorrt")}
     parameters = inspect.signature(measure).parameters
     assert set(kwargs) <= set(parameters), set(kwargs) - set(parameters)  # every one is a measure() argument
+    # B measures with the same mapping, nothing shortened
+    assert bench.measurement(Path("/runs/r1/trials/t7")) == {**NOT_DEFAULT, "cache_dir": Path("/runs/r1/tensorrt")}
 
 
 @pytest.mark.parametrize("runs", [0, -1, 2.0, True])
 def test_boundary_runs_must_be_a_positive_integer(runs) -> None:
     with pytest.raises(FrontierError, match=f"runs must be an integer >= 1 but got {runs!r}"):
-        boundary_benchmark(BenchmarkConfig(), runs, Path("out"))
+        BenchmarkConfig().measurement(Path("out"), runs=runs)
 
 
 def test_a_boundary_is_measured_on_the_cpu_with_the_plan_benchmark(source_splits, tmp_path: Path) -> None:

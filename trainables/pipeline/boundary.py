@@ -30,10 +30,8 @@ import torch
 from torch import nn
 
 from ..compress.masks import prunable_layers, zero_fraction
-from ..errors import FrontierError
 from ..measure.metrics import measure
 from ..stage import Context
-from ..stages.benchmark import BenchmarkConfig, timing_cache_dir
 from ..train import EVAL_BATCH_SIZE, evaluate, loader
 from .plan import Plan
 
@@ -60,7 +58,8 @@ def measure_boundary(model: nn.Module, plan: Plan, done: int, ctx: Context, *, r
     "boundary.top5": ..., "boundary.size_bytes": ..., "boundary.latency_ms": ...,
     "boundary.sparsity": ..., "boundary.seconds": ...}``; latency from ``runs`` timed runs after one
     warm-up on the engine of the plan's benchmark step, measured as it measures
-    (:func:`boundary_benchmark`), TensorRT with the run's timing cache (``RUN/tensorrt``, as ``B``).
+    (:meth:`~trainables.stages.benchmark.BenchmarkConfig.measurement`), TensorRT with the run's timing
+    cache (``RUN/tensorrt``, as ``B``).
     ``boundary_plan`` hashes the data, the seed and the steps done: two trials with the same hash
     hold the same model there (they differ only later), so the scheduler never lets one stop the other.
     """
@@ -72,34 +71,13 @@ def measure_boundary(model: nn.Module, plan: Plan, done: int, ctx: Context, *, r
     scores = evaluate(model, loader(splits.val, EVAL_BATCH_SIZE, shuffle=False), ctx.device)
     with torch.random.fork_rng():  # the measurement must not move the trial's random streams
         measured = measure(model, ctx.input_shape, Path(ctx.workdir) / "boundary", device=ctx.device,
-                           **boundary_benchmark(plan.steps[-1].config, runs, Path(ctx.workdir)))
+                           **plan.steps[-1].config.measurement(Path(ctx.workdir), runs=runs))
     layers = [m for _, m in prunable_layers(model, skip_first=False, skip_last=False)]
     values = {"accuracy": scores["accuracy"], "top5": scores["top5"], "size_bytes": float(measured["size_bytes"]),
               "latency_ms": float(measured["latency_ms"]), "sparsity": float(zero_fraction(layers)),
               "seconds": time.perf_counter() - start}
     return {BOUNDARY: boundary_name(slots, done), PREFIX_PLAN: prefix_hash(plan, done),
             **{PREFIX + k: v for k, v in values.items()}}
-
-
-def boundary_benchmark(bench: BenchmarkConfig, runs: int, workdir: Path) -> dict[str, Any]:
-    """The keyword arguments :func:`~trainables.measure.metrics.measure` takes at a boundary of a
-    trial working in ``workdir``: every field of the plan's benchmark config ``bench`` as it is
-    (backend, precision, batches, threads, CUDA graphs, workspace, surgery, and any field added
-    later) except a shorter measurement (one warm-up run, ``runs`` timed runs, no end-to-end
-    timing), and the run's TensorRT timing cache (``cache_dir``, :func:`timing_cache_dir`, the one
-    ``B`` uses), so a boundary build does not time every kernel anew.
-
-    Example:
-        >>> boundary_benchmark(BenchmarkConfig(cuda_graphs=True), 5, Path("runs/r/trials/t1"))["cuda_graphs"]
-        True
-
-    Raises:
-        FrontierError: ``runs`` that is not an integer >= 1.
-    """
-    if not isinstance(runs, int) or isinstance(runs, bool) or runs < 1:
-        raise FrontierError(f"runs must be an integer >= 1 but got {runs!r}")
-    return {**bench.model_dump(), "warmup": 1, "runs": runs, "end_to_end": False,
-            "cache_dir": timing_cache_dir(Path(workdir))}
 
 
 def prefix_hash(plan: Plan, done: int) -> str:

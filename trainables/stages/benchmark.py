@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from ..compress.masks import prunable_layers, zero_fraction
+from ..errors import FrontierError
 from ..layout import RunFolder
 from ..measure.metrics import measure
 from ..stage import Context, Metrics
@@ -79,6 +80,30 @@ class BenchmarkConfig(BaseModel):
                              "(use tensorrt, torch or auto)")
         return self
 
+    def measurement(self, workdir: Path, *, runs: int | None = None) -> dict[str, Any]:
+        """The keyword arguments :func:`~trainables.measure.metrics.measure` takes for these settings,
+        for a trial (or rerun) working in ``workdir``: every field as it is, and the run's TensorRT
+        timing cache (``cache_dir``, :func:`timing_cache_dir`). The one mapping from a benchmark
+        config to a measurement: ``B`` and the boundary measurements both call it.
+
+        ``runs`` asks for the boundary's shorter measurement: one warm-up run, ``runs`` timed runs
+        and no end-to-end timing; every other field (backend, precision, batches, threads, CUDA
+        graphs, workspace, surgery) as ``B`` measures.
+
+        Example:
+            >>> BenchmarkConfig(cuda_graphs=True).measurement(Path("runs/r/trials/t1"), runs=5)["warmup"]
+            1
+
+        Raises:
+            FrontierError: ``runs`` that is not an integer >= 1.
+        """
+        settings: dict[str, Any] = {**self.model_dump(), "cache_dir": timing_cache_dir(Path(workdir))}
+        if runs is not None:
+            if not isinstance(runs, int) or isinstance(runs, bool) or runs < 1:
+                raise FrontierError(f"runs must be an integer >= 1 but got {runs!r}")
+            settings.update(warmup=1, runs=runs, end_to_end=False)
+        return settings
+
 
 class Benchmark:
     """Stage ``B``.
@@ -115,15 +140,17 @@ class Benchmark:
         if self.int8 is not None:
             metrics = {**{f"float_{k}": v for k, v in metrics.items() if k in ("accuracy", "top5", "loss")},
                        **{k: v for k, v in metrics.items() if k not in ("accuracy", "top3", "top5", "loss")}}
+        settings = self.cfg.measurement(Path(ctx.workdir))
+        if self.cache_dir is not None:
+            settings["cache_dir"] = self.cache_dir
         metrics.update(
             measure(
                 model,  # measure copies it to the CPU for export; the stage's model stays on ctx.device
                 ctx.input_shape,
                 self.export_dir or ctx.workdir,
                 device=ctx.device,
-                cache_dir=self.cache_dir or timing_cache_dir(Path(ctx.workdir)),
                 int8=None if self.int8 is None else int8_request(self.int8, ctx, self.cfg.threads),
-                **self.cfg.model_dump(),
+                **settings,
             )
         )
         metrics["seconds"] = time.perf_counter() - start

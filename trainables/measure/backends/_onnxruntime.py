@@ -9,7 +9,7 @@ import numpy as np
 
 from ...errors import FrontierError
 from ._images import EncodedImages
-from ._timing import Latency, check_counts, spread, summarize, torch_threads, wall_times
+from ._timing import Latency, check_counts, summarize, torch_threads, wall_times
 
 if TYPE_CHECKING:
     from onnxruntime import InferenceSession, NodeArg
@@ -69,25 +69,12 @@ def onnx_latency(
     options.log_severity_level = 3  # errors only
     session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
     times = _times(session, batch_size, seed, onnx_path, warmup, runs)
-    median_ms, p90_ms = summarize(times)
     throughput = (_throughput(session, throughput_batch, seed, onnx_path, warmup, runs)
                   if throughput_batch not in (None, batch_size) else float("nan"))
     e2e = _end_to_end(session, batch_size, threads, seed, warmup, runs) if end_to_end else (None, None)
-    return Latency(
-        median_ms=median_ms,
-        p90_ms=p90_ms,
-        batch_size=batch_size,
-        threads=threads,
-        runs=runs,
-        warmup=warmup,
-        backend=ORT_BACKEND,
-        providers=tuple(session.get_providers()),
-        throughput_ips=throughput,
-        throughput_batch=throughput_batch or batch_size,
-        e2e_median_ms=e2e[0],
-        e2e_p90_ms=e2e[1],
-        iqr_ms=spread(times),
-    )
+    return Latency.from_times(times, batch_size=batch_size, threads=threads, warmup=warmup, backend=ORT_BACKEND,
+                              throughput_ips=throughput, throughput_batch=throughput_batch, e2e=e2e,
+                              providers=tuple(session.get_providers()))
 
 
 def _times(session: InferenceSession, batch: int, seed: int, path: Path, warmup: int, runs: int) -> np.ndarray:

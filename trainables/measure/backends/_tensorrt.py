@@ -43,7 +43,7 @@ from ...files import atomic_write
 from ._choice import check_precision, cuda_available, tensorrt_available, tensorrt_problem
 from ._gpu_lock import gpu_lock
 from ._images import EncodedImages
-from ._timing import CUDA_EVENTS, Latency, check_counts, cuda_times, spread, summarize, torch_threads, wall_times
+from ._timing import CUDA_EVENTS, Latency, check_counts, cuda_times, summarize, torch_threads, wall_times
 
 WORKSPACE_MB = 1024
 
@@ -177,31 +177,17 @@ def tensorrt_latency(
         runner.check_precision(precision, onnx_path)
         call = runner.bind(batch_size, seed)
         times = cuda_times(call, runner.stream, warmup, runs)
-        median_ms, p90_ms = summarize(times)
         e2e = _end_to_end(runner, batch_size, seed, warmup, runs) if end_to_end else (None, None)
         throughput = float("nan")
         if len(batches) > 1:
             big = EngineRunner(built.engine, device, profile=1)
             call = big.bind(batches[1], seed)
             throughput = batches[1] * 1000.0 / summarize(cuda_times(call, big.stream, warmup, runs))[0]
-    return Latency(
-        median_ms=median_ms,
-        p90_ms=p90_ms,
-        batch_size=batch_size,
-        threads=threads,
-        runs=runs,
-        warmup=warmup,
-        backend="tensorrt",
-        providers=(),
+    return Latency.from_times(
+        times, batch_size=batch_size, threads=threads, warmup=warmup, backend="tensorrt",
+        throughput_ips=throughput, throughput_batch=batches[-1], e2e=e2e, providers=(),
         precision=recorded_precision(precision, built.tf32_cleared, torch.cuda.get_device_capability(device)),
-        device=torch.cuda.get_device_name(device),
-        clock=CUDA_EVENTS,
-        throughput_ips=throughput,
-        throughput_batch=batches[-1],
-        e2e_median_ms=e2e[0],
-        e2e_p90_ms=e2e[1],
-        sparse_weights=built.sparse_weights,
-        iqr_ms=spread(times),
+        device=torch.cuda.get_device_name(device), clock=CUDA_EVENTS, sparse_weights=built.sparse_weights,
     )
 
 

@@ -83,6 +83,28 @@ class Latency:
         if math.isnan(self.throughput_ips):
             object.__setattr__(self, "throughput_ips", self.batch_size * 1000.0 / self.median_ms)
 
+    @classmethod
+    def from_times(cls, times_ms: Sequence[float] | np.ndarray, *, batch_size: int, threads: int, warmup: int,
+                   backend: str, throughput_ips: float = math.nan, throughput_batch: int | None = None,
+                   e2e: tuple[float | None, float | None] = (None, None), **record: object) -> Latency:
+        """The record of ``times_ms`` (one entry per timed run, at ``batch_size``): its median, 90th
+        percentile and spread (:func:`summarize`, :func:`spread`), ``runs`` their count; the one
+        constructor every backend builds its result with.
+
+        ``e2e`` is the end-to-end (median, p90), ``(None, None)`` when not measured; ``record`` holds
+        the remaining fields as the backend ran (``providers``, ``precision``, ``device``, ``clock``,
+        ``sparse_weights``).
+
+        Example:
+            >>> Latency.from_times([1.0, 2.0, 3.0], batch_size=1, threads=1, warmup=0, backend="torch-cpu").iqr_ms
+            1.0
+        """
+        median_ms, p90_ms = summarize(times_ms)
+        return cls(median_ms=median_ms, p90_ms=p90_ms, batch_size=batch_size, threads=threads,
+                   runs=len(times_ms), warmup=warmup, backend=backend, throughput_ips=throughput_ips,
+                   throughput_batch=throughput_batch or batch_size, e2e_median_ms=e2e[0], e2e_p90_ms=e2e[1],
+                   iqr_ms=spread(times_ms), **record)
+
     def metrics(self) -> dict[str, float | int | str]:
         """The flat metric keys a benchmark stage reports: ``latency_ms`` (the objective) and the fields
         :data:`trainables.objectives.LATENCY_FIELDS` names (``trials.csv`` keeps those)."""

@@ -18,7 +18,7 @@ from torch import nn
 
 from ._choice import check_precision
 from ._images import EncodedImages
-from ._timing import CUDA_EVENTS, WALL, Latency, check_counts, cuda_times, spread, summarize, torch_threads, wall_times
+from ._timing import CUDA_EVENTS, WALL, Latency, check_counts, cuda_times, summarize, torch_threads, wall_times
 
 Call = Callable[[], torch.Tensor]
 
@@ -74,29 +74,16 @@ def torch_latency(
     with torch.no_grad(), torch_threads(threads):
         call, x = _prepare(net, (batch_size, *input_shape), dtype, stream, graphs, seed)
         times = _time(call, stream, warmup, runs)
-        median_ms, p90_ms = summarize(times)
         throughput = float("nan")
         if throughput_batch not in (None, batch_size):
             big, _ = _prepare(net, (throughput_batch, *input_shape), dtype, stream, graphs, seed)
             throughput = throughput_batch * 1000.0 / summarize(_time(big, stream, warmup, runs))[0]
         e2e = _end_to_end(call, x, input_shape, stream, seed, warmup, runs) if end_to_end else (None, None)
-    return Latency(
-        median_ms=median_ms,
-        p90_ms=p90_ms,
-        batch_size=batch_size,
-        threads=threads,
-        runs=runs,
-        warmup=warmup,
+    return Latency.from_times(
+        times, batch_size=batch_size, threads=threads, warmup=warmup,
         backend="torch-cuda-graph" if graphs else ("torch-cuda" if gpu else "torch-cpu"),
-        providers=(),
-        precision=precision,
-        device=torch.cuda.get_device_name(device) if gpu else "cpu",
-        clock=CUDA_EVENTS if gpu else WALL,
-        throughput_ips=throughput,
-        throughput_batch=throughput_batch or batch_size,
-        e2e_median_ms=e2e[0],
-        e2e_p90_ms=e2e[1],
-        iqr_ms=spread(times),
+        throughput_ips=throughput, throughput_batch=throughput_batch, e2e=e2e, providers=(), precision=precision,
+        device=torch.cuda.get_device_name(device) if gpu else "cpu", clock=CUDA_EVENTS if gpu else WALL,
     )
 
 
