@@ -43,10 +43,8 @@ Format ``frontier-artifact``, version 1 (HDF5, written with ``libver="latest"``)
 Value streams of floats use the shuffle filter then gzip level 9; byte streams and integer streams
 use gzip 9. Each stream is a single chunk (no chunk index). A stream under ``COMPACT_BYTES`` is
 stored raw inside its object header; a stream no tensor uses is not written. Packing tensors into
-a few streams instead of one HDF5 object per tensor matters for small models: an HDF5 dataset or
-group costs about 340 bytes of headers however small. For a 56-tensor CIFAR ResNet (78k
-parameters) pruned to 80%, one object per tensor gave a 100 KB file, 32 KB of it headers; packed,
-it is 59 KB, 2.8 KB of it the index and headers.
+a few streams instead of one HDF5 object per tensor keeps small models small: every HDF5 dataset or
+group carries headers however small it is (``bench/storage.py`` measures both layouts).
 
 Choice of encoding, per tensor: the smallest before gzip (ties go to the earlier of dense, sparse,
 shared), with ``n = numel``, ``s = itemsize``, ``nnz`` nonzeros:
@@ -60,20 +58,14 @@ A floating tensor can be *shared* (weight sharing, sec. III-A of the quantizatio
 paper: each value replaced by one of k centroids) when it has more than ``SHARED_MIN_NUMEL``
 entries and at most ``MAX_CODEBOOK`` = 256 distinct nonzero values (b <= 8 bits); nothing marks a
 tensor as shared, the values alone decide. "Distinct" means distinct bit patterns, so NaNs with
-different payloads, and -0.0 in a tensor without a mask, come back as they were. A layer of
-100k float32 weights at 32 centroids then costs 5/8 + 1/25000 bytes per weight before gzip
-instead of 4; pruned to 80% as well, 1/8 (the mask) + 0.2 * 5/8. In the file (bench/storage.py,
-the paper's settings with k-means on random-init models) VGG-16's layers 14-15 at 32 centroids
-take 4.97 bits per weight and ResNet-50's layers 13-49 at 256 take 7.76: gzip finds a little in
-the unequal cluster sizes. A constant tensor (BatchNorm's initial weight) is a codebook of one
-entry: 4 bytes. Telling whether a tensor is shared costs little: its first ``_PROBE`` values
-usually hold more than 258 bit patterns; a 100M-value shared layer takes about 5 s to index. An
-80%-sparse float32 layer
-(not shared) costs 0.2 * 4 + 1/8 bytes per weight before gzip instead of 4, and it stays the
-smaller after gzip (80%-pruned ResNet-18: 0.19 of the raw bytes sparse, 0.32 dense); the
-candidates differ little only near a threshold. Compressing every candidate to compare exactly
-would cost far more: gzip 9 of a pruned ResNet-18 stored dense took 60 s here. Other dtypes (e.g.
-BatchNorm's ``num_batches_tracked``) are ``dense`` with their own dtype.
+different payloads, and -0.0 in a tensor without a mask, come back as they were. By the table, a
+float32 layer at k centroids costs ``k * 4 / n + b / 8`` bytes per weight before gzip instead of 4
+(plus 1/8 for a mask and only the kept ``nnz`` indices when it is pruned as well); a constant
+tensor (BatchNorm's initial weight) is a codebook of one entry. Telling whether a tensor is
+shared reads its first ``_PROBE`` values before indexing the whole. The choice is made before
+gzip, not by compressing every candidate (gzip 9 of large dense tensors is the costly step);
+``bench/storage.py`` measures the bits per weight of the paper's settings in the file. Other
+dtypes (e.g. BatchNorm's ``num_batches_tracked``) are ``dense`` with their own dtype.
 
 The INT8 artifact (``model.int8.h5``, the ``size_bytes`` of a trial deployed in INT8; written by
 ``trainables.measure.int8_model.build_int8``) is this same format, attribute ``precision = "int8"``,

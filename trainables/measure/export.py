@@ -1,13 +1,12 @@
 """ONNX programs from torch's exporter, traced once per architecture and refilled with weights.
 
-Every trial ends in ``B``, which exports its final model to ONNX. torch's ``torch.export``-based
-exporter spends about 1.5 s of a 2-CPU trial tracing, decomposing and translating the graph
-(``bench/cache_speedup.py``), and does so again for every trial although most trials of a
-search share one architecture and differ only in weights. This module keeps the translated,
-*unoptimized* graph of each architecture it has exported in this process and, for the next model
-of the same architecture, puts the new weights into a copy of it with the exporter's own
-``ONNXProgram.apply_weights`` and runs the exporter's own optimizer (``ONNXProgram.optimize``,
-about 70 ms). The file is the one a fresh export writes.
+Every trial ends in ``B``, which exports its final model to ONNX, and most trials of a search
+share one architecture and differ only in weights. Contract: the first export of an architecture
+in a process traces it with ``torch.onnx.export(dynamo=True)`` and keeps the translated,
+*unoptimized* graph; the next model of the same architecture gets its weights put into a copy of
+that graph (the exporter's own ``ONNXProgram.apply_weights``), which the exporter's optimizer
+(``ONNXProgram.optimize``) then optimizes. The file written is the one a fresh export writes
+(``bench/cache_speedup.py`` measures what reuse saves).
 
 Why the graph is kept unoptimized: the optimizer folds BatchNorm into the preceding convolution,
 so an optimized graph's initializers are no longer the model's state dict and new weights cannot

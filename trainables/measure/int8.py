@@ -7,10 +7,10 @@ weights, and per-tensor activations whose ranges a calibration pass over unlabel
 measures (``minmax``, ``entropy`` or ``percentile``: ``CalibrationMethod``). Layers named in
 ``keep_float`` stay float32 (``nodes_to_exclude``): no QDQ pair on their weights or inputs.
 
-The activation type depends on the engine that runs the file, chosen by measurement
-(:data:`FORMATS`): ONNX Runtime's CPU kernels are fast for uint8 activations with int8 weights
-(U8S8: ResNet-18 at 224x224, 2 threads, 0.33x the float32 latency here), while int8 activations
-(S8S8, ``quantize_static``'s default) ran at 0.96x, no faster than float. TensorRT takes
+The activation type depends on the engine that runs the file (:data:`FORMATS`, chosen by
+measurement, ``bench/quantize_latency.py``): uint8 activations with int8 weights (U8S8) for ONNX
+Runtime, whose CPU integer kernels are fast for them and not for ``quantize_static``'s default
+int8 activations (S8S8; the README's figures give both ratios). TensorRT takes
 symmetric int8 activations only (zero point 0), so its files are S8S8 with symmetric
 activations; its INT8 engine is built from the file as a strongly typed network, without a
 precision flag (TensorRT 11 removed ``BuilderFlag.INT8``; see ``backends/_tensorrt.py``).
