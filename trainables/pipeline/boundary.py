@@ -35,7 +35,7 @@ from ..stage import Context
 from ..train import EVAL_BATCH_SIZE, evaluate, loader
 from .plan import Plan
 
-BOUNDARY = "boundary"  # the result key naming the boundary; its measurements are ``boundary.<objective>``
+from .result import BOUNDARY  # the result key naming the boundary; its measurements are ``boundary.<objective>``
 PREFIX = f"{BOUNDARY}."
 PREFIX_PLAN = "boundary_plan"  # the result key: a hash of the plan up to the boundary (same hash, same model)
 
