@@ -9,7 +9,7 @@ machines), all graph optimisations. Per architecture, contenders exported by
 - dense: the model as built;
 - frontier 50%: in every unit group (:mod:`trainables.compress.units`: groups of coupled channels
   found by Torch-Pruning's dependency graph, residual streams included) the half of the units with
-  the largest L1 importance (:func:`trainables.compress.units.l1_importance`) kept, the rest removed
+  the largest L1 importance (:class:`trainables.compress.importance.l1.L1Importance`) kept, the rest removed
   by :func:`trainables.compress.surgery.shrink`;
 - Torch-Pruning 50% (the anchor): Torch-Pruning's own ``MagnitudePruner`` (L1 group importance)
   at ``pruning_ratio=0.5``, every group but the head's, on a copy of the same dense model;
@@ -59,11 +59,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_smoke_flag, finish  # noqa: E402
 from torchvision import models as tvm  # noqa: E402
 
-from trainables.compress.masks import make_permanent, prunable_layers  # noqa: E402
+from trainables.compress.masks import make_permanent, prunable_layers, prune_to  # noqa: E402
 from trainables.compress.surgery import gated, shrink  # noqa: E402
-from trainables.compress.units import l1_importance, unit_count, unit_groups  # noqa: E402
+from trainables.compress.importance import Importance  # noqa: E402
+from trainables.compress.importance.l1 import L1Importance  # noqa: E402
+from trainables.compress.units import unit_count, unit_groups  # noqa: E402
 from trainables.measure.metrics import export_onnx  # noqa: E402
-from trainables.stages.gradual import prune_to  # noqa: E402
 
 INPUT = (3, 224, 224)
 SMOKE_INPUT = (3, 64, 64)
@@ -86,12 +87,13 @@ def unstructured(model: nn.Module, sparsity: float) -> nn.Module:
     return make_permanent(pruned)
 
 
-def largest_units(model: nn.Module, share: float) -> dict[str, torch.Tensor]:
-    """Keep masks: the ``share`` of each unit group's units with the largest L1 importance."""
+def largest_units(model: nn.Module, share: float, importance: Importance | None = None) -> dict[str, torch.Tensor]:
+    """Keep masks: the ``share`` of each unit group's units with the largest ``importance`` (default L1)."""
+    importance = importance or L1Importance()
     keep = {}
     for group in unit_groups(model):
         vector = torch.zeros(group.size, dtype=torch.bool)
-        vector[l1_importance(model, group).topk(max(1, round(share * group.size))).indices] = True
+        vector[importance(model, group).topk(max(1, round(share * group.size))).indices] = True
         keep[group.name] = vector
     return keep
 

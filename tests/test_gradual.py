@@ -9,7 +9,9 @@ from torch.utils.data import TensorDataset
 from trainables.compress.artifact import save_artifact
 from trainables.compress.masks import is_masked, prunable_layers, zero_fraction
 from trainables.models import build_model
-from trainables.stages.gradual import Frequency, GradualConfig, agp_sparsity, gradual_prune, prune_to, pruning_schedule
+from trainables.compress.masks import prune_to
+from trainables.stages.gradual import GradualConfig, gradual_prune
+from trainables.stages.schedule import Frequency, agp_schedule, agp_sparsity
 
 
 def eq1(t: int, s_i: float, s_f: float, t0: int, n: int, dt: int) -> float:
@@ -18,7 +20,7 @@ def eq1(t: int, s_i: float, s_f: float, t0: int, n: int, dt: int) -> float:
 
 
 @pytest.mark.parametrize("s_i,s_f,t0,n,dt", [(0.0, 0.8, 0, 10, 1), (0.5, 0.8, 7, 4, 3), (0.2, 0.95, 100, 75, 5)])
-def test_agp_sparsity_is_eq1_on_every_pruning_step(s_i, s_f, t0, n, dt) -> None:
+def test_agp_sparsity_is_eq1_on_every_update(s_i, s_f, t0, n, dt) -> None:
     for k in range(n + 1):
         t = t0 + k * dt
         assert agp_sparsity(t, s_i, s_f, t0, n, dt) == pytest.approx(eq1(t, s_i, s_f, t0, n, dt), abs=1e-12)
@@ -26,14 +28,14 @@ def test_agp_sparsity_is_eq1_on_every_pruning_step(s_i, s_f, t0, n, dt) -> None:
     assert agp_sparsity(t0 + n * dt, s_i, s_f, t0, n, dt) == pytest.approx(s_f)
 
 
-def test_agp_sparsity_is_constant_outside_its_window_and_holds_between_steps() -> None:
+def test_agp_sparsity_is_constant_outside_its_window_and_holds_between_updates() -> None:
     s_i, s_f, t0, n, dt = 0.1, 0.9, 10, 5, 4
     assert all(agp_sparsity(t, s_i, s_f, t0, n, dt) == s_i for t in range(0, t0))
     end = t0 + n * dt
     assert all(agp_sparsity(t, s_i, s_f, t0, n, dt) == s_f for t in range(end, end + 50))
     for t in range(t0, end):
-        last_step = t0 + (t - t0) // dt * dt
-        assert agp_sparsity(t, s_i, s_f, t0, n, dt) == agp_sparsity(last_step, s_i, s_f, t0, n, dt)
+        last_update = t0 + (t - t0) // dt * dt
+        assert agp_sparsity(t, s_i, s_f, t0, n, dt) == agp_sparsity(last_update, s_i, s_f, t0, n, dt)
     values = [agp_sparsity(t, s_i, s_f, t0, n, dt) for t in range(0, end + 5)]
     assert values == sorted(values), "the schedule never decreases"
 
@@ -100,15 +102,15 @@ def test_second_pruning_keeps_the_first_zeros_and_can_prune_first_layer_when_ask
     assert metrics["sparsity"] == pytest.approx(0.8, abs=0.005)
 
 
-def test_epoch_unit_prunes_at_epoch_starts_n_plus_one_steps_of_eq1() -> None:
-    """The paper's PB (sec. 3.1 and 4.1): 10 epochs, dt = 1 epoch: 10 steps of eq. 1 (n = 9)."""
+def test_epoch_unit_updates_at_epoch_starts_n_plus_one_updates_of_eq1() -> None:
+    """The paper's PB (sec. 3.1 and 4.1): 10 epochs, dt = 1 epoch: 10 updates of eq. 1 (n = 9)."""
     cfg = GradualConfig(final=0.8, epochs=10, recover_epochs=5, frequency={"every": 1, "unit": "epoch"})
-    steps = pruning_schedule(cfg, batches_per_epoch=7)
-    assert sorted(steps) == [7 * e for e in range(10)], "one step before the first batch of each epoch"
+    updates = agp_schedule(cfg, batches_per_epoch=7)
+    assert sorted(updates) == [7 * e for e in range(10)], "one update before the first batch of each epoch"
     for e in range(10):
-        assert steps[7 * e] == pytest.approx(eq1(e, 0.0, 0.8, 0, 9, 1), abs=1e-12)
-    assert steps[0] == 0.0 and steps[63] == 0.8
-    every_2 = pruning_schedule(cfg.model_copy(update={"frequency": Frequency(every=2, unit="epoch")}), 7)
+        assert updates[7 * e] == pytest.approx(eq1(e, 0.0, 0.8, 0, 9, 1), abs=1e-12)
+    assert updates[0] == 0.0 and updates[63] == 0.8
+    every_2 = agp_schedule(cfg.model_copy(update={"frequency": Frequency(every=2, unit="epoch")}), 7)
     assert sorted(every_2) == [0, 14, 28, 42, 56] and every_2[56] == 0.8
 
 
@@ -119,29 +121,29 @@ def test_gradual_prune_with_epoch_unit_masks_once_per_epoch(tmp_path) -> None:
     cfg = GradualConfig(final=0.8, epochs=3, recover_epochs=1, batch_size=32, frequency={"every": 1, "unit": "epoch"})
     model, metrics = gradual_prune(model, random_splits(n=128), cfg,
                                    on_epoch=lambda record: after_epoch.append(zero_fraction(layers)))
-    assert metrics["pruning_steps"] == 3, "3 epoch starts, not 3 * 4 batches"
+    assert metrics["pruning_updates"] == 3, "3 epoch starts, not 3 * 4 batches"
     # eq. 1 with n = 2: s_i at epoch 0, 0.8 - 0.8 * (1/2)^3 = 0.7 at epoch 1, s_f at epoch 2; recovery keeps it
     assert after_epoch == pytest.approx([0.0, 0.7, 0.8, 0.8], abs=0.005)
     assert metrics["sparsity"] == pytest.approx(0.8, abs=0.005)
 
 
-def test_batch_unit_is_a_bare_int_and_steps_every_k_batches() -> None:
+def test_batch_unit_is_a_bare_int_and_updates_every_k_batches() -> None:
     bare = GradualConfig(final=0.5, epochs=2, frequency=4)
     assert bare.frequency == Frequency(every=4, unit="batch")
     assert GradualConfig(final=0.5, frequency={"every": 4}).frequency == bare.frequency, "batch is the default unit"
-    steps = pruning_schedule(bare, batches_per_epoch=10)  # n = 2 * 10 // 4 = 5
-    assert sorted(steps) == [0, 4, 8, 12, 16, 20]
-    for k, t in enumerate(sorted(steps)):
-        assert steps[t] == pytest.approx(eq1(t, 0.0, 0.5, 0, 5, 4), abs=1e-12)
+    updates = agp_schedule(bare, batches_per_epoch=10)  # n = 2 * 10 // 4 = 5
+    assert sorted(updates) == [0, 4, 8, 12, 16, 20]
+    for k, t in enumerate(sorted(updates)):
+        assert updates[t] == pytest.approx(eq1(t, 0.0, 0.5, 0, 5, 4), abs=1e-12)
     with pytest.raises(ValueError, match="unit"):
         GradualConfig(final=0.5, frequency={"every": 1, "unit": "week"})
 
 
-def test_gradual_prune_with_batch_unit_counts_its_steps() -> None:
+def test_gradual_prune_with_batch_unit_counts_its_updates() -> None:
     model = build_model("small_resnet", 4)
     cfg = GradualConfig(final=0.6, epochs=1, recover_epochs=0, batch_size=32, frequency=2)
     _, metrics = gradual_prune(model, random_splits(n=128), cfg)
-    assert metrics["pruning_steps"] == 3, "n = 4 // 2 = 2: batches 0 and 2, and the last after the window"
+    assert metrics["pruning_updates"] == 3, "n = 4 // 2 = 2: batches 0 and 2, and the last after the window"
     assert metrics["sparsity"] == pytest.approx(0.6, abs=0.005)
 
 
@@ -155,7 +157,8 @@ def test_config_rejects_initial_above_final() -> None:
 from trainables.compress.surgery import alive_units, shrink  # noqa: E402
 from trainables.compress.units import unit_groups  # noqa: E402
 from trainables.stages import gradual as gradual_module  # noqa: E402
-from trainables.stages.gradual import granularity_problem, semi_structured_mask  # noqa: E402
+from trainables.compress.masks import semi_structured_mask  # noqa: E402
+from trainables.stages.pruners import granularity_problem  # noqa: E402
 
 
 def groups_of_four(weight: torch.Tensor) -> torch.Tensor:
@@ -192,16 +195,17 @@ def test_semi_structured_mask_keeps_the_two_largest_of_every_four_input_channels
         semi_structured_mask(torch.randn(4, 3, 3, 3))
 
 
-def spy_on_pruning_steps(monkeypatch, record) -> None:
-    """Call ``record(t, model)`` right after each pruning step that gradual_prune's fit runs."""
+def spy_on_updates(monkeypatch, record) -> None:
+    """Call ``record(t, model)`` right after each batch hook (an update where the schedule has one) that
+    gradual_prune's fit runs."""
     real_fit = gradual_module.fit
 
-    def fit(model, *args, before_step, **kwargs):
-        def step(t: int) -> None:
-            before_step(t)
+    def fit(model, *args, before_batch, **kwargs):
+        def hook(t: int) -> None:
+            before_batch(t)
             record(t, model)
 
-        return real_fit(model, *args, before_step=step, **kwargs)
+        return real_fit(model, *args, before_batch=hook, **kwargs)
 
     monkeypatch.setattr(gradual_module, "fit", fit)
 
@@ -213,14 +217,14 @@ def test_channel_granularity_follows_the_schedule_in_units_and_shrinks_exactly(m
     cfg = GradualConfig(final=0.7, epochs=2, recover_epochs=0, batch_size=32, granularity="channel")
     n = cfg.epochs * 4  # 128 images in batches of 32
     shares: list[tuple[int, dict[str, torch.Tensor]]] = []
-    spy_on_pruning_steps(monkeypatch, lambda t, m: shares.append((t, {k: ~v for k, v in alive_units(m).items()})))
+    spy_on_updates(monkeypatch, lambda t, m: shares.append((t, {k: ~v for k, v in alive_units(m).items()})))
     model, metrics = gradual_prune(model, random_splits(n=128), cfg)
     assert [t for t, _ in shares] == list(range(n))
     for (t, pruned), (_, before) in zip(shares, [shares[0]] + shares[:-1]):
         s_t = agp_sparsity(t, 0.0, 0.7, 0, n, 1)
         for unit in units:
             assert int(pruned[unit.name].sum()) == round(s_t * unit.size), (t, unit.name)
-            assert torch.all(pruned[unit.name] >= before[unit.name]), f"step {t}: a pruned unit came back"
+            assert torch.all(pruned[unit.name] >= before[unit.name]), f"update {t}: a pruned unit came back"
     assert not is_masked(model)
     final = alive_units(model)
     for unit in units:
@@ -259,7 +263,7 @@ def test_2_4_granularity_follows_the_schedule_per_group_and_skips_three_channel_
     n = cfg.epochs * 4
     layers = [m for _, m in prunable_layers(model, skip_first=False)][1:]  # conv1 reads 3 channels
     zeros: list[tuple[int, set[int]]] = []
-    spy_on_pruning_steps(
+    spy_on_updates(
         monkeypatch, lambda t, m: zeros.append((t, {4 - int(groups_of_four(layer.weight).max()) for layer in layers}))
     )
     model, metrics = gradual_prune(model, random_splits(n=128), cfg)
@@ -282,3 +286,55 @@ def test_2_4_granularity_below_half_still_ends_in_the_2_4_pattern() -> None:
     for name, layer in prunable_layers(model):
         assert torch.all(groups_of_four(layer.weight) == 2), name
     assert metrics["sparsity"] == pytest.approx(0.5) and metrics["layers_skipped"] == 0
+
+
+# --- the injected schedule and the pruner interface ---
+
+from trainables.compress.importance import Importance  # noqa: E402
+from trainables.compress.importance.l1 import L1Importance  # noqa: E402
+from trainables.stages.pruners import Channel, Pruner, pruner_class  # noqa: E402
+
+
+def test_an_injected_schedule_decides_the_updates(monkeypatch) -> None:
+    model = build_model("small_resnet", 4)
+    layers = [m for _, m in prunable_layers(model)]
+    seen: list[tuple[int, float]] = []
+    spy_on_updates(monkeypatch, lambda t, m: seen.append((t, zero_fraction(layers))))
+
+    def two_updates(cfg, batches_per_epoch):
+        return {1: 0.3, 2 * batches_per_epoch - 1: cfg.final}
+
+    cfg = GradualConfig(final=0.6, epochs=1, recover_epochs=1, batch_size=32)
+    model, metrics = gradual_prune(model, random_splits(n=128), cfg, schedule=two_updates)
+    shares = dict(seen)
+    assert shares[0] == 0.0 and shares[1] == pytest.approx(0.3, abs=0.005) and shares[6] == pytest.approx(0.3, abs=0.005)
+    assert shares[7] == pytest.approx(0.6, abs=0.005)
+    assert metrics["pruning_updates"] == 2 and metrics["sparsity"] == pytest.approx(0.6, abs=0.005)
+
+
+def test_the_pruner_interface_is_abstract_and_found_by_granularity() -> None:
+    with pytest.raises(TypeError, match="abstract"):
+        Pruner(build_model("small_resnet", 4), GradualConfig(final=0.5))  # type: ignore[abstract]
+    assert pruner_class("channel") is Channel and pruner_class("2:4").granularity == "2:4"
+    with pytest.raises(ValueError, match="granularity must be one of unstructured, channel, 2:4 but got 'block'"):
+        pruner_class("block")
+
+
+def test_the_channel_pruner_ranks_units_by_the_importance_it_is_given() -> None:
+    class Reversed(Importance):
+        name = "test_gradual_reversed"
+
+        def __call__(self, model, group):
+            return -L1Importance()(model, group)
+
+    cfg = GradualConfig(final=0.5, granularity="channel")
+    chosen = {}
+    for importance in (None, Reversed()):
+        torch.manual_seed(0)
+        model = build_model("small_resnet", 4)
+        pruner = Channel(model, cfg, importance)
+        pruner.update(0.5, last=True)
+        chosen[type(importance).__name__] = {k: v.clone() for k, v in pruner.pruned.items()}
+    default, reversed_ = chosen["NoneType"], chosen["Reversed"]
+    assert any(not torch.equal(default[k], reversed_[k]) for k in default), "the importance decides which units go"
+    assert all(int(default[k].sum()) == int(reversed_[k].sum()) for k in default), "the schedule decides how many"

@@ -72,7 +72,7 @@ def test_a_nan_in_the_last_steps_of_an_epoch_is_caught_at_its_end(target_splits)
                 head.weight.fill_(float("nan"))
 
     with pytest.raises(Diverged, match=f"by step {steps}$"):
-        fit(model, batches, None, OptimConfig(), 1, before_step=poison)
+        fit(model, batches, None, OptimConfig(), 1, before_batch=poison)
 
 
 @pytest.mark.gpu

@@ -25,7 +25,7 @@ _SOURCES: dict[str, str] = {
     "DataSpec": "data", "Splits": "data", "load_data": "data",
     "Dense": "stages.dense", "DenseConfig": "stages.dense",
     "EPrune": "stages.epruning", "EPruningConfig": "stages.epruning", "energy_loss": "stages.epruning",
-    "GradualConfig": "stages.gradual", "GradualPrune": "stages.gradual", "agp_sparsity": "stages.gradual",
+    "GradualConfig": "stages.gradual", "GradualPrune": "stages.gradual", "agp_sparsity": "stages.schedule",
     "Plan": "pipeline.plan", "make_plan": "pipeline.plan",
     "Transfer": "stages.transfer", "TransferConfig": "stages.transfer",
     "run_plan": "pipeline.run", "run_stages": "pipeline.run",
@@ -44,7 +44,8 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from .stages.benchmark import Benchmark, BenchmarkConfig
     from .stages.dense import Dense, DenseConfig
     from .stages.epruning import EPrune, EPruningConfig, energy_loss
-    from .stages.gradual import GradualConfig, GradualPrune, agp_sparsity
+    from .stages.gradual import GradualConfig, GradualPrune
+    from .stages.schedule import agp_sparsity
     from .stages.transfer import Transfer, TransferConfig
 
 

@@ -1,7 +1,7 @@
 """The stage contract: ``run(model, context) -> (model, metrics)``.
 
 A stage (``D``, ``T``, ``P<s>``, ``B``; ARCHITECTURE.md's vocabulary) is a small object with a ``label``
-for the pipeline string and one method. It does not import Ray. Everything it needs besides the
+for the pipeline string, a ``slot`` for its results and one method. It does not import Ray. Everything it needs besides the
 model comes from the :class:`Context`: the data of both domains, the device, the seed, a folder
 to write into, and a progress callback.
 """
@@ -68,10 +68,22 @@ class Context:
         return lambda record: progress(label, record)
 
 
+def prune_slot(domain: Domain) -> str:
+    """The slot of a pruning stage on ``domain``: ``P1`` on the source (before the transfer), ``P2`` on the target."""
+    return "P1" if domain == "source" else "P2"
+
+
 class Stage(Protocol):
-    """One step of a pipeline."""
+    """One stage of a pipeline.
+
+    ``label`` is its part of the pipeline string (``D``, ``80``, ``E50``, ``Q|R``, ``I8|B``);
+    ``slot`` its stable name in results (``D``, ``T``, ``P1``/``P2`` by domain, ``Q``, ``B``;
+    ARCHITECTURE.md's vocabulary), the same a plan step of it has: ``seconds.<slot>`` and
+    ``stage.<slot>.*`` name its time and metrics, repeats numbered (``P1.2``).
+    """
 
     label: str
+    slot: str
 
     def run(self, model: nn.Module | None, ctx: Context) -> tuple[nn.Module, Metrics]:
         """Transform ``model`` (None only for the first stage) and report its metrics.

@@ -1,7 +1,7 @@
 """The training loop every stage shares: optimizer and schedule from config, epochs, evaluation.
 
 Stages (dense pretraining, transfer, gradual pruning) differ only in which parameters learn,
-what happens between batches (a pruning step) and when to stop; :func:`fit` takes those as
+what happens between batches (a mask update) and when to stop; :func:`fit` takes those as
 arguments. A non-finite loss raises :class:`Diverged`, so a trial fails cleanly instead of
 reporting NaN.
 
@@ -274,7 +274,7 @@ def fit(
     device: torch.device | str = "cpu",
     params: Iterable[nn.Parameter] | None = None,
     frozen: nn.Module | None = None,
-    before_step: BatchHook | None = None,
+    before_batch: BatchHook | None = None,
     stop: Callable[[float], bool] | None = None,
     stop_epoch: Callable[[dict[str, float]], bool] | None = None,
     restore_best: bool = False,
@@ -287,7 +287,7 @@ def fit(
         params: the parameters that learn (default: all of ``model``'s).
         frozen: a submodule kept in eval mode throughout (its batch-norm statistics do not move),
             used by freeze-and-train.
-        before_step: called with the global step index before each batch (a pruning step).
+        before_batch: called with the global batch index before each batch (a mask update).
         stop: called after each epoch with the validation accuracy; returning True ends training.
         stop_epoch: like ``stop``, but called with the epoch's whole record (``train_accuracy``,
             ``val_accuracy``, ``loss``, ``epoch``), for rules that also look at the training
@@ -307,7 +307,7 @@ def fit(
     result.precision = step.precision
     for epoch in range(epochs):
         with step.layout():
-            record = _train_epoch(model, train, step, frozen, before_step, result)
+            record = _train_epoch(model, train, step, frozen, before_batch, result)
         sched.step()
         if val is not None:
             record["val_accuracy"] = evaluate(model, val, device)["accuracy"]
@@ -370,15 +370,15 @@ class _Step:
         return loss.detach().float(), logits.detach()
 
 
-def _train_epoch(model, data, step: _Step, frozen, before_step, result) -> dict[str, float]:
+def _train_epoch(model, data, step: _Step, frozen, before_batch, result) -> dict[str, float]:
     model.train()
     if frozen is not None:
         frozen.eval()
     seen = 0
     sums = torch.zeros(2, dtype=torch.float64, device=step.device)  # loss * n, correct
     for x, y in data:
-        if before_step is not None:
-            before_step(result.steps)
+        if before_batch is not None:
+            before_batch(result.steps)
         x, y = model_input(x, step.device, channels_last=step.cuda), y.to(step.device, non_blocking=True)
         loss, logits = step(x, y)
         result.steps += 1

@@ -193,7 +193,7 @@ def _together(options: list[list[tuple[str, Any]]]) -> list[tuple[str, Any]] | N
 
 def _prune_problems(spec: Spec) -> Iterable[str]:
     """EPruning layer patterns the model has; no sparsity above what a granularity can reach."""
-    from trainables.stages.gradual import granularity_problem
+    from trainables.stages.pruners import granularity_problem
 
     yield from _unit_problems(spec)
     methods = {value for _, value in reachable_values(spec, "prune.method")}

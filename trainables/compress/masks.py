@@ -1,8 +1,13 @@
-"""Masks as reparametrizations: listing prunable layers and making masks permanent.
+"""Masks as reparametrizations: listing prunable layers, growing masks and making them permanent.
 
 A mask is never a new layer type (ARCHITECTURE.md): it is a ``torch.nn.utils.prune`` hook on an
 existing ``Conv2d`` or ``Linear``. Before export every hook is removed with ``prune.remove``,
 which folds ``weight_orig * weight_mask`` back into a plain ``weight`` parameter.
+
+The mask primitives the pruners (:mod:`trainables.stages.pruners`) build on live here too: a
+magnitude mask to a share of a layer's weights (:func:`prune_to`), the 2:4 pattern along input
+channels (:func:`semi_structured_mask`) and adding entries to a mask in place
+(:func:`mask_entries`). Masks only grow: a masked entry stays masked.
 """
 
 from __future__ import annotations
@@ -112,3 +117,64 @@ def plain_copy(model: nn.Module) -> nn.Module:
             if isinstance(value, torch.Tensor) and not value.is_leaf:
                 memo[id(value)] = value.detach().clone()
     return make_permanent(copy.deepcopy(model, memo)).cpu().eval()
+
+
+def prune_to(module: nn.Module, sparsity: float) -> None:
+    """Mask the smallest-magnitude weights of ``module`` until ``round(sparsity * n)`` are masked.
+
+    Masks only grow: weights already masked stay masked and count toward the target.
+    """
+    n = module.weight.numel()
+    masked = int((module.weight_mask == 0).sum()) if prune.is_pruned(module) else 0
+    extra = round(sparsity * n) - masked
+    if extra > 0:
+        prune.l1_unstructured(module, "weight", amount=extra)
+
+
+def semi_structured_mask(weight: torch.Tensor, zeros: int = 2, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Bool keep mask of ``weight``'s shape masking ``zeros`` of every 4 consecutive input channels.
+
+    Groups run along dim 1, the input channels of a conv weight [out, in, kh, kw] (one group per
+    4 inputs at every (out, kh, kw)) or the inputs of a Linear weight [out, in]; in each group the
+    ``zeros`` smallest magnitudes are masked. Entries already 0 in ``mask`` rank lowest and stay
+    masked, so masks only grow. Hand-written: torch's ``to_sparse_semi_structured`` needs CUDA and
+    groups along a 2-D matrix's last dim, while TensorRT's sparse convs group input channels.
+
+    Args:
+        weight: a weight whose dim 1 is a multiple of 4.
+        zeros: entries masked per group of 4, 0 to 4 (2 for the 2:4 pattern).
+        mask: the current mask (1/True = kept), or None.
+
+    Raises:
+        ValueError: dim 1 of ``weight`` not a multiple of 4, or ``zeros`` outside 0..4.
+    """
+    if weight.dim() < 2 or weight.shape[1] % 4:
+        raise ValueError(
+            f"weight must have input channels (dim 1) in multiples of 4 but got shape {tuple(weight.shape)}"
+        )
+    if not 0 <= zeros <= 4:
+        raise ValueError(f"zeros must be in 0..4 but got {zeros}")
+    score = weight.detach().abs()
+    if mask is not None:
+        score = score.masked_fill(mask == 0, -1.0)
+    moved = score.movedim(1, -1)  # [..., in]: groups of 4 consecutive input channels last
+    groups = moved.reshape(*moved.shape[:-1], -1, 4)
+    lowest = groups.argsort(dim=-1)[..., :zeros]
+    drop = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, lowest, True)
+    keep = ~drop.reshape(moved.shape).movedim(-1, 1)
+    return keep if mask is None else keep & (mask != 0)
+
+
+def mask_entries(module: nn.Module, name: str, keep: torch.Tensor) -> None:
+    """Mask ``module.<name>`` where ``keep`` is False, adding to any mask it already has.
+
+    The first mask is a ``prune.custom_from_mask`` reparametrization; later ones multiply into
+    its ``<name>_mask`` buffer in place: another ``custom_from_mask`` would stack a full-size
+    copy of the mask in a ``PruningContainer`` at every mask update.
+    """
+    mask = getattr(module, f"{name}_mask", None)
+    if mask is None:
+        prune.custom_from_mask(module, name, mask=keep.clone())
+        return
+    mask.mul_(keep.to(mask.dtype))
+    setattr(module, name, getattr(module, f"{name}_orig") * mask)  # what the pre-forward hook computes

@@ -135,22 +135,6 @@ def unit_groups(model: nn.Module, include: Sequence[str] | None = None, *, resid
     return chosen
 
 
-def l1_importance(model: nn.Module, group: UnitGroup) -> torch.Tensor:
-    """Per unit of ``group``: the L1 norm of the weight rows its producers spend on it.
-
-    A residual stream's channel counts the rows of every layer adding into it, so a group's
-    units are ranked as one (Torch-Pruning's group magnitude importance, summed over producers);
-    depthwise filters and BatchNorms are not counted. Returns a CPU float tensor of ``group.size``.
-    """
-    total = torch.zeros(group.size)
-    for gate in group.gates:
-        module = model.get_submodule(gate.name)
-        if isinstance(module, (nn.Conv2d, nn.Linear)) and not is_depthwise(module):
-            rows = module.weight.detach().flatten(1).abs().sum(dim=1).cpu()
-            total += rows[torch.tensor(gate.channels)]
-    return total
-
-
 def excluded(model: nn.Module) -> dict[str, str]:
     """The coupled channel groups of ``model`` that are not unit groups: first layer -> why."""
     return dict(_analysis(model).excluded)

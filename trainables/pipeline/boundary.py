@@ -6,7 +6,7 @@ last trained on (the source before transfer, the target after; never the test sp
 final objectives keep), the bytes of its compressed artifact (``model.h5``, written to
 ``<workdir>/boundary/``), its latency on the trial's benchmark engine with a few timed runs (after
 surgery, as ``B`` times it), and the share of zeros in its prunable layers. The driver's scheduler
-(:mod:`search.early_stop`) compares trials that reached the same boundary.
+(:mod:`search.run.early_stop`) compares trials that reached the same boundary.
 
 A boundary is named by the slots done so far, ``D|P1|T``: trials at the same boundary ran the
 same kinds of stages in the same order, with other parameters.

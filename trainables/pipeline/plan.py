@@ -38,7 +38,8 @@ from ..stage import Domain, Stage
 from ..stages.benchmark import Benchmark, BenchmarkConfig
 from ..stages.dense import Dense, DenseConfig
 from ..stages.epruning import EPrune, EPruneSchedule, EPruningConfig
-from ..stages.gradual import Frequency, GradualConfig, GradualPrune, PruneSchedule
+from ..stages.gradual import GradualConfig, GradualPrune, PruneSchedule
+from ..stages.schedule import Frequency
 from ..stages.int8 import Int8Config
 from ..stages.quantize import RetrainConfig, Share, ShareConfig
 from ..stages.transfer import Transfer, TransferConfig
