@@ -84,9 +84,9 @@ def timed_search(raw: dict[str, Any], *, cache: bool, runs_root: Path | None = N
     """
     import ray  # here, not at the top: the benches a GPU check runs import this module on a machine without Ray
 
-    from search.results import read_trials
-    from search.runner import run_search
-    from search.spec import parse_spec
+    from search.results.files import read_trials
+    from search.run.driver import run_search
+    from search.spec.load import parse_spec
 
     spec = parse_spec(raw)
     # a fresh folder per search; FRONTIER_BENCH_TMP (set by the smoke test) says where

@@ -1,7 +1,7 @@
 """Multi-objective early stopping vs none, at equal compute: hypervolume per trial-second.
 
 The quickstart space (order, sparsities, pruning method, sharing, INT8) searched by TPE with the same
-seed twice, without and with ``early_stop`` (:mod:`search.early_stop`), each until ``--trials``
+seed twice, without and with ``early_stop`` (:mod:`search.run.early_stop`), each until ``--trials``
 trials finished that were not stopped, for each of ``--seeds`` seeds. Compute is the sum of the
 trials' seconds (Tune's ``time_total_s``: stages, boundary measurements, checkpoints), stopped
 trials included. The hypervolume curve of a search is its front's hypervolume after each trial in
@@ -30,7 +30,7 @@ import pandas as pd
 from _common import ROOT, add_smoke_flag, finish, quickstart, timed_search
 
 sys.path.insert(0, str(ROOT))
-from search.front import hypervolume  # noqa: E402
+from search.results.front import hypervolume  # noqa: E402
 
 NAMES, DIRECTIONS = ["accuracy", "size_bytes", "latency_ms"], ["max", "min", "min"]
 EARLY_STOP = {"enabled": True, "grace": 4, "eta": 2, "margin": 0.02, "runs": 5}

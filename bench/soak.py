@@ -36,10 +36,10 @@ import yaml
 from _common import add_smoke_flag, finish, quickstart
 from ray import tune
 
-from search.runner import run_search
-from search.spec import parse_spec
+from search.run.driver import run_search
+from search.spec.load import parse_spec
 from trainables.models import build_model
-from search.results import read_trials
+from search.results.files import read_trials
 
 
 def rss_mb() -> float:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trainables.errors import FrontierError
-from trainables.layout import RunFolder
+from trainables.layout import FinalFolder, RunFolder
 
 EXIT_USER_ERROR = 2
 
@@ -83,14 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "check":
-        from .check import check_spec
+        from .spec.check import check_spec
 
         spec = check_spec(args.spec, address=args.address)
-        print(f"{args.spec}: ok ({spec.trials} trials, objectives {', '.join(spec.metric_names)})")
+        print(f"{args.spec}: ok ({spec.trials} trials, objectives {', '.join(spec.objective_names)})")
         return 0
     if args.command == "run":
-        from .check import check_spec
-        from .runner import run_search
+        from .run.driver import run_search
+        from .spec.check import check_spec
 
         if args.trials is not None and args.trials < 1:
             raise FrontierError(f"--trials: must be >= 1 but got {args.trials}")
@@ -105,27 +105,29 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"next: frontier front {run_dir} --html front.html ; frontier rerun {run_dir} --trial best")
         return 0
     if args.command == "clean":
-        from .clean import clean_run, format_report
+        from .run.clean import clean_run, format_report
 
         print(format_report(clean_run(args.run_dir, dry_run=args.dry_run)))
         return 0
     if args.command == "front":
-        from .report import show_front
+        from .results.report import show_front
 
         show_front(args.run_dir, html=args.html, as_json=args.json, all_trials=args.all)
         return 0
     if args.command == "sweep":
-        from .sweep import sweep
+        from .final.sweep import sweep
 
         proposal = sweep(args.model_dir, groups=args.groups, ks=args.ks, method=args.method, max_drop=args.max_drop)
-        print(f"wrote {args.model_dir}/sensitivity.csv and sensitivity.html")
+        final = FinalFolder(Path(args.model_dir))
+        print(f"wrote {args.model_dir}/{final.sensitivity_csv.name} and {final.sensitivity_html.name}")
         print("proposal for budgets.share.groups: " + json.dumps(proposal))
         return 0
-    from .rerun import rerun, rerun_front
+    from .final.rerun import rerun, rerun_front
 
     if args.front:
         rerun_front(args.run_dir)
-        print(f"final models: {Path(args.run_dir) / 'final'}/<trial>/ ; report: {Path(args.run_dir) / 'final' / 'front_rerun.json'}")
+        run = RunFolder(Path(args.run_dir))
+        print(f"final models: {run.front_rerun_json.parent}/<trial>/ ; report: {run.front_rerun_json}")
         return 0
     out = rerun(args.run_dir, args.trial, out=args.out, max_size_bytes=args.max_size_bytes,
                 max_latency_ms=args.max_latency_ms)

@@ -16,10 +16,10 @@ import pytest
 import ray
 import yaml
 
-from search.runner import run_search
-from search.spec import parse_spec
+from search.run.driver import run_search
+from search.spec.load import parse_spec
 from tests.tiny_spec import tiny_spec
-from search.results import read_trials
+from search.results.files import read_trials
 
 pytestmark = pytest.mark.slow
 

@@ -18,9 +18,9 @@ from pydantic import ValidationError
 from torch import nn
 
 from search.cli import main
-from search.results import trial_row
-from search.spec import Budgets
-from search.to_plan import apply_overrides
+from search.results.rows import trial_row
+from search.spec.schema import Budgets
+from search.spec.to_plan import apply_overrides
 from tests.conftest import TARGET
 from trainables.errors import FrontierError
 from trainables.measure import backends

@@ -183,7 +183,8 @@ def test_a_budget_is_kept_after_each_write_but_never_evicts_the_entry_being_comp
 @pytest.mark.parametrize("value, line", [({"max_gb": -1}, "cache.max_gb: Input should be greater than 0"),
                                          ({"max_mb": 1}, "cache.max_mb: unknown key")])
 def test_a_bad_cache_budget_is_one_line_naming_its_key(value, line: str) -> None:
-    from search.spec import SpecError, parse_spec
+    from search.spec.load import parse_spec
+    from search.spec.schema import SpecError
     from tests.tiny_spec import tiny_spec
 
     spec = tiny_spec("bad", trials=1, space={"order": "PA", "s2": 0.5})

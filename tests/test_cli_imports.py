@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from search.results import write_results
+from search.results.files import write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("torch", "torchvision", "ray", "optuna", "onnxruntime", "plotly")

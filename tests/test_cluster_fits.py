@@ -1,7 +1,7 @@
 """Every spec in spaces/ that needs GPUs can run on cluster.yaml: each trial's placement group fits one node type.
 
 A trial's bundles (its own, plus one per EPruning actor) are placed together on one node
-(``STRICT_PACK``, :class:`search.runner.TrialResources`), so their sum must fit a single node type's
+(``STRICT_PACK``, :class:`search.run.resources.TrialResources`), so their sum must fit a single node type's
 ``resources``; otherwise the autoscaler has no node to start and the trial waits forever. The
 trials are drawn from each spec's space (Optuna's random sampler, seeded) and turned into configs
 by the searcher's own space function, so the bundles are the ones Tune would ask for.
@@ -15,8 +15,9 @@ import optuna
 import pytest
 import yaml
 
-from search.runner import SpaceFunction, TrialResources
-from search.spec import load_spec
+from search.run.resources import TrialResources
+from search.run.space_function import SpaceFunction
+from search.spec.load import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "spaces").glob("*.yaml"))

@@ -17,8 +17,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.runner import make_searcher
-from search.spec import load_spec
+from search.run.sampler import make_searcher
+from search.spec.load import load_spec
+from trainables.pipeline.result import STAGE_INDEX, STAGES
 
 SPACES = Path(__file__).resolve().parent.parent / "spaces"
 TRIALS, SEEDS = 40, (0, 1, 2)
@@ -31,7 +32,8 @@ def surface(config: dict) -> dict[str, float]:
     final = max([s.get("sparsity", s["config"].get("final", 0.0)) for s in prune] or [0.0])
     units = any(s["kind"] == "E" for s in prune)
     return {"accuracy": 0.98 - 0.6 * final**3 - (0.03 if units else 0.0), "size_bytes": 1e5 * (1.05 - final),
-            "latency_ms": 1.0 - (0.5 * final if units else 0.0), "stage_index": len(steps), "stages": len(steps)}
+            "latency_ms": 1.0 - (0.5 * final if units else 0.0), "top5": 1.0, "sparsity": final,
+            STAGE_INDEX: len(steps), STAGES: len(steps)}
 
 
 def feasible_share(seed: int, constrained: bool) -> float:

@@ -15,14 +15,14 @@ import yaml
 from ray import tune
 
 from search.cli import main
-from search.runner import run_search
-from search.spec import parse_spec
+from search.run.driver import run_search
+from search.spec.load import parse_spec
 from tests.tiny_spec import tiny_spec
 from trainables.layout import RunFolder
 from trainables.pipeline.cache import StageCache
 from trainables.pipeline.plan import Plan
 from trainables.pipeline.run import _restore
-from search.results import read_trials
+from search.results.files import read_trials
 
 pytestmark = pytest.mark.slow
 SPEC = tiny_spec("first", trials=1, space={"order": "PBA", "s1": 0.4, "s2": 0.7})

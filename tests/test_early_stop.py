@@ -14,14 +14,16 @@ import ray
 import yaml
 from ray.tune.schedulers import TrialScheduler
 
+from trainables.layout import RunFolder
 from search.cli import main
-from search.early_stop import ParetoHalving, dominates_beyond, early_stop_record, fronts_before, should_stop
-from search.runner import run_search
-from search.spec import EarlyStop, parse_spec
-from search.study import load_run_study
-from search.to_plan import plan_for
+from search.run.early_stop import ParetoHalving, dominates_beyond, fronts_before, should_stop
+from search.run.driver import run_search
+from search.spec.load import parse_spec
+from search.spec.schema import EarlyStop
+from search.run.study import load_run_study
+from search.spec.to_plan import plan_for
 from tests.tiny_spec import tiny_spec
-from search.results import read_trials
+from search.results.files import read_trials
 
 MAXMIN = ["max", "min", "min"]
 
@@ -100,7 +102,7 @@ def test_an_early_stopping_search_at_half_fidelity_and_its_front_rerun(tmp_path:
     assert (frame["status"] == "ok").sum() == 3, frame[["trial_id", "status", "error"]]
     stopped = frame[frame["status"] == "stopped"]
     assert len(stopped) >= 1 and (stopped["stopped_at"] == "D|P1").all()
-    record = [json.loads(line) for line in early_stop_record(run_dir).read_text().splitlines()]
+    record = [json.loads(line) for line in RunFolder(run_dir).early_stop_jsonl.read_text().splitlines()]
     assert {e["trial_id"] for e in record if e["stop"]} == set(stopped["trial_id"])
     study = load_run_study(run_dir)
     states = {t.user_attrs.get("tune_trial_id"): t.state.name for t in study.trials}

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from search.front import hypervolume, pareto_front
+from search.results.front import hypervolume, pareto_front
 
 
 def brute_force_front(points, directions) -> list[int]:

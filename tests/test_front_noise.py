@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from search.front import hypervolume, normalized_hypervolume, pareto_front
-from search.results import front_summary, spreads
+from search.results.front import hypervolume, normalized_hypervolume, pareto_front
+from search.results.summary import front_summary, spreads
 
 NAMES, DIRECTIONS = ["accuracy", "size_bytes", "latency_ms"], ["max", "min", "min"]
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from search.report import _bytes, _significant, load_front, print_front_table
-from search.results import write_results
+from search.results.format import byte_size, significant
+from search.results.report import load_front, print_front_table
+from search.results.files import write_results
 
 # the shapes Ray Tune gives trial ids: 8 hex digits (a searcher's trials), or a prefix and a counter
 IDS = ["a1b2c3d4", "2f1ef_00012", "9e8d7c6b", "2f1ef_00007", "0c0ffee0"]
@@ -78,13 +79,13 @@ def test_piped_output_is_as_wide_as_the_table(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("value", "text"), [(44_812_345, "44.8 MB"), (7_466_667, "7.47 MB"), (512_000, "512 kB"),
                                              (1_500_000_000, "1.50 GB"), (900, "900 B")])
 def test_bytes_read_in_decimal_units(value: float, text: str) -> None:
-    assert _bytes(value) == text
+    assert byte_size(value) == text
 
 
 @pytest.mark.parametrize(("value", "text"), [(12.3456, "12.3"), (6.0, "6.00"), (0.0123, "0.0123"), (99.96, "100"),
                                              (1234.5, "1,234"), (math.pi * 100, "314")])
 def test_milliseconds_read_at_three_significant_digits(value: float, text: str) -> None:
-    assert _significant(value) == text
+    assert significant(value) == text
 
 
 def test_a_run_without_ok_trials_shows_an_empty_table(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from trainables.stage import Context
 from trainables.stages.benchmark import Benchmark, BenchmarkConfig
 from trainables.stages.dense import Dense, DenseConfig
 from trainables.stages.int8 import Int8Config
-from trainables.stages.quantize import ShareConfig, share
+from trainables.stages.share import ShareConfig, share
 from trainables.stages.transfer import TransferConfig
 
 TARGET = DataSpec(name="digits", classes=[5, 6, 7, 8, 9], image_size=32)
@@ -313,8 +313,9 @@ def test_tensorrt_builds_an_int8_engine_from_the_qdq_file(small, splits, tmp_pat
 def test_front_shows_the_precision_next_to_the_sparsity_and_int8_that_ran_in_float() -> None:
     import pandas as pd
 
-    from search.report import front_table, precision_label
-    from search.results import front_summary
+    from search.results.format import precision_label
+    from search.results.report import front_table
+    from search.results.summary import front_summary
 
     frame = pd.DataFrame([
         {"trial_id": "a", "status": "ok", "pipeline": "D|T|50|B", "accuracy": 0.9, "size_bytes": 100.0,

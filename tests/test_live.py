@@ -16,8 +16,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from search.live import LiveResults
-from search.results import read_trials
+from search.run.live import LiveResults
+from search.results.files import read_trials
 
 NAMES, DIRECTIONS = ["accuracy", "size_bytes", "latency_ms"], ["max", "min", "min"]
 DONE = {"accuracy": 0.9, "size_bytes": 100.0, "latency_ms": 1.0, "stage_index": 3, "stages": 3}
@@ -95,13 +95,6 @@ def test_a_pickled_callback_writes_at_once_in_its_new_process_with_its_clock(tmp
     assert rows(tmp_path) == 2
     default = pickle.loads(pickle.dumps(LiveResults(tmp_path, NAMES, DIRECTIONS, {})))
     assert default.clock is time.monotonic
-
-
-def test_a_callback_pickled_before_the_clock_existed_reads_time_monotonic(tmp_path: Path) -> None:
-    live = LiveResults(tmp_path, NAMES, DIRECTIONS, {})
-    old = LiveResults.__new__(LiveResults)
-    old.__setstate__({k: v for k, v in live.__dict__.items() if k not in ("clock", "min_interval_s", "cost_share")})
-    assert old.clock is time.monotonic and old.min_interval_s == 1.0 and old.cost_share == 0.05
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

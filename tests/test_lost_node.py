@@ -27,10 +27,12 @@ import ray
 import yaml
 from ray.cluster_utils import Cluster
 
-from search.progress import SearchProgress
-from search.runner import run_search
-from search.spec import parse_spec
+from search.run.driver import run_search
+from search.run.progress import SearchProgress
+from search.spec.load import parse_spec
 from tests.tiny_spec import tiny_spec
+from tests.final_result import final
+from trainables.pipeline.result import STAGE_INDEX, STAGES
 
 MB = 1024**2
 TRIALS = 3
@@ -181,7 +183,7 @@ NAMES, DIRECTIONS = ["accuracy", "size_bytes"], ["max", "min"]
 
 def trial(trial_id: str, status: str, accuracy: float | None = None) -> SimpleNamespace:
     """What the progress callback reads of a Tune ``Trial``: id, status and last result."""
-    result = {} if accuracy is None else {"accuracy": accuracy, "size_bytes": 1000.0 * (2 - accuracy)}
+    result = {} if accuracy is None else final(accuracy=accuracy, size_bytes=1000.0 * (2 - accuracy))
     return SimpleNamespace(trial_id=trial_id, status=status, last_result=result)
 
 
@@ -199,7 +201,7 @@ def test_a_resumed_run_starts_its_display_from_the_trials_already_finished(capsy
     restored.on_trial_start(1, before, d)
     restored.on_step_begin(1, before)  # seeds once: later steps leave the counts alone
     assert restored.summary().startswith("trials 2/5 done (3 before the resume), 1 running, 1 failed")
-    d.last_result = {"accuracy": 0.95, "size_bytes": 5000.0, "stage_index": 4, "stages": 4}
+    d.last_result = final(accuracy=0.95, size_bytes=5000.0)
     restored.on_trial_result(2, before, d, d.last_result)
     restored.on_trial_complete(2, before, d)
     assert restored.summary().startswith("trials 3/5 done (3 before the resume), 0 running, 1 failed")
@@ -210,19 +212,11 @@ def test_a_fresh_run_and_the_drivers_own_copy_count_the_same() -> None:
     progress = SearchProgress(2, NAMES, DIRECTIONS)
     progress.on_step_begin(0, [])
     assert progress.summary() == "trials 0/2 done, 0 running, 0 failed · front 0"
-    progress.record("a", {"accuracy": 0.5, "size_bytes": 10.0})
-    progress.record("a", {"accuracy": 0.5, "size_bytes": 10.0})  # idempotent
-    progress.record("b", {"accuracy": 0.7}, failed=True)
+    progress.record("a", final(accuracy=0.5, size_bytes=10.0))
+    progress.record("a", final(accuracy=0.5, size_bytes=10.0))  # idempotent
+    progress.record("b", final(accuracy=0.7), error="RuntimeError: lost")
+    progress.record("c", {STAGE_INDEX: 2, STAGES: 4})  # stopped: neither done nor failed
     assert progress.summary() == "trials 1/2 done, 0 running, 1 failed · best accuracy 0.5000 · front 1"
-
-
-def test_a_callback_pickled_by_an_older_version_still_resumes() -> None:
-    progress = SearchProgress(2, NAMES, DIRECTIONS)
-    for name in ("before_resume", "_seeded"):  # attributes an older tuner.pkl lacks
-        progress.__dict__.pop(name)
-    restored = pickle.loads(pickle.dumps(progress))
-    restored.on_step_begin(0, [trial("a", "TERMINATED", 0.5)])
-    assert restored.summary().startswith("trials 1/2 done (1 before the resume)")
 
 
 def test_the_front_count_is_the_front_commands_feasible_and_noise_aware() -> None:
@@ -230,13 +224,13 @@ def test_the_front_count_is_the_front_commands_feasible_and_noise_aware() -> Non
     it, and a latency lower only within the noise does not put a less accurate trial on it."""
     names, directions = ["accuracy", "latency_ms"], ["max", "min"]
     progress = SearchProgress(3, names, directions, {"min_accuracy": 0.6})
-    progress.record("a", {"accuracy": 0.9, "latency_ms": 1.00, "latency_iqr_ms": 0.001})
-    progress.record("b", {"accuracy": 0.8, "latency_ms": 0.99, "latency_iqr_ms": 0.001})  # faster by < 2%
+    progress.record("a", final(accuracy=0.9, latency_ms=1.00, latency_iqr_ms=0.001))
+    progress.record("b", final(accuracy=0.8, latency_ms=0.99, latency_iqr_ms=0.001))  # faster by < 2%
     assert progress.summary().endswith("front 1")
-    progress.record("c", {"accuracy": 0.5, "latency_ms": 0.10, "latency_iqr_ms": 0.001})  # below select
+    progress.record("c", final(accuracy=0.5, latency_ms=0.10, latency_iqr_ms=0.001))  # below select
     assert progress.summary().endswith("front 1")
     assert SearchProgress(3, names, directions).front_size() == 0
     plain = SearchProgress(3, names, directions)
     for trial_id, (accuracy, latency) in progress.done.items():  # the same trials, no select, no spread
-        plain.record(trial_id, {"accuracy": accuracy, "latency_ms": latency})
+        plain.record(trial_id, final(accuracy=accuracy, latency_ms=latency))
     assert plain.front_size() == 3, "without select and spread every trial is on the front"

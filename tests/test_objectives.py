@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from search.results import BASE_COLUMNS, trial_row
-from search.spec import parse_spec
+from search.results.rows import BASE_COLUMNS, trial_row
+from search.spec.load import parse_spec
 from trainables.measure.backends import Latency
 from trainables.objectives import DIRECTIONS, LATENCY_FIELDS, OBJECTIVE_NAMES, OBJECTIVES
 
@@ -20,7 +20,7 @@ def test_a_spec_accepts_every_objective_with_its_natural_direction() -> None:
     raw = {"data": {"target": {"name": "digits"}}, "model": {"name": "small_resnet"},
            "objectives": [{"name": n} for n in OBJECTIVE_NAMES]}
     spec = parse_spec(raw)
-    assert spec.modes == [OBJECTIVES[n].direction for n in OBJECTIVE_NAMES]
+    assert spec.directions == [OBJECTIVES[n].direction for n in OBJECTIVE_NAMES]
 
 
 def test_the_latency_record_has_exactly_the_latency_fields() -> None:

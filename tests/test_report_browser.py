@@ -16,8 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from trainables.layout import RunFolder
 from search.cli import main
-from search.results import mark_feasible, write_results
+from search.results.files import write_results
+from search.results.rows import mark_feasible
 from tests.chromium import chromium, chromium_missing, rendered_dom, screenshot
 
 NAMES, DIRECTIONS = ["accuracy", "size_bytes", "latency_ms"], ["max", "min", "min"]
@@ -28,14 +30,14 @@ def make_run(run_dir: Path) -> pd.DataFrame:
     """A finished run of ``TRIALS`` ok trials, two workers, a select on accuracy, and its study."""
     import optuna
 
-    from search.study import open_storage, study_path
+    from search.run.study import open_storage
 
     rng = np.random.default_rng(0)
     run_dir.mkdir(parents=True)
     (run_dir / "spec.yaml").write_text("name: made\nselect: {min_accuracy: 0.3}\n")
     orders = ["PB", "PA", "PBA", "none"]
     rows, plans = [], {}
-    storage = open_storage(study_path(run_dir))
+    storage = open_storage(RunFolder(run_dir).study_journal)
     study = optuna.create_study(study_name="made", storage=storage, directions=["maximize", "minimize", "minimize"])
     for i in range(TRIALS):
         order = orders[i % 4]

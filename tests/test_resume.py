@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from search.study import load_run_study
+from search.run.study import load_run_study
 from tests.tiny_spec import tiny_spec
-from search.results import read_trials
+from search.results.files import read_trials
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from search.spec import SpecError, parse_spec
+from search.spec.load import parse_spec
+from search.spec.schema import SpecError
 
 VGG_GROUPS = [f"layer{i}" for i in range(1, 17)]
 RESNET_GROUPS = ["stem", "layer1", "layer2", "layer3", "layer4", "fc"]

@@ -16,12 +16,12 @@ import ray
 import yaml
 
 from search.cli import main
-from search.runner import run_search
-from search.spec import parse_spec
-from search.study import load_run_study
+from search.run.driver import run_search
+from search.spec.load import parse_spec
+from search.run.study import load_run_study
 from tests.front_watch import FrontWatch
 from tests.tiny_spec import tiny_spec
-from search.results import read_trials
+from search.results.files import read_trials
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,9 +7,12 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.runner import FailAwareOptunaSearch, SpaceFunction
-from search.spec import load_spec, parse_spec
-from search.to_plan import plan_for
+from search.run.searcher import FailAwareOptunaSearch
+from search.run.space_function import SpaceFunction
+from search.spec.load import load_spec, parse_spec
+from search.spec.to_plan import plan_for
+from tests.final_result import final
+from trainables.pipeline.result import STAGE_INDEX, STAGES
 from tests.tiny_spec import tiny_spec
 
 SPACES = Path(__file__).resolve().parent.parent / "spaces"
@@ -18,7 +21,7 @@ SPACES = Path(__file__).resolve().parent.parent / "spaces"
 @pytest.fixture()
 def searcher() -> FailAwareOptunaSearch:
     spec = load_spec(SPACES / "quickstart.yaml")
-    return FailAwareOptunaSearch(space=SpaceFunction(spec), metric=spec.metric_names, mode=spec.modes,
+    return FailAwareOptunaSearch(space=SpaceFunction(spec), metric=spec.objective_names, mode=spec.directions,
                                  sampler=optuna.samplers.RandomSampler(seed=0))
 
 
@@ -35,21 +38,21 @@ def test_study_is_multi_objective(searcher) -> None:
 def test_errored_trial_with_partial_results_is_failed(searcher) -> None:
     config = searcher.suggest("a")
     assert "plan" in config and "pipeline" in config
-    searcher.on_trial_complete("a", {"stage_index": 2, "stages": 5}, error=True)
+    searcher.on_trial_complete("a", {STAGE_INDEX: 2, STAGES: 5}, error=True)
     assert states(searcher) == [optuna.trial.TrialState.FAIL]
 
 
 def test_non_finite_objective_is_failed_and_finite_is_complete(searcher) -> None:
     searcher.suggest("a")
     searcher.suggest("b")
-    searcher.on_trial_complete("a", {"accuracy": float("nan"), "size_bytes": 1.0, "latency_ms": 1.0})
-    searcher.on_trial_complete("b", {"accuracy": 0.9, "size_bytes": 100.0, "latency_ms": 0.5})
+    searcher.on_trial_complete("a", final(accuracy=float("nan"), size_bytes=1.0, latency_ms=1.0))
+    searcher.on_trial_complete("b", final(accuracy=0.9, size_bytes=100.0, latency_ms=0.5))
     assert states(searcher) == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
     assert searcher._ot_study.trials[1].values == [0.9, 100.0, 0.5]
 
 
 def test_trials_reserve_one_bundle_per_epruning_actor_only_when_their_plan_uses_actors() -> None:
-    from search.runner import TrialResources
+    from search.run.resources import TrialResources
 
     spec = load_spec(SPACES / "cifar10_resnet18_epruning.yaml")
     resources = TrialResources(spec.resources.cpu, spec.resources.gpu)
@@ -66,10 +69,10 @@ def test_a_plan_already_proposed_is_not_run_again() -> None:
     objectives once known, and a 5th trial, with no new plan left, still runs."""
     raw = tiny_spec("dupes", trials=4, space={"order": {"choice": {"PA": {"s2": {"choice": [0.5, 0.7, 0.8, 0.9]}}}}})
     spec = parse_spec(raw)
-    searcher = FailAwareOptunaSearch(space=SpaceFunction(spec), metric=spec.metric_names, mode=spec.modes,
+    searcher = FailAwareOptunaSearch(space=SpaceFunction(spec), metric=spec.objective_names, mode=spec.directions,
                                      sampler=optuna.samplers.RandomSampler(seed=0))
     first = searcher.suggest("t0")
-    searcher.on_trial_complete("t0", {"accuracy": 0.9, "size_bytes": 100.0, "latency_ms": 0.5})
+    searcher.on_trial_complete("t0", final(accuracy=0.9, size_bytes=100.0, latency_ms=0.5))
     pipelines = [first["pipeline"]] + [searcher.suggest(f"t{i}")["pipeline"] for i in range(1, 4)]
     assert sorted(pipelines) == sorted({"D|T|50|B", "D|T|70|B", "D|T|80|B", "D|T|90|B"})
     assert searcher.duplicates_skipped > 0
@@ -83,7 +86,7 @@ def test_a_plan_already_proposed_is_not_run_again() -> None:
 
 def test_the_config_carries_the_sampled_parameters_as_optuna_saw_them(searcher) -> None:
     """``config["params"]`` is the trial's Optuna parameters plus its order: trials.csv's param columns."""
-    from search.results import trial_row
+    from search.results.rows import trial_row
 
     for i in range(8):
         config = searcher.suggest(f"t{i}")
@@ -100,7 +103,7 @@ def test_a_repeated_proposal_is_replaced_by_a_neighbour_without_asking_the_sampl
     s = {"choice": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]}
     spec = parse_spec(tiny_spec("near", trials=14, space={"order": {"choice": {"PA": {"s2": s}, "PB": {"s1": s}}}}))
     sampler = optuna.samplers.TPESampler(seed=0, n_startup_trials=2)
-    searcher = FailAwareOptunaSearch(space=SpaceFunction(spec), metric=spec.metric_names, mode=spec.modes,
+    searcher = FailAwareOptunaSearch(space=SpaceFunction(spec), metric=spec.objective_names, mode=spec.directions,
                                      sampler=sampler)
     fits = []
     original = sampler.sample_relative
@@ -110,7 +113,7 @@ def test_a_repeated_proposal_is_replaced_by_a_neighbour_without_asking_the_sampl
         before = len(fits)
         config = searcher.suggest(f"t{i}")
         pipelines.append(config["pipeline"])
-        searcher.on_trial_complete(f"t{i}", {"accuracy": 0.5 + i / 100, "size_bytes": 100.0 - i, "latency_ms": 1.0})
+        searcher.on_trial_complete(f"t{i}", final(accuracy=0.5 + i / 100, size_bytes=100.0 - i, latency_ms=1.0))
         assert len(fits) - before <= 1, f"trial {i}: the sampler was asked {len(fits) - before} times"
     assert len(set(pipelines)) == 14, pipelines
     assert searcher.duplicates_skipped > 0, "TPE repeated a plan at least once in a nearly full space"

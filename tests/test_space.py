@@ -7,9 +7,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from search.runner import SpaceFunction
-from search.space import SpaceError, parse_space, suggest
-from search.spec import load_spec
+from search.run.space_function import SpaceFunction
+from search.spec.space import SpaceError, parse_space, suggest
+from search.spec.load import load_spec
 from trainables.pipeline.plan import Plan
 
 SPACES = Path(__file__).resolve().parent.parent / "spaces"
@@ -82,7 +82,7 @@ def test_dotted_overrides_reach_the_plan() -> None:
     raw = spec.model_dump()
     raw["space"] = {**spec.space, "transfer.optim.lr": {"log": [0.0003, 0.003]},
                     "prune.frequency.every": {"int": [1, 8]}}
-    from search.spec import parse_spec
+    from search.spec.load import parse_spec
 
     for params, constants in sample(parse_spec(raw), 20, seed=2):
         plan = Plan.model_validate(constants["plan"])
@@ -97,7 +97,7 @@ def test_dotted_overrides_reach_the_plan() -> None:
 def test_pba_lower_bound_sees_a_top_level_s1() -> None:
     nodes = parse_space({"s1": {"float": [0.5, 0.89], "step": 0.01},
                          "order": {"choice": {"PBA": {"s2": {"float": [0.5, 0.9], "step": 0.05}}}}})
-    from search.to_plan import pba_lower_bound
+    from search.spec.to_plan import pba_lower_bound
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
     for _ in range(50):
@@ -134,7 +134,7 @@ def test_a_list_option_goes_to_optuna_as_text_and_comes_back_as_the_list() -> No
 def test_milestone_lists_give_one_stage_each_and_pba_stays_above_s1() -> None:
     import yaml
 
-    from search.spec import parse_spec
+    from search.spec.load import parse_spec
 
     raw = yaml.safe_load((SPACES / "quickstart.yaml").read_text())
     raw["space"] = {"order": {"choice": {
@@ -154,7 +154,7 @@ def test_milestone_lists_give_one_stage_each_and_pba_stays_above_s1() -> None:
 
 
 def test_pba_lower_bound_is_above_the_last_s1_milestone() -> None:
-    from search.to_plan import pba_lower_bound
+    from search.spec.to_plan import pba_lower_bound
 
     assert pba_lower_bound("s2", {"order": "PBA", "s1": [0.3, 0.6]}) == pytest.approx(0.61)
     assert pba_lower_bound("s2", {"order": "PBA", "s1": 0.3}) == pytest.approx(0.31)
@@ -164,7 +164,7 @@ def test_pba_lower_bound_is_above_the_last_s1_milestone() -> None:
 def test_s1_and_s2_take_a_plain_list_as_fixed_milestones_and_other_keys_do_not() -> None:
     import yaml
 
-    from search.spec import parse_spec
+    from search.spec.load import parse_spec
 
     raw = yaml.safe_load((SPACES / "quickstart.yaml").read_text())
     raw["space"] = {"order": "PBA", "s1": [0.3, 0.5], "s2": [0.7, 0.8]}

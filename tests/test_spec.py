@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from search.cli import main
-from search.space import walk
-from search.spec import SpecError, load_spec, parse_spec
+from search.spec.space import walk
+from search.spec.load import load_spec, parse_spec
+from search.spec.schema import SpecError
 
 SPACES = Path(__file__).resolve().parent.parent / "spaces"
 
@@ -103,7 +104,7 @@ def test_a_share_group_not_listed_is_one_line_saying_where_to_list_it() -> None:
 
 def test_the_order_spec_prunes_with_the_papers_budget_on_each_side() -> None:
     """Sec. 4.1: PB prunes 10 epochs + 5 to adjust, PA 25 + 25; lr 0.005 decaying 5% per epoch, batch 64."""
-    from search.to_plan import plan_for
+    from search.spec.to_plan import plan_for
 
     spec = load_spec(SPACES / "cifar10_resnet34_order.yaml")
     plan = plan_for(spec, {"order": "PBA", "s1": 0.5, "s2": 0.8})
@@ -121,7 +122,7 @@ def test_the_order_spec_prunes_with_the_papers_budget_on_each_side() -> None:
 
 
 def test_a_side_of_the_prune_budget_is_searchable_by_its_path() -> None:
-    from search.to_plan import plan_for
+    from search.spec.to_plan import plan_for
 
     raw = quickstart()
     raw["space"] = {"order": "PBA", "s1": 0.3, "s2": 0.6, "prune.after.epochs": {"choice": [3, 4]}}
@@ -189,7 +190,7 @@ def test_check_cli_ok(capsys) -> None:
 
 def test_the_order_spec_reaches_table_2s_multi_step_pipelines() -> None:
     """Table 2: D|T|50|70|80 (PA), D|50|T|70|80 (PBA), D|50|70|80|T (PB), each a choice of its branch."""
-    from search.to_plan import plan_for
+    from search.spec.to_plan import plan_for
 
     spec = load_spec(SPACES / "cifar10_resnet34_order.yaml")
     order = next(n for n in spec.nodes if n.name == "order")

@@ -20,12 +20,13 @@ import pytest
 import ray
 import yaml
 
+from trainables.layout import RunFolder
 from search.cli import main
-from search.runner import run_search
-from search.spec import parse_spec
-from search.study import WARM_START_FROM, load_run_study, open_storage, study_path
+from search.run.driver import run_search
+from search.spec.load import parse_spec
+from search.run.study import WARM_START_FROM, load_run_study, open_storage
 from tests.tiny_spec import tiny_spec
-from search.results import read_trials
+from search.results.files import read_trials
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +50,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 def test_the_study_on_disk_holds_every_trial_of_trials_csv(run_dir: Path) -> None:
     frame = read_trials(run_dir)
-    study = optuna.load_study(study_name="study", storage=open_storage(study_path(run_dir)))
+    study = optuna.load_study(study_name="study", storage=open_storage(RunFolder(run_dir).study_journal))
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE", "MINIMIZE"]
     ran = {t.user_attrs["tune_trial_id"]: t for t in study.trials if "tune_trial_id" in t.user_attrs}
     assert set(ran) == set(frame["trial_id"])
@@ -88,7 +89,7 @@ def test_infeasible_trials_stay_off_the_front_and_all_shows_them(run_dir: Path, 
 def test_optuna_dashboard_serves_the_study_over_http(run_dir: Path) -> None:
     port = _free_port()
     dashboard = Path(sys.executable).parent / "optuna-dashboard"  # the README's command, on the journal file
-    server = subprocess.Popen([str(dashboard), str(study_path(run_dir)),
+    server = subprocess.Popen([str(dashboard), str(RunFolder(run_dir).study_journal),
                                "--host", "127.0.0.1", "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -153,7 +154,7 @@ def _get_json(url: str, server: subprocess.Popen, seconds: float = 60.0) -> dict
 
 
 def test_a_numbers_check_of_the_constraint_helper() -> None:
-    from search.constraints import constraint_values, feasible
+    from search.spec.constraints import constraint_values, feasible
 
     bounds = {"min_accuracy": 0.9, "max_size_bytes": 1000.0, "max_latency_ms": 2.0}
     assert constraint_values(bounds, {"accuracy": 0.95, "size_bytes": 900, "latency_ms": 2.5}) == \

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from ray import tune
 
-from search.runner import TrialResources
+from search.run.resources import TrialResources
 from tests.conftest import SOURCE, TARGET
 from tests.placement_task import report_placement
 from trainables import BenchmarkConfig, DenseConfig, TransferConfig, make_plan

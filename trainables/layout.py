@@ -3,16 +3,20 @@
 ::
 
     runs/<name>/
-        spec.yaml       the spec the run was started with
-        trials.csv      one row per trial (search.results)
-        front.json      the front of the run's objectives
-        plans.json      each trial's plan, for ``frontier rerun``
-        cache/          stage outputs by content hash (trainables.pipeline.cache)
-        cache.json      where the run's stage cache is when it is shared (``--cache DIR``)
-        trials/<id>/    a trial's working folder (its stages' files)
-        tune/           the Ray Tune experiment (for ``--resume``)
-        tensorrt/       TensorRT timing caches, shared by the run's trials
-        final/<id>/     a rerun's final model
+        spec.yaml        the spec the run was started with
+        trials.csv       one row per trial (search.results.rows)
+        front.json       the front of the run's objectives
+        plans.json       each trial's plan, for ``frontier rerun``
+        plans.full.json  a search at fidelity < 1: each trial's plan at the full budget (what rerun runs)
+        study.journal    the Optuna study (search.run.study)
+        early_stop.jsonl the early-stopping scheduler's judgements (search.run.early_stop)
+        cache/           stage outputs by content hash (trainables.pipeline.cache)
+        cache.json       where the run's stage cache is when it is shared (``--cache DIR``)
+        trials/<id>/     a trial's working folder (its stages' files)
+        tune/            the Ray Tune experiment (for ``--resume``)
+        tensorrt/        TensorRT timing caches, shared by the run's trials
+        final/<id>/      a rerun's final model (:class:`FinalFolder`)
+        final/front_rerun.json  ``frontier rerun --front``'s comparison of search and full budget
 
 The driver (``search``), the Tune trainable (:func:`trainables.pipeline.run.tune_trial`) and the
 benchmark stage (the TensorRT cache) use it, so it is a base module; it imports neither torch nor
@@ -77,6 +81,21 @@ class RunFolder:
         return self.root / "plans.json"
 
     @property
+    def plans_full_json(self) -> Path:
+        """Each trial's plan at the full budget, written when the search ran at a ``fidelity`` below 1."""
+        return self.root / "plans.full.json"
+
+    @property
+    def study_journal(self) -> Path:
+        """The run's Optuna study, a journal file."""
+        return self.root / "study.journal"
+
+    @property
+    def early_stop_jsonl(self) -> Path:
+        """The early-stopping scheduler's judgements, one JSON line each."""
+        return self.root / "early_stop.jsonl"
+
+    @property
     def cache(self) -> Path:
         """The stage cache's folder."""
         return self.root / "cache"
@@ -110,6 +129,11 @@ class RunFolder:
         return self.root / FINAL / trial_id
 
     @property
+    def front_rerun_json(self) -> Path:
+        """What ``frontier rerun --front`` reports: each front trial's search and full-budget objectives."""
+        return self.root / FINAL / "front_rerun.json"
+
+    @property
     def tensorrt(self) -> Path:
         """TensorRT's timing caches, shared by every trial of the run."""
         return self.root / "tensorrt"
@@ -125,3 +149,35 @@ class RunFolder:
         """
         workdir = Path(workdir)
         return cls(workdir.parent.parent) if workdir.parent.name in (TRIALS, FINAL) else None
+
+
+@dataclass(frozen=True)
+class FinalFolder:
+    """The files ``frontier rerun`` writes for one trial (``final/<id>/`` or its ``--out``) that the
+    driver names; the exported artifacts beside them are named by the export that writes them.
+
+    Args:
+        root: the folder.
+    """
+
+    root: Path
+
+    @property
+    def state_dict(self) -> Path:
+        """The final model's state dict (``torch.save``)."""
+        return self.root / "model.pt"
+
+    @property
+    def card(self) -> Path:
+        """``card.json``: the pipeline, parameters, metrics beside the trial's, versions, the plan."""
+        return self.root / "card.json"
+
+    @property
+    def sensitivity_csv(self) -> Path:
+        """``frontier sweep``'s table: accuracy and bytes per layer group and centroid count."""
+        return self.root / "sensitivity.csv"
+
+    @property
+    def sensitivity_html(self) -> Path:
+        """``frontier sweep``'s page of the same table."""
+        return self.root / "sensitivity.html"

@@ -29,11 +29,10 @@ class ObjectiveInfo:
         meaning: what is measured, with its unit.
         spread: the ``trials.csv`` column holding the objective's measurement noise in its own unit
             (latency: the interquartile range over the timed runs); None for an exact objective. The
-            front treats two values within their combined spread as equal (:mod:`search.front`).
+            front treats two values within their combined spread as equal (:mod:`search.results.front`).
         repeatability: the least spread of a measured value, as a share of the value: what two
-            measurements of one model in separate sessions differ by even where each session's own
-            runs are tight (latency: 2%; 30 back-to-back sessions of one small ONNX model on this
-            project's 2-core CI machine spanned 1.6% of the median while their IQRs averaged 0.4%).
+            measurements of one model in separate sessions may differ by even where each session's
+            own runs are tight (latency: 0.02; the README's figures say where it comes from).
     """
 
     name: str
@@ -58,10 +57,6 @@ OBJECTIVES: dict[str, ObjectiveInfo] = {o.name: o for o in (
 )}
 OBJECTIVE_NAMES: tuple[str, ...] = tuple(OBJECTIVES)
 DIRECTIONS = ("max", "min")
-
-# The final-result key of a trial that failed for good without raising (its training diverged, an
-# objective is not finite): Tune retries a raised error (a lost node), and these would fail again.
-FAILED = "failed"
 
 # What the latency backend measured besides ``latency_ms`` (trainables.measure.backends.Latency.metrics);
 # the e2e pair only when end-to-end latency was measured.

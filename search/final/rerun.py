@@ -23,16 +23,14 @@ import torch
 
 from trainables.errors import FrontierError
 from trainables.files import atomic_path, atomic_write
-from trainables.layout import RunFolder
+from trainables.layout import FinalFolder, RunFolder
 from trainables.objectives import OBJECTIVE_NAMES
 from trainables.pipeline.plan import Plan
 from trainables.pipeline.run import run_plan
 from trainables.stage import Context
 from trainables.train import loader_workers_for, set_loader_workers
-
-from .report import load_front
-from .results import FULL_PLANS_FILE
-from .spec import load_spec
+from search.results.report import load_front
+from search.spec.load import load_spec
 
 # A rerun repeats the trial's computation with the same seed; these are the differences allowed
 # (thread counts change float summation order; latency is measured anew and not compared).
@@ -76,16 +74,17 @@ def rerun(run_dir: str | Path, trial: str, *, out: str | Path | None = None,
     plan = Plan.model_validate(full_budget_plans(run)[trial_id])
     out = Path(out) if out else run.final(trial_id)
     out.mkdir(parents=True, exist_ok=True)
+    final = FinalFolder(out)
     torch.set_num_threads(max(1, int(spec.resources.cpu)))  # as the trial ran: same float summation order
     start = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     set_loader_workers(loader_workers_for(device, spec.resources.cpu), pin_memory=device == "cuda")
     ctx = Context(plan.source, plan.target, out, seed=plan.seed, device=device)
     model, metrics = run_plan(plan, ctx)
-    with atomic_path(out / "model.pt") as tmp:
+    with atomic_path(final.state_dict) as tmp:
         torch.save(model.state_dict(), tmp)
     card = make_card(trial_id, row.iloc[0], plan, metrics, time.perf_counter() - start)
-    atomic_write(out / "card.json", json.dumps(card, indent=2))
+    atomic_write(final.card, json.dumps(card, indent=2))
     return out
 
 
@@ -93,7 +92,7 @@ def full_budget_plans(run: RunFolder) -> dict[str, Any]:
     """Each trial's plan at the full budget: ``plans.full.json`` where the search ran at a lower
     ``fidelity`` (the epoch budgets scaled down), else the plans it ran (``plans.json``)."""
     plans = json.loads(run.plans_json.read_text())
-    full = run.root / FULL_PLANS_FILE
+    full = run.plans_full_json
     return {**plans, **json.loads(full.read_text())} if full.is_file() else plans
 
 
@@ -118,7 +117,7 @@ def rerun_front(run_dir: str | Path, *, console: Any = None) -> dict[str, Any]:
     rows = []
     for t in summary["trials"]:
         out = rerun(run.root, t["trial_id"])
-        card = json.loads((out / "card.json").read_text())
+        card = json.loads(FinalFolder(out).card.read_text())
         rows.append({"trial_id": t["trial_id"], "pipeline": t["pipeline"], "final": str(out),
                      "search": {n: float(t[n]) for n in names}, "full": {n: card["metrics"].get(n) for n in names}})
     correlation = {}
@@ -128,7 +127,7 @@ def rerun_front(run_dir: str | Path, *, console: Any = None) -> dict[str, Any]:
         correlation[n] = ({"spearman": float(spearmanr(a, b).statistic), "kendall": float(kendalltau(a, b).statistic)}
                           if usable else {"spearman": None, "kendall": None})
     report = {"fidelity": fidelity, "trials": rows, "rank_correlation": correlation}
-    atomic_write(run.root / "final" / "front_rerun.json", json.dumps(report, indent=2))
+    atomic_write(run.front_rerun_json, json.dumps(report, indent=2))
     table = Table(title=f"front of {run.name}: search at fidelity {fidelity:g} vs full budget")
     for header in ["trial", "pipeline", *(f"{n} {w}" for n in names for w in ("search", "full"))]:
         table.add_column(header, no_wrap=header in ("trial", "pipeline"))  # ids and pipelines are never cut
@@ -163,7 +162,7 @@ def make_card(trial_id: str, row: pd.Series, plan: Plan, metrics: dict[str, Any]
             "size_bytes": abs(now["size_bytes"] - then["size_bytes"]) <= SIZE_TOLERANCE * then["size_bytes"],
         },
         "seconds": seconds,
-        "files": {"state_dict": "model.pt", "onnx": "model.onnx", "artifact": "model.h5",
+        "files": {"state_dict": FinalFolder(Path()).state_dict.name, "onnx": "model.onnx", "artifact": "model.h5",
                   **({"int8_onnx": "model.int8.onnx", "int8_artifact": "model.int8.h5"}
                      if metrics.get("precision") == "int8" else {})},
         "plan": plan.model_dump(mode="json"),

@@ -19,19 +19,23 @@ import torch
 
 from trainables.data import load_data
 from trainables.errors import FrontierError
+from trainables.layout import FinalFolder
 from trainables.models import rebuild
 from trainables.pipeline.plan import Plan
-from trainables.stages.quantize import CENTROIDS, propose_groups, sensitivity, write_sensitivity
+from trainables.stages.share import CENTROIDS
 from trainables.train import EVAL_BATCH_SIZE, loader
+
+from .sensitivity import propose_groups, sensitivity, write_sensitivity
 
 
 def sweep(model_dir: str | Path, *, groups: Sequence[str] | None = None, ks: Sequence[int] = CENTROIDS,
           method: str = "kmeans", max_drop: float = 0.01) -> dict:
     """Run the sweep on ``model_dir``'s model; returns the proposal ``{group: k or 'keep'}``."""
     folder = Path(model_dir)
-    card_path, state_path = folder / "card.json", folder / "model.pt"
+    final = FinalFolder(folder)
+    card_path, state_path = final.card, final.state_dict
     if not card_path.is_file() or not state_path.is_file():
-        raise FrontierError(f"model_dir: '{folder}' needs card.json and model.pt (run 'frontier rerun' first)")
+        raise FrontierError(f"model_dir: '{folder}' needs {card_path.name} and {state_path.name} (run 'frontier rerun' first)")
     bad = [k for k in ks if k not in CENTROIDS]
     if bad:
         raise FrontierError(f"--ks: centroid counts must be powers of two from 1 to 256, got {bad[0]}")

@@ -15,22 +15,9 @@ from rich.table import Table
 from trainables.errors import FrontierError
 from trainables.layout import RunFolder
 
-from .results import front_summary, read_trials
-
-
-def _significant(value: float) -> str:
-    """Three significant digits, no exponent below 1000 (``12.3``, ``0.617``, ``1,234``)."""
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    return f"{value:#.3g}".rstrip(".")
-
-
-def _bytes(value: float) -> str:
-    """Bytes in decimal units at three significant digits (``44.8 MB``, ``512 kB``, ``900 B``)."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if abs(value) >= scale:
-            return f"{_significant(value / scale)} {unit}"
-    return f"{value:.0f} B"
+from .files import read_trials
+from .format import byte_size, hypervolume_text, precision_label, present, significant
+from .summary import front_summary
 
 
 @dataclass(frozen=True)
@@ -49,10 +36,10 @@ TABLE_COLUMNS: tuple[TableColumn, ...] = (
     TableColumn("pipeline", "pipeline"),
     TableColumn("accuracy", "accuracy", "{:.4f}".format),
     TableColumn("top5", "top5", "{:.4f}".format),
-    TableColumn("size", "size_bytes", _bytes),
-    TableColumn("latency_ms", "latency_ms", _significant),
-    TableColumn("iqr_ms", "latency_iqr_ms", _significant),
-    TableColumn("p90_ms", "latency_p90_ms", _significant),
+    TableColumn("size", "size_bytes", byte_size),
+    TableColumn("latency_ms", "latency_ms", significant),
+    TableColumn("iqr_ms", "latency_iqr_ms", significant),
+    TableColumn("p90_ms", "latency_p90_ms", significant),
     TableColumn("img/s", "throughput_ips", "{:,.0f}".format),
     TableColumn("backend", "backend"),
     TableColumn("sparsity", "sparsity", "{:.2f}".format),
@@ -130,15 +117,6 @@ def front_table(frame: pd.DataFrame, summary: dict, width: int | None = None) ->
     return table
 
 
-def hypervolume_text(summary: dict) -> str:
-    """``hypervolume 0.412 of the reference box (raw 2.55e+04)``: the normalised value a reader can
-    compare across runs, the raw one (objectives' units multiplied) for scripts."""
-    raw = f"raw {summary['hypervolume']:.4g}"
-    if summary.get("hypervolume_normalized") is None:
-        return f"hypervolume {raw}"
-    return f"hypervolume {summary['hypervolume_normalized']:.3f} of the reference box ({raw})"
-
-
 def _fitting(widths: dict[str, int], objectives: list[str], width: int | None) -> list[TableColumn]:
     """The columns that fit in ``width`` characters, in table order: the id and pipeline always,
     then the objectives, then the others from the left; all of them when ``width`` is None."""
@@ -157,25 +135,14 @@ def _fitting(widths: dict[str, int], objectives: list[str], width: int | None) -
 def backend_label(row: pd.Series) -> str:
     """``latency_backend`` and ``latency_precision`` of a trials.csv row (``tensorrt fp16``), with
     ``sparse`` when TensorRT's 2:4 kernels were allowed; ``-`` for a run that predates them."""
-    if not _present(row, "latency_backend"):
+    if not present(row, "latency_backend"):
         return "-"
     parts = [str(row["latency_backend"])]
-    if _present(row, "latency_precision"):
+    if present(row, "latency_precision"):
         parts.append(str(row["latency_precision"]))
-    if _present(row, "latency_sparse_weights") and int(row["latency_sparse_weights"]):
+    if present(row, "latency_sparse_weights") and int(row["latency_sparse_weights"]):
         parts.append("sparse")
     return " ".join(parts)
-
-
-def precision_label(row: pd.Series) -> str:
-    """The precision a trial was deployed at (``fp32``, ``fp16``, ``int8``), and ``int8 (ran in float)``
-    where the engine ran none of an INT8 model's layers with integer kernels; ``-`` for older runs."""
-    from .results import deployment
-
-    if not (_present(row, "precision") or _present(row, "latency_precision")):
-        return "-"
-    info = deployment(row)
-    return f"{info['precision']} (ran in float)" if info.get("ran_in_float") else str(info["precision"])
 
 
 def latency_caption(rows: pd.DataFrame) -> str | None:
@@ -188,12 +155,8 @@ def latency_caption(rows: pd.DataFrame) -> str | None:
             f"combined spread, each its iqr but at least 2%, are equal to the front; p90 beside; img/s at the throughput batch)")
 
 
-def _present(row: pd.Series, column: str) -> bool:
-    return column in row.index and not pd.isna(row[column])
-
-
 def _cell(row: pd.Series, column: TableColumn) -> str:
-    return column.format(row[column.source]) if _present(row, column.source) else "-"
+    return column.format(row[column.source]) if present(row, column.source) else "-"
 
 
 def write_html(frame: pd.DataFrame, summary: dict, path: str | Path, run_dir: str | Path | None = None) -> None:
@@ -201,7 +164,7 @@ def write_html(frame: pd.DataFrame, summary: dict, path: str | Path, run_dir: st
     2-D projection, the normalised hypervolume after each finished trial, the trials over wall time
     per worker, parameter importances per objective, and a sortable table of every trial.
 
-    See :mod:`search.report_page` for what the page holds; ``run_dir`` (the run folder) gives the
+    See :mod:`search.results.report_page` for what the page holds; ``run_dir`` (the run folder) gives the
     ``frontier rerun`` commands, the spec's ``select`` and the Optuna study for importances.
     """
     from .report_page import render_page

@@ -10,7 +10,7 @@ the trials over wall time, one row per worker; parameter importances per objecti
 default evaluator on the run's ``study.journal``); and a sortable table of every trial.
 
 The page records any JavaScript error into ``<pre id="js-errors">`` (the browser test reads it).
-Plotly and Optuna are imported here only, lazily from :func:`search.report.write_html`.
+Plotly and Optuna are imported here only, lazily from :func:`search.results.report.write_html`.
 """
 
 from __future__ import annotations
@@ -24,10 +24,12 @@ from typing import Any
 
 import pandas as pd
 
-from .constraints import SELECT_FIELDS
+from search.spec.constraints import SELECT_FIELDS
+from trainables.layout import RunFolder
+
+from .format import byte_size, hypervolume_text, precision_label, present, significant
 from .front import normalized_hypervolume, pareto_front
-from .report import _bytes, _present, _significant, hypervolume_text, precision_label
-from .results import infeasible, spreads
+from .summary import infeasible, spreads
 
 ORDER_COLOURS = {"PB": "#1f77b4", "PA": "#ff7f0e", "PBA": "#2ca02c", "none": "#7f7f7f"}
 METHOD_SYMBOLS = {"gradual": "circle", "epruning": "diamond", "none": "square"}
@@ -118,14 +120,14 @@ def _rerun(run_dir: str | Path | None, trial_id: str) -> str:
 def _hover(row: pd.Series, run_dir: str | Path | None) -> str:
     """A point's hover: pipeline, id, objectives, latency with its spread, sparsity, the rerun command."""
     lines = [f"<b>{row['pipeline']}</b> ({row['trial_id']}){' · on the front' if row['on_front'] else ''}"]
-    lines += [f"{c}: {row[c]:.4g}" for c in ("accuracy", "top5") if _present(row, c)]
-    if _present(row, "size_bytes"):
-        lines.append(f"size: {_bytes(row['size_bytes'])} ({row['size_bytes']:,.0f} B)")
-    if _present(row, "latency_ms"):
-        iqr = f" ± {row['latency_iqr_ms'] / 2:.3g} (iqr {row['latency_iqr_ms']:.3g})" if _present(row, "latency_iqr_ms") else ""
+    lines += [f"{c}: {row[c]:.4g}" for c in ("accuracy", "top5") if present(row, c)]
+    if present(row, "size_bytes"):
+        lines.append(f"size: {byte_size(row['size_bytes'])} ({row['size_bytes']:,.0f} B)")
+    if present(row, "latency_ms"):
+        iqr = f" ± {row['latency_iqr_ms'] / 2:.3g} (iqr {row['latency_iqr_ms']:.3g})" if present(row, "latency_iqr_ms") else ""
         lines.append(f"latency: {row['latency_ms']:.4g} ms{iqr}")
-    real = f", real {row['real_sparsity']:.3g}" if _present(row, "real_sparsity") else ""
-    if _present(row, "sparsity"):
+    real = f", real {row['real_sparsity']:.3g}" if present(row, "real_sparsity") else ""
+    if present(row, "sparsity"):
         lines.append(f"sparsity: nominal {row['sparsity']:.3g}{real}; precision {precision_label(row)}")
     lines.append(f"<i>{_rerun(run_dir, row['trial_id'])}</i>")
     return "<br>".join(lines)
@@ -251,7 +253,7 @@ def _timeline_figure(frame: pd.DataFrame):
     t["end"] = t["timestamp"].astype(float)
     t["start"] = t["end"] - t["time_total_s"].astype(float)
     zero = float(t["start"].min())
-    worker = [f"{r['node_ip']}:{int(r['pid'])}" if _present(r, "node_ip") and _present(r, "pid") else "worker"
+    worker = [f"{r['node_ip']}:{int(r['pid'])}" if present(r, "node_ip") and present(r, "pid") else "worker"
               for _, r in t.iterrows()]
     t["worker"] = worker
     colours = {"ok": "#2ca02c", "stopped": "#ff7f0e", "failed": "#d62728"}
@@ -273,15 +275,16 @@ def _timeline_figure(frame: pd.DataFrame):
 def _importance_figure(run_dir: str | Path | None, names: list[str]):
     """Parameter importances per objective (Optuna's default evaluator, fANOVA) from ``study.journal``;
     a sentence instead where they cannot be computed (no study, too few finished trials)."""
-    if run_dir is None or not (Path(run_dir) / "study.journal").is_file():
-        return ("importances", "no importances: the run folder has no study.journal")
+    journal = RunFolder(Path(run_dir or ".")).study_journal
+    if run_dir is None or not journal.is_file():
+        return ("importances", f"no importances: the run folder has no {journal.name}")
     import optuna
     import plotly.graph_objects as go
 
-    from .study import open_storage, study_path
+    from search.run.study import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(study_path(run_dir))
+    storage = open_storage(journal)
     studies = optuna.study.get_all_study_names(storage)
     if not studies:
         return ("importances", "no importances: the study holds no study")
@@ -317,18 +320,18 @@ def _table_html(frame: pd.DataFrame, names: list[str], run_dir: str | Path | Non
     body = []
     for _, r in frame.sort_values("trial_id").iterrows():
         def v(c: str) -> Any:
-            return r[c] if _present(r, c) else None
+            return r[c] if present(r, c) else None
 
-        stage_seconds = " · ".join(f"{c[8:]} {r[c]:.1f}" for c in seconds if _present(r, c))
-        total = sum(float(r[c]) for c in seconds if _present(r, c))
+        stage_seconds = " · ".join(f"{c[8:]} {r[c]:.1f}" for c in seconds if present(r, c))
+        total = sum(float(r[c]) for c in seconds if present(r, c))
         note = str(v("error") or "") or (f"stopped at {v('stopped_at')}" if v("stopped_at") is not None else "")
         cells = [_cell(r["trial_id"]), _cell(r["status"]), _cell(int(r["on_front"]), "★" if r["on_front"] else ""),
                  _cell(v("order")), _cell(v("pipeline")),
                  _cell(v("accuracy"), None if v("accuracy") is None else f"{r['accuracy']:.4f}"),
                  _cell(v("top5"), None if v("top5") is None else f"{r['top5']:.4f}"),
-                 _cell(v("size_bytes"), None if v("size_bytes") is None else _bytes(r["size_bytes"])),
-                 _cell(v("latency_ms"), None if v("latency_ms") is None else _significant(r["latency_ms"])),
-                 _cell(v("latency_iqr_ms"), None if v("latency_iqr_ms") is None else _significant(r["latency_iqr_ms"])),
+                 _cell(v("size_bytes"), None if v("size_bytes") is None else byte_size(r["size_bytes"])),
+                 _cell(v("latency_ms"), None if v("latency_ms") is None else significant(r["latency_ms"])),
+                 _cell(v("latency_iqr_ms"), None if v("latency_iqr_ms") is None else significant(r["latency_iqr_ms"])),
                  _cell(v("sparsity"), None if v("sparsity") is None else f"{r['sparsity']:.3f}"),
                  _cell(v("real_sparsity"), None if v("real_sparsity") is None else f"{r['real_sparsity']:.3f}"),
                  _cell(precision_label(r)), _cell(total, stage_seconds or "-"), _cell(v("cached_stages")),

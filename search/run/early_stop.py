@@ -25,7 +25,7 @@ those that reached it before; one that continued is never stopped there later.
 
 A stopped trial gets status ``stopped`` in ``trials.csv`` with its boundary (``stopped_at``), is told
 PRUNED in the study, stays off the front, and its slot goes to a new trial
-(:class:`search.runner.FailAwareOptunaSearch` ``budget``). The scheduler keeps each judgement in
+(:class:`search.run.searcher.FailAwareOptunaSearch` ``budget``). The scheduler keeps each judgement in
 ``runs/<name>/early_stop.jsonl``, which it reads back after a ``--resume`` (Tune restores a
 scheduler as it was pickled when the run began, without what it saw since).
 """
@@ -40,18 +40,9 @@ from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from trainables.layout import RunFolder
-from trainables.pipeline.boundary import BOUNDARY, PREFIX, PREFIX_PLAN
-
-from .spec import EarlyStop
-
-RECORD_FILE = "early_stop.jsonl"
-
-
-def early_stop_record(run_dir: str | Path) -> Path:
-    """Where the scheduler of the run in ``run_dir`` keeps its judgements."""
-    return RunFolder(Path(run_dir)).root / RECORD_FILE
-
+from search.spec.schema import EarlyStop
+from trainables.pipeline.boundary import PREFIX, PREFIX_PLAN
+from trainables.pipeline.result import BOUNDARY
 
 def dominates_beyond(y: Sequence[float], x: Sequence[float], directions: Sequence[str],
                      margins: Sequence[float]) -> bool:
@@ -171,7 +162,7 @@ class ParetoHalving(FIFOScheduler):
                            groups=[self.groups.get(f"{boundary}/{i}", i) for i in ids])
         if stop:
             self.stopped[trial_id] = boundary
-        self._append({"trial_id": trial_id, "boundary": boundary, "group": self.groups[key], "values": values,
+        self._append({"trial_id": trial_id, BOUNDARY: boundary, "group": self.groups[key], "values": values,
                       "stop": stop, "rung_size": len(rung)})
         return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
 
@@ -186,10 +177,10 @@ class ParetoHalving(FIFOScheduler):
                 entry = json.loads(line)
             except ValueError:  # a line cut by a killed driver
                 continue
-            self.rungs.setdefault(entry["boundary"], {}).setdefault(entry["trial_id"], entry["values"])
+            self.rungs.setdefault(entry[BOUNDARY], {}).setdefault(entry["trial_id"], entry["values"])
             self.groups.setdefault(f"{entry['boundary']}/{entry['trial_id']}", entry.get("group", entry["trial_id"]))
             if entry["stop"]:
-                self.stopped[entry["trial_id"]] = entry["boundary"]
+                self.stopped[entry["trial_id"]] = entry[BOUNDARY]
 
     def _append(self, entry: dict[str, Any]) -> None:
         if self.record is None:

@@ -2,7 +2,7 @@
 
 A Ray Tune callback on the driver. Whenever a trial completes, is stopped or fails, it writes the
 run's result files from Tune's list of trials (every finished trial, restored ones after a
-``--resume`` included), atomically (:func:`search.results.write_results`), with ``front.json``'s
+``--resume`` included), atomically (:func:`search.results.files.write_results`), with ``front.json``'s
 ``running`` saying how many trials have not finished yet. So ``frontier front`` and its report work at
 any moment of a search; the files written when the search ends replace these (``running`` 0).
 A failure to write (a full disk) is one line on stderr, never the end of the search.
@@ -26,7 +26,8 @@ from typing import Any
 
 from ray.tune import Callback
 
-from .results import mark_feasible, trial_row, write_results
+from search.results.files import write_results
+from search.results.rows import FinishedTrial, rows_and_plans
 
 FINISHED = ("TERMINATED", "ERROR")  # Tune's Trial.status of a trial that will not run again
 
@@ -38,7 +39,7 @@ class LiveResults(Callback):
         run_dir: the run folder.
         names: the objectives' names, as the spec lists them.
         directions: ``max`` or ``min``, one per objective.
-        bounds: the spec's ``select`` as :func:`search.constraints.active_constraints` gives them.
+        bounds: the spec's ``select`` as :func:`search.spec.constraints.active_constraints` gives them.
         min_interval_s: seconds at least between the start of one write and the next.
         cost_share: the largest share of the driver's time spent writing: a write that took
             ``c`` seconds (by ``clock``) is followed by a wait of at least ``c / cost_share``.
@@ -70,11 +71,6 @@ class LiveResults(Callback):
         # Tune pickles its callbacks for --resume: a clock time means nothing to another process
         return {**self.__dict__, "next_write": 0.0, "pending": False}
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        defaults = {"min_interval_s": 1.0, "cost_share": 0.05, "clock": time.monotonic, "next_write": 0.0,
-                    "pending": False}
-        self.__dict__.update({**defaults, **state})  # a callback pickled by an older version lacks these
-
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._ended(trials, trial, error=None)
 
@@ -94,19 +90,16 @@ class LiveResults(Callback):
         """Write the files from ``trials`` (Tune ``Trial`` objects), ``ended`` counted as finished
         with ``error`` (None: it completed or was stopped) whatever its status says yet."""
         started = self.clock()
-        rows, plans = [], {}
-        running = 0
+        finished, running = [], 0
         for trial in trials:
             if trial is not ended and trial.status not in FINISHED:
                 running += 1
                 continue
             failed = error if trial is ended else (_error_text(trial) if trial.status == "ERROR" else None)
-            config = trial.config or {}
-            row = trial_row(trial.trial_id, config, trial.last_result or {}, failed)
-            rows.append(mark_feasible(row, self.bounds))
-            plans[trial.trial_id] = config.get("plan")
+            finished.append(FinishedTrial(trial.trial_id, trial.config or {}, trial.last_result or {}, failed))
+        table = rows_and_plans(finished, self.bounds)
         try:
-            write_results(self.run_dir, rows, self.names, self.directions, plans, running=running)
+            write_results(self.run_dir, table.rows, self.names, self.directions, table.plans, running=running)
         except OSError as exc:
             print(f"frontier: could not write the live results in {self.run_dir}: {exc}", file=sys.stderr)
         finished = self.clock()

@@ -1,7 +1,7 @@
 """The live progress of a search: trials done, running and failed, best accuracy, front size.
 
 The front size is counted by ``frontier front``'s rule: feasible trials only (the spec's
-``select``), latencies within their combined spread equal (:func:`search.results.spreads`).
+``select``), latencies within their combined spread equal (:func:`search.results.summary.spreads`).
 
 A Ray Tune callback on the driver. On a terminal it redraws one rich status panel; elsewhere (CI,
 a log file) it prints one line whenever a trial finishes or fails.
@@ -26,11 +26,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from trainables.objectives import FAILED
-
-from .constraints import feasible
-from .front import pareto_front
-from .results import spreads
+from search.results.front import pareto_front
+from search.results.summary import spreads
+from search.spec.constraints import feasible
+from trainables.pipeline.result import FAILED, FAILED_STATUS, OK, STAGE_INDEX, STAGES, classify
 
 TERMINATED, ERROR = "TERMINATED", "ERROR"  # Tune's Trial.status values of a finished trial
 
@@ -38,14 +37,10 @@ TERMINATED, ERROR = "TERMINATED", "ERROR"  # Tune's Trial.status values of a fin
 class SearchProgress(Callback):
     """Counts trials by state and keeps the running front of finished ones."""
 
-    before_resume = 0  # class defaults too: a run pickled by an older version lacks these attributes
-    _seeded = False
-    _front_cache: tuple[Any, int] = (None, 0)  # (what front_size last counted, its count)
-
     def __init__(self, total: int, names: list[str], directions: list[str],
                  bounds: Mapping[str, float] | None = None) -> None:
         self.total, self.names, self.directions = total, names, directions
-        self.bounds = dict(bounds or {})  # the spec's select (search.constraints.active_constraints)
+        self.bounds = dict(bounds or {})  # the spec's select (search.spec.constraints.active_constraints)
         self.done: dict[str, list[float]] = {}
         self.noise: dict[str, float] = {}  # trial -> its latency_iqr_ms
         self.infeasible: set[str] = set()
@@ -54,15 +49,12 @@ class SearchProgress(Callback):
         self.stage: dict[str, str] = {}
         self.before_resume = 0  # trials that had finished before this run started (a resume)
         self._seeded = False
+        self._front_cache: tuple[Any, int] = (None, 0)  # (what front_size last counted, its count)
         self._live: Live | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its run config (callbacks included); a live display is not picklable
         return {**self.__dict__, "_live": None}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        # a callback pickled by an older version lacks these
-        self.__dict__.update({"bounds": {}, "noise": {}, "infeasible": set(), **state})
 
     def setup(self, **info: Any) -> None:
         console = Console()
@@ -78,35 +70,34 @@ class SearchProgress(Callback):
     def seed(self, trials: Iterable[Any]) -> None:
         """Start the counts from ``trials`` (Tune ``Trial`` objects) that have already finished.
 
-        A trial counts as done when its status is TERMINATED and its last result holds every
-        objective as a finite float, as failed when its status is ERROR (a restored errored trial
+        Each is counted by :func:`record`, its status ERROR as its error (a restored errored trial
         that Tune retries is PENDING, not ERROR). Replaces whatever counts this object held.
         """
         self.done, self.failed, self.running, self.stage = {}, set(), set(), {}
         finished = [t for t in trials if t.status in (TERMINATED, ERROR)]
         for trial in finished:
-            self.record(trial.trial_id, trial.last_result,
-                        failed=trial.status == ERROR or bool((trial.last_result or {}).get(FAILED)))
+            self.record(trial.trial_id, trial.last_result, error=trial.status == ERROR)
         self.before_resume = len(finished)
         if finished:
             self._line(f"resuming: {len(finished)} trial(s) finished before")
 
-    def record(self, trial_id: str, result: Mapping[str, Any] | None, failed: bool = False) -> None:
-        """Count ``trial_id`` as finished: failed, or done if ``result`` holds every finite objective.
+    def record(self, trial_id: str, result: Mapping[str, Any] | None, error: Any = None) -> None:
+        """Count ``trial_id`` as finished with its last ``result`` and ``error`` (Tune's, text or a
+        flag): by :func:`trainables.pipeline.result.classify`, failed, done (ok), or neither (stopped).
 
         Idempotent: recording a trial again replaces its entry.
         """
         self.running.discard(trial_id)
-        if failed:
+        if classify(result, error) == FAILED_STATUS:
             self.done.pop(trial_id, None)
             self.failed.add(trial_id)
             return
         self._keep(trial_id, result or {})
 
     def _keep(self, trial_id: str, result: Mapping[str, Any]) -> None:
-        """Count ``trial_id`` as done with ``result``'s objectives, when it holds every one."""
+        """Count ``trial_id`` as done with ``result``'s objectives, when ``result`` is a final ok one."""
         values = objective_values(result, self.names)
-        if values is None:
+        if values is None or classify(result, None) != OK:
             return
         self.done[trial_id] = values
         self.noise[trial_id] = result.get("latency_iqr_ms", math.nan)
@@ -120,21 +111,21 @@ class SearchProgress(Callback):
         self._refresh()
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        self.stage[trial.trial_id] = f"{result.get('stage_index', 0)}/{result.get('stages', '?')}"
+        self.stage[trial.trial_id] = f"{result.get(STAGE_INDEX, 0)}/{result.get(STAGES, '?')}"
         self._keep(trial.trial_id, result)
         self._refresh()
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.running.discard(trial.trial_id)
-        failed = (trial.last_result or {}).get(FAILED)
-        if failed:  # ended itself with a failure that would repeat (a diverged training)
-            self.record(trial.trial_id, None, failed=True)
-            self._line(f"trial {trial.trial_id} failed: {failed}")
+        if classify(trial.last_result, None) == FAILED_STATUS:  # ended itself with a failure that would repeat
+            self.record(trial.trial_id, trial.last_result)
+            reason = (trial.last_result or {}).get(FAILED) or "did not report every objective"
+            self._line(f"trial {trial.trial_id} failed: {reason}")
             return
         self._line(f"trial {trial.trial_id} finished: {result_text(trial.last_result, self.names)}")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self.record(trial.trial_id, None, failed=True)
+        self.record(trial.trial_id, None, error=True)
         self._line(f"trial {trial.trial_id} failed")
 
     def on_experiment_end(self, trials, **info) -> None:

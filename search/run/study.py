@@ -12,7 +12,7 @@ there).
 Every Optuna trial of a run carries user attributes: ``tune_trial_id`` and ``pipeline`` for a trial
 Tune ran (the ``trial_id`` and ``pipeline`` of ``trials.csv``), ``status`` (``ok``, ``failed``,
 ``stopped``), ``stopped_at`` (the stage boundary of a stopped trial), ``constraints`` (see
-:class:`search.constraints.SelectConstraints`), ``duplicate_of`` (a proposal of a plan another
+:class:`search.spec.constraints.SelectConstraints`), ``duplicate_of`` (a proposal of a plan another
 trial already ran: never run, told that trial's outcome) and ``warm_start_from`` (a plan enqueued
 from an earlier run's front). The study's own ``lost_trials`` lists trials asked just before the
 driver was killed, after its last snapshot: never run, told FAIL on ``--resume``.
@@ -20,7 +20,7 @@ driver was killed, after its last snapshot: never run, told FAIL on ``--resume``
 Example::
 
     import optuna
-    from search.study import open_storage
+    from search.run.study import open_storage
     study = optuna.load_study(study_name="quickstart", storage=open_storage("runs/quickstart/study.journal"))
     [(t.user_attrs.get("tune_trial_id"), t.state.name, t.values) for t in study.trials]
 """
@@ -39,18 +39,10 @@ from optuna.trial import TrialState
 from trainables.errors import FrontierError
 from trainables.layout import RunFolder
 
-from .constraints import CONSTRAINTS
-
-STUDY_FILE = "study.journal"
 # Optuna trial user attributes (the module doc says what each holds)
 TUNE_ID, PIPELINE, STATUS, STOPPED_AT = "tune_trial_id", "pipeline", "status", "stopped_at"
 DUPLICATE_OF, WARM_START_FROM = "duplicate_of", "warm_start_from"
 LOST_TRIALS = "lost_trials"  # the study's user attribute: numbers of trials asked after the last snapshot of a killed driver
-
-
-def study_path(run_dir: str | Path) -> Path:
-    """The journal file of the run folder ``run_dir``."""
-    return RunFolder(Path(run_dir)).root / STUDY_FILE
 
 
 def open_storage(path: str | Path, *, repair: bool = False) -> JournalStorage:
@@ -78,9 +70,9 @@ def _cut_torn_line(path: Path) -> None:
 
 def load_run_study(run_dir: str | Path) -> optuna.Study:
     """The finished (or running) study of a run; a run without one is a clear error."""
-    path = study_path(run_dir)
+    path = RunFolder(Path(run_dir)).study_journal
     if not path.is_file():
-        raise FrontierError(f"run_dir: '{run_dir}' has no {STUDY_FILE} (a run made before studies were kept?)")
+        raise FrontierError(f"run_dir: '{run_dir}' has no {path.name} (a run made before studies were kept?)")
     storage = open_storage(path)
     names = [s.study_name for s in storage.get_all_studies()]
     if len(names) != 1:
@@ -108,7 +100,7 @@ def warm_start_points(run_dir: str | Path) -> list[tuple[dict[str, Any], str]]:
     by_id = {t.user_attrs.get(TUNE_ID): t for t in study.trials if t.user_attrs.get(TUNE_ID)}
     missing = [i for i in front if i not in by_id]
     if missing:
-        raise FrontierError(f"--warm-start: front trial(s) {', '.join(missing)} are not in {study_path(run.root)}")
+        raise FrontierError(f"--warm-start: front trial(s) {', '.join(missing)} are not in {run.study_journal}")
     return [(dict(by_id[i].params), f"{run.name}/{i}") for i in front]
 
 

@@ -11,8 +11,9 @@ from trainables.data import check_root
 from trainables.errors import FrontierError
 from trainables.measure.backends import tensorrt_available, tensorrt_problem
 
-from .spec import Spec, SpecError, load_spec
-from .spec_checks import reachable_values
+from .load import load_spec
+from .problems import reachable_values
+from .schema import Spec, SpecError
 
 
 def check_spec(path: str | Path, address: str | None = None) -> Spec:

@@ -21,7 +21,7 @@ CONSTRAINTS = "constraints"  # the Optuna trial user attribute holding its const
 
 class SelectConstraints:
     """``constraints_func`` for Optuna 4's samplers: a spec's ``select`` as constraint values
-    (Optuna 5 reads ``Trial.set_constraint`` instead, see :class:`search.runner.FailAwareOptunaSearch`).
+    (Optuna 5 reads ``Trial.set_constraint`` instead, see :class:`search.run.searcher.FailAwareOptunaSearch`).
 
     Optuna calls it in ``tell`` before the trial's values are stored, so the values are computed by
     :func:`constraint_values` from the trial's result and kept in its ``constraints`` user attribute

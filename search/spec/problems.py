@@ -1,6 +1,6 @@
 """What a spec's schema cannot see: the semantic problems of a spec, each one line with its key path.
 
-:func:`space_problems` runs after the schema (:mod:`search.spec`): keys the space may not set,
+:func:`space_problems` runs after the schema (:mod:`search.spec.schema`): keys the space may not set,
 values the budgets reject, a user model that does not import or build or whose head cannot be
 found, orders without the sparsities they need (or PBA without s2 > s1),
 share groups and EPruning layers the model lacks, sparsities a pruning granularity cannot
@@ -20,7 +20,7 @@ from trainables.models import head_name, structure
 from trainables.pipeline.plan import ORDER_SPARSITIES, ORDERS, QUANTIZE
 
 from .space import Choice, Const, Node, Range, walk
-from .spec import Budgets, Spec, SpecError
+from .schema import Budgets, Spec, SpecError
 from .to_plan import PBA_MIN_GAP, SPECIAL_KEYS, apply_overrides, field_problem
 
 
@@ -130,7 +130,7 @@ def _share_problems(spec: Spec) -> Iterable[str]:
     names = {n.name for _, n in walk(spec.nodes)}
     quantize = {v for _, n in walk(spec.nodes) if n.name == "quantize" for v in _values(n)}
     if spec.budgets.share.groups and (model := _structure(spec)) is not None:
-        from trainables.stages.quantize import layer_groups
+        from trainables.stages.share import layer_groups
 
         known = layer_groups(model)
         for group in spec.budgets.share.groups:
@@ -146,14 +146,14 @@ def _share_problems(spec: Spec) -> Iterable[str]:
 def _retrain_problems(spec: Spec) -> Iterable[str]:
     """No trial retrains a model whose every parameter sharing froze: every layer's weight shared
     (and batch norm too, where the model has it) leaves retraining an empty parameter list
-    (:func:`trainables.stages.quantize.nothing_to_retrain`). A value counts where it can meet a
+    (:func:`trainables.stages.share.nothing_to_retrain`). A value counts where it can meet a
     ``QR``/``QRI8`` trial (not in another branch of a choice), and only values that can meet each
     other add up to such a trial."""
     contexts = [(f"{path}.choice.{value}", path, value) for path, node in walk(spec.nodes)
                 if node.name == "quantize" for value in _values(node) if str(value).startswith("QR")]
     if not contexts or (model := _structure(spec)) is None:
         return
-    from trainables.stages.quantize import ShareConfig, layer_groups, nothing_to_retrain, shared_tensors
+    from trainables.stages.share import ShareConfig, layer_groups, nothing_to_retrain, shared_tensors
 
     groups = dict.fromkeys(layer_groups(model), 256)
     if nothing_to_retrain(model, shared_tensors(model, ShareConfig(groups=groups, batchnorm=256))) is None:

@@ -2,7 +2,7 @@
 
 A spec names the data (source and target), the model and its weights, the objectives, the
 sampler, the trial count and concurrency, resources per trial, the stage budgets and the search
-space (see :mod:`search.space` for the tree's grammar). ``frontier check SPEC`` prints one line
+space (see :mod:`search.spec.space` for the tree's grammar). ``frontier check SPEC`` prints one line
 per problem (``budgets.transfer.epochs: Input should be greater than or equal to 1``) and exits 2.
 
 Keys the space may set: ``order`` (none, PB, PA, PBA), ``s1`` (sparsity before transfer),
@@ -13,18 +13,18 @@ budget field by its dotted path (``transfer.optim.lr``, ``transfer.mode``, ``pru
 ``prune.after.epochs`` (the pruning stages after transfer only), ``share.groups.layer3`` for a
 group listed under ``budgets.share.groups``, ``retrain.mode``, ``int8.method``, ...).
 
-This module is the schema (pydantic models, each key checked as it is read) and the loading;
-:mod:`search.spec_checks` finds the problems the schema cannot see (run by :func:`parse_spec`), and
-:mod:`search.to_plan` turns a sampled assignment of the space into a trial's plan.
+This module is the schema (pydantic models, each key checked as it is read); it imports none of
+the modules that read a spec. :mod:`search.spec.problems` finds the problems the schema cannot see,
+:mod:`search.spec.load` runs the schema, then the space's parser, then those checks
+(:func:`~search.spec.load.load_spec`, :func:`~search.spec.load.parse_spec`), and
+:mod:`search.spec.to_plan` turns a sampled assignment of the space into a trial's plan.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from trainables.data import DataSpec
@@ -35,10 +35,10 @@ from trainables.pipeline.plan import PruneBudget
 from trainables.stages.benchmark import BenchmarkConfig
 from trainables.stages.dense import DenseBudget
 from trainables.stages.int8 import Int8Config
-from trainables.stages.quantize import RetrainConfig, ShareConfig
+from trainables.stages.share import RetrainConfig, ShareConfig
 from trainables.stages.transfer import TransferConfig
 
-from .space import Node, SpaceError, parse_space
+from .space import Node
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 
@@ -57,11 +57,13 @@ class _Strict(BaseModel):
 
 class Objective(_Strict):
     name: Literal[OBJECTIVE_NAMES]  # type: ignore[valid-type]  # the names of trainables.objectives
-    direction: Literal["max", "min"] | None = None
+    direction: Literal["max", "min"] | None = None  # None: the objective's natural direction
 
-    @property
-    def mode(self) -> str:
-        return self.direction or OBJECTIVES[self.name].direction
+    @model_validator(mode="after")
+    def _natural_direction(self) -> Objective:
+        if self.direction is None:
+            self.direction = OBJECTIVES[self.name].direction
+        return self
 
 
 class DataPair(_Strict):
@@ -71,7 +73,7 @@ class DataPair(_Strict):
 
 class ModelSpec(_Strict):
     """The model: a torchvision classification model's name, ``small_resnet``, or the user's own
-    ``package.module:function`` (its import is checked by :mod:`search.spec_checks`)."""
+    ``package.module:function`` (its import is checked by :mod:`search.spec.problems`)."""
 
     name: str
     weights: str | None = None
@@ -101,7 +103,7 @@ class Budgets(_Strict):
 
 
 class Select(_Strict):
-    """Constraints: the sampler learns them (search.constraints), infeasible trials stay off the
+    """Constraints: the sampler learns them (search.spec.constraints), infeasible trials stay off the
     front, and ``frontier rerun --trial best`` picks among the feasible."""
 
     max_size_bytes: float | None = Field(None, gt=0)
@@ -113,7 +115,7 @@ DEFAULT_MARGINS = {"latency_ms": 0.25}  # early_stop.margins unless set
 
 
 class EarlyStop(_Strict):
-    """Multi-objective early stopping at stage boundaries (:mod:`search.early_stop`).
+    """Multi-objective early stopping at stage boundaries (:mod:`search.run.early_stop`).
 
     Args:
         enabled: stop trials at all (off by default).
@@ -186,8 +188,8 @@ class Spec(_Strict):
     space: dict[str, Any] = Field(default_factory=dict)
     select: Select = Select()
     cache: CacheSpec = CacheSpec()
-    keep_checkpoints: bool = False  # keep a trial's stage checkpoints after its final result (search.clean)
-    fidelity: float = Field(1.0, gt=0, le=1)  # scales every epoch budget of the search (search.to_plan)
+    keep_checkpoints: bool = False  # keep a trial's stage checkpoints after its final result (search.run.clean)
+    fidelity: float = Field(1.0, gt=0, le=1)  # scales every epoch budget of the search (search.spec.to_plan)
     early_stop: EarlyStop = EarlyStop()
     _nodes: tuple[Node, ...] = PrivateAttr(default=())
 
@@ -206,49 +208,14 @@ class Spec(_Strict):
         return self._nodes
 
     @property
-    def metric_names(self) -> list[str]:
+    def objective_names(self) -> list[str]:
+        """The objectives' names, in the spec's order."""
         return [o.name for o in self.objectives]
 
     @property
-    def modes(self) -> list[str]:
-        return [o.mode for o in self.objectives]
-
-
-def load_spec(path: str | Path) -> Spec:
-    """Read, parse and validate the spec at ``path``; raises :class:`SpecError` listing every problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError([f"spec: file '{path}' does not exist"])
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:  # a binary file passed by mistake
-        raise SpecError([f"spec: '{path}' is not UTF-8 text (byte {exc.start} is "
-                         f"0x{exc.object[exc.start]:02x})"]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError([f"spec: '{path}' is not valid YAML{where}: {getattr(exc, 'problem', exc)}"]) from None
-    return parse_spec(raw)
-
-
-def parse_spec(raw: Any) -> Spec:
-    """Validate a spec given as a mapping (what the YAML file holds)."""
-    if not isinstance(raw, dict):
-        raise SpecError([f"spec: the top level must be a mapping of keys, got {type(raw).__name__}"])
-    try:
-        spec = Spec.model_validate(raw)
-    except ValidationError as exc:
-        raise SpecError(validation_lines(exc)) from None
-    try:
-        spec._nodes = parse_space(spec.space)
-    except SpaceError as exc:
-        raise SpecError([str(exc)]) from None
-    from .spec_checks import space_problems  # the checks read the schema: imported when used
-
-    problems = list(space_problems(spec))
-    if problems:
-        raise SpecError(problems)
-    return spec
+    def directions(self) -> list[str]:
+        """``max`` or ``min`` for each objective, in the spec's order."""
+        return [o.direction for o in self.objectives]
 
 
 def validation_lines(exc: ValidationError) -> list[str]:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from trainables.pipeline.plan import Plan, make_plan
 from trainables.stages.dense import DenseConfig
 
-from .spec import Budgets, Spec, SpecError, validation_lines
+from .schema import Budgets, Spec, SpecError, validation_lines
 
 SPECIAL_KEYS = ("order", "s1", "s2", "quantize")
 PBA_MIN_GAP = 0.01  # s2 is sampled in [s1 + gap, high] for PBA
@@ -93,7 +93,7 @@ def scale_epochs(budgets: Budgets, fidelity: float) -> Budgets:
     as they are; unset stays unset).
 
     Example:
-        >>> from search.spec import Budgets
+        >>> from search.spec.schema import Budgets
         >>> scaled = scale_epochs(Budgets.model_validate({"transfer": {"epochs": 8}, "prune": {"epochs": 2}}), 0.25)
         >>> scaled.transfer.epochs, scaled.prune.epochs
         (2, 1)

@@ -7,7 +7,8 @@ does the same for a :class:`~trainables.pipeline.plan.Plan`, looking each stage 
 checkpoint (so a retried trial resumes at the last finished stage) and ends with one result
 holding every objective as a finite float. A failure that would repeat (training diverged, an
 objective not finite) ends the trial with a result naming it under ``failed``
-(:data:`trainables.objectives.FAILED`) instead of raising: Tune retries raised errors, which is
+(:data:`trainables.pipeline.result.FAILED`; :mod:`trainables.pipeline.result` is the whole
+contract of what a trial reports) instead of raising: Tune retries raised errors, which is
 right for a lost node and a waste for these. Anything else raises, and Tune retries it.
 
 Example (the CPU pipeline on digits, about a minute on 2 CPUs)::
@@ -27,7 +28,6 @@ Example (the CPU pipeline on digits, about a minute on 2 CPUs)::
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 import time
@@ -41,12 +41,12 @@ from torch import nn
 
 from ..layout import RunFolder
 from ..models import rebuild
-from ..objectives import FAILED, OBJECTIVE_NAMES
 from ..stage import Context, Metrics, Stage
 from ..train import Diverged, loader_workers_for, set_loader_workers
 from .boundary import measure_boundary, measured_at
 from .cache import StageCache, stage_key
 from .plan import Plan, numbered
+from .result import failed_result, final_result, progress_report
 
 # stage metrics kept in the trial's final result (as ``stage.<slot>.<name>``; lists joined by ';')
 CARRIED = ("pruning_rate", "unit_sparsity", "search_epochs", "energy_best", "energy_mean", "delta_s",
@@ -178,7 +178,7 @@ def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True, boundar
             if progress.cache_key is None or stage_cache is None:  # no entry to refer to
                 torch.save(model.state_dict(), Path(tmp) / "model.pt")
             (Path(tmp) / "progress.json").write_text(json.dumps(progress.__dict__))
-            report = {"stage_index": progress.index, "stages": len(plan.steps), **progress.seconds}
+            report = {**progress_report(progress.index, len(plan.steps)), **progress.seconds}
             if boundary_runs > 0 and measured_at(plan, progress.index):
                 report.update(measure_boundary(model, plan, progress.index, ctx, runs=boundary_runs))
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
@@ -187,14 +187,9 @@ def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True, boundar
     try:
         _, metrics = run_plan(plan, ctx, cache=stage_cache, model=model, progress=progress, after_stage=checkpoint)
     except Diverged as exc:  # deterministic: reported, not raised, so Tune does not retry it
-        tune.report({FAILED: f"Diverged: {exc}", "stage_index": progress.index, "stages": len(plan.steps)})
+        tune.report(failed_result(f"Diverged: {exc}", progress.index, len(plan.steps)))
         return
-    final = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
-    bad = [k for k in OBJECTIVE_NAMES if not (isinstance(final.get(k), (int, float)) and math.isfinite(final[k]))]
-    if bad:
-        final[FAILED] = f"objective(s) {', '.join(bad)} not finite: {[final.get(k) for k in bad]}"
-    final.update(stage_index=len(plan.steps), stages=len(plan.steps))
-    tune.report(final)
+    tune.report(final_result(metrics, len(plan.steps)))
 
 
 def _restore(checkpoint, plan: Plan, cache: StageCache | None = None) -> tuple[nn.Module | None, Progress]:

@@ -1,0 +1,45 @@
+"""How the front's numbers read, in the terminal table and the HTML report alike."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .summary import deployment
+
+
+def significant(value: float) -> str:
+    """Three significant digits, no exponent below 1000 (``12.3``, ``0.617``, ``1,234``)."""
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:#.3g}".rstrip(".")
+
+
+def byte_size(value: float) -> str:
+    """Bytes in decimal units at three significant digits (``44.8 MB``, ``512 kB``, ``900 B``)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(value) >= scale:
+            return f"{significant(value / scale)} {unit}"
+    return f"{value:.0f} B"
+
+
+def hypervolume_text(summary: dict) -> str:
+    """``hypervolume 0.412 of the reference box (raw 2.55e+04)``: the normalised value a reader can
+    compare across runs, the raw one (objectives' units multiplied) for scripts."""
+    raw = f"raw {summary['hypervolume']:.4g}"
+    if summary.get("hypervolume_normalized") is None:
+        return f"hypervolume {raw}"
+    return f"hypervolume {summary['hypervolume_normalized']:.3f} of the reference box ({raw})"
+
+
+def precision_label(row: pd.Series) -> str:
+    """The precision a trial was deployed at (``fp32``, ``fp16``, ``int8``), and ``int8 (ran in float)``
+    where the engine ran none of an INT8 model's layers with integer kernels; ``-`` for older runs."""
+    if not (present(row, "precision") or present(row, "latency_precision")):
+        return "-"
+    info = deployment(row)
+    return f"{info['precision']} (ran in float)" if info.get("ran_in_float") else str(info["precision"])
+
+
+def present(row: pd.Series, column: str) -> bool:
+    """Whether ``row`` has ``column`` with a value (not NaN)."""
+    return column in row.index and not pd.isna(row[column])

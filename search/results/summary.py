@@ -1,0 +1,110 @@
+"""What ``front.json`` holds: the front of a run's trials, its hypervolume, and each trial's noise.
+
+``front.json`` holds the objectives and their directions, the reference point, the ideal point, the
+hypervolume (raw and normalised) and the front's trial ids with their values and deployment.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trainables.objectives import OBJECTIVES
+
+from .front import hypervolume, ideal_point, normalized_hypervolume, pareto_front
+
+
+def default_reference(frame: pd.DataFrame, names: Sequence[str], directions: Sequence[str]) -> list[float]:
+    """A reference point every ok trial dominates: 0 for a maximised accuracy-like objective,
+    1.1 x the worst value seen for a minimised one."""
+    ref = []
+    for name, direction in zip(names, directions):
+        column = frame[name].astype(float)
+        if direction == "max":
+            ref.append(min(0.0, float(column.min())) if len(column) else 0.0)
+        else:
+            ref.append(float(column.max()) * 1.1 if len(column) else 1.0)
+    return ref
+
+
+def spreads(frame: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
+    """Each row's measurement noise per objective: ``ObjectiveInfo.spread``'s column (e.g.
+    ``latency_iqr_ms``), but at least ``ObjectiveInfo.repeatability`` times the value (2% of a
+    latency: medians of one model timed in separate sessions differ by that much even where each
+    session's IQR is tighter); 0 for an exact objective, a missing column or a missing value."""
+    columns = []
+    for name in names:
+        info = OBJECTIVES.get(name)
+        column = info.spread if info is not None else None
+        if column and column in frame:
+            measured = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+            floor = info.repeatability * np.abs(pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float))
+            columns.append(np.nan_to_num(np.maximum(measured, floor), nan=0.0))
+        else:
+            columns.append(np.zeros(len(frame)))
+    return np.stack(columns, axis=1) if len(names) else np.zeros((len(frame), 0))
+
+
+def front_summary(frame: pd.DataFrame, names: Sequence[str], directions: Sequence[str],
+                  reference: Sequence[float] | None = None, *, all_trials: bool = False,
+                  running: int = 0) -> dict[str, Any]:
+    """The front of the ok trials of ``frame`` that are not marked infeasible (all ok trials with
+    ``all_trials``), with its hypervolume; what ``front.json`` holds.
+
+    Noise cannot decide the front: values within their combined spread (:func:`spreads`) are equal
+    (:func:`search.results.front.pareto_front`). ``hypervolume`` is the front's raw volume (the objectives'
+    units multiplied, for scripts); ``hypervolume_normalized`` is its share of the box between
+    ``reference`` and ``ideal`` (the best value of each objective among these trials), 0 to 1.
+    ``running``: trials of the search still running when this was written (0 once it ended).
+    """
+    ok = frame[(frame["status"] == "ok") & (all_trials | ~infeasible(frame))].reset_index(drop=True)
+    values = ok[list(names)].astype(float).to_numpy() if len(ok) else []
+    reference = list(reference) if reference is not None else default_reference(ok, names, directions)
+    index = pareto_front(values, directions, spreads(ok, names)) if len(ok) else []
+    front = ok.iloc[index]
+    front_values = front[list(names)].astype(float).to_numpy() if len(front) else []
+    ideal = ideal_point(values, directions) if len(ok) else None
+    return {
+        "objectives": [{"name": n, "direction": d} for n, d in zip(names, directions)],
+        "reference": reference,
+        "ideal": ideal,
+        "hypervolume": hypervolume(front_values, directions, reference) if len(front) else 0.0,
+        "hypervolume_normalized": (normalized_hypervolume(front_values, directions, reference, ideal)
+                                   if len(front) else 0.0),
+        "trials_finished": int(len(frame)),
+        "running": int(running),
+        "trials": [
+            {"trial_id": row["trial_id"], "pipeline": row["pipeline"], **{n: float(row[n]) for n in names},
+             **deployment(row)}
+            for _, row in front.iterrows()
+        ],
+    }
+
+
+def infeasible(frame: pd.DataFrame) -> pd.Series:
+    """Rows whose ``feasible`` column says False (a column read back from CSV may hold text)."""
+    if "feasible" not in frame:
+        return pd.Series(False, index=frame.index)
+    return frame["feasible"].map(lambda v: v is False or str(v).lower() == "false")
+
+
+def deployment(row: pd.Series) -> dict[str, Any]:
+    """What a trial was deployed as: its ``precision`` (``fp32``, ``fp16``, ``int8``) next to its
+    nominal ``sparsity``, and for INT8 whether it ``ran_in_float``: the engine ran none of its layers
+    with integer kernels (a backend that ignores QDQ nodes); None where that was not checked."""
+    def value(name: str) -> Any:
+        v = row.get(name)
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+    precision = value("precision") or value("latency_precision") or "fp32"
+    out: dict[str, Any] = {"precision": str(precision), "sparsity": value("sparsity")}
+    if out["sparsity"] is not None:
+        out["sparsity"] = float(out["sparsity"])
+    if precision == "int8":
+        ops = value("int8_integer_ops")
+        out["ran_in_float"] = None if ops is None else int(ops) == 0
+    return out

@@ -1,0 +1,38 @@
+"""The searcher a spec asks for: its Optuna sampler, seeded, and the searcher around it."""
+
+from __future__ import annotations
+
+import optuna
+
+from search.spec.constraints import SelectConstraints, active_constraints
+from search.spec.schema import Spec
+
+from .outcome import TRIAL_CONSTRAINTS
+from .searcher import FailAwareOptunaSearch
+from .space_function import SpaceFunction
+
+CONSTRAINED_SAMPLERS = ("tpe", "nsga2", "gp")  # the samplers that learn constraints
+
+
+def make_sampler(name: str, seed: int, constraints: SelectConstraints | None = None) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler a spec names, seeded, learning ``constraints`` where it can (not ``random``)."""
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constraints_func=constraints)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, constraints_func=constraints)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def make_searcher(spec: Spec, study_name: str, storage: optuna.storages.BaseStorage | None, *,
+                  budget: int | None = None) -> FailAwareOptunaSearch:
+    """The searcher of a spec: its space, objectives and sampler, its ``select`` as constraints
+    (learned by the sampler where it can), the study in ``storage``, and ``budget`` trials that
+    were not stopped (early stopping on) or None (Tune's ``num_samples`` counts)."""
+    bounds = active_constraints(spec.select)
+    learned = (SelectConstraints(len(bounds)) if bounds and spec.sampler in CONSTRAINED_SAMPLERS
+               and not TRIAL_CONSTRAINTS else None)
+    return FailAwareOptunaSearch(space=SpaceFunction(spec), metric=spec.objective_names, mode=spec.directions,
+                                 sampler=make_sampler(spec.sampler, spec.seed, learned), storage=storage,
+                                 study_name=study_name, budget=budget, bounds=bounds)

@@ -1,0 +1,35 @@
+"""The define-by-run space of a spec, as the searcher calls it: an Optuna trial in, a trial config out.
+
+The config is what a Ray trial receives (``plan``, ``pipeline``, ``order``, the Optuna trial's number and
+the sampled ``params``; the full-budget plan too when the search runs at a lower ``fidelity``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from search.results.rows import FULL_PLAN_KEY, OPTUNA_TRIAL_KEY, PARAMS_KEY
+from search.spec.schema import Spec
+from search.spec.space import suggest
+from search.spec.to_plan import pba_lower_bound, plan_for
+
+
+class SpaceFunction:
+    """The define-by-run space of a spec: samples an assignment and returns its plan as constants.
+
+    A class rather than a closure so the searcher (which holds it) can be pickled for a restore.
+    """
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        assignment = suggest(trial, self.spec.nodes, lower=pba_lower_bound)
+        plan = plan_for(self.spec, assignment)
+        order = str(assignment.get("order", "none"))
+        config = {"plan": plan.model_dump(mode="json"), "pipeline": plan.pipeline, "order": order,
+                  OPTUNA_TRIAL_KEY: trial.number,
+                  PARAMS_KEY: {**trial.params, "order": order}}  # Optuna's record of what it sampled
+        if self.spec.fidelity < 1:  # what `frontier rerun` runs: the same plan at the full budget
+            config[FULL_PLAN_KEY] = plan_for(self.spec, assignment, fidelity=1.0).model_dump(mode="json")
+        return config
