@@ -13,24 +13,22 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from torchvision.models import resnet18, vgg16
 
+from search.final.sensitivity import propose_groups, sensitivity, write_sensitivity
 from tests.conftest import SOURCE, TARGET
 from trainables.compress.artifact import load_artifact, save_artifact
 from trainables.errors import FrontierError
 from trainables.models import build_model
 from trainables.stage import Context
-from trainables.stages.quantize import (
+from trainables.stages.share import (
     RetrainConfig,
     Share,
     ShareConfig,
     frozen_parameters,
     layer_groups,
     nothing_to_retrain,
-    propose_groups,
     retrain,
-    sensitivity,
     share,
     shared_tensors,
-    write_sensitivity,
 )
 from trainables.stages.transfer import TransferConfig, transfer
 from trainables.train import EVAL_BATCH_SIZE, OptimConfig, evaluate, fit, loader, seed_everything
@@ -333,3 +331,14 @@ def test_the_proposal_chooses_centroids_on_validation_accuracy_not_test_accuracy
         {"group": "layer1", "k": 1, "val_accuracy": 0.40, "test_accuracy": 0.95, "size_bytes": 10},
     ])
     assert propose_groups(table, max_drop=0.01) == {"layer3": 8, "layer1": "keep"}
+
+
+def test_the_share_stage_imports_neither_pandas_nor_plotly() -> None:
+    """The sensitivity analysis (pandas, plotly) is frontier sweep's (search/final/sensitivity.py), not the stage's."""
+    import subprocess
+    import sys
+
+    code = ("import sys, trainables.stages.share; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'pandas', 'plotly'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -32,6 +32,7 @@ import pytest
 import torch
 from torch import nn
 
+from search.final.sensitivity import sensitivity
 from trainables.data import DataSpec
 from trainables.models import build_model, rebuild
 from trainables.pipeline.cache import StageCache
@@ -42,7 +43,7 @@ from trainables.stages.benchmark import Benchmark, BenchmarkConfig
 from trainables.stages.dense import Dense, DenseConfig
 from trainables.stages.epruning import EPrune, EPruningConfig
 from trainables.stages.gradual import GradualConfig, GradualPrune
-from trainables.stages.quantize import RetrainConfig, Share, ShareConfig, sensitivity
+from trainables.stages.share import RetrainConfig, Share, ShareConfig
 from trainables.stages.transfer import Transfer, TransferConfig
 from trainables.train import EVAL_BATCH_SIZE, loader
 

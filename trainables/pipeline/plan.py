@@ -41,7 +41,7 @@ from ..stages.epruning import EPrune, EPruneSchedule, EPruningConfig
 from ..stages.gradual import GradualConfig, GradualPrune, PruneSchedule
 from ..stages.schedule import Frequency
 from ..stages.int8 import Int8Config
-from ..stages.quantize import RetrainConfig, Share, ShareConfig
+from ..stages.share import RetrainConfig, Share, ShareConfig
 from ..stages.transfer import Transfer, TransferConfig
 from ..train import OptimConfig
 
