@@ -46,13 +46,24 @@ def target_splits():
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    """A local Ray of 2 CPUs for the module's tests (started once per module: a test file stays in
-    one xdist worker), shut down after its last test."""
+def local_ray(tmp_path_factory):
+    """A local Ray of 2 CPUs, no dashboard and a small object store for the module's tests (started
+    once per module: a test file stays in one xdist worker), shut down after its last test.
+
+    ``$FRONTIER_FAULT_FILE`` names a file in a folder of the module's own while it runs: Ray's workers
+    inherit the driver's environment, so a test arms a fault by writing that file
+    (:func:`trainables.pipeline.run._injected_fault`); until one does, nothing fires.
+    """
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    before = os.environ.get("FRONTIER_FAULT_FILE")
+    os.environ["FRONTIER_FAULT_FILE"] = str(tmp_path_factory.mktemp("fault") / "fault.json")
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=100 * 1024**2)
+             object_store_memory=150 * 1024**2)
     yield
     ray.shutdown()
+    if before is None:
+        os.environ.pop("FRONTIER_FAULT_FILE", None)
+    else:
+        os.environ["FRONTIER_FAULT_FILE"] = before

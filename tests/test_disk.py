@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import ray
 import yaml
 from ray import tune
 
@@ -24,19 +23,11 @@ from trainables.pipeline.plan import Plan
 from trainables.pipeline.run import _restore
 from search.results.files import read_trials
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]  # tests/conftest.py
 SPEC = tiny_spec("first", trials=1, space={"order": "PBA", "s1": 0.4, "s2": 0.7})
 SPEC.update(concurrency=1, keep_checkpoints=True)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray(tmp_path_factory):
-    os.environ["FRONTIER_FAULT_FILE"] = str(tmp_path_factory.mktemp("fault") / "fault.json")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=150 * 1024**2,
-             log_to_driver=False)
-    yield
-    ray.shutdown()
-    os.environ.pop("FRONTIER_FAULT_FILE")
 
 
 @pytest.fixture(scope="module")

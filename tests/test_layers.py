@@ -1,11 +1,16 @@
 """The package's layers, read from the source: a lower layer never imports a higher one.
 
-    base      trainables/*.py (errors, files, data, models, train, stage, augment, curriculum)
-    compress  trainables/compress/   masks, units, surgery, clustering, artifact
-    measure   trainables/measure/    export, metrics, backends/
-    stages    trainables/stages/     dense, transfer, gradual, epruning, population, quantize, benchmark
-    pipeline  trainables/pipeline/   plan, cache, run
-    search    search/                the driver
+    base      trainables/*.py (errors, files, data, models, train, stage, augment, curriculum,
+                                     objectives, layout)
+    compress  trainables/compress/   masks, units, gating, surgery, clustering, artifact, importance/
+    measure   trainables/measure/    export, metrics, int8, int8_model, backends/
+    stages    trainables/stages/     dense, transfer, schedule, pruners, gradual, epruning, population,
+                                     share, int8, benchmark
+    pipeline  trainables/pipeline/   plan, cache, result, boundary, run
+    search    search/                the driver: cli, spec/, run/, results/, final/
+
+Inside a layer the imports form no circle: a module never imports, through any chain of modules
+of this project, one that imports it (:func:`circles`).
 
 Every import counts, those inside functions too (a lazy import is still a dependency). The
 package's own ``trainables/__init__.py`` re-exports names from every layer and is left out.
@@ -62,6 +67,50 @@ def violations(module: str, is_package: bool, source: str) -> list[str]:
     return bad
 
 
+def import_graph(files: dict[str, tuple[bool, str]]) -> dict[str, set[str]]:
+    """Module -> the modules of ``files`` it imports, for ``files`` ``{module: (is_package, source)}``."""
+    return {module: {t for t in imported_modules(module, is_package, source) if t in files and t != module}
+            for module, (is_package, source) in files.items()}
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles inside a layer of ``graph`` (:func:`import_graph`): each a sorted list of the
+    modules that reach one another (a strongly connected component of the imports between modules of
+    one layer, Tarjan's algorithm), biggest first."""
+    edges = {m: {t for t in targets if layer(t) == layer(m)} for m, targets in graph.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for target in sorted(edges.get(module, ())):
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in on_stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == module:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in sorted(edges):
+        if module not in index:
+            visit(module)
+    return sorted(found, key=lambda c: (-len(c), c))
+
+
 def sources() -> list[Path]:
     files = sorted((ROOT / "trainables").rglob("*.py")) + sorted((ROOT / "search").rglob("*.py"))
     return [p for p in files if p != ROOT / "trainables" / "__init__.py"]
@@ -81,3 +130,21 @@ def test_the_check_sees_a_violation_even_in_a_lazy_import() -> None:
         "trainables.compress.probe (compress) imports trainables.stages.gradual (stages)",
     ]
     assert violations("trainables.stages.probe", False, "from ..compress.masks import PRUNABLE\n") == []
+
+
+def test_no_import_circle_inside_a_layer() -> None:
+    files = {module_name(p): (p.name == "__init__.py", p.read_text()) for p in sources()}
+    assert circles(import_graph(files)) == []
+
+
+def test_the_check_sees_a_circle_even_through_a_lazy_import() -> None:
+    files = {
+        "search.spec.schema": (False, "from .space import Node\n"),
+        "search.spec.space": (False, "def f():\n    from .checks import problems\n"),
+        "search.spec.checks": (False, "from .schema import Spec\nfrom trainables.errors import FrontierError\n"),
+        "search.spec.load": (False, "from .checks import problems\nfrom .schema import Spec\n"),
+        "trainables.errors": (False, "import json\n"),
+    }
+    assert circles(import_graph(files)) == [["search.spec.checks", "search.spec.schema", "search.spec.space"]]
+    files["search.spec.space"] = (False, "import json\n")  # the lazy import gone: no circle
+    assert circles(import_graph(files)) == []

@@ -23,7 +23,7 @@ from tests.front_watch import FrontWatch
 from tests.tiny_spec import tiny_spec
 from search.results.files import read_trials
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]  # tests/conftest.py
 ROOT = Path(__file__).resolve().parent.parent
 
 TINY = tiny_spec("tiny", trials=5, space={"order": {"choice": {
@@ -32,14 +32,6 @@ TINY = tiny_spec("tiny", trials=5, space={"order": {"choice": {
     "PBA": {"s1": {"float": [0.2, 0.5]}, "s2": {"float": [0.6, 0.9]}}}}})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray(tmp_path_factory):
-    # workers inherit the driver's environment: a test arms a fault by writing this file
-    os.environ["FRONTIER_FAULT_FILE"] = str(tmp_path_factory.mktemp("fault") / "fault.json")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=150 * 1024**2,
-             log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 WATCH: dict[str, FrontWatch] = {}  # `frontier front` run while the module's search ran

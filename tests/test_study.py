@@ -17,7 +17,6 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-import ray
 import yaml
 
 from trainables.layout import RunFolder
@@ -28,19 +27,13 @@ from search.run.study import WARM_START_FROM, load_run_study, open_storage
 from tests.tiny_spec import tiny_spec
 from search.results.files import read_trials
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]  # tests/conftest.py
 
 # 4 plans, 3 trials; min_accuracy splits them: 90% sparsity after 2 epochs of transfer misses it
 SPEC = dict(tiny_spec("study", trials=3, space={"order": "PA", "s2": {"choice": [0.3, 0.5, 0.9, 0.95]}}),
             sampler="tpe", select={"min_accuracy": 0.5})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=150 * 1024**2,
-             log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
