@@ -60,7 +60,7 @@ def test_pba_always_samples_s2_above_s1_and_plans_follow_the_paper_notation() ->
             assert (shares[0].retrain is not None) == (params["quantize"] == "QR")
             assert shares[0].config.groups["layer3"] == params[f"{params['quantize']}:share.groups.layer3"]
         tail = {"none": "", "Q": "Q|", "QR": "Q|R|", "I8": "I8|"}[params["quantize"]]
-        assert (plan.steps[-1].int8 is not None) == (params["quantize"] == "I8"), "INT8 is the benchmark's precision"
+        assert (plan.benchmark.int8 is not None) == (params["quantize"] == "I8"), "INT8 is the benchmark's precision"
         if params["order"] == "PBA":
             assert params["PBA:s2"] > params["PBA:s1"]
             s1, s2 = round(params["PBA:s1"] * 100), round(params["PBA:s2"] * 100)
@@ -95,8 +95,8 @@ def test_dotted_overrides_reach_the_plan() -> None:
 
 
 def test_pba_lower_bound_sees_a_top_level_s1() -> None:
-    nodes = parse_space({"s1": {"float": [0.5, 0.89], "step": 0.01},
-                         "order": {"choice": {"PBA": {"s2": {"float": [0.5, 0.9], "step": 0.05}}}}})
+    nodes = parse_space({"s1": {"float": [0.5, 0.89], "increment": 0.01},
+                         "order": {"choice": {"PBA": {"s2": {"float": [0.5, 0.9], "increment": 0.05}}}}})
     from search.spec.to_plan import pba_lower_bound
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
@@ -139,7 +139,7 @@ def test_milestone_lists_give_one_stage_each_and_pba_stays_above_s1() -> None:
     raw = yaml.safe_load((SPACES / "quickstart.yaml").read_text())
     raw["space"] = {"order": {"choice": {
         "PBA": {"s1": {"choice": [0.5, [0.3, 0.5]]}, "s2": {"choice": [[0.7, 0.8], 0.8]}},
-        "PA": {"s2": {"float": [0.6, 0.9], "step": 0.1}}}},
+        "PA": {"s2": {"float": [0.6, 0.9], "increment": 0.1}}}},
         "s1": {"choice": [0.4, [0.2, 0.6]]}}
     pipelines = set()
     for params, constants in sample(parse_spec(raw), 40, seed=4):
@@ -172,3 +172,18 @@ def test_s1_and_s2_take_a_plain_list_as_fixed_milestones_and_other_keys_do_not()
     assert constants["pipeline"] == "D|30|50|T|70|80|B" and params == {}, "fixed: nothing left for Optuna"
     with pytest.raises(SpaceError, match=r"space.transfer.mode: a list is not a node.*only s1 and s2"):
         parse_space({"transfer.mode": ["finetune", "freeze"]})
+
+
+def test_a_range_increment_and_its_old_name_step_which_warns_once() -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new name warns nothing
+        (new,) = parse_space({"s1": {"float": [0.3, 0.9], "increment": 0.1}})
+    with pytest.warns(FutureWarning, match=r"space\.s1\.step: renamed 'increment'") as caught:
+        (old,) = parse_space({"s1": {"float": [0.3, 0.9], "step": 0.1}})
+    assert len(caught) == 1 and old == new and new.increment == 0.1
+    with pytest.raises(SpaceError, match=r"space\.s1\.step: is the old name of 'increment'"):
+        parse_space({"s1": {"float": [0.3, 0.9], "step": 0.1, "increment": 0.1}})
+    with pytest.raises(SpaceError, match=r"space\.s1\.increment: must be a positive number"):
+        parse_space({"s1": {"float": [0.3, 0.9], "increment": -1}})

@@ -7,13 +7,16 @@ Grammar of ``space:`` (each key a parameter name, each value a node)::
     s2:     {choice: [0.8, [0.7, 0.8]]}  # an option may be a list of scalars (sparsity milestones)
     s1:     [0.5, 0.7]                   # s1 and s2 take a plain list: fixed milestones
     order:  {choice: {PB: {...}, PA: {...}}}  # a categorical whose options carry sub-spaces
-    epochs: {int: [1, 4]}                # int range; optional step, log
-    s1:     {float: [0.3, 0.9], step: 0.1}   # float range; optional step, log
+    epochs: {int: [1, 4]}                # int range; optional increment, log
+    s1:     {float: [0.3, 0.9], increment: 0.1}  # float range on a grid of 0.1 from 0.3; optional increment, log
     lr2:    {log: [1.0e-4, 1.0e-2]}      # float range on a log scale
 
 A parameter inside a branch appears only when that branch is chosen; its Optuna name is prefixed
 with the branch (``PBA:s1``), so each branch keeps its own distribution. :func:`suggest` walks the
 tree on an ``optuna.Trial`` and returns the flat assignment ``{"order": "PBA", "s1": 0.5, ...}``.
+
+A range's ``increment`` was called ``step`` before; ``step`` still works, with a ``FutureWarning``,
+for one release (:data:`OLD_INCREMENT`).
 
 Optuna's categorical choices must be scalars, so a list option goes to Optuna as its JSON text
 (``"[0.7, 0.8]"``, what ``trials.csv`` shows as the parameter) and comes back from
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -31,6 +35,8 @@ from typing import Any, Union
 Scalar = Union[str, int, float, bool, None]
 MILESTONE_KEYS = ("s1", "s2")  # a plain list there is a fixed list of sparsity milestones
 BRANCH_SEP = ":"  # Ray unflattens '/' in parameter names: never use it here
+INCREMENT = "increment"  # a range's grid spacing
+OLD_INCREMENT = "step"  # its name before; accepted with a FutureWarning for one release
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,7 @@ class Range:
     low: float
     high: float
     log: bool = False
-    step: float | None = None
+    increment: float | None = None  # the grid spacing from ``low`` (None: continuous; an int range: 1)
 
 
 @dataclass(frozen=True)
@@ -105,7 +111,7 @@ def _parse_node(name: str, raw: Any, path: str) -> Node:
     if len(kinds) != 1:
         raise SpaceError(path, f"a node has exactly one of choice, int, float, log; got keys {sorted(raw)}")
     kind = kinds[0]
-    extra = set(raw) - {kind, "step", "log"} if kind != "choice" else set(raw) - {"choice"}
+    extra = set(raw) - {kind, INCREMENT, OLD_INCREMENT, "log"} if kind != "choice" else set(raw) - {"choice"}
     if extra:
         raise SpaceError(f"{path}.{sorted(extra)[0]}", "unknown key")
     if kind == "choice":
@@ -144,10 +150,17 @@ def _parse_range(name: str, kind: str, raw: Mapping, path: str) -> Range:
         raise SpaceError(f"{path}.{kind}", f"a log range needs low > 0, got {low}")
     if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
         raise SpaceError(f"{path}.int", f"int bounds must be whole numbers, got [{low}, {high}]")
-    step = raw.get("step")
-    if step is not None and (not _is_number(step) or step <= 0 or log):
-        raise SpaceError(f"{path}.step", f"must be a positive number on a linear range, got {step!r}")
-    return Range(name, "int" if kind == "int" else "float", low, high, log, step)
+    key = INCREMENT
+    if OLD_INCREMENT in raw:
+        if INCREMENT in raw:
+            raise SpaceError(f"{path}.{OLD_INCREMENT}", f"is the old name of '{INCREMENT}'; give only '{INCREMENT}'")
+        key = OLD_INCREMENT
+        warnings.warn(f"{path}.{OLD_INCREMENT}: renamed '{INCREMENT}'; '{OLD_INCREMENT}' stops working in the next "
+                      "release", FutureWarning, stacklevel=2)
+    increment = raw.get(key)
+    if increment is not None and (not _is_number(increment) or increment <= 0 or log):
+        raise SpaceError(f"{path}.{key}", f"must be a positive number on a linear range, got {increment!r}")
+    return Range(name, "int" if kind == "int" else "float", low, high, log, increment)
 
 
 def _is_number(x: Any) -> bool:
@@ -190,12 +203,12 @@ def suggest(
 def _suggest_range(trial: Any, name: str, node: Range, bound: float | None) -> float | int:
     low = node.low if bound is None else max(node.low, bound)
     if node.kind == "int":
-        return trial.suggest_int(name, int(low), int(node.high), step=int(node.step or 1), log=node.log)
-    if node.step:
-        # stay on the step grid from the range's own low (rounded: 0.5 + 7 * 0.05 is 0.8500000000000001)
-        low = round(node.low + math.ceil((low - node.low) / node.step - 1e-9) * node.step, 12)
+        return trial.suggest_int(name, int(low), int(node.high), step=int(node.increment or 1), log=node.log)
+    if node.increment:
+        # stay on the grid from the range's own low (rounded: 0.5 + 7 * 0.05 is 0.8500000000000001)
+        low = round(node.low + math.ceil((low - node.low) / node.increment - 1e-9) * node.increment, 12)
         low = min(low, node.high)
-    return trial.suggest_float(name, low, node.high, step=node.step, log=node.log)
+    return trial.suggest_float(name, low, node.high, step=node.increment, log=node.log)
 
 
 def walk(nodes: tuple[Node, ...], path: str = "space"):
