@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SMOKE_IMAGE_SIZE, add_smoke_flag, finish  # noqa: E402
 
 from trainables import Context, DataSpec, Dense, DenseConfig  # noqa: E402
-from trainables.stages.epruning import EPrune, EPruningConfig  # noqa: E402
+from trainables.stages.epruning import EPrune, EPruneSchedule, EPruningConfig  # noqa: E402
 from trainables.train import OptimConfig  # noqa: E402
 
 SELECTIONS = ("stored", "rescored")
@@ -69,8 +69,9 @@ def main() -> None:
         dense, _ = Dense(DenseConfig(model="small_resnet", epochs=args.dense_epochs, batch_size=32,
                                      optim=OptimConfig(name="adam", lr=0.001))).run(None, ctx)
         for selection in SELECTIONS:
-            stage = EPrune(EPruningConfig(selection=selection), sparsity=args.sparsity, epochs=args.epochs,
-                           recover_epochs=args.recover, batch_size=32, optim=OptimConfig(name="adam", lr=0.0005))
+            schedule = EPruneSchedule(epochs=args.epochs, recover_epochs=args.recover, batch_size=32,
+                                      optim=OptimConfig(name="adam", lr=0.0005))
+            stage = EPrune(EPruningConfig(selection=selection), schedule, sparsity=args.sparsity)
             _, m = stage.run(copy.deepcopy(dense), ctx)
             runs.append({"seed": seed, "selection": selection, "accuracy": m["accuracy"],
                          "pruning_rate": m["pruning_rate"], "unit_sparsity": m["unit_sparsity"],

@@ -105,15 +105,15 @@ def test_transfer_shifts_and_mirrors_under_the_curriculum_level_while_it_trains(
 
 def test_epruning_takes_the_schedules_shift_mirror_before_its_own_flip_and_cutout() -> None:
     from trainables.stage import Context
-    from trainables.stages.epruning import EPrune, EPruningConfig
+    from trainables.stages.epruning import EPrune, EPruneSchedule, EPruningConfig
 
     splits = load_data(SMALL)
     seen: list[list[str]] = []
     ctx = Context(source=None, target=SMALL, workdir=None, progress=lambda label, record: seen.append(
         kinds(ctx.data("target").train.augment)))
     ctx._loaded["target"] = splits
-    stage = EPrune(EPruningConfig(population=4, augment="flip_cutout"), sparsity=0.5, epochs=1, recover_epochs=0,
-                   batch_size=32, augment="shift_mirror")
+    stage = EPrune(EPruningConfig(population=4, augment="flip_cutout"),
+                   EPruneSchedule(epochs=1, recover_epochs=0, batch_size=32, augment="shift_mirror"), sparsity=0.5)
     stage.run(build_model("small_resnet", splits.num_classes), ctx)
     assert seen == [["RandomAffine", "RandomHorizontalFlip", "RandomHorizontalFlip", "RandomErasing"]]
     assert splits.train.augment is None, "the next stage sees plain images"

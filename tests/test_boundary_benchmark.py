@@ -49,8 +49,8 @@ def test_a_boundary_is_measured_on_the_cpu_with_the_plan_benchmark(source_splits
     bench = BenchmarkConfig(backend="torch", batch_size=2, throughput_batch=3, surgery=False)
     plan = make_plan(order="none", seed=0, source=SOURCE, target=TARGET, benchmark=bench,
                      dense=DenseConfig(model="small_resnet", epochs=1, batch_size=64),
-                     transfer=TransferConfig(epochs=1, batch_size=64), prune={})
-    assert isinstance(plan.steps[-1].build(), Benchmark)
+                     transfer=TransferConfig(epochs=1, batch_size=64))
+    assert isinstance(plan.benchmark.build(), Benchmark)
     workdir = tmp_path / "run" / "trials" / "t1"
     ctx = Context(SOURCE, TARGET, workdir)
     ctx._loaded["source"] = source_splits

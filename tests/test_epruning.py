@@ -145,7 +145,7 @@ def test_rescored_selection_scores_parents_and_children_on_the_same_batch(evalua
     search, model, layers = _search("rescored", evaluator)
     batches = [(torch.randn(4, 3, 32, 32), torch.randint(0, 5, (4,))) for _ in range(3)]
     for x, y in batches:
-        search.step(x, y)
+        search.generation(x, y)
         with torch.no_grad():
             model.fc.weight.mul_(1.5)  # the weights move between generations, as in training
     assert search.evaluate.calls == [12, 12, 12]  # one call of 2S states per generation
@@ -164,14 +164,14 @@ def test_selection_rescores_parents_by_default():
 def test_stored_selection_scores_the_children_only_after_the_first_batch():
     search, _, _ = _search("stored")
     for _ in range(3):
-        search.step(torch.randn(4, 3, 32, 32), torch.randint(0, 5, (4,)))
+        search.generation(torch.randn(4, 3, 32, 32), torch.randint(0, 5, (4,)))
     assert search.evaluate.calls == [6, 6, 6, 6]  # S^(0) once, then the S children per generation
 
 
 def test_the_epoch_record_holds_the_share_of_children_accepted():
     search, _, _ = _search("rescored")
     for _ in range(5):
-        search.step(torch.randn(4, 3, 32, 32), torch.randint(0, 5, (4,)))
+        search.generation(torch.randn(4, 3, 32, 32), torch.randint(0, 5, (4,)))
     accepted = search.accepted
     record = search.epoch_end(1, limit=3)
     assert record["acceptance"] == accepted / 30 and 0 < accepted < 30
@@ -182,7 +182,7 @@ def test_the_epoch_record_holds_the_share_of_children_accepted():
 def test_a_search_whose_states_are_all_equal_stops_before_the_stagnation_threshold():
     search, _, _ = _search("stored")
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 5, (4,))
-    search.step(x, y)
+    search.generation(x, y)
     search.states = search.states[:1].repeat(6, 1)  # collapsed: S copies of one state, s_b
     search.best = search.states[0]
     search.energies = torch.linspace(0.1, 0.6, 6)  # stored energies from different batches: Δs != 0
@@ -190,7 +190,7 @@ def test_a_search_whose_states_are_all_equal_stops_before_the_stagnation_thresho
     assert record["delta_s"] != 0 and record["converged"] == 1.0
     assert not search.searching and search.search_epochs == 1 < 10
     calls = len(search.evaluate.calls)
-    assert torch.equal(search.step(x, y), search.states[0]) and len(search.evaluate.calls) == calls  # fine-tuning
+    assert torch.equal(search.generation(x, y), search.states[0]) and len(search.evaluate.calls) == calls  # fine-tuning
 
 
 def test_init_population_is_bernoulli_p():

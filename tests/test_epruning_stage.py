@@ -12,7 +12,7 @@ from trainables import Context, DataSpec, Dense, DenseConfig
 from trainables.compress.surgery import alive_units, shrink
 from trainables.compress.units import unit_count, unit_groups
 from trainables.models import build_model
-from trainables.stages.epruning import EPrune, EPruningConfig, init_population
+from trainables.stages.epruning import EPrune, EPruneSchedule, EPruningConfig, init_population
 from trainables.stages.population import ActorPoolEvaluator, ReferenceEvaluator
 from trainables.train import OptimConfig
 
@@ -29,8 +29,9 @@ def dense(tmp_path_factory):
 
 
 def _prune(model, ctx, sparsity, epochs=2, recover_epochs=2, **cfg):
-    stage = EPrune(EPruningConfig(**cfg), sparsity=sparsity, epochs=epochs, recover_epochs=recover_epochs, batch_size=32,
-                   optim=OptimConfig(name="adam", lr=0.0005))
+    schedule = EPruneSchedule(epochs=epochs, recover_epochs=recover_epochs, batch_size=32,
+                              optim=OptimConfig(name="adam", lr=0.0005))
+    stage = EPrune(EPruningConfig(**cfg), schedule, sparsity=sparsity)
     return stage.run(copy.deepcopy(model), ctx)
 
 

@@ -284,11 +284,11 @@ def test_plan_places_int8_last_after_sharing(quantize: str, pipeline: str) -> No
     from trainables.stages.dense import DenseConfig as DC
 
     plan = make_plan(order="PA", s2=0.5, dense=DC(model="small_resnet", epochs=1), transfer=TransferConfig(),
-                     prune={}, benchmark=BenchmarkConfig(), target=TARGET, source=TARGET, quantize=quantize,
+                     benchmark=BenchmarkConfig(), target=TARGET, source=TARGET, quantize=quantize,
                      int8=Int8Config(method="entropy"))
     assert plan.pipeline == pipeline
     assert plan.slots()[-1] == "B"
-    step = plan.steps[-1]
+    step = plan.benchmark
     assert (step.int8 is not None) == quantize.endswith("I8")
     assert [s.label for s in plan.stages()] == [s.label for s in plan.steps]
 

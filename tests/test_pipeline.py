@@ -24,6 +24,7 @@ from trainables import (
 )
 from trainables.compress.artifact import load_artifact
 from trainables.pipeline.cache import StageCache
+from trainables.pipeline.plan import PruneBudget, PruneSide
 
 FAST = BenchmarkConfig(warmup=1, runs=5)
 
@@ -52,7 +53,7 @@ def tiny_plan(order: str = "PBA", s1=0.4, s2=0.7):
         order=order, s1=s1, s2=s2, seed=0, source=SOURCE, target=TARGET,
         dense=DenseConfig(model="small_resnet", epochs=1, batch_size=64),
         transfer=TransferConfig(epochs=1, batch_size=64),
-        prune={"epochs": 1, "recover_epochs": 0, "frequency": 4, "batch_size": 64},
+        prune=PruneBudget(epochs=1, recover_epochs=0, frequency=4, batch_size=64),
         benchmark=FAST,
     )
 
@@ -125,7 +126,7 @@ def test_make_plan_rejects_bad_milestones(s1, s2, message) -> None:
 
 def test_an_epruning_stage_gets_its_sides_augmentation() -> None:
     plan = make_plan(order="PBA", dense=DenseConfig(model="small_resnet", epochs=1), transfer=TransferConfig(epochs=1),
-                     prune={"method": "epruning", "after": {"augment": "shift_mirror"}}, benchmark=BenchmarkConfig(),
+                     prune=PruneBudget(method="epruning", after=PruneSide(augment="shift_mirror")), benchmark=BenchmarkConfig(),
                      source=SOURCE, target=TARGET, s1=0.3, s2=0.5)
     before, after = plan.stages()[1], plan.stages()[3]
     assert [(s.label, s.augment) for s in (before, after)] == [("E30", "none"), ("E50", "shift_mirror")]

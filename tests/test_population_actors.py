@@ -92,7 +92,7 @@ def test_stored_selection_ships_the_weights_once_for_its_two_calls_on_the_same_w
     try:
         with torch.no_grad():
             model.fc.bias.add_(1.0)  # the weights moved since the pool started (a training step)
-        search.step(torch.randn(2, 3, 32, 32), torch.randint(0, 5, (2,)))
+        search.generation(torch.randn(2, 3, 32, 32), torch.randint(0, 5, (2,)))
     finally:
         pool.close()
     assert shipped == [_nbytes(model.fc.bias), 0]

@@ -41,7 +41,7 @@ from trainables.pipeline.run import run_plan
 from trainables.stage import Context
 from trainables.stages.benchmark import Benchmark, BenchmarkConfig
 from trainables.stages.dense import Dense, DenseConfig
-from trainables.stages.epruning import EPrune, EPruningConfig
+from trainables.stages.epruning import EPrune, EPruneSchedule, EPruningConfig
 from trainables.stages.gradual import GradualConfig, GradualPrune
 from trainables.stages.share import RetrainConfig, Share, ShareConfig
 from trainables.stages.transfer import Transfer, TransferConfig
@@ -141,8 +141,8 @@ STAGES = {
                                          curriculum_train_accuracy=0.0)),
     "P": lambda: GradualPrune(GradualConfig(final=0.5, **PRUNE)),
     "P-channel": lambda: GradualPrune(GradualConfig(final=0.5, granularity="channel", **PRUNE)),
-    "E-batched": lambda: EPrune(EPruningConfig(population=4, evaluator="batched"), sparsity=0.5, epochs=1,
-                                recover_epochs=0, batch_size=64),
+    "E-batched": lambda: EPrune(EPruningConfig(population=4, evaluator="batched"),
+                                EPruneSchedule(epochs=1, recover_epochs=0, batch_size=64), sparsity=0.5),
     "Q": lambda: Share(SHARE),
     "QR-unlabeled": lambda: Share(SHARE, RetrainConfig(epochs=1, batch_size=64)),
     "QR-labeled": lambda: Share(SHARE, RetrainConfig(mode="labeled", epochs=1, batch_size=64)),

@@ -15,6 +15,7 @@ from search.run.resources import TrialResources
 from tests.conftest import SOURCE, TARGET
 from tests.placement_task import report_placement
 from trainables import BenchmarkConfig, DenseConfig, TransferConfig, make_plan
+from trainables.pipeline.plan import PruneBudget
 
 POOL = {"evaluator": "actors", "actors": 1, "actor_cpus": 1.0}
 
@@ -22,7 +23,7 @@ POOL = {"evaluator": "actors", "actors": 1, "actor_cpus": 1.0}
 def plan_json(prune: dict) -> dict:
     """A PA plan with one EPruning stage, as JSON (what a trial's config carries)."""
     plan = make_plan(order="PA", dense=DenseConfig(model="small_resnet", epochs=1), transfer=TransferConfig(epochs=1),
-                     prune=prune, benchmark=BenchmarkConfig(), source=SOURCE, target=TARGET, s2=0.5)
+                     prune=PruneBudget.model_validate(prune), benchmark=BenchmarkConfig(), source=SOURCE, target=TARGET, s2=0.5)
     return plan.model_dump(mode="json")
 
 

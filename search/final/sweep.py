@@ -41,7 +41,7 @@ def sweep(model_dir: str | Path, *, groups: Sequence[str] | None = None, ks: Seq
         raise FrontierError(f"--ks: centroid counts must be powers of two from 1 to 256, got {bad[0]}")
     plan = Plan.model_validate(json.loads(card_path.read_text())["plan"])
     state = torch.load(state_path, map_location="cpu", weights_only=True)
-    dense = plan.steps[0].config
+    dense = plan.architecture
     model = rebuild(dense.model, state, path=dense.model_path).eval()
     splits = load_data(plan.target)
     val, test = (loader(split, EVAL_BATCH_SIZE, shuffle=False) for split in (splits.val, splits.test))

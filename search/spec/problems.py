@@ -18,6 +18,7 @@ from typing import Any
 from trainables.errors import FrontierError
 from trainables.models import head_name, structure
 from trainables.pipeline.plan import ORDER_SPARSITIES, ORDERS, QUANTIZE
+from trainables.stages.schedule import milestones_problem
 
 from .space import Choice, Const, Node, Range, walk
 from .schema import Budgets, Spec, SpecError
@@ -56,12 +57,9 @@ def _special_problems(path: str, node: Node) -> Iterable[str]:
                 yield f"{path}: {name} must be one of {', '.join(allowed)}, got {bad[0] if bad else 'a range'!r}"
             return
     for value in _values(node):
-        for sparsity in value if isinstance(value, list) else [value]:
-            if not isinstance(sparsity, (int, float)) or isinstance(sparsity, bool) or not 0 <= sparsity < 1:
-                yield f"{path}: a sparsity must be a number in [0, 1), got {sparsity!r}"
-                return
-        if isinstance(value, list) and any(b <= a for a, b in zip(value, value[1:])):
-            yield f"{path}: {node.name}'s milestones must increase strictly, got {value}"
+        problem = milestones_problem(value if isinstance(value, list) else [value])
+        if problem is not None:
+            yield f"{path}: {node.name}'s {problem}" if problem.startswith("milestones") else f"{path}: {problem}"
             return
 
 

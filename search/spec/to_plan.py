@@ -70,7 +70,7 @@ def plan_for(spec: Spec, assignment: dict[str, Any], *, fidelity: float | None =
         order=str(assignment.get("order", "none")),
         dense=DenseConfig(model=spec.model.name, weights=spec.model.weights, **budgets.dense.model_dump()),
         transfer=budgets.transfer,
-        prune=budgets.prune.model_dump(),
+        prune=budgets.prune,
         benchmark=budgets.benchmark,
         source=spec.data.source,
         target=spec.data.target,

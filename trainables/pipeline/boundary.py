@@ -71,7 +71,7 @@ def measure_boundary(model: nn.Module, plan: Plan, done: int, ctx: Context, *, r
     scores = evaluate(model, loader(splits.val, EVAL_BATCH_SIZE, shuffle=False), ctx.device)
     with torch.random.fork_rng():  # the measurement must not move the trial's random streams
         measured = measure(model, ctx.input_shape, Path(ctx.workdir) / "boundary", device=ctx.device,
-                           **plan.steps[-1].config.measurement(Path(ctx.workdir), runs=runs))
+                           **plan.benchmark.config.measurement(Path(ctx.workdir), runs=runs))
     layers = [m for _, m in prunable_layers(model, skip_first=False, skip_last=False)]
     values = {"accuracy": scores["accuracy"], "top5": scores["top5"], "size_bytes": float(measured["size_bytes"]),
               "latency_ms": float(measured["latency_ms"]), "sparsity": float(zero_fraction(layers)),

@@ -34,12 +34,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..augment import Augment
 from ..data import DataSpec
-from ..stage import Domain, Stage
+from ..stage import Domain, Stage, prune_slot
 from ..stages.benchmark import Benchmark, BenchmarkConfig
 from ..stages.dense import Dense, DenseConfig
 from ..stages.epruning import EPrune, EPruneSchedule, EPruningConfig
 from ..stages.gradual import GradualConfig, GradualPrune, PruneSchedule
-from ..stages.schedule import Frequency
+from ..stages.schedule import Frequency, Sparsity, milestones_problem
 from ..stages.int8 import Int8Config
 from ..stages.share import RetrainConfig, Share, ShareConfig
 from ..stages.transfer import Transfer, TransferConfig
@@ -113,11 +113,11 @@ class TransferStep(_Step):
 
 class _PruneSlot:
     """A pruning stage's slot: ``P1`` on the source (before the transfer), ``P2`` on the target
-    (the step's ``domain`` field says which)."""
+    (the step's ``domain`` field says which; :func:`~trainables.stage.prune_slot`)."""
 
     @property
     def slot(self) -> str:
-        return "P1" if self.domain == "source" else "P2"
+        return prune_slot(self.domain)
 
 
 class PruneStep(_PruneSlot, _Step):
@@ -138,7 +138,7 @@ class EPruneStep(_PruneSlot, _Step):
 
     kind: Literal["E"] = "E"
     domain: Domain
-    sparsity: float = Field(ge=0, lt=1)
+    sparsity: Sparsity
     config: EPruningConfig
     schedule: EPruneSchedule
 
@@ -147,7 +147,7 @@ class EPruneStep(_PruneSlot, _Step):
         return EPrune.label_for(self.sparsity, self.config.constrain)
 
     def build(self) -> Stage:
-        return EPrune(self.config, sparsity=self.sparsity, domain=self.domain, **dict(self.schedule))
+        return EPrune(self.config, self.schedule, sparsity=self.sparsity, domain=self.domain)
 
     def bundles(self) -> list[Bundle]:
         """One bundle per actor of an ``evaluator: actors`` pool (ARCHITECTURE.md: actors started inside a
@@ -207,11 +207,9 @@ class PruneBudget(PruneSchedule):
             >>> budget.schedule("source").epochs, budget.schedule("target").epochs
             (10, 25)
         """
-        shared = self.model_dump(exclude={"method", "epruning", "before", "after"})
         side = getattr(self, SIDES[domain])
         overrides = {name: getattr(side, name) for name in PruneSide.model_fields if getattr(side, name) is not None}
-        return PruneSchedule.model_validate({**shared, **{k: v.model_dump() if isinstance(v, BaseModel) else v
-                                                          for k, v in overrides.items()}})
+        return PruneSchedule(**{**{name: getattr(self, name) for name in PruneSchedule.model_fields}, **overrides})
 
 
 class ShareStep(_Step):
@@ -280,6 +278,17 @@ class Plan(BaseModel):
         return [step.build() for step in self.steps]
 
     @property
+    def architecture(self) -> DenseConfig:
+        """The dense step's config: the model every stage's output is (``model``, ``model_path``,
+        what :func:`~trainables.models.rebuild` needs)."""
+        return next(step.config for step in self.steps if isinstance(step, DenseStep))
+
+    @property
+    def benchmark(self) -> BenchmarkStep:
+        """The benchmark step, the plan's last (its config, ``int8`` and ``nominal_sparsity``)."""
+        return next(step for step in reversed(self.steps) if isinstance(step, BenchmarkStep))
+
+    @property
     def pipeline(self) -> str:
         """The pipeline string, e.g. ``D|50|T|80|B``."""
         return "|".join(step.label for step in self.steps)
@@ -311,9 +320,9 @@ class Plan(BaseModel):
 def _prune_step(budget: PruneBudget, domain: Domain, sparsity: float, initial: float) -> PruneStep | EPruneStep:
     schedule = budget.schedule(domain)
     if budget.method == "epruning":
-        fields = schedule.model_dump(include=set(EPruneSchedule.model_fields))
+        fields = EPruneSchedule(**{name: getattr(schedule, name) for name in EPruneSchedule.model_fields})
         return EPruneStep(domain=domain, sparsity=sparsity, config=budget.epruning, schedule=fields)
-    return PruneStep(domain=domain, config=GradualConfig(**schedule.model_dump(), final=sparsity, initial=initial))
+    return PruneStep(domain=domain, config=GradualConfig(**dict(schedule), final=sparsity, initial=initial))
 
 
 Milestones = Union[float, Sequence[float]]
@@ -329,11 +338,8 @@ def milestones(name: str, value: Milestones) -> list[float]:
     values = [value] if isinstance(value, (int, float)) else list(value)
     if not values:
         raise ValueError(f"{name} needs at least one sparsity")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
-            raise ValueError(f"{name}: a sparsity must be a number in [0, 1), got {v!r}")
-    if any(b <= a for a, b in zip(values, values[1:])):
-        raise ValueError(f"{name}: milestones must increase strictly, got {values}")
+    if (problem := milestones_problem(values)) is not None:
+        raise ValueError(f"{name}: {problem}")
     return [float(v) for v in values]
 
 
@@ -342,8 +348,8 @@ def make_plan(
     order: str,
     dense: DenseConfig,
     transfer: TransferConfig,
-    prune: dict,
     benchmark: BenchmarkConfig,
+    prune: PruneBudget | None = None,
     target: DataSpec,
     source: DataSpec | None = None,
     s1: Milestones | None = None,
@@ -360,9 +366,9 @@ def make_plan(
 
     ``s1`` and ``s2`` are one sparsity or a list of milestones (see the module doc).
 
-    ``prune`` holds the :class:`PruneBudget` fields (a :class:`~trainables.stages.gradual.PruneSchedule`
+    ``prune`` is the :class:`PruneBudget` (a :class:`~trainables.stages.gradual.PruneSchedule`
     shared by every pruning stage, with ``method``, ``epruning`` and the per-side overrides
-    ``before`` and ``after``, all optional).
+    ``before`` and ``after``; default ``PruneBudget()``).
     """
     if quantize not in QUANTIZE:
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZE)} but got {quantize!r}")
@@ -377,7 +383,7 @@ def make_plan(
     after = milestones("s2", s2) if "s2" in needs else []
     if order == "PBA" and not min(after) > max(before):
         raise ValueError(f"order PBA needs s2 > s1 but got s1={s1}, s2={s2}")
-    budget = PruneBudget.model_validate(prune)
+    budget = prune if prune is not None else PruneBudget()
     steps: list = [DenseStep(config=dense)]
     reached = 0.0  # each milestone's stage starts from the sparsity the one before reached
     for sparsity in before:

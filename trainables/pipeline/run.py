@@ -123,7 +123,7 @@ def run_plan(
     A step that is not ``cached`` (the benchmark: its latency is measured anew) always runs.
     """
     progress = progress or Progress()
-    stages, slots, dense = plan.stages(), plan.slots(), plan.steps[0].config
+    stages, slots, dense = plan.stages(), plan.slots(), plan.architecture
     for i in range(progress.index, len(stages)):
         step, stage, start = plan.steps[i], stages[i], time.perf_counter()
         if cache is None or not step.cached:
@@ -211,7 +211,7 @@ def _restore(checkpoint, plan: Plan, cache: StageCache | None = None) -> tuple[n
             return None, Progress()
         state = found[0]
     progress.resumed_at.append(progress.index)
-    dense = plan.steps[0].config
+    dense = plan.architecture
     return rebuild(dense.model, state, path=dense.model_path), progress
 
 

@@ -3,7 +3,7 @@
 A population of S binary states over the D units of the network (:mod:`trainables.compress.units`)
 evolves during training (Algorithm 1 of the EPruning paper):
 
-- every training batch, each state gets a child by mutation (eq. 4) and crossover (eq. 5); the
+- every training batch (one *generation*), each state gets a child by mutation (eq. 4) and crossover (eq. 5); the
   child replaces its parent when its energy loss (eq. 3, F = -logits by eq. 2) is not higher
   (eq. 6); the lowest-energy state s_b masks the network for that batch's forward and backward
   (the first, dropout-like phase);
@@ -27,17 +27,17 @@ trains with horizontal flips and Cutout; ``augment: flip_cutout`` does the same.
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from ..augment import Augment, named, then
 from ..compress.gating import gated_states
 from ..compress.units import UnitGroup, unit_groups
 from ..curriculum import flip_cutout
-from ..stage import Context, Domain, Metrics
+from ..stage import Context, Domain, Metrics, prune_slot
 from ..train import EVAL_BATCH_SIZE, OptimConfig, evaluate, fit, loader, seed_everything
 from .population import Evaluator, make_evaluator, sample_energies
 
@@ -176,9 +176,7 @@ class EPruningConfig(BaseModel):
             evaluation work per batch). ``stored`` (Algorithm 1 as written): the energy the parent
             was last scored with, on an earlier batch with earlier weights; a surviving parent's
             energy is the lowest of its draws, so children rarely beat it and the acceptance falls
-            toward 0. ``bench/epruning_selection.py`` (digits, s = 0.5, 3 seeds): acceptance in
-            the third epoch 0.6-9% stored against 8-17% rescored; accuracy 0.970 stored against
-            0.985 rescored, and 1.4 points more parameters removed at the same unit sparsity.
+            toward 0 (``bench/epruning_selection.py`` compares the two).
         actors / actor_cpus / actor_gpus: the Ray actor pool of ``evaluator: actors``.
         chunk: at most this many candidates per forward in ``batched`` and ``actors`` (None: all
             S at once, ``S * batch_size`` images). Set it for big inputs on a small device; on a
@@ -225,47 +223,40 @@ class EPruneSchedule(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(ge=1)
-    recover_epochs: int = Field(ge=0)
-    batch_size: int = Field(ge=1)
-    optim: OptimConfig
-    augment: Augment
+    epochs: int = Field(2, ge=1)
+    recover_epochs: int = Field(1, ge=0)
+    batch_size: int = Field(64, ge=1)
+    optim: OptimConfig = OptimConfig()
+    augment: Augment = "none"
     residual: bool = True
 
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_gradual_fields(cls, data: Any) -> Any:
-        """A plan written before the schedule was trimmed (an older run's ``plans.json``) still loads."""
-        if isinstance(data, dict):
-            data = {k: v for k, v in data.items() if k not in ("frequency", "granularity", "skip_first", "skip_last")}
-        return data
 
-
-def epruning(model: nn.Module, splits, cfg: EPruningConfig, *, sparsity: float, epochs: int, recover_epochs: int,
-             batch_size: int, optim: OptimConfig, device: str = "cpu", seed: int = 0,
-             on_epoch=None, augment: Augment = "none", residual: bool = True) -> tuple[nn.Module, Metrics]:
+def epruning(model: nn.Module, splits, cfg: EPruningConfig, schedule: EPruneSchedule, *, sparsity: float,
+             device: str = "cpu", seed: int = 0, on_epoch=None) -> tuple[nn.Module, Metrics]:
     """Prune ``model``'s units with EPruning on ``splits`` (see the module doc); the units end zeroed.
 
-    Trains ``epochs + recover_epochs`` epochs; the search runs for at most ``cfg.stagnation`` (default
-    ``epochs``) of them. Returns metrics: ``pruning_rate`` (share of trainable parameters removed,
+    Trains ``schedule.epochs + schedule.recover_epochs`` epochs in batches of ``schedule.batch_size``
+    with ``schedule.optim``; the search runs for at most ``cfg.stagnation`` (default
+    ``schedule.epochs``) of them, one generation per training batch. Returns metrics: ``pruning_rate`` (share of trainable parameters removed,
     1 - the paper's R), ``unit_sparsity`` (share of units pruned), ``search_epochs``, the search
     history as one value per search epoch: ``energy_best`` and ``energy_mean`` (the population's
     lowest and mean energy at the epoch's end), ``delta_s`` (Δs of eq. 7) and ``acceptance`` (the
     share of that epoch's children that replaced their parent by eq. 6); and top-1/3/5 and loss on
     the test split.
 
-    ``augment`` is the pruning schedule's augmentation (``shift_mirror``, :mod:`trainables.augment`),
-    applied before ``cfg.augment``'s flip and Cutout when both are set. ``residual=False`` leaves
-    residual streams out of the units (:func:`trainables.compress.units.unit_groups`).
+    ``schedule.augment`` is the pruning schedule's augmentation (``shift_mirror``,
+    :mod:`trainables.augment`), applied before ``cfg.augment``'s flip and Cutout when both are set.
+    ``schedule.residual=False`` leaves residual streams out of the units
+    (:func:`trainables.compress.units.unit_groups`).
     """
     from ..compress.surgery import zero_units
 
     start = time.perf_counter()
     seed_everything(seed)
     model.to(device)
-    groups = unit_groups(model, cfg.layers, residual=residual)
+    groups = unit_groups(model, cfg.layers, residual=schedule.residual)
     search = _Search(model, groups, cfg, sparsity, seed, device)
-    limit = cfg.stagnation or epochs
+    limit = cfg.stagnation or schedule.epochs
     history: list[dict] = []
 
     def epoch_done(record: dict) -> None:
@@ -275,11 +266,11 @@ def epruning(model: nn.Module, splits, cfg: EPruningConfig, *, sparsity: float, 
             on_epoch(record)
 
     unaugmented = splits.train.augment
-    splits.train.augment = then(named(augment), flip_cutout() if cfg.augment == "flip_cutout" else None)
+    splits.train.augment = then(named(schedule.augment), flip_cutout() if cfg.augment == "flip_cutout" else None)
     try:
-        fit(model, loader(splits.train, batch_size, shuffle=True, seed=seed), None, optim,
-            epochs + recover_epochs, device=device, on_epoch=epoch_done,
-            forward_context=lambda x, y: gated_states(model, groups, search.step(x, y)))
+        fit(model, loader(splits.train, schedule.batch_size, shuffle=True, seed=seed), None, schedule.optim,
+            schedule.epochs + schedule.recover_epochs, device=device, on_epoch=epoch_done,
+            forward_context=lambda x, y: gated_states(model, groups, search.generation(x, y)))
     finally:
         search.close()
         splits.train.augment = unaugmented
@@ -299,7 +290,7 @@ def epruning(model: nn.Module, splits, cfg: EPruningConfig, *, sparsity: float, 
 
 
 class _Search:
-    """The population, its energies and the best state s_b, stepped once per training batch."""
+    """The population, its energies and the best state s_b: one generation per training batch."""
 
     def __init__(self, model: nn.Module, groups: list[UnitGroup], cfg: EPruningConfig, sparsity: float,
                  seed: int, device: str) -> None:
@@ -321,7 +312,7 @@ class _Search:
         self.searching, self.search_epochs = True, 0
         self.accepted = self.offered = 0  # children that replaced their parent / children, this epoch
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def generation(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One generation (eq. 4-6) on batch ``(x, y)`` while searching; returns s_b.
 
         ``stored``: the children are scored on this batch, the parents keep their energies.
@@ -390,16 +381,15 @@ def removed_share(model: nn.Module, keep: dict[str, torch.Tensor], groups: list[
 
 
 class EPrune:
-    """Stage ``P<s>`` by EPruning, labelled ``E<s>``: prune units of the model on one domain."""
+    """Stage ``P<s>`` by EPruning, labelled ``E<s>``: prune units of the model on one domain (slot
+    ``P1`` on the source, ``P2`` on the target), with the budget ``schedule`` (default
+    ``EPruneSchedule()``)."""
 
-    def __init__(self, cfg: EPruningConfig, *, sparsity: float, domain: Domain = "target", epochs: int = 2,
-                 recover_epochs: int = 1, batch_size: int = 64, optim: OptimConfig | None = None,
-                 augment: Augment = "none", residual: bool = True) -> None:
-        self.cfg, self.sparsity, self.domain, self.augment = cfg, sparsity, domain, augment
-        self.residual = residual
-        self.epochs, self.recover_epochs, self.batch_size = epochs, recover_epochs, batch_size
-        self.optim = optim or OptimConfig()
+    def __init__(self, cfg: EPruningConfig, schedule: EPruneSchedule | None = None, *, sparsity: float,
+                 domain: Domain = "target") -> None:
+        self.cfg, self.schedule, self.sparsity, self.domain = cfg, schedule or EPruneSchedule(), sparsity, domain
         self.label = self.label_for(sparsity, cfg.constrain)
+        self.slot = prune_slot(domain)
 
     @staticmethod
     def label_for(sparsity: float, constrain: bool) -> str:
@@ -409,7 +399,5 @@ class EPrune:
     def run(self, model: nn.Module | None, ctx: Context) -> tuple[nn.Module, Metrics]:
         if model is None:
             raise ValueError("a pruning stage needs a model from an earlier stage")
-        return epruning(model, ctx.data(self.domain), self.cfg, sparsity=self.sparsity, epochs=self.epochs,
-                        recover_epochs=self.recover_epochs, batch_size=self.batch_size, optim=self.optim,
-                        device=ctx.device, seed=ctx.seed, on_epoch=ctx.reporter(self.label), augment=self.augment,
-                        residual=self.residual)
+        return epruning(model, ctx.data(self.domain), self.cfg, self.schedule, sparsity=self.sparsity,
+                        device=ctx.device, seed=ctx.seed, on_epoch=ctx.reporter(self.label))

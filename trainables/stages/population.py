@@ -222,7 +222,8 @@ def _as_bytes(tensor: torch.Tensor) -> torch.Tensor:
 
 def _widest(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Two uint8 tensors of one length viewed as the widest integers that tile both (int64 where
-    their length and offsets allow): comparing 8 bytes at a time is several times faster."""
+    their length and offsets allow, else int32, int16, uint8), so that a comparison reads up to 8
+    bytes per element; equal views mean equal bytes."""
     for width, dtype in ((8, torch.int64), (4, torch.int32), (2, torch.int16)):
         if a.numel() % width == 0 and a.storage_offset() % width == 0 and b.storage_offset() % width == 0:
             return a.view(dtype), b.view(dtype)
