@@ -45,7 +45,7 @@ def test_digits_pipeline_pretrain_transfer_prune_measure(tmp_path: Path) -> None
     assert metrics["latency_ms"] > 0 and (tmp_path / "model.onnx").is_file()
     state, _ = load_artifact(tmp_path / "model.h5")
     assert set(state) == set(model.state_dict())
-    assert {"seconds.D", "seconds.T", "seconds.80", "seconds.B"} <= set(metrics)
+    assert {"seconds.D", "seconds.T", "seconds.P2", "seconds.B"} <= set(metrics), "run_stages names slots, as run_plan"
 
 
 def tiny_plan(order: str = "PBA", s1=0.4, s2=0.7):
@@ -129,4 +129,4 @@ def test_an_epruning_stage_gets_its_sides_augmentation() -> None:
                      prune=PruneBudget(method="epruning", after=PruneSide(augment="shift_mirror")), benchmark=BenchmarkConfig(),
                      source=SOURCE, target=TARGET, s1=0.3, s2=0.5)
     before, after = plan.stages()[1], plan.stages()[3]
-    assert [(s.label, s.augment) for s in (before, after)] == [("E30", "none"), ("E50", "shift_mirror")]
+    assert [(s.label, s.schedule.augment) for s in (before, after)] == [("E30", "none"), ("E50", "shift_mirror")]

@@ -37,6 +37,7 @@ def test_each_step_names_its_label_and_slot_as_its_stage_does(kwargs, pipeline, 
     assert p.pipeline == pipeline
     assert p.slots() == slots and [p.slot(i) for i in range(len(p.steps))] == slots
     assert [step.label for step in p.steps] == [stage.label for stage in p.stages()]
+    assert [step.slot for step in p.steps] == [stage.slot for stage in p.stages()]
     assert [step.cached for step in p.steps] == [not isinstance(step, BenchmarkStep) for step in p.steps]
 
 

@@ -61,14 +61,15 @@ def pipeline_string(stages: Sequence[Stage]) -> str:
 def run_stages(stages: Sequence[Stage], ctx: Context, model: nn.Module | None = None) -> tuple[nn.Module, Metrics]:
     """Run ``stages`` in order on ``model`` (None: the first stage builds it).
 
-    Returns the final model and the metrics of the last stage, plus ``seconds.<label>`` for
-    every stage and ``pipeline``. A repeated label is numbered as a plan's slots are (``80.2``:
-    :func:`~trainables.pipeline.plan.numbered`).
+    Returns the final model and the metrics of the last stage, plus ``seconds.<slot>`` for
+    every stage and ``pipeline``. Slots are numbered as a plan's are (``P2.2``:
+    :func:`~trainables.pipeline.plan.numbered`), so a plan's stages run here name the same columns
+    as :func:`run_plan`.
     """
     if not stages:
         raise ValueError("run_stages: no stages given")
     progress = Progress()
-    for stage, name in zip(stages, numbered([stage.label for stage in stages])):
+    for stage, name in zip(stages, numbered([stage.slot for stage in stages])):
         model, metrics = stage.run(model, ctx)
         progress.add(name, metrics)
     return model, progress.final(pipeline_string(stages))

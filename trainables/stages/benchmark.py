@@ -117,6 +117,7 @@ class Benchmark:
     """
 
     label = "B"
+    slot = "B"
 
     def __init__(self, cfg: BenchmarkConfig | None = None, nominal_sparsity: float = 0.0, export_dir=None,
                  cache_dir: Path | None = None, int8: Int8Config | None = None) -> None:

@@ -74,6 +74,7 @@ class Dense:
     """Stage ``D``."""
 
     label = "D"
+    slot = "D"
 
     def __init__(self, cfg: DenseConfig) -> None:
         architecture(cfg.model, cfg.model_path)  # FrontierError (one line) for a name that does not resolve

@@ -339,6 +339,7 @@ class Share:
     def __init__(self, cfg: ShareConfig, retrain_cfg: RetrainConfig | None = None) -> None:
         self.cfg, self.retrain_cfg = cfg, retrain_cfg
         self.label = self.label_for(retrain_cfg is not None)
+        self.slot = "Q"
 
     @staticmethod
     def label_for(retrain: bool) -> str:

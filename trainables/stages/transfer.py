@@ -123,6 +123,7 @@ class Transfer:
     """Stage ``T``: :func:`transfer` to the context's target domain."""
 
     label = "T"
+    slot = "T"
 
     def __init__(self, cfg: TransferConfig | None = None) -> None:
         self.cfg = cfg or TransferConfig()
