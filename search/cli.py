@@ -17,10 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from trainables.errors import FrontierError
+from trainables.errors import FrontierDeprecation, FrontierError
 from trainables.layout import FinalFolder, RunFolder
 
 EXIT_USER_ERROR = 2
@@ -71,7 +72,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return _dispatch(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_deprecation
+            return _dispatch(args)
     except FrontierError as exc:
         for line in str(exc).splitlines() or ["error"]:
             print(f"frontier: {line}", file=sys.stderr)
@@ -79,6 +82,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("frontier: interrupted; finished trials are kept in the run folder", file=sys.stderr)
         return 130
+
+
+_SHOW_WARNING = warnings.showwarning
+
+
+def _show_deprecation(message, category, filename, lineno, file=None, line=None) -> None:
+    """A :class:`FrontierDeprecation` as one line on stderr (no source line); other warnings as Python shows them."""
+    if issubclass(category, FrontierDeprecation):
+        print(f"frontier: warning: {message}", file=sys.stderr)
+    else:
+        _SHOW_WARNING(message, category, filename, lineno, file, line)
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -188,6 +188,20 @@ def test_check_cli_ok(capsys) -> None:
     assert "ok (12 trials" in capsys.readouterr().out
 
 
+def test_check_cli_says_a_renamed_key_in_one_line_and_goes_on(tmp_path: Path, capsys) -> None:
+    raw = quickstart()
+    raw["space"]["prune.optim.lr"] = {"float": [0.001, 0.005], "step": 0.001}  # a range's old 'increment'
+    raw["space"]["retrain.optim.lr"] = {"float": [0.001, 0.005], "step": 0.002}
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["check", str(path)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [line for line in err if "step" in line] == [
+        "frontier: warning: space.prune.optim.lr.step: renamed 'increment'; 'step' stops working in the next release",
+        "frontier: warning: space.retrain.optim.lr.step: renamed 'increment'; 'step' stops working in the next release"]
+    assert not any("warnings.warn" in line or "FrontierDeprecation" in line for line in err)  # no source line
+
+
 def test_the_order_spec_reaches_table_2s_multi_step_pipelines() -> None:
     """Table 2: D|T|50|70|80 (PA), D|50|T|70|80 (PBA), D|50|70|80|T (PB), each a choice of its branch."""
     from search.spec.to_plan import plan_for

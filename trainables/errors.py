@@ -18,3 +18,8 @@ class DataError(FrontierError):
 
 class WeightsError(FrontierError):
     """A weights file that is missing or does not fit the architecture."""
+
+
+class FrontierDeprecation(FutureWarning):
+    """A spec key or option renamed: the old name still works for one release. The CLI prints it as
+    one line, ``frontier: warning: <key path>: ...``, once per key."""

@@ -15,7 +15,7 @@ A parameter inside a branch appears only when that branch is chosen; its Optuna 
 with the branch (``PBA:s1``), so each branch keeps its own distribution. :func:`suggest` walks the
 tree on an ``optuna.Trial`` and returns the flat assignment ``{"order": "PBA", "s1": 0.5, ...}``.
 
-A range's ``increment`` was called ``step`` before; ``step`` still works, with a ``FutureWarning``,
+A range's ``increment`` was called ``step`` before; ``step`` still works, with a ``FrontierDeprecation``,
 for one release (:data:`OLD_INCREMENT`).
 
 Optuna's categorical choices must be scalars, so a list option goes to Optuna as its JSON text
@@ -32,11 +32,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from trainables.errors import FrontierDeprecation
+
 Scalar = Union[str, int, float, bool, None]
 MILESTONE_KEYS = ("s1", "s2")  # a plain list there is a fixed list of sparsity milestones
 BRANCH_SEP = ":"  # Ray unflattens '/' in parameter names: never use it here
 INCREMENT = "increment"  # a range's grid spacing
-OLD_INCREMENT = "step"  # its name before; accepted with a FutureWarning for one release
+OLD_INCREMENT = "step"  # its name before; accepted with a FrontierDeprecation for one release
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,7 @@ def _parse_range(name: str, kind: str, raw: Mapping, path: str) -> Range:
             raise SpaceError(f"{path}.{OLD_INCREMENT}", f"is the old name of '{INCREMENT}'; give only '{INCREMENT}'")
         key = OLD_INCREMENT
         warnings.warn(f"{path}.{OLD_INCREMENT}: renamed '{INCREMENT}'; '{OLD_INCREMENT}' stops working in the next "
-                      "release", FutureWarning, stacklevel=2)
+                      "release", FrontierDeprecation, stacklevel=2)
     increment = raw.get(key)
     if increment is not None and (not _is_number(increment) or increment <= 0 or log):
         raise SpaceError(f"{path}.{key}", f"must be a positive number on a linear range, got {increment!r}")
