@@ -39,6 +39,7 @@ from .errors import FrontierError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 TRIALS, FINAL = "trials", "final"  # the folders holding a trial's and a rerun's working folder
+BOUNDARY_FILES = "boundary"  # trials/<id>/boundary/: the files of the boundary measurements (ModelFiles)
 TUNE_EXPERIMENT = "tune"  # the experiment's name under the run folder (Tune's RunConfig(name=...))
 
 
@@ -181,3 +182,40 @@ class FinalFolder:
     def sensitivity_html(self) -> Path:
         """``frontier sweep``'s page of the same table."""
         return self.root / "sensitivity.html"
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """The exported files of one measured model, in a trial's folder (``trials/<id>/``), a rerun's
+    (``final/<id>/``) or a boundary's (``trials/<id>/boundary/``); ``measure`` writes them.
+
+    Args:
+        root: the folder.
+    """
+
+    root: Path
+
+    @property
+    def artifact(self) -> Path:
+        """``model.h5``: the compressed artifact whose length is ``size_bytes`` (``compress/artifact.py``)."""
+        return self.root / "model.h5"
+
+    @property
+    def onnx(self) -> Path:
+        """``model.onnx``: the float model after surgery, what the latency backend runs."""
+        return self.root / "model.onnx"
+
+    @property
+    def fp16_onnx(self) -> Path:
+        """``model.fp16.onnx``: the half-precision file TensorRT builds an fp16 engine from."""
+        return self.root / "model.fp16.onnx"
+
+    @property
+    def int8_onnx(self) -> Path:
+        """``model.int8.onnx``: an INT8 trial's quantized model (QDQ), what its engine runs."""
+        return self.root / "model.int8.onnx"
+
+    @property
+    def int8_artifact(self) -> Path:
+        """``model.int8.h5``: an INT8 trial's artifact (int8 codes and scales), its ``size_bytes``."""
+        return self.root / "model.int8.h5"

@@ -23,7 +23,7 @@ import torch
 
 from trainables.errors import FrontierError
 from trainables.files import atomic_path, atomic_write
-from trainables.layout import FinalFolder, RunFolder
+from trainables.layout import FinalFolder, ModelFiles, RunFolder
 from trainables.objectives import OBJECTIVE_NAMES
 from trainables.pipeline.plan import Plan
 from trainables.pipeline.run import run_plan
@@ -36,6 +36,7 @@ from search.spec.load import load_spec
 # (thread counts change float summation order; latency is measured anew and not compared).
 ACCURACY_TOLERANCE = 0.02
 SIZE_TOLERANCE = 0.02
+MODEL = ModelFiles(Path())  # the exported files' names, as measure() writes them beside model.pt
 
 
 def select_best(frame: pd.DataFrame, front_ids: list[str], constraints: dict[str, float | None]) -> str:
@@ -162,8 +163,9 @@ def make_card(trial_id: str, row: pd.Series, plan: Plan, metrics: dict[str, Any]
             "size_bytes": abs(now["size_bytes"] - then["size_bytes"]) <= SIZE_TOLERANCE * then["size_bytes"],
         },
         "seconds": seconds,
-        "files": {"state_dict": FinalFolder(Path()).state_dict.name, "onnx": "model.onnx", "artifact": "model.h5",
-                  **({"int8_onnx": "model.int8.onnx", "int8_artifact": "model.int8.h5"}
+        "files": {"state_dict": FinalFolder(Path()).state_dict.name, "onnx": MODEL.onnx.name,
+                  "artifact": MODEL.artifact.name,
+                  **({"int8_onnx": MODEL.int8_onnx.name, "int8_artifact": MODEL.int8_artifact.name}
                      if metrics.get("precision") == "int8" else {})},
         "plan": plan.model_dump(mode="json"),
         "versions": _versions(),

@@ -34,6 +34,7 @@ from torch.utils.data import Dataset
 
 from ..compress.artifact import save_artifact
 from ..errors import FrontierError
+from ..layout import ModelFiles
 from .int8 import int8_state, integer_layers, layer_nodes, onnx_logits, quantize_onnx, scores
 
 __all__ = ["Int8Model", "Int8Request", "build_int8", "keep_back", "layer_sensitivity", "match_layers"]
@@ -143,9 +144,9 @@ def build_int8(float_onnx: str | Path, out_dir: str | Path, request: Int8Request
         rows = layer_sensitivity(float_onnx, request, engine=engine, layers=candidates)
         chosen = keep_back(rows, request.fallback)
     float_layers = [layer for layer in layers if layer in kept or layer in chosen]
-    onnx_path = quantize_onnx(float_onnx, out_dir / "model.int8.onnx", request.calibration, engine=engine,
+    onnx_path = quantize_onnx(float_onnx, ModelFiles(out_dir).int8_onnx, request.calibration, engine=engine,
                               method=request.method, count=request.count, keep_float=float_layers)
-    artifact = out_dir / "model.int8.h5"
+    artifact = ModelFiles(out_dir).int8_artifact
     size = save_artifact(int8_state(onnx_path), artifact, attrs={**(attrs or {}), "precision": "int8"})
     metrics: dict[str, float | int | str] = dict(onnx_scores_of(onnx_path, request))
     metrics.update(int8_layers=len(layers) - len(float_layers), int8_float_layers=";".join(float_layers),

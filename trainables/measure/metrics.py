@@ -38,6 +38,7 @@ from ..compress.artifact import save_artifact
 from ..compress.masks import plain_copy
 from ..errors import FrontierError
 from ..files import atomic_path
+from ..layout import ModelFiles
 from .backends import (
     INSTALL_HINT,
     ORT_BACKEND,
@@ -180,10 +181,11 @@ def measure(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plain = plain_copy(model)
-    artifact = out_dir / "model.h5"
+    files = ModelFiles(out_dir)
+    artifact = files.artifact
     size = save_artifact(plain.state_dict(), artifact, attrs=attrs)
     plain, removed = _shrunk(plain) if surgery else (plain, 0.0)
-    onnx_path = export_onnx(plain, out_dir / "model.onnx", input_shape)
+    onnx_path = export_onnx(plain, files.onnx, input_shape)
     quantized = None if int8 is None else build_int8(onnx_path, out_dir, int8, engine=engine, attrs=attrs)
     timed = onnx_path if quantized is None else quantized.onnx
     common = dict(batch_size=batch_size, threads=threads, warmup=warmup, runs=runs,
@@ -195,7 +197,7 @@ def measure(
                                 **common)
     else:
         engine_onnx = timed if precision == "fp32" else export_onnx(
-            plain, out_dir / "model.fp16.onnx", input_shape, half=True)
+            plain, files.fp16_onnx, input_shape, half=True)
         latency = tensorrt_latency(engine_onnx, precision=precision, sparse_weights=has_2to4_sparsity(plain),
                                    cache_dir=cache_dir, workspace_mb=workspace_mb, device=device, **common)
     result = {"size_bytes": size, **latency.metrics(), "units_removed": removed,

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..compress.masks import prunable_layers, zero_fraction
+from ..layout import BOUNDARY_FILES
 from ..measure.metrics import measure
 from ..stage import Context
 from ..train import EVAL_BATCH_SIZE, evaluate, loader
@@ -70,7 +71,7 @@ def measure_boundary(model: nn.Module, plan: Plan, done: int, ctx: Context, *, r
     splits = ctx.data(domain)
     scores = evaluate(model, loader(splits.val, EVAL_BATCH_SIZE, shuffle=False), ctx.device)
     with torch.random.fork_rng():  # the measurement must not move the trial's random streams
-        measured = measure(model, ctx.input_shape, Path(ctx.workdir) / "boundary", device=ctx.device,
+        measured = measure(model, ctx.input_shape, Path(ctx.workdir) / BOUNDARY_FILES, device=ctx.device,
                            **plan.benchmark.config.measurement(Path(ctx.workdir), runs=runs))
     layers = [m for _, m in prunable_layers(model, skip_first=False, skip_last=False)]
     values = {"accuracy": scores["accuracy"], "top5": scores["top5"], "size_bytes": float(measured["size_bytes"]),
