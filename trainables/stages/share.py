@@ -8,7 +8,7 @@ parameters are clustered separately, per layer; zeros left by pruning stay exact
 clustered. Layers are chosen by *group* (:func:`layer_groups`): ResNet stages, or VGG's numbered
 layers, so a spec can say "layer4 at 256 centroids, biases at one". The HDF5 artifact recognises a
 tensor with at most 256 distinct values and stores it as codebook + packed indices, so
-``size_bytes`` falls without any further step.
+``size_bytes`` falls with nothing more to do.
 
 *Retraining* (sec. III-B): "we split the layers of the model into trainable layers and
 non-trainable layers. We keep the quantized layers as non-trainable"; the others are trained so
@@ -304,7 +304,7 @@ def _distill(model, teacher, data: DataLoader, params, cfg: RetrainConfig, devic
     kind = torch.device(device).type
     autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     scaler = torch.amp.GradScaler(kind, enabled=precision == "fp16")
-    mean, steps = float("nan"), 0
+    mean, batches = float("nan"), 0
     for _ in range(cfg.epochs):
         model.eval()  # batch-norm statistics stay those of the labeled data
         total, count = torch.zeros((), dtype=torch.float64, device=device), 0
@@ -318,11 +318,11 @@ def _distill(model, teacher, data: DataLoader, params, cfg: RetrainConfig, devic
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
-            total, count, steps = total + loss.detach().double() * len(x), count + len(x), steps + 1
-            if steps % FINITE_CHECK_EVERY == 0 and not torch.isfinite(total):  # one wait for the device
-                raise Diverged(f"retraining loss became {float(total)} by step {steps}")
+            total, count, batches = total + loss.detach().double() * len(x), count + len(x), batches + 1
+            if batches % FINITE_CHECK_EVERY == 0 and not torch.isfinite(total):  # one wait for the device
+                raise Diverged(f"retraining loss became {float(total)} by batch {batches}")
         if not torch.isfinite(total):
-            raise Diverged(f"retraining loss became {float(total)} by step {steps}")
+            raise Diverged(f"retraining loss became {float(total)} by batch {batches}")
         mean = float(total) / max(count, 1)
     return mean
 
