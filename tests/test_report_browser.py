@@ -8,7 +8,6 @@ JavaScript error, and a screenshot that is not blank.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
