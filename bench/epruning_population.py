@@ -66,7 +66,7 @@ from _common import add_smoke_flag, finish  # noqa: E402
 from trainables.compress.gating import expanded  # noqa: E402
 from trainables.compress.units import unit_count, unit_groups  # noqa: E402
 from trainables.models import build_model  # noqa: E402
-from trainables.stages.epruning import init_population  # noqa: E402
+from trainables.stages.evolution import init_population  # noqa: E402
 from trainables.stages.population import (  # noqa: E402
     ActorPoolEvaluator,
     BatchedEvaluator,

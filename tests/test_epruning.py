@@ -10,19 +10,8 @@ import torch
 
 from trainables.compress.gating import expanded, gated_states
 from trainables.compress.units import unit_count, unit_groups
-from trainables.stages.epruning import (
-    EPruningConfig,
-    _Search,
-    converged,
-    convergence,
-    crossover,
-    donors,
-    energy_loss,
-    init_population,
-    mutate,
-    repair,
-    select,
-)
+from trainables.stages.epruning import EPruningConfig, _Search, energy_loss
+from trainables.stages.evolution import converged, convergence, crossover, donors, init_population, mutate, repair, select
 from trainables.stages.population import BatchedEvaluator, ReferenceEvaluator, sample_energies
 
 

@@ -12,7 +12,8 @@ from trainables import Context, DataSpec, Dense, DenseConfig
 from trainables.compress.surgery import alive_units, shrink
 from trainables.compress.units import unit_count, unit_groups
 from trainables.models import build_model
-from trainables.stages.epruning import EPrune, EPruneSchedule, EPruningConfig, init_population
+from trainables.stages.epruning import EPrune, EPruneSchedule, EPruningConfig
+from trainables.stages.evolution import init_population
 from trainables.stages.population import ActorPoolEvaluator, ReferenceEvaluator
 from trainables.train import OptimConfig
 

@@ -7,7 +7,8 @@ import torch
 
 from trainables.compress.units import unit_count, unit_groups
 from trainables.models import build_model
-from trainables.stages.epruning import EPruningConfig, _Search, init_population
+from trainables.stages.epruning import EPruningConfig, _Search
+from trainables.stages.evolution import init_population
 from trainables.stages.population import ActorPoolEvaluator, ReferenceEvaluator
 
 
