@@ -4,7 +4,7 @@
                                      objectives, layout)
     compress  trainables/compress/   masks, units, gating, surgery, clustering, artifact, importance/
     measure   trainables/measure/    export, metrics, int8, int8_model, backends/
-    stages    trainables/stages/     dense, transfer, schedule, pruners, gradual, epruning, population,
+    stages    trainables/stages/     dense, transfer, schedule, pruners, gradual, evolution, epruning, population,
                                      share, int8, benchmark
     pipeline  trainables/pipeline/   plan, cache, result, boundary, run
     search    search/                the driver: cli, spec/, run/, results/, final/
