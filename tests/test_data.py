@@ -59,7 +59,8 @@ def digits() -> Splits:
 
 
 def test_public_names():
-    assert DATASETS == ("digits", "cifar10", "cifar100", "food101", "stanford_cars", "imagefolder")
+    assert DATASETS == ("digits", "cifar10", "cifar100", "food101", "stanford_cars", "imagefolder",
+                        "mnist", "fashion_mnist", "kmnist", "svhn", "stl10")
 
 
 def test_digits_shapes_dtypes_and_range(digits):
@@ -552,7 +553,7 @@ def test_check_root_passes_on_good_trees(tmp_path):
 
 @pytest.mark.parametrize("bad", [{"classes": []}, {"classes": [1, 1]}, {"classes": [-1]}, {"image_size": 4},
                                  {"val_fraction": 0.0}, {"test_fraction": 0.6}, {"max_per_class": 0},
-                                 {"name": "mnist"}, {"colour": True}])
+                                 {"name": "emnist"}, {"colour": True}])
 def test_spec_rejects_bad_fields(bad):
     with pytest.raises(pydantic.ValidationError):
         DataSpec(**{"name": "digits", **bad})

@@ -21,6 +21,10 @@ Contract:
   Per class, a permutation is cut as ``[test | val | train]``: test takes ``test_fraction`` of the
   class (only without an official test split), ``max_per_class`` then caps the rest (the train
   pool), and val takes ``val_fraction`` of that pool.
+* The MNIST family (``mnist``, ``fashion_mnist``, ``kmnist``), ``svhn`` and ``stl10`` are read by
+  torchvision's own classes (``download=False``); MNIST-style IDX files may be gzip'd, as Debian's
+  ``dataset-fashion-mnist`` ships them (``root: /usr/share/datasets/fashion-mnist``). Grayscale
+  images become 3 channels (the one channel repeated).
 * Images that are not square are zero-padded to a centred square, then resized (bilinear);
   Stanford Cars images are first cropped to their bounding box (the transfer paper's recipe).
 * Every user mistake raises :class:`~trainables.errors.DataError` with one line naming the field
@@ -29,12 +33,16 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gzip
 import json
 import os
 import pickle
+import shutil
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -47,12 +55,13 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.datasets import ImageFolder
+from torchvision.datasets import KMNIST, MNIST, STL10, SVHN, FashionMNIST, ImageFolder
 from torchvision.transforms.v2.functional import normalize, pil_to_tensor
 
 from trainables.errors import DataError
 
-DATASETS: tuple[str, ...] = ("digits", "cifar10", "cifar100", "food101", "stanford_cars", "imagefolder")
+DATASETS: tuple[str, ...] = ("digits", "cifar10", "cifar100", "food101", "stanford_cars", "imagefolder",
+                             "mnist", "fashion_mnist", "kmnist", "svhn", "stl10")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SPLITS = ("train", "val", "test")
@@ -80,7 +89,8 @@ class DataSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: Literal["digits", "cifar10", "cifar100", "food101", "stanford_cars", "imagefolder"]
+    name: Literal["digits", "cifar10", "cifar100", "food101", "stanford_cars", "imagefolder",
+                  "mnist", "fashion_mnist", "kmnist", "svhn", "stl10"]
     root: str | None = None
     classes: list[int] | None = None
     image_size: int = Field(32, ge=8)
@@ -469,7 +479,8 @@ class _Layout:
 
     expects: str                                  # what the root must hold, for error messages
     folder: str | None                            # subfolder that may sit under root (else root is it)
-    files: tuple[str, ...]                        # paths that must exist under the dataset folder
+    files: tuple[str | tuple[str, ...], ...]      # paths that must exist under the dataset folder
+                                                  # (a tuple: any one of these alternatives)
     names: Callable[[Path], list[str]]            # class names, cheap
     read: Callable[[Path, int], _Raw]             # (folder, image_size) -> _Raw
 
@@ -653,6 +664,121 @@ def _folder_read(root: Path, size: int) -> _Raw:
                 _FileImages(test_paths, size), np.asarray(test_labels, dtype=np.int64))
 
 
+@contextlib.contextmanager
+def _torchvision_root(base: Path, folder: str, gzipped: Sequence[str] = ()) -> Iterator[Path]:
+    """A root on which a torchvision class finds ``base``'s files in ``<root>/<folder>/``.
+
+    ``base`` itself when it already sits there; otherwise a temporary root whose ``<folder>/`` links
+    to each file of ``base``, and holds a decompressed copy of each name in ``gzipped`` (read from
+    ``<name>.gz``). The user's root is never written to (Debian's is read-only).
+    """
+    if not gzipped and base.parts[-len(Path(folder).parts):] == Path(folder).parts:
+        yield Path(*base.parts[:-len(Path(folder).parts)])
+        return
+    with tempfile.TemporaryDirectory(prefix="frontier-data-") as tmp:
+        inside = Path(tmp, folder)
+        inside.mkdir(parents=True)
+        for entry in base.iterdir():
+            if entry.name not in gzipped and not (inside / entry.name).exists():
+                (inside / entry.name).symlink_to(entry.resolve())
+        for name in gzipped:
+            source = base / f"{name}.gz"
+            try:
+                with gzip.open(source, "rb") as packed, open(inside / name, "wb") as out:
+                    shutil.copyfileobj(packed, out, 1 << 20)
+            except (OSError, EOFError) as exc:
+                raise DataError(f"data.root: {str(source)!r} is not a readable gzip file: {exc}") from None
+        yield Path(tmp)
+
+
+def _unreadable(base: Path, exc: Exception) -> DataError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return DataError(f"data.root: {str(base)!r} holds files torchvision cannot read ({reason})")
+
+
+_IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _mnist_reader(cls: type[MNIST]):
+    """Readers of an MNIST-style dataset by torchvision's class ``cls``.
+
+    The four IDX files may sit in ``<root>/<Class>/raw/`` (what ``cls(download=True)`` leaves) or in
+    the root itself, each plain or gzip'd. torchvision reads only plain files at
+    ``<root>/<Class>/raw/`` (its IDX reader, ``read_sn3_pascalvincent_tensor``, opens a path: no
+    stream, no .gz since torchvision 0.x dropped it), so a gzip'd file is decompressed into a
+    temporary root, never beside the user's files, and the parsing (magic number, dtype, byte order,
+    shapes) stays torchvision's. Decompressing Fashion-MNIST takes about half a second.
+    """
+
+    def names(_: Path) -> list[str]:
+        return list(cls.classes)
+
+    def read(base: Path, size: int) -> _Raw:
+        gzipped = [name for name in _IDX if not (base / name).is_file()]
+        try:
+            with _torchvision_root(base, f"{cls.__name__}/raw", gzipped) as root:
+                train, test = cls(str(root), train=True), cls(str(root), train=False)
+        except (AssertionError, TypeError, ValueError, RuntimeError, OSError) as exc:
+            raise _unreadable(base, exc) from None
+        for part in (train, test):
+            if len(part.data) != len(part.targets):
+                raise DataError(f"data.root: {str(base)!r} has {len(part.data)} images but "
+                                f"{len(part.targets)} labels in its {'train' if part.train else 't10k'} files")
+        return _Raw(list(cls.classes), _TensorImages(train.data.unsqueeze(1), size), train.targets.numpy(),
+                    _TensorImages(test.data.unsqueeze(1), size), test.targets.numpy())
+
+    return names, read
+
+
+class _LocalSVHN(SVHN):
+    """torchvision's SVHN without its md5 check: the official hashes refuse every other file (a
+    subset, a test's made file) and would hash 245 MB per load; the root is the user's own."""
+
+    split_list = {split: [url, name, None] for split, (url, name, _) in SVHN.split_list.items()}
+
+
+def _svhn_read(base: Path, size: int) -> _Raw:
+    try:
+        train, test = _LocalSVHN(str(base), split="train"), _LocalSVHN(str(base), split="test")
+    except (ValueError, TypeError, KeyError, NotImplementedError, RuntimeError, OSError) as exc:
+        raise _unreadable(base, exc) from None
+    return _Raw([str(d) for d in range(10)],
+                _TensorImages(torch.from_numpy(np.ascontiguousarray(train.data)), size), train.labels,
+                _TensorImages(torch.from_numpy(np.ascontiguousarray(test.data)), size), test.labels)
+
+
+class _LocalSTL10(STL10):
+    """torchvision's STL-10 without its md5 check (as :class:`_LocalSVHN`) and without the 2.6 GB
+    ``unlabeled_X.bin`` it insists on even for the labelled splits: ``train_list`` keeps its first
+    two entries, the only ones the train split reads (by position)."""
+
+    train_list = [[name, None] for name, _ in STL10.train_list[:2]]
+    test_list = [[name, None] for name, _ in STL10.test_list]
+
+
+_STL10_NAMES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
+
+
+def _stl10_names(base: Path) -> list[str]:
+    names = base / STL10.class_names_file
+    return [n for n in names.read_text().splitlines() if n.strip()] if names.is_file() else list(_STL10_NAMES)
+
+
+def _stl10_read(base: Path, size: int) -> _Raw:
+    try:
+        with _torchvision_root(base, STL10.base_folder) as root:
+            train, test = _LocalSTL10(str(root), split="train"), _LocalSTL10(str(root), split="test")
+    except (ValueError, TypeError, RuntimeError, OSError) as exc:
+        raise _unreadable(base, exc) from None
+    for part, name in ((train, "train"), (test, "test")):
+        if len(part.data) != len(part.labels):
+            raise DataError(f"data.root: {str(base)!r} has {len(part.data)} images but {len(part.labels)} "
+                            f"labels in {name}_X.bin / {name}_y.bin")
+    return _Raw(_stl10_names(base),
+                _TensorImages(torch.from_numpy(np.ascontiguousarray(train.data)), size), train.labels.astype(np.int64),
+                _TensorImages(torch.from_numpy(np.ascontiguousarray(test.data)), size), test.labels.astype(np.int64))
+
+
 def _digits_read(_: Path | None, size: int) -> _Raw:
     from sklearn.datasets import load_digits
 
@@ -676,7 +802,16 @@ _LAYOUTS: dict[str, _Layout] = {
                              ("devkit/cars_meta.mat", "devkit/cars_train_annos.mat", "cars_train", "cars_test"),
                              _cars_names, _cars_read),
     "imagefolder": _Layout("a class-per-folder image tree", None, (), _folder_names, _folder_read),
+    "svhn": _Layout("the folder holding train_32x32.mat and test_32x32.mat", "svhn",
+                    ("train_32x32.mat", "test_32x32.mat"), lambda _: [str(d) for d in range(10)], _svhn_read),
+    "stl10": _Layout("the folder holding 'stl10_binary/' (train_X.bin, train_y.bin, test_X.bin, test_y.bin)",
+                     STL10.base_folder, ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin"),
+                     _stl10_names, _stl10_read),
 }
+for _name, _cls in (("mnist", MNIST), ("fashion_mnist", FashionMNIST), ("kmnist", KMNIST)):
+    _LAYOUTS[_name] = _Layout(f"the four IDX files (train-images-idx3-ubyte, ...; gzip'd or not) in the folder "
+                              f"or in its '{_cls.__name__}/raw'", f"{_cls.__name__}/raw",
+                              tuple((f, f"{f}.gz") for f in _IDX), *_mnist_reader(_cls))
 
 
 # ----------------------------------------------------------------------------- checks
@@ -695,8 +830,10 @@ def _locate(spec: DataSpec) -> Path | None:
         raise DataError(f"data.root: {spec.root!r} does not exist or is not a folder {hint}")
     base = root / layout.folder if layout.folder and (root / layout.folder).is_dir() else root
     for rel in layout.files:
-        if not (base / rel).exists():
-            raise DataError(f"data.root: {spec.root!r} has no {str(base.relative_to(root) / rel)!r} {hint}")
+        options = (rel,) if isinstance(rel, str) else rel
+        if not any((base / option).exists() for option in options):
+            named = " or ".join(repr(str(base.relative_to(root) / option)) for option in options)
+            raise DataError(f"data.root: {spec.root!r} has no {named} {hint}")
     if spec.name == "stanford_cars" and not _cars_test_annos(base).exists():
         raise DataError(f"data.root: {spec.root!r} has no 'cars_test_annos_withlabels.mat' {hint}")
     return base
