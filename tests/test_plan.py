@@ -62,12 +62,52 @@ def test_an_epruning_step_holds_only_the_schedule_fields_it_reads() -> None:
 
 
 def test_the_order_table_names_the_sparsities_each_order_needs() -> None:
-    assert ORDERS == tuple(ORDER_SPARSITIES) == ("none", "PB", "PA", "PBA")
+    assert ORDERS == tuple(ORDER_SPARSITIES) == ("none", "PB", "PA", "PBA", "P")
     for order, needs in ORDER_SPARSITIES.items():
+        build = plan if order != "P" else target_plan
         for missing in needs:
             given = {name: 0.3 if name == "s1" else 0.6 for name in needs if name != missing}
             with pytest.raises(ValueError, match=f"order {order} needs {missing}"):
-                plan(order, **given)
+                build(order, **given)
+
+
+def target_plan(order: str = "P", *, quantize: str = "none", prune: dict | None = None, **sparsities) -> Plan:
+    """A plan of a model that is the target's own (no transfer)."""
+    return make_plan(order=order, dense=DenseConfig(model="small_resnet", epochs=1, domain="target"), transfer=None,
+                     prune=PruneBudget.model_validate(prune or {}), benchmark=BenchmarkConfig(), target=TARGET,
+                     quantize=quantize, **sparsities)
+
+
+@pytest.mark.parametrize("kwargs,pipeline,slots", [
+    ({"order": "none"}, "D|B", ["D", "B"]),
+    ({"s2": 0.5}, "D|50|B", ["D", "P2", "B"]),
+    ({"s2": [0.5, 0.7], "quantize": "QRI8"}, "D|50|70|Q|R|I8|B", ["D", "P2", "P2.2", "Q", "B"]),
+    ({"s2": 0.5, "quantize": "QR", "prune": {"method": "epruning"}}, "D|E50|Q|R|B", ["D", "P2", "Q", "B"]),
+])
+def test_a_model_of_the_target_is_compressed_without_transfer(kwargs, pipeline, slots) -> None:
+    made = target_plan(**kwargs)
+    assert made.pipeline == pipeline and made.slots() == slots
+    assert made.source is None and made.architecture.domain == "target"
+    assert all(made.domain_after(done) == "target" for done in range(len(made.steps) + 1))
+    for step in made.steps[1:-1]:
+        assert getattr(step, "domain", "target") == "target"  # every pruning stage prunes on the target
+
+
+def test_orders_and_the_transfer_go_together() -> None:
+    with pytest.raises(ValueError, match="order PA needs a transfer; this plan's orders are none, P"):
+        target_plan("PA", s2=0.5)
+    with pytest.raises(ValueError, match="order P runs without transfer"):
+        plan("P", s2=0.5)
+    with pytest.raises(ValueError, match="a plan without transfer needs a dense model of the target"):
+        make_plan(order="none", dense=DenseConfig(model="small_resnet", epochs=1), transfer=None,
+                  benchmark=BenchmarkConfig(), target=TARGET)
+    assert plan("PB", s1=0.5).domain_after(1) == "source" and plan("PB", s1=0.5).domain_after(3) == "target"
+
+
+def test_a_source_model_plan_dumps_as_before_the_dense_domain_existed() -> None:
+    """The dense step's JSON (part of every cache key) has no ``domain`` unless it is the target."""
+    assert "domain" not in plan("none").steps[0].model_dump(mode="json")["config"]
+    assert target_plan("none").steps[0].model_dump(mode="json")["config"]["domain"] == "target"
 
 
 def test_numbered_counts_repeats_from_two() -> None:

@@ -54,7 +54,7 @@ BAD = [
     ("zero trials", "trials", 0, "trials: Input should be greater than or equal to 1"),
     ("negative concurrency", "concurrency", -1, "concurrency: Input should be greater than or equal to 1"),
     ("unknown model", "model/name", "resnet9", "model.name: unknown architecture 'resnet9'"),
-    ("unknown dataset", "data/target/name", "mnist", "data.target.name: Input should be"),
+    ("unknown dataset", "data/target/name", "emnist", "data.target.name: Input should be"),
     ("empty objectives", "objectives", [], "objectives: List should have at least 1 item"),
     ("duplicate objective", "objectives", [{"name": "accuracy"}, {"name": "accuracy"}], "objectives: objective 'accuracy' appears 2 times"),
     ("unknown objective", "objectives", [{"name": "flops"}], "objectives.0.name: Input should be"),
@@ -85,6 +85,12 @@ BAD = [
     ("a milestone at 1", "space/order/choice/PB/s1", {"choice": [[0.5, 1.0]]}, "space.order.choice.PB.s1: a sparsity must be a number in [0, 1), got 1.0"),
     ("empty milestones", "space/order/choice/PA/s2", {"choice": [0.5, []]}, "space.order.choice.PA.s2.choice: a list option must be a non-empty list of plain values, got []"),
     ("unknown quantize", "space/quantize", {"choice": ["Q", "Z"]}, "space.quantize: quantize must be one of none, Q, QR, I8, QI8, QRI8, got 'Z'"),
+    ("P with a transfer", "space/order/choice/P", {"s2": 0.5}, "space.order.choice.P: order P prunes without a transfer; it needs model.trained_on: target"),
+    ("PA without a transfer", "model/trained_on", "target", "space.order.choice.PA: order PA places pruning around a transfer, but model.trained_on is target (no transfer): use none or P"),
+    ("PB without a source", "data/source", DELETE, "space.order.choice.PB: order PB prunes on the source, but data.source is not given"),
+    ("no weights, no source", "data/source", DELETE, "data.source: model.weights is not given, so D trains the model on the source"),
+    ("no weights, no epochs", "budgets/dense/epochs", 0, "budgets.dense.epochs: model.weights is not given, so D trains the model from scratch; epochs must be > 0"),
+    ("trained on nothing", "model/trained_on", "scratch", "model.trained_on: Input should be 'source' or 'target'"),
 ]
 
 
@@ -93,6 +99,20 @@ def test_bad_spec_names_its_key_path(what, path, value, expected) -> None:
     with pytest.raises(SpecError) as info:
         parse_spec(mutate(path, value))
     assert any(expected in line for line in info.value.problems), info.value.problems
+
+
+def test_a_model_of_the_target_runs_without_transfer_and_plans_say_so() -> None:
+    from search.spec.to_plan import plan_for
+
+    raw = quickstart()
+    del raw["data"]["source"]
+    raw["model"]["trained_on"] = "target"  # no weights: D trains it on the target from scratch
+    raw["budgets"]["retrain"]["unlabeled"] = "target"
+    raw["space"]["order"] = {"choice": {"none": {}, "P": {"s2": {"choice": [0.5, 0.8]}}}}
+    spec = parse_spec(raw)
+    assert plan_for(spec, {"order": "none"}).pipeline == "D|B"
+    made = plan_for(spec, {"order": "P", "s2": 0.5, "quantize": "QR"})
+    assert made.pipeline == "D|50|Q|R|B" and made.source is None and made.architecture.domain == "target"
 
 
 def test_a_share_group_not_listed_is_one_line_saying_where_to_list_it() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from trainables.errors import FrontierError
 from trainables.models import head_name, structure
-from trainables.pipeline.plan import ORDER_SPARSITIES, ORDERS, QUANTIZE
+from trainables.pipeline.plan import ORDER_SPARSITIES, ORDERS, QUANTIZE, TARGET_ORDERS, TRANSFER_ORDERS
 from trainables.stages.schedule import milestones_problem
 
 from .space import Choice, Const, Node, Range, walk
@@ -33,6 +33,7 @@ def space_problems(spec: Spec) -> Iterable[str]:
         else:
             yield from _override_problems(spec, path, node)
     yield from _model_problems(spec)
+    yield from _dense_problems(spec)
     yield from _order_problems(spec)
     yield from _share_problems(spec)
     yield from _retrain_problems(spec)
@@ -92,6 +93,17 @@ def _model_problems(spec: Spec) -> Iterable[str]:
         yield f"model.name: {str(exc).removeprefix('model: ')}"
 
 
+def _dense_problems(spec: Spec) -> Iterable[str]:
+    """A model without weights is trained by ``D`` from scratch: on data that is given, for epochs."""
+    if spec.model.weights is not None:
+        return
+    if spec.budgets.dense.epochs == 0:
+        yield "budgets.dense.epochs: model.weights is not given, so D trains the model from scratch; epochs must be > 0"
+    if spec.model.trained_on == "source" and spec.data.source is None:
+        yield ("data.source: model.weights is not given, so D trains the model on the source; give data.source, "
+               "or model.trained_on: target to train it on the target (no transfer)")
+
+
 def _order_problems(spec: Spec) -> Iterable[str]:
     """Each reachable order has the sparsities it needs; PBA can have s2 > s1 (every s2 milestone
     above every s1 milestone)."""
@@ -108,7 +120,15 @@ def _order_problems(spec: Spec) -> Iterable[str]:
         ]
     else:
         return
+    trained_on = spec.model.trained_on
     for name, path, scope in orders:
+        if trained_on == "target" and name in TRANSFER_ORDERS:
+            yield (f"{path}: order {name} places pruning around a transfer, but model.trained_on is target "
+                   f"(no transfer): use {' or '.join(TARGET_ORDERS)}")
+        elif trained_on == "source" and name not in ("none", *TRANSFER_ORDERS):
+            yield f"{path}: order {name} prunes without a transfer; it needs model.trained_on: target"
+        elif name in ("PB", "PBA") and spec.data.source is None:
+            yield f"{path}: order {name} prunes on the source, but data.source is not given"
         for key in ORDER_SPARSITIES.get(name, ()):
             if key not in scope:
                 yield f"{path}: order {name} needs '{key}' in the space"

@@ -5,8 +5,8 @@ sampler, the trial count and concurrency, resources per trial, the stage budgets
 space (see :mod:`search.spec.space` for the tree's grammar). ``frontier check SPEC`` prints one line
 per problem (``budgets.transfer.epochs: Input should be greater than or equal to 1``) and exits 2.
 
-Keys the space may set: ``order`` (none, PB, PA, PBA), ``s1`` (sparsity before transfer),
-``s2`` (after), each a sparsity or a list of increasing milestones (``{choice: [0.5, [0.3, 0.5]]}``,
+Keys the space may set: ``order`` (none, PB, PA, PBA; for a model already trained on the target
+none and P), ``s1`` (sparsity before transfer), ``s2`` (after, or on the target's own model), each a sparsity or a list of increasing milestones (``{choice: [0.5, [0.3, 0.5]]}``,
 one pruning stage per milestone), ``quantize`` (none, Q: weight sharing, QR: sharing then retraining; I8, QI8,
 QRI8: the same, deployed in INT8), and any
 budget field by its dotted path (``transfer.optim.lr``, ``transfer.mode``, ``prune.frequency.every``,
@@ -73,10 +73,17 @@ class DataPair(_Strict):
 
 class ModelSpec(_Strict):
     """The model: a torchvision classification model's name, ``small_resnet``, or the user's own
-    ``package.module:function`` (its import is checked by :mod:`search.spec.problems`)."""
+    ``package.module:function`` (its import is checked by :mod:`search.spec.problems`).
+
+    ``trained_on``: ``source`` (default) when the weights, or ``D``'s training, are the source's and
+    a transfer to the target follows; ``target`` when the model is already the target's own (its
+    weights were trained on the target, or ``D`` trains it there from scratch): no transfer, the
+    orders ``none`` (``D|B``) and ``P`` (``D|s2|B``).
+    """
 
     name: str
     weights: str | None = None
+    trained_on: Literal["source", "target"] = "source"
 
     @field_validator("name")
     @classmethod

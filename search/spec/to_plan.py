@@ -68,8 +68,9 @@ def plan_for(spec: Spec, assignment: dict[str, Any], *, fidelity: float | None =
     budgets = scale_epochs(apply_overrides(spec.budgets, overrides), spec.fidelity if fidelity is None else fidelity)
     return make_plan(
         order=str(assignment.get("order", "none")),
-        dense=DenseConfig(model=spec.model.name, weights=spec.model.weights, **budgets.dense.model_dump()),
-        transfer=budgets.transfer,
+        dense=DenseConfig(model=spec.model.name, weights=spec.model.weights, domain=spec.model.trained_on,
+                          **budgets.dense.model_dump()),
+        transfer=budgets.transfer if spec.model.trained_on == "source" else None,
         prune=budgets.prune,
         benchmark=budgets.benchmark,
         source=spec.data.source,

@@ -66,7 +66,7 @@ def measure_boundary(model: nn.Module, plan: Plan, done: int, ctx: Context, *, r
     """
     start = time.perf_counter()
     slots = plan.slots()
-    domain = "target" if "T" in slots[:done] else "source"
+    domain = plan.domain_after(done)
     model = model.to(ctx.device)
     splits = ctx.data(domain)
     scores = evaluate(model, loader(splits.val, EVAL_BATCH_SIZE, shuffle=False), ctx.device)

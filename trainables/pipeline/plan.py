@@ -8,6 +8,11 @@ The orders of the pruning-order paper (sec. 4.2):
 
     none  D|T|B          PB  D|s1|T|B          PA  D|T|s2|B          PBA  D|s1|T|s2|B  (s2 > s1)
 
+A model that is already the target's (trained on it, or trained on it from scratch by ``D``: the
+dense step's ``domain`` is ``target``) has no transfer stage; its orders are ``none`` (``D|B``, the
+model as it is) and ``P`` (``D|s2|B``: pruned on the target, the EPruning and quantization papers'
+protocol), and sharing and INT8 follow as for any order: ``D|E50|Q|R|B``, ``D|50|70|I8|B``.
+
 where each pruning stage is gradual (``50``) or EPruning (``E50``, the ``prune.method``), each
 optionally followed by weight sharing ``Q`` (quantization paper) or sharing and retraining
 ``Q|R`` before the benchmark: ``D|50|T|80|Q|R|B``. The benchmark may deploy the model in INT8
@@ -46,8 +51,11 @@ from ..stages.transfer import Transfer, TransferConfig
 from ..train import OptimConfig
 
 # order -> the sparsity keys it needs: s1 prunes before the transfer (on the source), s2 after it
-ORDER_SPARSITIES: dict[str, tuple[str, ...]] = {"none": (), "PB": ("s1",), "PA": ("s2",), "PBA": ("s1", "s2")}
+ORDER_SPARSITIES: dict[str, tuple[str, ...]] = {"none": (), "PB": ("s1",), "PA": ("s2",), "PBA": ("s1", "s2"),
+                                                 "P": ("s2",)}
 ORDERS = tuple(ORDER_SPARSITIES)
+TRANSFER_ORDERS = ("PB", "PA", "PBA")  # orders placed around a transfer; none runs with or without one
+TARGET_ORDERS = ("none", "P")  # the orders of a model that is already the target's (no transfer)
 # a spec's codes: no sharing; weight sharing; sharing then retraining (label Q|R); each of these then INT8 (I8|B)
 QUANTIZE = ("none", "Q", "QR", "I8", "QI8", "QRI8")
 
@@ -311,6 +319,12 @@ class Plan(BaseModel):
         return max((step.bundles() for step in self.steps), key=lambda b: sum(x.get("CPU", 0.0) for x in b),
                    default=[])
 
+    def domain_after(self, done: int) -> Domain:
+        """The domain the model is trained on after the first ``done`` steps: the target once a
+        transfer ran, or from the start for a dense model of the target; else the source."""
+        transferred = any(isinstance(step, TransferStep) for step in self.steps[:done])
+        return "target" if transferred or self.architecture.domain == "target" else "source"
+
     def data_key(self) -> dict:
         """The data every stage may read, as the cache key includes it."""
         return {"source": self.source.model_dump(mode="json") if self.source else None,
@@ -347,7 +361,7 @@ def make_plan(
     *,
     order: str,
     dense: DenseConfig,
-    transfer: TransferConfig,
+    transfer: TransferConfig | None,
     benchmark: BenchmarkConfig,
     prune: PruneBudget | None = None,
     target: DataSpec,
@@ -364,7 +378,9 @@ def make_plan(
     weight sharing (``quantize`` ``Q``) and retraining (``QR``) before the benchmark, which deploys
     the model in INT8 (settings ``int8``) for the codes ending in ``I8``.
 
-    ``s1`` and ``s2`` are one sparsity or a list of milestones (see the module doc).
+    ``s1`` and ``s2`` are one sparsity or a list of milestones (see the module doc). ``transfer``
+    None: no transfer stage, for a dense model of the target (``dense.domain == "target"``), whose
+    orders are :data:`TARGET_ORDERS`.
 
     ``prune`` is the :class:`PruneBudget` (a :class:`~trainables.stages.gradual.PruneSchedule`
     shared by every pruning stage, with ``method``, ``epruning`` and the per-side overrides
@@ -374,6 +390,14 @@ def make_plan(
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZE)} but got {quantize!r}")
     if order not in ORDERS:
         raise ValueError(f"order must be one of {', '.join(ORDERS)} but got {order!r}")
+    if (transfer is None) != (dense.domain == "target"):
+        raise ValueError("a plan without transfer needs a dense model of the target (dense.domain 'target'), "
+                         f"and one with a transfer a dense model of the source; got domain {dense.domain!r} "
+                         f"and transfer {'None' if transfer is None else 'given'}")
+    allowed = TARGET_ORDERS if transfer is None else ("none", *TRANSFER_ORDERS)
+    if order not in allowed:
+        raise ValueError(f"order {order} {'needs a transfer' if transfer is None else 'runs without transfer'}; "
+                         f"this plan's orders are {', '.join(allowed)}")
     needs = ORDER_SPARSITIES[order]
     given = {"s1": s1, "s2": s2}
     for name in needs:
@@ -389,7 +413,8 @@ def make_plan(
     for sparsity in before:
         steps.append(_prune_step(budget, "source", sparsity, reached))
         reached = sparsity
-    steps.append(TransferStep(config=transfer))
+    if transfer is not None:
+        steps.append(TransferStep(config=transfer))
     for sparsity in after:
         steps.append(_prune_step(budget, "target", sparsity, reached))
         reached = sparsity
