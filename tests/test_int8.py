@@ -250,6 +250,8 @@ def test_benchmark_stage_measures_the_int8_model(small, splits, tmp_path: Path) 
     assert metrics["size_bytes"] == (tmp_path / "model.int8.h5").stat().st_size < metrics["float_size_bytes"]
     assert metrics["accuracy"] == onnx_scores(tmp_path / "model.int8.onnx", splits.test)["accuracy"]
     assert abs(metrics["accuracy"] - metrics["float_accuracy"]) <= MAX_LOSS
+    p, n = metrics["accuracy"], len(splits.test)  # the error bar is the INT8 accuracy's, on the same images
+    assert metrics["accuracy_n"] == n and metrics["accuracy_se"] == pytest.approx((p * (1 - p) / n) ** 0.5)
     assert metrics["int8_float_layers"] == "fc" and metrics["int8_integer_ops"] > 0
     state, _ = load_artifact(tmp_path / "model.int8.h5")
     stored = int8_state(tmp_path / "model.int8.onnx")

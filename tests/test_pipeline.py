@@ -40,6 +40,9 @@ def test_digits_pipeline_pretrain_transfer_prune_measure(tmp_path: Path) -> None
     ], ctx)
     assert metrics["pipeline"] == "D|T|80|B"
     assert metrics["accuracy"] >= 0.9
+    n = len(ctx.data("target").test)  # accuracy's binomial standard error on the test split
+    assert metrics["accuracy_n"] == n and metrics["accuracy_se"] == pytest.approx(
+        (metrics["accuracy"] * (1 - metrics["accuracy"]) / n) ** 0.5)
     assert metrics["real_sparsity"] > 0.75 and metrics["sparsity"] == 0.8
     assert metrics["size_bytes"] == os.path.getsize(tmp_path / "model.h5")
     assert metrics["latency_ms"] > 0 and (tmp_path / "model.onnx").is_file()

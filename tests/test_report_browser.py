@@ -2,7 +2,8 @@
 
 A made-up run folder (trials.csv, front.json, spec.yaml with a select, and a real Optuna journal
 for the importances) is rendered by ``frontier front --html``; Chromium's DOM after the scripts ran
-must hold one plotted point per trial in every 2-D projection, one table row per trial, no
+must hold one plotted point per trial in every 2-D projection, an accuracy error bar per trial in
+each projection with accuracy on an axis, one table row per trial with its accuracy's 95% interval, no
 JavaScript error, and a screenshot that is not blank.
 """
 
@@ -20,9 +21,11 @@ from search.cli import main
 from search.results.files import write_results
 from search.results.rows import mark_feasible
 from tests.chromium import chromium, chromium_missing, rendered_dom, screenshot
+from trainables.objectives import accuracy_error, wilson_interval
 
 NAMES, DIRECTIONS = ["accuracy", "size_bytes", "latency_ms"], ["max", "min", "min"]
 TRIALS = 12
+TEST_IMAGES = 600
 
 
 def make_run(run_dir: Path) -> pd.DataFrame:
@@ -47,7 +50,8 @@ def make_run(run_dir: Path) -> pd.DataFrame:
                     "none": "D|T|B"}[order]
         row = {"trial_id": f"t{i:02d}", "status": "ok", "pipeline": pipeline, "order": order,
                **dict(zip(NAMES, values)), "top5": 1.0, "sparsity": s, "real_sparsity": s - 0.01,
-               "latency_iqr_ms": 0.004, "precision": "int8" if order == "PBA" else "fp32",
+               "latency_iqr_ms": 0.004, **accuracy_error(values[0], TEST_IMAGES),
+               "precision": "int8" if order == "PBA" else "fp32",
                "seconds.D": 1.5, "seconds.B": 0.4, "cached_stages": "D" if i else "", "time_total_s": 10.0 + i,
                "timestamp": 1_700_000_000 + 8 * i + 10.0 + i, "node_ip": "10.0.0.1", "pid": 100 + i % 2,
                "param.order": order, "param.s": s}
@@ -74,7 +78,7 @@ def test_the_page_is_self_contained_and_says_what_it_shows(page) -> None:
     out, frame = page
     text = out.read_text()
     assert "<script src=" not in text  # plotly is inlined: the page opens offline
-    assert "of the reference box" in text and "Noise rule" in text
+    assert "of the reference box" in text and "Noise rule" in text and "1.96 standard errors" in text
     for trial in frame["trial_id"]:
         assert f"frontier rerun {out.parent / 'made'} --trial {trial}" in text
     assert 'id="plot-importances"' in text and 'id="plot-timeline"' in text and 'id="plot-hypervolume"' in text
@@ -92,11 +96,17 @@ def test_the_page_renders_every_trial_without_a_javascript_error(page, tmp_path:
     counts = [len(re.findall(r'class="point"', part.split('<g class="subplot ')[0])) for part in subplots]
     counts = [c for c in counts if c]
     assert counts == [TRIALS] * 3, counts
+    # accuracy carries its error bar (the 95% Wilson interval) where it is an axis: x of the first two
+    bars = [len(re.findall(r'class="xerror"', part.split('<g class="subplot ')[0])) for part in subplots]
+    assert [c for c in bars if c] == [TRIALS] * 2 and 'class="yerror"' not in front, bars
     # the 3-D scene was drawn (WebGL canvas) and the other figures rendered
     assert "gl-container" in front or "<canvas" in front
     assert dom.count('class="main-svg"') >= 4
     table = dom[dom.index('id="trials-table"'):]
     assert len(re.findall(r'<tr class="[^"]*" data-trial=', table)) == TRIALS
+    for accuracy in frame["accuracy"]:  # each trial's interval in the table
+        low, high = wilson_interval(accuracy, TEST_IMAGES)
+        assert f">{low:.3f}-{high:.3f}</td>" in table, (accuracy, low, high)
     shot = screenshot(out, tmp_path / "shot.png")
     from PIL import Image
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from trainables.objectives import wilson_interval
+
 from .summary import deployment
 
 
@@ -43,3 +45,18 @@ def precision_label(row: pd.Series) -> str:
 def present(row: pd.Series, column: str) -> bool:
     """Whether ``row`` has ``column`` with a value (not NaN)."""
     return column in row.index and not pd.isna(row[column])
+
+
+def accuracy_interval(row: pd.Series) -> tuple[float, float] | None:
+    """The 95% Wilson score interval of ``row``'s accuracy over its ``accuracy_n`` test images;
+    None where either is missing (a run from before ``accuracy_n``)."""
+    if not (present(row, "accuracy") and present(row, "accuracy_n")):
+        return None
+    low, high = wilson_interval(float(row["accuracy"]), float(row["accuracy_n"]))
+    return None if pd.isna(low) else (low, high)
+
+
+def interval_text(row: pd.Series) -> str:
+    """``0.912-0.948``: the accuracy's 95% interval at three decimals; ``-`` without one."""
+    bounds = accuracy_interval(row)
+    return "-" if bounds is None else f"{bounds[0]:.3f}-{bounds[1]:.3f}"

@@ -4,10 +4,10 @@
 :func:`hypervolume` measures the region they dominate up to a reference point, exactly, by
 slicing along the last objective (the HSO algorithm of While et al., 2006), raw and as a share of
 the reference box (:func:`normalized_hypervolume`). A measured objective's noise (latency's
-spread) can make two values equal to :func:`pareto_front`, so noise cannot decide the front. Optuna has its own
-hypervolume, but it is private (``optuna._hypervolume``), and the project does not depend on
-private APIs it can avoid (ARCHITECTURE.md, stack facts), so this small exact version is ours;
-fronts here hold tens of points.
+spread, accuracy's standard error) can make two values equal to :func:`pareto_front`, so noise
+cannot decide the front. Optuna has its own hypervolume, but it is private
+(``optuna._hypervolume``), and the project does not depend on private APIs it can avoid
+(ARCHITECTURE.md, stack facts), so this small exact version is ours; fronts here hold tens of points.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def _as_minimization(values, directions: Directions) -> np.ndarray:
     return points * signs
 
 
-def pareto_front(values, directions: Directions, spread=None) -> list[int]:
+def pareto_front(values, directions: Directions, spread=None, z: Sequence[float | None] | None = None) -> list[int]:
     """Indices of the non-dominated rows of ``values``, in their original order.
 
     A row dominates another when it is no worse in every objective and better in at least one.
@@ -44,11 +44,19 @@ def pareto_front(values, directions: Directions, spread=None) -> list[int]:
     only advantage over another is a latency lower by less than their combined spread is dominated
     when it is worse in anything else. Without ``spread`` this is the plain definition.
 
+    ``z`` (one entry per objective, :attr:`trainables.objectives.ObjectiveInfo.z`) says how an
+    objective's spreads combine: None (the default for all) is the sum above, for a spread that is a
+    range (latency's IQR); a number makes the spread a standard error, and two values are equal when
+    they differ by at most ``z * sqrt(se_a**2 + se_b**2)``, ``z`` standard errors of their
+    difference (accuracy: 1.96, the two-sided two-proportion test at 5%).
+
     Example:
         >>> pareto_front([[0.9, 10], [0.8, 5], [0.7, 8]], ["max", "min"])
         [0, 1]
         >>> pareto_front([[0.9, 0.29], [0.8, 0.23]], ["max", "min"], spread=[[0, 0.04], [0, 0.03]])
         [0]
+        >>> pareto_front([[0.905, 0.29], [0.90, 0.23]], ["max", "min"], spread=[[0.012, 0], [0.012, 0]], z=[1.96, None])
+        [1]
     """
     points = _as_minimization(values, directions)
     if spread is None:
@@ -59,9 +67,15 @@ def pareto_front(values, directions: Directions, spread=None) -> list[int]:
             raise ValueError(f"spread must have the shape of values {points.shape}, got {noise.shape}")
         if np.any(noise < 0):
             raise ValueError("spread must be >= 0 (or NaN for unmeasured)")
+    rules = [None] * points.shape[1] if z is None else list(z)
+    if len(rules) != points.shape[1]:
+        raise ValueError(f"z must have one entry per objective ({points.shape[1]}), got {len(rules)}")
+    summed = np.array([r is None for r in rules])
+    zs = np.array([0.0 if r is None else float(r) for r in rules])
     keep = []
     for i, p in enumerate(points):
-        tolerance = noise + noise[i]  # the combined spread of p and each other row
+        # the combined spread of p and each other row: a sum of ranges, or z standard errors of a difference
+        tolerance = np.where(summed, noise + noise[i], zs * np.sqrt(noise ** 2 + noise[i] ** 2))
         equal = np.abs(points - p) <= tolerance
         no_worse = np.all((points <= p) | equal, axis=1)
         better = np.any((points < p) & ~equal, axis=1)

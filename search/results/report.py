@@ -16,7 +16,7 @@ from trainables.errors import FrontierError
 from trainables.layout import RunFolder
 
 from .files import read_trials
-from .format import byte_size, hypervolume_text, precision_label, present, significant
+from .format import byte_size, hypervolume_text, interval_text, precision_label, present, significant
 from .summary import front_summary
 
 
@@ -35,6 +35,7 @@ TABLE_COLUMNS: tuple[TableColumn, ...] = (
     TableColumn("trial", "trial_id"),
     TableColumn("pipeline", "pipeline"),
     TableColumn("accuracy", "accuracy", "{:.4f}".format),
+    TableColumn("95% interval", "accuracy_interval"),
     TableColumn("top5", "top5", "{:.4f}".format),
     TableColumn("size", "size_bytes", byte_size),
     TableColumn("latency_ms", "latency_ms", significant),
@@ -47,6 +48,7 @@ TABLE_COLUMNS: tuple[TableColumn, ...] = (
     TableColumn("real_sparsity", "real_sparsity", "{:.2f}".format),
 )
 LEFT = ("trial_id", "pipeline", "backend", "precision_label")
+# the accuracy's 95% interval (Wilson, over accuracy_n test images): "-" for a run from before it
 
 
 def load_front(run_dir: str | Path, *, all_trials: bool = False) -> tuple[pd.DataFrame, dict]:
@@ -100,14 +102,16 @@ def front_table(frame: pd.DataFrame, summary: dict, width: int | None = None) ->
     ids = [t["trial_id"] for t in summary["trials"]]
     rows = frame[frame["trial_id"].isin(ids)].sort_values(["accuracy", "size_bytes"], ascending=[False, True])
     rows = rows.assign(backend=[backend_label(row) for _, row in rows.iterrows()],
-                       precision_label=[precision_label(row) for _, row in rows.iterrows()])
+                       precision_label=[precision_label(row) for _, row in rows.iterrows()],
+                       accuracy_interval=[interval_text(row) for _, row in rows.iterrows()])
     cells = {c.source: [_cell(row, c) for _, row in rows.iterrows()] for c in TABLE_COLUMNS}
     widths = {c.source: max([len(c.header), *map(len, cells[c.source])]) for c in TABLE_COLUMNS}
     shown = _fitting(widths, [o["name"] for o in summary["objectives"]], width)
     ok = int((frame["status"] == "ok").sum())
     running = f" · {summary['running']} still running" if summary.get("running") else ""
     table = Table(title=f"front: {len(ids)} of {ok} ok trials ({len(frame)} finished{running}) · "
-                        f"{hypervolume_text(summary)}", caption=latency_caption(rows))
+                        f"{hypervolume_text(summary)}",
+                  caption="\n".join(c for c in (accuracy_caption(rows), latency_caption(rows)) if c) or None)
     for c in shown:
         # the id never wraps (one piece to copy); every cell folds rather than losing characters to "…"
         table.add_column(c.header, justify="left" if c.source in LEFT else "right", overflow="fold",
@@ -143,6 +147,15 @@ def backend_label(row: pd.Series) -> str:
     if present(row, "latency_sparse_weights") and int(row["latency_sparse_weights"]):
         parts.append("sparse")
     return " ".join(parts)
+
+
+def accuracy_caption(rows: pd.DataFrame) -> str | None:
+    """How to read the accuracies: their interval and the rule the front applies; None for a run
+    from before accuracy carried its error."""
+    if not len(rows) or "accuracy_se" not in rows or rows["accuracy_se"].isna().all():
+        return None
+    return ("accuracy on the test split, 95% interval (Wilson) beside; accuracies within 1.96 standard "
+            "errors of their difference are equal to the front")
 
 
 def latency_caption(rows: pd.DataFrame) -> str | None:

@@ -4,7 +4,8 @@ From the top: a summary line (trials finished, still running, front size, the hy
 share of the reference box, and the noise rule); the front in 3-D and every 2-D projection (colour:
 order PB/PA/PBA/none; symbol: pruning method, filled fp32/fp16, open int8; large opaque points are
 the front, small faded ones dominated; bytes on a log axis; the spec's ``select`` drawn as dashed
-lines where they cut; hover: the pipeline, objectives, latency with its spread, and the exact
+lines where they cut; accuracy with error bars, its 95% Wilson interval over the test images; hover:
+the pipeline, objectives, the accuracy's interval, latency with its spread, and the exact
 ``frontier rerun`` command); the normalised hypervolume after each finished trial; a timeline of
 the trials over wall time, one row per worker; parameter importances per objective (Optuna's
 default evaluator on the run's ``study.journal``); and a sortable table of every trial.
@@ -27,9 +28,9 @@ import pandas as pd
 from search.spec.constraints import SELECT_FIELDS
 from trainables.layout import RunFolder
 
-from .format import byte_size, hypervolume_text, precision_label, present, significant
-from .front import normalized_hypervolume, pareto_front
-from .summary import infeasible, spreads
+from .format import accuracy_interval, byte_size, hypervolume_text, interval_text, precision_label, present, significant
+from .front import normalized_hypervolume
+from .summary import infeasible, noisy_front
 
 ORDER_COLOURS = {"PB": "#1f77b4", "PA": "#ff7f0e", "PBA": "#2ca02c", "none": "#7f7f7f"}
 METHOD_SYMBOLS = {"gradual": "circle", "epruning": "diamond", "none": "square"}
@@ -109,8 +110,9 @@ def _summary_html(frame: pd.DataFrame, summary: dict) -> str:
             f'{html.escape(hypervolume_text(summary))}: the share of the box between the reference point and the '
             f'best value seen of each objective that the front dominates (0 to 1).<br>'
             f'Noise rule: two latencies within their combined spread (each the interquartile range over its timed '
-            f'runs, at least 2% of its median) count as equal, so no trial is on the front only because of '
-            f'noise.</p>')
+            f'runs, at least 2% of its median) count as equal, and so do two accuracies within 1.96 standard errors '
+            f'of their difference (each accuracy\'s binomial standard error on the test split; its error bar is '
+            f'the 95% Wilson interval), so no trial is on the front only because of noise.</p>')
 
 
 def _rerun(run_dir: str | Path | None, trial_id: str) -> str:
@@ -121,6 +123,8 @@ def _hover(row: pd.Series, run_dir: str | Path | None) -> str:
     """A point's hover: pipeline, id, objectives, latency with its spread, sparsity, the rerun command."""
     lines = [f"<b>{row['pipeline']}</b> ({row['trial_id']}){' · on the front' if row['on_front'] else ''}"]
     lines += [f"{c}: {row[c]:.4g}" for c in ("accuracy", "top5") if present(row, c)]
+    if accuracy_interval(row) is not None:
+        lines[1] += f" (95%: {interval_text(row)}, {int(row['accuracy_n'])} test images)"
     if present(row, "size_bytes"):
         lines.append(f"size: {byte_size(row['size_bytes'])} ({row['size_bytes']:,.0f} B)")
     if present(row, "latency_ms"):
@@ -131,6 +135,17 @@ def _hover(row: pd.Series, run_dir: str | Path | None) -> str:
         lines.append(f"sparsity: nominal {row['sparsity']:.3g}{real}; precision {precision_label(row)}")
     lines.append(f"<i>{_rerun(run_dir, row['trial_id'])}</i>")
     return "<br>".join(lines)
+
+
+def _accuracy_bars(part: pd.DataFrame) -> dict | None:
+    """Plotly's asymmetric error bars of ``part``'s accuracies: each its 95% Wilson interval; None when
+    no row has one (a run from before ``accuracy_n``), a bar of 0 for a row without."""
+    bounds = [accuracy_interval(r) for _, r in part.iterrows()]
+    if all(b is None for b in bounds):
+        return None
+    up = [0.0 if b is None else b[1] - a for b, a in zip(bounds, part["accuracy"])]
+    down = [0.0 if b is None else a - b[0] for b, a in zip(bounds, part["accuracy"])]
+    return {"type": "data", "symmetric": False, "array": up, "arrayminus": down, "thickness": 1, "width": 3}
 
 
 def _select_bounds(run_dir: str | Path | None) -> dict[str, float]:
@@ -172,16 +187,20 @@ def _front_figure(ok: pd.DataFrame, names: list[str], run_dir: str | Path | None
             if not len(part):
                 continue
             group = f"{order} · {'front' if on_front else 'dominated'}"
+            bars = _accuracy_bars(part)
             marker = {"color": colour, "symbol": list(part["symbol"]), "opacity": 1.0 if on_front else 0.35,
                       "size": 12 if on_front else 8, "line": {"width": 1.5 if on_front else 0, "color": "black"}}
             if scene:
+                errors = {f"error_{axis}": bars for axis, name in zip("xyz", names) if name == "accuracy" and bars}
                 fig.add_trace(go.Scatter3d(x=part[names[0]], y=part[names[1]], z=part[names[2]], mode="markers",
                                            marker={**marker, "size": 6 if on_front else 4}, name=group,
-                                           text=part["hover"], hoverinfo="text", legendgroup=group), row=1, col=1)
+                                           text=part["hover"], hoverinfo="text", legendgroup=group, **errors),
+                              row=1, col=1)
             for k, (x, y) in enumerate(pairs, start=1 if scene else 0):
+                errors = {f"error_{axis}": bars for axis, name in (("x", x), ("y", y)) if name == "accuracy" and bars}
                 fig.add_trace(go.Scatter(x=part[x], y=part[y], mode="markers", marker=marker, name=group,
                                          text=part["hover"], hoverinfo="text", legendgroup=group,
-                                         showlegend=not scene and k == 0), row=k // cols + 1, col=k % cols + 1)
+                                         showlegend=not scene and k == 0, **errors), row=k // cols + 1, col=k % cols + 1)
     bounds = _select_bounds(run_dir)
     for k, (x, y) in enumerate(pairs, start=1 if scene else 0):
         r, c = k // cols + 1, k % cols + 1
@@ -211,7 +230,7 @@ def _front_figure(ok: pd.DataFrame, names: list[str], run_dir: str | Path | None
 def hypervolume_history(frame: pd.DataFrame, summary: dict) -> pd.DataFrame:
     """The normalised hypervolume of the front after each finished trial, in the order trials ended
     (``timestamp``, else trial id), under the summary's reference point and ideal (fixed, so the
-    curve only rises); infeasible trials do not count, noise is treated as :func:`pareto_front` does."""
+    curve only rises); infeasible trials do not count, noise is treated as ``front.json`` treats it (:func:`noisy_front`)."""
     names = [o["name"] for o in summary["objectives"]]
     directions = [o["direction"] for o in summary["objectives"]]
     key = "timestamp" if "timestamp" in frame and frame["timestamp"].notna().all() else "trial_id"
@@ -223,7 +242,7 @@ def hypervolume_history(frame: pd.DataFrame, summary: dict) -> pd.DataFrame:
         value = 0.0
         if len(ok) and summary.get("ideal"):
             values = ok[names].astype(float).to_numpy()
-            front = values[pareto_front(values, directions, spreads(ok, names))]
+            front = values[noisy_front(ok, names, directions)]
             value = normalized_hypervolume(front, directions, summary["reference"], summary["ideal"])
         out.append({"finished": i + 1, "trial_id": ordered["trial_id"][i], "hypervolume_normalized": value})
     return pd.DataFrame(out)
@@ -312,10 +331,11 @@ def _cell(value: Any, text: str | None = None) -> str:
 
 
 def _table_html(frame: pd.DataFrame, names: list[str], run_dir: str | Path | None) -> str:
-    """Every trial, one row each: id, status, front, order, pipeline, objectives, latency spread,
-    nominal and real sparsity, precision, seconds per stage, cached stages, error or stop point."""
+    """Every trial, one row each: id, status, front, order, pipeline, objectives (accuracy with its 95%
+    interval), latency spread, nominal and real sparsity, precision, seconds per stage, cached stages,
+    error or stop point."""
     seconds = sorted(c for c in frame.columns if c.startswith("seconds."))
-    headers = ["trial", "status", "front", "order", "pipeline", "accuracy", "top5", "size", "latency_ms", "iqr_ms",
+    headers = ["trial", "status", "front", "order", "pipeline", "accuracy", "accuracy 95%", "top5", "size", "latency_ms", "iqr_ms",
                "sparsity", "real_sparsity", "precision", "seconds", "cached", "error / stopped at", "rerun"]
     body = []
     for _, r in frame.sort_values("trial_id").iterrows():
@@ -328,6 +348,7 @@ def _table_html(frame: pd.DataFrame, names: list[str], run_dir: str | Path | Non
         cells = [_cell(r["trial_id"]), _cell(r["status"]), _cell(int(r["on_front"]), "★" if r["on_front"] else ""),
                  _cell(v("order")), _cell(v("pipeline")),
                  _cell(v("accuracy"), None if v("accuracy") is None else f"{r['accuracy']:.4f}"),
+                 _cell(v("accuracy_se"), interval_text(r)),
                  _cell(v("top5"), None if v("top5") is None else f"{r['top5']:.4f}"),
                  _cell(v("size_bytes"), None if v("size_bytes") is None else byte_size(r["size_bytes"])),
                  _cell(v("latency_ms"), None if v("latency_ms") is None else significant(r["latency_ms"])),

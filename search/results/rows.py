@@ -1,7 +1,8 @@
 """``trials.csv``'s rows: one per finished trial, from its config, last result and error.
 
 ``trials.csv`` has one row per trial: ``trial_id, status, pipeline, order, accuracy, top5,
-size_bytes, latency_ms, sparsity``, the seconds of each stage (``seconds.D``, ``seconds.T``, ...),
+size_bytes, latency_ms, sparsity``, accuracy's standard error and test images (``accuracy_se``,
+``accuracy_n``), the seconds of each stage (``seconds.D``, ``seconds.T``, ...),
 ``error`` for failed trials, ``optuna_trial`` (its number in the run's Optuna study), ``feasible``
 (whether it meets the spec's ``select``), ``stopped_at`` (the boundary where early stopping stopped
 it), and every sampled parameter as ``param.<name>``. ``status`` is
@@ -22,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from search.spec.constraints import feasible
-from trainables.objectives import INT8_FIELDS, LATENCY_FIELDS, OBJECTIVES
+from trainables.objectives import ACCURACY_FIELDS, INT8_FIELDS, LATENCY_FIELDS, OBJECTIVES
 from trainables.pipeline.result import BOUNDARY, FAILED, OK, STOPPED, classify
 
 OBJECTIVE_COLUMNS = [o.column for o in OBJECTIVES.values()]
@@ -31,7 +32,7 @@ PARAMS_KEY = "params"  # the trial config's field holding the sampled parameters
 OPTUNA_TRIAL_KEY = "optuna_trial"  # the config's field (and trials.csv column): the Optuna trial's number
 FULL_PLAN_KEY = "full_plan"  # the config's field: the plan at the full budget, when the search ran at a lower fidelity
 # the latency backend's record rides along with the objectives
-EXTRA_METRICS = ("top3", "real_sparsity", *LATENCY_FIELDS, "units_removed", "params_timed", "cached_stages",
+EXTRA_METRICS = (*ACCURACY_FIELDS, "top3", "real_sparsity", *LATENCY_FIELDS, "units_removed", "params_timed", "cached_stages",
                  "resumed_at", "time_total_s", "timestamp", "node_ip", "pid", *INT8_FIELDS)
 # time_total_s: Tune's seconds of the trial; timestamp (its last result, Unix seconds), node_ip and pid
 # (the worker that ran it): the report's timeline
@@ -109,7 +110,8 @@ def trials_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
             frame[col] = pd.Series(dtype=object)
     seconds = sorted(c for c in frame.columns if c.startswith("seconds."))
     params = sorted(c for c in frame.columns if c.startswith("param."))
-    rest = [c for c in frame.columns if c not in BASE_COLUMNS + seconds + params]
-    return frame[BASE_COLUMNS + seconds + rest + params].sort_values("trial_id").reset_index(drop=True)
+    beside = [c for c in ACCURACY_FIELDS if c in frame]  # accuracy's error, right after the objectives
+    rest = [c for c in frame.columns if c not in BASE_COLUMNS + beside + seconds + params]
+    return frame[BASE_COLUMNS + beside + seconds + rest + params].sort_values("trial_id").reset_index(drop=True)
 
 

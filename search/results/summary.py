@@ -33,7 +33,7 @@ def default_reference(frame: pd.DataFrame, names: Sequence[str], directions: Seq
 
 def spreads(frame: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
     """Each row's measurement noise per objective: ``ObjectiveInfo.spread``'s column (e.g.
-    ``latency_iqr_ms``), but at least ``ObjectiveInfo.repeatability`` times the value (2% of a
+    ``latency_iqr_ms``, ``accuracy_se``), but at least ``ObjectiveInfo.repeatability`` times the value (2% of a
     latency: medians of one model timed in separate sessions differ by that much even where each
     session's IQR is tighter); 0 for an exact objective, a missing column or a missing value."""
     columns = []
@@ -49,14 +49,31 @@ def spreads(frame: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
     return np.stack(columns, axis=1) if len(names) else np.zeros((len(frame), 0))
 
 
+def spread_rules(names: Sequence[str]) -> list[float | None]:
+    """How each objective's spreads combine (:attr:`trainables.objectives.ObjectiveInfo.z`): None sums
+    them (latency), a number ``z`` takes ``z * sqrt(se_a**2 + se_b**2)`` (accuracy)."""
+    return [OBJECTIVES[name].z if name in OBJECTIVES else None for name in names]
+
+
+def noisy_front(frame: pd.DataFrame, names: Sequence[str], directions: Sequence[str]) -> list[int]:
+    """Positions in ``frame`` of its front where noise cannot decide: :func:`spreads` combined by
+    :func:`spread_rules` (:func:`search.results.front.pareto_front`). The one rule ``front.json``,
+    the report and the progress line count by."""
+    if not len(frame):
+        return []
+    values = frame[list(names)].astype(float).to_numpy()
+    return pareto_front(values, directions, spreads(frame, names), spread_rules(names))
+
+
 def front_summary(frame: pd.DataFrame, names: Sequence[str], directions: Sequence[str],
                   reference: Sequence[float] | None = None, *, all_trials: bool = False,
                   running: int = 0) -> dict[str, Any]:
     """The front of the ok trials of ``frame`` that are not marked infeasible (all ok trials with
     ``all_trials``), with its hypervolume; what ``front.json`` holds.
 
-    Noise cannot decide the front: values within their combined spread (:func:`spreads`) are equal
-    (:func:`search.results.front.pareto_front`). ``hypervolume`` is the front's raw volume (the objectives'
+    Noise cannot decide the front: values within their combined spread (:func:`spreads`: latency's
+    IQR, summed; accuracy's standard error, within 1.96 standard errors of the difference) are equal
+    (:func:`noisy_front`). ``hypervolume`` is the front's raw volume (the objectives'
     units multiplied, for scripts); ``hypervolume_normalized`` is its share of the box between
     ``reference`` and ``ideal`` (the best value of each objective among these trials), 0 to 1.
     ``running``: trials of the search still running when this was written (0 once it ended).
@@ -64,7 +81,7 @@ def front_summary(frame: pd.DataFrame, names: Sequence[str], directions: Sequenc
     ok = frame[(frame["status"] == "ok") & (all_trials | ~infeasible(frame))].reset_index(drop=True)
     values = ok[list(names)].astype(float).to_numpy() if len(ok) else []
     reference = list(reference) if reference is not None else default_reference(ok, names, directions)
-    index = pareto_front(values, directions, spreads(ok, names)) if len(ok) else []
+    index = noisy_front(ok, names, directions)
     front = ok.iloc[index]
     front_values = front[list(names)].astype(float).to_numpy() if len(front) else []
     ideal = ideal_point(values, directions) if len(ok) else None

@@ -1,7 +1,8 @@
 """The live progress of a search: trials done, running and failed, best accuracy, front size.
 
 The front size is counted by ``frontier front``'s rule: feasible trials only (the spec's
-``select``), latencies within their combined spread equal (:func:`search.results.summary.spreads`).
+``select``), values within their combined spread equal (latencies within their IQRs, accuracies
+within 1.96 standard errors of their difference: :func:`search.results.summary.noisy_front`).
 
 A Ray Tune callback on the driver. On a terminal it redraws one rich status panel; elsewhere (CI,
 a log file) it prints one line whenever a trial finishes or fails.
@@ -19,16 +20,15 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from ray.tune import Callback
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from search.results.front import pareto_front
-from search.results.summary import spreads
+from search.results.summary import noisy_front
 from search.spec.constraints import feasible
+from trainables.objectives import OBJECTIVES
 from trainables.pipeline.result import FAILED, FAILED_STATUS, OK, STAGE_INDEX, STAGES, classify
 
 TERMINATED, ERROR = "TERMINATED", "ERROR"  # Tune's Trial.status values of a finished trial
@@ -42,7 +42,7 @@ class SearchProgress(Callback):
         self.total, self.names, self.directions = total, names, directions
         self.bounds = dict(bounds or {})  # the spec's select (search.spec.constraints.active_constraints)
         self.done: dict[str, list[float]] = {}
-        self.noise: dict[str, float] = {}  # trial -> its latency_iqr_ms
+        self.noise: dict[str, dict[str, float]] = {}  # trial -> its spread columns (latency_iqr_ms, accuracy_se)
         self.infeasible: set[str] = set()
         self.failed: set[str] = set()
         self.running: set[str] = set()
@@ -100,7 +100,7 @@ class SearchProgress(Callback):
         if values is None or classify(result, None) != OK:
             return
         self.done[trial_id] = values
-        self.noise[trial_id] = result.get("latency_iqr_ms", math.nan)
+        self.noise[trial_id] = {c: result.get(c, math.nan) for c in self._spread_columns()}
         if self.bounds and feasible(self.bounds, result) is False:
             self.infeasible.add(trial_id)
         else:
@@ -145,19 +145,28 @@ class SearchProgress(Callback):
         return (f"trials {len(self.done)}/{self.total} done{resumed}, {len(self.running)} running, "
                 f"{len(self.failed)} failed{best} · front {front}")
 
+    def _spread_columns(self) -> list[str]:
+        """The ``trials.csv`` columns holding the objectives' noise (``ObjectiveInfo.spread``)."""
+        return [OBJECTIVES[n].spread for n in self.names if n in OBJECTIVES and OBJECTIVES[n].spread]
+
     def front_size(self) -> int:
         """Trials on the front as ``frontier front`` counts them: feasible, noise-aware."""
         kept = [t for t in self.done if t not in self.infeasible]
-        key = tuple((t, *self.done[t], self.noise.get(t)) for t in kept)
+        noise = {t: self._noise_of(t) for t in kept}
+        key = tuple((t, *self.done[t], *noise[t].values()) for t in kept)
         if self._front_cache[0] == key:
             return self._front_cache[1]  # the display redraws on every result: count once per change
         if not kept:
             return 0
-        frame = pd.DataFrame([dict(zip(self.names, self.done[t]), latency_iqr_ms=self.noise.get(t, math.nan))
-                              for t in kept])
-        values = np.asarray([self.done[t] for t in kept], dtype=float)
-        self._front_cache = (key, len(pareto_front(values, self.directions, spreads(frame, self.names))))
+        frame = pd.DataFrame([{**dict(zip(self.names, self.done[t])), **noise[t]} for t in kept])
+        self._front_cache = (key, len(noisy_front(frame, self.names, self.directions)))
         return self._front_cache[1]
+
+    def _noise_of(self, trial_id: str) -> dict[str, float]:
+        noise = self.noise.get(trial_id, {})
+        if not isinstance(noise, dict):  # pickled by an older frontier (resume): its latency_iqr_ms only
+            noise = {"latency_iqr_ms": noise}
+        return {c: noise.get(c, math.nan) for c in self._spread_columns()}
 
     def _render(self) -> Text:
         text = Text(self.summary(), style="bold")

@@ -12,6 +12,10 @@ With an :class:`~trainables.stages.int8.Int8Config` the stage deploys the model 
 ``I8|B``): ``accuracy``, ``top5``, ``size_bytes`` and ``latency_ms`` are the INT8 model's (in ONNX
 Runtime, its artifact, on the trial's engine); the float model's are ``float_accuracy``,
 ``float_top5`` and ``float_size_bytes``; ``precision`` says ``int8`` (else the float precision).
+
+``accuracy_se`` is the reported accuracy's binomial standard error on the test split and
+``accuracy_n`` its number of images (:func:`trainables.objectives.accuracy_error`): the float model's
+and the INT8 model's accuracy are both measured on every image of the target's test split.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from ..compress.masks import prunable_layers, zero_fraction
 from ..errors import FrontierError
 from ..layout import RunFolder
 from ..measure.metrics import measure
+from ..objectives import accuracy_error
 from ..stage import Context, Metrics
 from ..train import EVAL_BATCH_SIZE, evaluate, loader
 from .int8 import LABEL as INT8_LABEL
@@ -135,7 +140,8 @@ class Benchmark:
             raise ValueError("the B stage needs a model from an earlier stage")
         start = time.perf_counter()
         model = model.to(ctx.device)  # it may come from the stage cache or a checkpoint, on the CPU
-        metrics: dict = evaluate(model, loader(ctx.data("target").test, EVAL_BATCH_SIZE, shuffle=False), ctx.device)
+        test = ctx.data("target").test
+        metrics: dict = evaluate(model, loader(test, EVAL_BATCH_SIZE, shuffle=False), ctx.device)
         layers = [m for _, m in prunable_layers(model, skip_first=False, skip_last=False)]
         metrics.update(sparsity=self.nominal_sparsity, real_sparsity=zero_fraction(layers))
         if self.int8 is not None:
@@ -154,6 +160,7 @@ class Benchmark:
                 **settings,
             )
         )
+        metrics.update(accuracy_error(metrics["accuracy"], len(test)))  # the float model's, or the INT8 model's
         metrics["seconds"] = time.perf_counter() - start
         return model, metrics
 
