@@ -26,7 +26,7 @@ from search.results.files import read_trials
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]  # tests/conftest.py
 ROOT = Path(__file__).resolve().parent.parent
 
-TINY = tiny_spec("tiny", trials=5, space={"order": {"choice": {
+TINY = tiny_spec("tiny", trials=5, reference=True, space={"order": {"choice": {
     "PB": {"s1": {"float": [0.3, 0.9]}},
     "PA": {"s2": {"float": [0.3, 0.9]}},
     "PBA": {"s1": {"float": [0.2, 0.5]}, "s2": {"float": [0.6, 0.9]}}}}})
@@ -71,7 +71,12 @@ def test_trials_csv_has_a_row_per_trial_and_the_design_columns(run_dir: Path) ->
                                        "size_bytes", "latency_ms", "sparsity"]
     assert (frame["status"] == "ok").all(), frame["error"].tolist()
     assert {"seconds.D", "seconds.T", "seconds.B", "param.order"} <= set(frame.columns)
-    for _, row in frame.iterrows():
+    reference = frame[frame["reference"]]  # the dense model as it is, first, whatever the space holds
+    assert len(reference) == 1 and reference.iloc[0]["pipeline"] == "D|T|B", frame[["pipeline", "reference"]]
+    assert reference.iloc[0]["optuna_trial"] == 0 and reference.iloc[0]["order"] == "none"
+    assert not [c for c in frame.columns if c.startswith("param.") and c != "param.order"
+                and pd.notna(reference.iloc[0][c])], "the reference trial samples nothing"
+    for _, row in frame[~frame["reference"]].iterrows():
         assert row["pipeline"].startswith("D|") and row["pipeline"].endswith("|B")
         assert row["param.order"] == row["order"]
         branch = {c for c in frame.columns if c.startswith(f"param.{row['order']}:") and pd.notna(row[c])}

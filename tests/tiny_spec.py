@@ -6,8 +6,10 @@ from typing import Any
 
 
 def tiny_spec(name: str, *, trials: int, space: dict[str, Any], transfer_epochs: int = 2,
-              recover_epochs: int = 0) -> dict[str, Any]:
-    """A spec dict: small_resnet from digits 0-4 to 5-9, random sampler, 2 trials at a time of 1 CPU."""
+              recover_epochs: int = 0, reference: bool = False) -> dict[str, Any]:
+    """A spec dict: small_resnet from digits 0-4 to 5-9, random sampler, 2 trials at a time of 1 CPU;
+    the reference trial (the dense model as it is) only with ``reference``, so that every trial of
+    a test's search samples the space."""
     return {
         "name": name,
         "seed": 0,
@@ -25,4 +27,5 @@ def tiny_spec(name: str, *, trials: int, space: dict[str, Any], transfer_epochs:
             "benchmark": {"warmup": 1, "runs": 5},
         },
         "space": space,
+        "reference": reference,
     }

@@ -3,7 +3,8 @@
 ``trials.csv`` has one row per trial: ``trial_id, status, pipeline, order, accuracy, top5,
 size_bytes, latency_ms, sparsity``, accuracy's standard error and test images (``accuracy_se``,
 ``accuracy_n``), the seconds of each stage (``seconds.D``, ``seconds.T``, ...),
-``error`` for failed trials, ``optuna_trial`` (its number in the run's Optuna study), ``feasible``
+``error`` for failed trials, ``optuna_trial`` (its number in the run's Optuna study), ``reference``
+(True for the trial of the dense model as it is, the front's reference row), ``feasible``
 (whether it meets the spec's ``select``), ``stopped_at`` (the boundary where early stopping stopped
 it), and every sampled parameter as ``param.<name>``. ``status`` is
 :func:`trainables.pipeline.result.classify`'s: ``ok`` for a trial whose final result holds every
@@ -31,6 +32,7 @@ BASE_COLUMNS = ["trial_id", "status", "pipeline", "order", *OBJECTIVE_COLUMNS]
 PARAMS_KEY = "params"  # the trial config's field holding the sampled parameters, by Optuna name
 OPTUNA_TRIAL_KEY = "optuna_trial"  # the config's field (and trials.csv column): the Optuna trial's number
 FULL_PLAN_KEY = "full_plan"  # the config's field: the plan at the full budget, when the search ran at a lower fidelity
+REFERENCE_KEY = "reference"  # the config's field (and trials.csv column): the trial runs the dense model as it is
 # the latency backend's record rides along with the objectives
 EXTRA_METRICS = (*ACCURACY_FIELDS, "top3", "real_sparsity", *LATENCY_FIELDS, "units_removed", "params_timed", "cached_stages",
                  "resumed_at", "time_total_s", "timestamp", "node_ip", "pid", *INT8_FIELDS)
@@ -46,6 +48,7 @@ def trial_row(trial_id: str, config: dict[str, Any], metrics: dict[str, Any], er
     row: dict[str, Any] = {"trial_id": trial_id, "pipeline": config.get("pipeline", metrics.get("pipeline"))}
     row["order"] = config.get("order", "none")
     row[OPTUNA_TRIAL_KEY] = config.get(OPTUNA_TRIAL_KEY)
+    row[REFERENCE_KEY] = bool(config.get(REFERENCE_KEY, False))
     for objective in OBJECTIVES.values():
         row[objective.column] = metrics.get(objective.name, math.nan)
     row.update({k: v for k, v in metrics.items() if k.startswith(("seconds.", "stage.")) or k in EXTRA_METRICS})

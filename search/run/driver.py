@@ -32,7 +32,7 @@ from .progress import SearchProgress
 from .ray_start import start_ray
 from .resources import TrialResources
 from .sampler import make_searcher
-from .study import WARM_START_FROM, open_storage, warm_start_points
+from .study import REFERENCE, WARM_START_FROM, open_storage, warm_start_points
 
 
 def run_search(
@@ -98,6 +98,8 @@ def run_search(
         tuner = tune.Tuner.restore(str(run.tune), trainable, resume_unfinished=True, resume_errored=True)
     else:
         searcher = make_searcher(spec, run.name, storage, budget=total if early.enabled else None)
+        if spec.reference:  # the dense model as it is, first: the front's reference row
+            OptunaSearchState(searcher).study.enqueue_trial({}, user_attrs={REFERENCE: True})
         for params, source in points:
             OptunaSearchState(searcher).study.enqueue_trial(params, user_attrs={WARM_START_FROM: source},
                                                             skip_if_exists=True)

@@ -42,6 +42,7 @@ from trainables.layout import RunFolder
 # Optuna trial user attributes (the module doc says what each holds)
 TUNE_ID, PIPELINE, STATUS, STOPPED_AT = "tune_trial_id", "pipeline", "status", "stopped_at"
 DUPLICATE_OF, WARM_START_FROM = "duplicate_of", "warm_start_from"
+REFERENCE = "reference"  # a trial's user attribute: it runs the spec's reference plan (the dense model as it is)
 LOST_TRIALS = "lost_trials"  # the study's user attribute: numbers of trials asked after the last snapshot of a killed driver
 
 

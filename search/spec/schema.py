@@ -196,6 +196,9 @@ class Spec(_Strict):
     select: Select = Select()
     cache: CacheSpec = CacheSpec()
     keep_checkpoints: bool = False  # keep a trial's stage checkpoints after its final result (search.run.clean)
+    # the dense model as it is (order none, no sharing, no INT8: D|T|B, or D|B for the target's own
+    # model) runs as the search's first trial, one of its `trials`: the reference row of the front
+    reference: bool = True
     fidelity: float = Field(1.0, gt=0, le=1)  # scales every epoch budget of the search (search.spec.to_plan)
     early_stop: EarlyStop = EarlyStop()
     _nodes: tuple[Node, ...] = PrivateAttr(default=())
