@@ -17,8 +17,8 @@ def test_every_objective_has_a_direction_and_its_column() -> None:
 
 
 def test_a_spec_accepts_every_objective_with_its_natural_direction() -> None:
-    raw = {"data": {"target": {"name": "digits"}}, "model": {"name": "small_resnet"},
-           "objectives": [{"name": n} for n in OBJECTIVE_NAMES]}
+    raw = {"data": {"target": {"name": "digits"}}, "model": {"name": "small_resnet", "trained_on": "target"},
+           "budgets": {"dense": {"epochs": 1}}, "objectives": [{"name": n} for n in OBJECTIVE_NAMES]}
     spec = parse_spec(raw)
     assert spec.directions == [OBJECTIVES[n].direction for n in OBJECTIVE_NAMES]
 
