@@ -165,7 +165,8 @@ def test_retraining_on_source_images_needs_a_source() -> None:
     with pytest.raises(SpecError) as info:
         parse_spec(raw)
     assert info.value.problems == [
-        "budgets.retrain.unlabeled: retraining reads the source's images but data.source is not given"]
+        "budgets.retrain.unlabeled: retraining reads the source's images but data.source is not given "
+        "(unlabeled: target retrains on the target's images)"]
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:

@@ -158,7 +158,8 @@ def _share_problems(spec: Spec) -> Iterable[str]:
     retrain = spec.budgets.retrain
     if "QR" in quantize and "retrain.mode" not in names and retrain.mode == "unlabeled" \
             and retrain.unlabeled == "source" and spec.data.source is None:
-        yield "budgets.retrain.unlabeled: retraining reads the source's images but data.source is not given"
+        yield ("budgets.retrain.unlabeled: retraining reads the source's images but data.source is not given "
+               "(unlabeled: target retrains on the target's images)")
 
 
 def _retrain_problems(spec: Spec) -> Iterable[str]:
