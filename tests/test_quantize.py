@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torchvision.models import resnet18, vgg16
 
@@ -342,3 +343,23 @@ def test_the_share_stage_imports_neither_pandas_nor_plotly() -> None:
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'pandas', 'plotly'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_range_of_numbered_layers_is_a_share_group() -> None:
+    """The paper's best ResNet-50 configuration shares its 13rd-49th layers, numbered as the paper
+    numbers ResNet-50's 50 layers: 49 convolutions and the classifier, shortcut projections not counted."""
+    from trainables.stages.share import group_layers
+
+    model = build_model("resnet50", 3)
+    main_path = [name for name, m in model.named_modules()
+                 if isinstance(m, (nn.Conv2d, nn.Linear)) and "downsample" not in name]
+    assert len(main_path) == 50 and main_path[-1] == "fc"
+    assert main_path[12] == "layer2.0.conv3" and main_path[48] == "layer4.2.conv3"  # the paper's 13th and 49th
+    assert group_layers(model, "layers13-49") == main_path[12:49]
+    assert group_layers(model, "layer3") == layer_groups(model)["layer3"]
+    for bad in ("layers0-3", "layers5-4", "layers50-55", "layers1-x"):
+        assert group_layers(model, bad) is None, bad
+    shared = shared_tensors(model, ShareConfig(groups={"layers13-49": 256}))
+    assert set(shared) == {f"{name}.weight" for name in main_path[12:49]}
+    with pytest.raises(FrontierError, match=r"share.groups.layers50-60: no such layer group; .*layers<a>-<b> of its layers 1-50"):
+        shared_tensors(model, ShareConfig(groups={"layers50-60": 4}))

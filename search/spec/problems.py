@@ -148,13 +148,12 @@ def _share_problems(spec: Spec) -> Iterable[str]:
     names = {n.name for _, n in walk(spec.nodes)}
     quantize = {v for _, n in walk(spec.nodes) if n.name == "quantize" for v in _values(n)}
     if spec.budgets.share.groups and (model := _structure(spec)) is not None:
-        from trainables.stages.share import layer_groups
+        from trainables.stages.share import group_choices, group_layers
 
-        known = layer_groups(model)
         for group in spec.budgets.share.groups:
-            if group not in known:
+            if group_layers(model, group) is None:
                 yield (f"budgets.share.groups.{group}: {spec.model.name} has no layer group '{group}'; "
-                       f"it has {', '.join(known)}")
+                       f"it has {group_choices(model)}")
     retrain = spec.budgets.retrain
     if "QR" in quantize and "retrain.mode" not in names and retrain.mode == "unlabeled" \
             and retrain.unlabeled == "source" and spec.data.source is None:

@@ -6,7 +6,8 @@ quantization-retraining paper (Thonglek et al.).
 stored data bits") and each value is replaced by its centroid. Weights, biases and batch-norm
 parameters are clustered separately, per layer; zeros left by pruning stay exact zeros and are not
 clustered. Layers are chosen by *group* (:func:`layer_groups`): ResNet stages, or VGG's numbered
-layers, so a spec can say "layer4 at 256 centroids, biases at one". The HDF5 artifact recognises a
+layers, or a range of numbered weight layers (:func:`group_layers`: ResNet-50's ``layers13-49``),
+so a spec can say "layer4 at 256 centroids, biases at one". The HDF5 artifact recognises a
 tensor with at most 256 distinct values and stores it as codebook + packed indices, so
 ``size_bytes`` falls with nothing more to do.
 
@@ -26,6 +27,7 @@ The offline sensitivity analysis (Fig. 7/8, 12/13: one group shared at a time at
 from __future__ import annotations
 
 import copy
+import re
 import time
 from collections.abc import Iterable
 from typing import Literal, Union
@@ -43,7 +45,7 @@ from ..data import model_input
 from ..train import (EVAL_BATCH_SIZE, FINITE_CHECK_EVERY, OptimConfig, evaluate, fit, loader, make_optimizer,
                      seed_everything, train_precision)
 
-__all__ = ["cluster", "layer_groups", "share", "shared_tensors", "frozen_parameters", "nothing_to_retrain", "retrain",
+__all__ = ["cluster", "layer_groups", "group_layers", "share", "shared_tensors", "frozen_parameters", "nothing_to_retrain", "retrain",
            "Share", "ShareConfig", "RetrainConfig", "CENTROIDS"]
 
 CENTROIDS = tuple(2**i for i in range(9))  # 1, 2, 4, ..., 256
@@ -65,6 +67,43 @@ def layer_groups(model: nn.Module) -> dict[str, list[str]]:
             groups.setdefault("stem" if top == "conv1" else top, []).append(name)
         return groups
     return {f"layer{i}": [name] for i, name in enumerate(names, start=1)}
+
+
+_RANGE = re.compile(r"^layers(\d+)-(\d+)$")
+
+
+def numbered_layers(model: nn.Module) -> list[str]:
+    """The weight layers numbered as the quantization paper numbers them: ``Conv2d``/``Linear`` in
+    definition order, without a ResNet's shortcut projections (``downsample``), so ResNet-50 has
+    its 50 layers (49 convolutions and the classifier) and VGG-16 its 16."""
+    return [name for name, m in model.named_modules() if isinstance(m, PRUNABLE) and "downsample" not in name.split(".")]
+
+
+def group_layers(model: nn.Module, group: str) -> list[str] | None:
+    """The ``Conv2d``/``Linear`` module names of ``group``: a group of :func:`layer_groups`, or a
+    range ``layers<a>-<b>`` of :func:`numbered_layers`, both ends included (the paper's "13rd-49th
+    layers" of ResNet-50 is ``layers13-49``); None when the model has no such group or the range
+    falls outside its layers.
+
+    Example:
+        >>> from trainables.models import SmallResNet
+        >>> group_layers(SmallResNet(10), "layers1-2")
+        ['conv1', 'layer1.0.conv1']
+    """
+    groups = layer_groups(model)
+    if group in groups:
+        return groups[group]
+    found = _RANGE.match(group)
+    if found is None:
+        return None
+    first, last = int(found[1]), int(found[2])
+    names = numbered_layers(model)
+    return names[first - 1:last] if 1 <= first <= last <= len(names) else None
+
+
+def group_choices(model: nn.Module) -> str:
+    """The group names ``model`` has, and the range form, for an error message."""
+    return f"{', '.join(layer_groups(model))}, or a range layers<a>-<b> of its layers 1-{len(numbered_layers(model))}"
 
 
 class ShareConfig(BaseModel):
@@ -126,15 +165,15 @@ def shared_tensors(model: nn.Module, cfg: ShareConfig) -> dict[str, int]:
     Raises:
         FrontierError: a group name the model does not have (the message lists the known ones).
     """
-    groups = layer_groups(model)
-    unknown = sorted(set(cfg.groups) - set(groups))
+    members = {group: group_layers(model, group) for group in cfg.groups}
+    unknown = sorted(group for group, layers in members.items() if layers is None)
     if unknown:
-        raise FrontierError(f"share.groups.{unknown[0]}: no such layer group; this model has {', '.join(groups)}")
+        raise FrontierError(f"share.groups.{unknown[0]}: no such layer group; this model has {group_choices(model)}")
     modules = dict(model.named_modules())
     shared: dict[str, int] = {}
     for group, k in cfg.groups.items():
         if k != "keep":
-            shared.update({f"{name}.weight": k for name in groups[group]})
+            shared.update({f"{name}.weight": k for name in members[group]})
     if cfg.bias == "one":
         shared.update({f"{name}.bias": 1 for name, module in modules.items()
                        if isinstance(module, PRUNABLE) and module.bias is not None})
