@@ -209,8 +209,9 @@ def test_groups_that_cannot_be_removed_exactly_are_left_out_with_the_reason() ->
     reasons = excluded(convnext)
     assert reasons and all("LayerNorm" in why for why in reasons.values())
     regnet = build("regnet_y_400mf")
-    assert any("grouped convolution" in why for why in excluded(regnet).values())
-    assert unit_groups(regnet), "the residual streams and squeeze-excitations stay prunable"
+    assert not excluded(regnet), "grouped convolutions are units now (one position of every group)"
+    grouped = [m for g in unit_groups(regnet) for m in g.members if m.name == "trunk_output.block1.block1-0.f.b.0"]
+    assert {(m.role, m.spread) for m in grouped} == {("in", 6), ("out", 6)}  # 48 channels in 6 groups of 8
 
 
 def test_a_model_that_cannot_be_traced_gets_one_line() -> None:

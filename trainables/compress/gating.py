@@ -65,7 +65,7 @@ def _gate_scales(model: nn.Module, groups: Sequence[UnitGroup], masks: Sequence[
             if scale is None:
                 width = channel_count(model.get_submodule(gate.name), "out")
                 scale = scales[gate.name] = torch.ones(count, width, device=device)
-            scale[:, torch.tensor(gate.channels, device=device)] = mask
+            scale[:, torch.tensor(gate.channels, device=device)] = gate.per_channel(mask)
     return scales
 
 

@@ -148,8 +148,9 @@ def zero_units(model: nn.Module, keep: Keep, groups: Sequence[UnitGroup] | None 
                 if member.role == "out":
                     _zero(module, "weight", channels, dim=0)
                     _zero(module, "bias", channels, dim=0)
-                else:
-                    _zero(module, "weight", channels, dim=1)
+                else:  # a grouped conv's weight holds one group's inputs: a unit is one position in each
+                    width = channel_count(module, "in") // getattr(module, "groups", 1)
+                    _zero(module, "weight", (channels % width).unique(), dim=1)
     return model
 
 
@@ -185,17 +186,18 @@ def alive_units(model: nn.Module, groups: Sequence[UnitGroup] | None = None) -> 
 
 
 def _dead(module: nn.Module, gate: Member) -> torch.Tensor:
-    """Per unit: does ``gate`` output exactly 0 on the unit's channel whatever its input?"""
+    """Per unit: does ``gate`` output exactly 0 on the unit's channels whatever its input?"""
     index = torch.tensor(gate.channels, dtype=torch.long)
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
         if module.weight is None or module.bias is None:  # affine=False: it never outputs a constant 0
-            return torch.zeros(len(index), dtype=torch.bool)
+            return torch.zeros(len(index) // gate.spread, dtype=torch.bool)
         weight, bias = module.weight.detach().cpu(), module.bias.detach().cpu()
-        return (weight[index] == 0) & (bias[index] == 0)
-    dead = (module.weight.detach().cpu().flatten(1)[index] == 0).all(dim=1)
-    if module.bias is not None:
-        dead &= module.bias.detach().cpu()[index] == 0
-    return dead
+        dead = (weight[index] == 0) & (bias[index] == 0)
+    else:
+        dead = (module.weight.detach().cpu().flatten(1)[index] == 0).all(dim=1)
+        if module.bias is not None:
+            dead &= module.bias.detach().cpu()[index] == 0
+    return dead.view(-1, gate.spread).all(dim=1)  # a unit's channels in each group of a grouped conv
 
 
 def _resolve(groups: Sequence[UnitGroup], keep: Keep, *, allow_empty: bool) -> dict[str, torch.Tensor]:

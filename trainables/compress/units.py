@@ -35,9 +35,11 @@ network and the physically smaller one compute the same function (:mod:`trainabl
 from __future__ import annotations
 
 import fnmatch
+import time
 import warnings
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -48,6 +50,9 @@ from ..errors import FrontierError
 
 Role = Literal["out", "in"]
 _NORMS = (nn.modules.batchnorm._BatchNorm,)
+TRACE_LIMIT_S = 120.0
+"""Seconds a model's tracing may take (the forward on one image, the graph and its walk) before
+:func:`unit_groups` refuses the model with one line; the zoo traces in 0.2-6 s on 2 CPU cores."""
 _ACROSS_CHANNELS = (nn.LayerNorm, nn.GroupNorm)
 
 
@@ -62,7 +67,8 @@ class Member:
             channel is what gating multiplies by 0. ``in``: it reads the units (input columns).
         channels: this module's channel indices, ``spread`` per unit, unit by unit: unit k is
             ``channels[k * spread:(k + 1) * spread]``.
-        spread: channels per unit: 1, or H*W for a ``Linear`` after a flatten.
+        spread: channels per unit: 1; H*W for a ``Linear`` after a flatten; the groups of a grouped
+            convolution the unit runs through (one channel in each).
     """
 
     name: str
@@ -74,6 +80,10 @@ class Member:
         """This member's channel indices of the unit indices ``units`` (a long tensor)."""
         table = torch.tensor(self.channels, dtype=torch.long).view(-1, self.spread)
         return table[units.long().cpu()].flatten()
+
+    def per_channel(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` over the units (last dim) as values over :attr:`channels`, in their order."""
+        return values.repeat_interleave(self.spread, dim=-1) if self.spread > 1 else values
 
 
 @dataclass(frozen=True)
@@ -109,7 +119,8 @@ class UnitGroup:
         return tuple(m for m in self.members if m.role == "in")
 
 
-def unit_groups(model: nn.Module, include: Sequence[str] | None = None, *, residual: bool = True) -> list[UnitGroup]:
+def unit_groups(model: nn.Module, include: Sequence[str] | None = None, *, residual: bool = True,
+                limit: float | None = None, clock: Callable[[], float] = time.monotonic) -> list[UnitGroup]:
     """The unit groups of ``model`` in forward order, optionally only some.
 
     Args:
@@ -119,11 +130,15 @@ def unit_groups(model: nn.Module, include: Sequence[str] | None = None, *, resid
             when a pattern matches one of its gates. None: all groups.
         residual: False leaves out groups joined by a residual add (``UnitGroup.joined``): only
             channels inside a block are pruned, as before residual streams were units.
+        limit: seconds of ``clock`` the tracing may take (None: :data:`TRACE_LIMIT_S`); a model
+            traced before (its structure) is not traced again, and one refused stays refused.
+        clock: the clock the limit is read on (tests give a fake one).
 
     Raises:
-        FrontierError: a model whose graph cannot be traced, or ``include`` matching nothing.
+        FrontierError: a model whose graph cannot be traced or takes longer than ``limit`` to
+            trace, or ``include`` matching nothing.
     """
-    groups = _analysis(model).groups
+    groups = _analysis(model, limit, clock).groups
     if not residual:
         groups = [g for g in groups if not g.joined]
     if include is None:
@@ -168,20 +183,25 @@ class _Analysis:
     excluded: tuple[tuple[str, str], ...]
 
 
-_CACHE: OrderedDict[tuple, _Analysis] = OrderedDict()
+_CACHE: OrderedDict[tuple, _Analysis | FrontierError] = OrderedDict()
 _CACHE_SIZE = 16  # structures kept; a shrunk model is a new structure
 
 
-def _analysis(model: nn.Module) -> _Analysis:
-    """The groups of ``model``'s structure, traced once per structure (module tree and shapes)."""
+def _analysis(model: nn.Module, limit: float | None = None, clock: Callable[[], float] = time.monotonic) -> _Analysis:
+    """The groups of ``model``'s structure, traced once per structure (module tree and shapes); a
+    structure that cannot be traced (or not in time) is refused again without tracing."""
     key = _structure(model)
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
-    result = _trace(model)
-    _CACHE[key] = result
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+    if key not in _CACHE:
+        try:
+            _CACHE[key] = _trace(model, TRACE_LIMIT_S if limit is None else limit, clock)
+        except FrontierError as exc:
+            _CACHE[key] = exc
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    _CACHE.move_to_end(key)
+    result = _CACHE[key]
+    if isinstance(result, FrontierError):
+        raise FrontierError(str(result))
     return result
 
 
@@ -193,32 +213,134 @@ def _structure(model: nn.Module) -> tuple:
     return (type(model).__qualname__, tuple(parts))
 
 
-def _trace(model: nn.Module) -> _Analysis:
-    """Trace a plain copy of ``model`` with Torch-Pruning and turn its groups into unit groups."""
+def _trace(model: nn.Module, limit: float, clock: Callable[[], float]) -> _Analysis:
+    """Trace a plain copy of ``model`` with Torch-Pruning and turn its coupled channels into unit groups."""
     import torch_pruning as tp
 
+    deadline = _Deadline(type(model).__name__, limit, clock)
     copy = _plain(model)
-    example, order = _example_and_order(copy)
-    names = {module: name for name, module in copy.named_modules()}
-    modules = dict(copy.named_modules())
-    head = _last_layer(copy, order)
-    with warnings.catch_warnings(), torch.enable_grad():
-        warnings.simplefilter("ignore")  # unwrapped parameters: reported per group below instead
-        try:
-            graph = tp.DependencyGraph().build_dependency(copy, example_inputs=example, verbose=False)
-        except Exception as exc:  # tracing a user's model can fail in many ways; say which model, in one line
-            raise FrontierError(f"unit pruning: cannot trace {type(model).__name__}'s graph "
-                                f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
-        raw = list(graph.get_all_groups(ignored_layers=[head] if head is not None else []))
+    with deadline.watching(copy):
+        example, order = _example_and_order(copy)
+        names = {module: name for name, module in copy.named_modules()}
+        modules = dict(copy.named_modules())
+        head = _last_layer(copy, order)
+        with warnings.catch_warnings(), torch.enable_grad():
+            warnings.simplefilter("ignore")  # unwrapped parameters: reported per group below instead
+            try:
+                graph = tp.DependencyGraph().build_dependency(copy, example_inputs=example, verbose=False)
+            except FrontierError:
+                raise
+            except Exception as exc:  # tracing a user's model can fail in many ways; say which model, in one line
+                raise FrontierError(f"unit pruning: cannot trace {type(model).__name__}'s graph "
+                                    f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
     groups, skipped = [], []
-    for group in raw:
-        made = _unit_group(group, graph, names, modules, order)
+    for root, items in _coupled(graph, head, deadline):
+        made = _unit_group(root, items, graph, names, modules, order)
         if isinstance(made, UnitGroup):
             groups.append(made)
         else:
             skipped.append(made)
     groups.sort(key=lambda g: g.order)
     return _Analysis(tuple(groups), tuple(skipped))
+
+
+class _Deadline:
+    """Refuses a model whose tracing runs past ``limit`` seconds of ``clock``: checked between the
+    graph walk's steps and before every module runs (a slow forward cannot hold it off either)."""
+
+    def __init__(self, model: str, limit: float, clock: Callable[[], float]) -> None:
+        self.model, self.limit, self.clock = model, limit, clock
+        self.end = clock() + limit
+
+    def check(self) -> None:
+        if self.clock() > self.end:
+            raise FrontierError(f"unit pruning: tracing {self.model}'s graph took longer than the limit of "
+                                f"{self.limit:g} s (units.TRACE_LIMIT_S); frontier refuses it rather than wait")
+
+    @contextmanager
+    def watching(self, model: nn.Module) -> Iterator[None]:
+        hooks = [m.register_forward_pre_hook(lambda _m, _args: self.check()) for m in model.modules()]
+        try:
+            yield
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+
+# One coupled set of channels: the root module, then (Torch-Pruning dependency, [(channel, root channel)]) per
+# (node, pruning function) it reaches.
+_Coupled = tuple[nn.Module, list[tuple[object, list[tuple[int, int]]]]]
+
+
+def _coupled(graph, head: nn.Module | None, deadline: _Deadline) -> Iterator[_Coupled]:
+    """Every coupled channel set of ``graph``, rooted at each Conv/Linear not yet reached, as
+    Torch-Pruning's ``get_all_groups`` finds them.
+
+    Hand-written (Torch-Pruning's ``get_pruning_group`` walk, with its own dependency objects and
+    index mappings) for one reason: Torch-Pruning skips a node only when it was reached with the
+    very same index list, so where a residual add reads a slice of a block's channels (ReXNet's
+    ``cat([x[:, :c] + shortcut, x[:, c:]])``) each of the 16 blocks splits the index lists anew
+    and its walk grows exponentially (rexnet_100 ran for hours). Here each (channel, root channel)
+    pair is walked from a node once, the pairs waiting at a node together: every index mapping
+    maps channels one by one, so the pairs reached are the same, found in time linear in them.
+    """
+    import torch_pruning as tp
+    from torch_pruning import ops
+    from torch_pruning._helpers import _HybridIndex
+    from torch_pruning.dependency import index_mapping
+    from torch_pruning.dependency.dependency import Dependency
+
+    index_mapping.update_index_mapping(graph)
+    ignored = ([head] if head is not None else []) + list(graph.IGNORED_LAYERS_IN_TRACING)
+    visited: set[nn.Module] = set()
+    for module in list(graph.module2node):
+        if any(module is m for m in ignored) or not isinstance(module, (ops.TORCH_CONV, ops.TORCH_LINEAR)):
+            continue
+        pruner = graph.get_pruner_of_module(module)
+        if pruner is None or pruner.get_out_channels(module) is None or module in visited:
+            continue
+        width = pruner.get_out_channels(module)
+        fn = pruner.prune_out_channels
+        if isinstance(module, ops.TORCH_CONV) and module.groups == module.out_channels and module.out_channels > 1:
+            fn = tp.prune_depthwise_conv_out_channels
+        node = graph.module2node[module]
+        root = Dependency(fn, fn, source=node, target=node)
+        everything = {(i, i) for i in range(width)}
+        reached: dict[tuple, tuple[object, set[tuple[int, int]]]] = {(node, fn): (root, set(everything))}
+        pending = {(node, fn): everything}  # pairs reached but not yet walked from, per (node, function)
+        queue = deque([(node, fn)])
+        while queue:
+            deadline.check()
+            key = queue.popleft()
+            dep, pairs = reached[key][0], list(pending.pop(key))
+            for new_dep in dep.target.dependencies:
+                if not new_dep.is_triggered_by(dep.handler):
+                    continue
+                mapped = pairs
+                mappings = [m for m in new_dep.index_mapping if m is not None]
+                if mappings:
+                    hybrid = [_HybridIndex(idx=i, root_idx=r) for i, r in pairs]
+                    for mapping in mappings:
+                        hybrid = mapping(hybrid)
+                    mapped = [(int(h.idx), int(h.root_idx)) for h in hybrid]
+                new_key = (new_dep.target, new_dep.handler)
+                _, seen = reached.setdefault(new_key, (new_dep, set()))
+                fresh = [pair for pair in mapped if pair not in seen]
+                if fresh:
+                    seen.update(fresh)
+                    if new_key in pending:
+                        pending[new_key].update(fresh)
+                    else:
+                        pending[new_key] = set(fresh)
+                        queue.append(new_key)
+        items = [(dep, sorted(pairs)) for dep, pairs in reached.values() if pairs]
+        prunable = True
+        for dep, _ in items:
+            if graph.is_out_channel_pruning_fn(dep.handler):
+                visited.add(dep.target.module)
+                prunable &= not any(dep.target.module is m for m in ignored)
+        if prunable:
+            yield module, items
 
 
 def _plain(model: nn.Module) -> nn.Module:
@@ -267,36 +389,76 @@ def _last_layer(model: nn.Module, order: dict[nn.Module, int]) -> nn.Module | No
     return max(layers, key=order.__getitem__) if layers else None
 
 
-def _unit_group(group, graph, names: dict[nn.Module, str], modules: dict[str, nn.Module],
+def _unit_group(root: nn.Module, items, graph, names: dict[nn.Module, str], modules: dict[str, nn.Module],
                 order: dict[nn.Module, int]) -> UnitGroup | tuple[str, str]:
-    """A Torch-Pruning group as a :class:`UnitGroup`, or ``(first layer, why not)``."""
-    root = group[0].dep.target.module
+    """One coupled channel set (:func:`_coupled`) as a :class:`UnitGroup`, or ``(first layer, why not)``.
+
+    A unit is a set of the root's channels that must go together: channels that reach one channel
+    of a member, and, through a grouped convolution, the channels at one position of each of its
+    groups (removed from every group alike, as Torch-Pruning prunes grouped convolutions, so the
+    groups stay equal).
+    """
     root_name = names.get(root, "?")
-    size = len(group[0].idxs)
-    members: dict[tuple[str, Role], list[list[int]]] = {}
+    width = max(r for _, pairs in items for _, r in pairs) + 1
+    parent = list(range(width))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def join(indices) -> None:
+        indices = list(indices)
+        for i in indices[1:]:
+            parent[find(i)] = find(indices[0])
+
+    reasons = [_why_not(dep.target.module, names[dep.target.module]) for dep, _ in items
+               if not isinstance(dep.target.module, nn.Parameter) and dep.target.module in names]
+    reasons += ["its channels reach a bare nn.Parameter (e.g. a layer scale), which surgery cannot slice"
+                for dep, _ in items if isinstance(dep.target.module, nn.Parameter)]
+    reasons += [_why_not_op(dep.target.module, dep.target) for dep, _ in items
+                if not isinstance(dep.target.module, nn.Parameter) and dep.target.module not in names]
+    why = next((r for r in reasons if r is not None), None)  # a layer's reason first, then a parameter's, an op's
+    if why is not None:
+        return root_name, why
+    channels: dict[tuple[str, Role], dict[int, set[int]]] = {}  # member -> its channel -> root channels
     added = False  # an add (or subtraction) joins these channels
-    for item in group:
-        module = item.dep.target.module
-        if isinstance(module, nn.Parameter):
-            return root_name, "its channels reach a bare nn.Parameter (e.g. a layer scale), which surgery cannot slice"
+    for dep, pairs in items:
+        module = dep.target.module
         name = names.get(module)
-        if name is None:  # Torch-Pruning's own op nodes (add, concat, flatten): nothing to slice
-            added |= type(getattr(item.dep.target, "grad_fn", None)).__name__.startswith(("AddBackward", "SubBackward"))
+        if name is None:  # Torch-Pruning's own op nodes (add, concat, split, slice, flatten): nothing to slice
+            added |= type(getattr(dep.target, "grad_fn", None)).__name__.startswith(("AddBackward", "SubBackward"))
             continue
-        why = _why_not(module, name)
-        if why is not None:
-            return root_name, why
-        role: Role = "out" if graph.is_out_channel_pruning_fn(item.dep.handler) or isinstance(module, _NORMS) \
+        role: Role = "out" if graph.is_out_channel_pruning_fn(dep.handler) or isinstance(module, _NORMS) \
             or is_depthwise(module) else "in"
-        per_unit = members.setdefault((name, role), [[] for _ in range(size)])
-        for index, root_index in zip(item.idxs, item.root_idxs):
-            if index not in per_unit[root_index]:
-                per_unit[root_index].append(index)
+        per_channel = channels.setdefault((name, role), {})
+        for index, root_index in pairs:
+            per_channel.setdefault(index, set()).add(root_index)
+    for (name, role), per_channel in channels.items():
+        for roots in per_channel.values():
+            join(roots)  # root channels that reach one channel are one unit
+        grouped = _grouped_width(modules[name], role)
+        if grouped:  # one position in every group of a grouped convolution is one unit
+            by_position: dict[int, list[int]] = {}
+            for index, roots in per_channel.items():
+                by_position.setdefault(index % grouped, []).extend(roots)
+            for roots in by_position.values():
+                join(roots)
+    units = sorted({find(i) for i in range(width)})
+    unit_of = {u: k for k, u in enumerate(units)}
     built = []
-    for (name, role), per_unit in members.items():
+    for (name, role), per_channel in channels.items():
+        per_unit: list[list[int]] = [[] for _ in units]
+        for index, roots in per_channel.items():
+            per_unit[unit_of[find(next(iter(roots)))]].append(index)
         spread = len(per_unit[0])
-        if spread == 0 or any(len(p) != spread for p in per_unit) or (role == "out" and spread != 1):
+        if spread == 0 or any(len(p) != spread for p in per_unit):
             return root_name, f"'{name}' does not hold the same number of channels for every unit"
+        grouped = _grouped_width(modules[name], role)
+        if grouped and any(not _one_position(p, grouped, modules[name].groups) for p in per_unit):
+            return root_name, (f"'{name}', a grouped convolution ({modules[name].groups} groups), reads these "
+                               "channels together with others, so no unit keeps its groups equal")
         built.append(Member(name, role, tuple(i for p in per_unit for i in sorted(p)), spread))
     gates = [m for m in built if m.role == "out"]
     producers = [m for m in gates if isinstance(modules[m.name], (nn.Conv2d, nn.Linear))
@@ -306,16 +468,53 @@ def _unit_group(group, graph, names: dict[nn.Module, str], modules: dict[str, nn
     by_order = lambda m: order.get(modules[m.name], len(order))  # noqa: E731
     first_producer = min(producers, key=by_order)
     first_gate = min(gates, key=by_order)
-    return UnitGroup(name=first_producer.name, size=size, members=tuple(sorted(built, key=by_order)),
+    return UnitGroup(name=first_producer.name, size=len(units), members=tuple(sorted(built, key=by_order)),
                      joined=added and len(producers) > 1, order=by_order(first_gate), first=first_gate.name)
+
+
+def _grouped_width(module: nn.Module, role: Role) -> int:
+    """Channels per group of a grouped (not depthwise) convolution on side ``role``; 0 for any other module."""
+    if isinstance(module, nn.Conv2d) and module.groups > 1 and not is_depthwise(module):
+        return channel_count(module, role) // module.groups
+    return 0
+
+
+def _one_position(indices: list[int], width: int, groups: int) -> bool:
+    """Do ``indices`` hold one position of each of ``groups`` groups of ``width`` channels (the same in each)?"""
+    return sorted(indices) == [indices[0] % width + g * width for g in range(groups)]
+
+
+def _why_not_op(op, node) -> str | None:
+    """Why channels through Torch-Pruning's op node ``op`` cannot be a unit's, or None when they can.
+
+    A split or a slice along the channels cuts at sizes the model fixed when it was built (MixNet's
+    mixed kernels split at ``self.splits``, Res2Net at ``self.width``, CSP stages in halves, ReXNet's
+    residual adds into a slice): removing a channel before it would shift the cut, so the model
+    would crash or compute something else. Left out; a slice that keeps every channel is harmless.
+    """
+    from torch_pruning import ops
+
+    if not isinstance(op, (ops._SplitOp, ops._UnbindOp, ops._SliceOp)):
+        return None
+    grad_fn = getattr(node, "grad_fn", None)
+    dim = getattr(grad_fn, "_saved_dim", 1)
+    sizes = getattr(grad_fn, "_saved_self_sym_sizes", None)
+    if sizes is not None and isinstance(dim, int) and dim < len(sizes) and dim != 1:
+        return None  # along another axis: the channels pass whole
+    if isinstance(op, (ops._SplitOp, ops._UnbindOp)):
+        return "its channels are split (torch.split, chunk) at sizes the model fixed, which removing one would shift"
+    if isinstance(op, ops._SliceOp):
+        width = sizes[1] if sizes is not None and len(sizes) > 1 else None
+        if op.start == 0 and op.step == 1 and width is not None and op.end >= width:
+            return None
+        return f"its channels are sliced ([{op.start}:{op.end}]) at a width the model fixed, which removing one would shift"
+    return None
 
 
 def _why_not(module: nn.Module, name: str) -> str | None:
     """Why channels through ``module`` cannot be a unit's, or None when they can."""
     if isinstance(module, _ACROSS_CHANNELS):
         return f"its channels are normalised together by '{name}' ({type(module).__name__})"
-    if isinstance(module, nn.Conv2d) and module.groups > 1 and not is_depthwise(module):
-        return f"its channels pass through '{name}', a grouped convolution ({module.groups} groups)"
     if isinstance(module, (nn.Conv2d, nn.Linear, *_NORMS)):
         return None
     if any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False)):

@@ -191,7 +191,7 @@ class Channel(Pruner):
                 if tensor is None:
                     continue
                 rows = torch.ones(tensor.shape[0], dtype=torch.bool)
-                rows[channels] = keep
+                rows[channels] = gate.per_channel(keep)
                 rows = rows.to(tensor.device).view((-1,) + (1,) * (tensor.dim() - 1)).expand_as(tensor)
                 mask_entries(module, name, rows)
 

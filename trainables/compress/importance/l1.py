@@ -33,5 +33,5 @@ class L1Importance(Importance):
             module = model.get_submodule(gate.name)
             if isinstance(module, (nn.Conv2d, nn.Linear)) and not is_depthwise(module):
                 rows = module.weight.detach().flatten(1).abs().sum(dim=1).cpu()
-                total += rows[torch.tensor(gate.channels)]
+                total += rows[torch.tensor(gate.channels)].view(-1, gate.spread).sum(dim=1)
         return total
