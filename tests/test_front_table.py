@@ -92,3 +92,16 @@ def test_a_run_without_ok_trials_shows_an_empty_table(tmp_path: Path) -> None:
     write_results(tmp_path, [{"trial_id": "a1b2c3d4", "status": "failed", "pipeline": "D|T|B", "error": "boom"}],
                   ["accuracy", "size_bytes", "latency_ms"], ["max", "min", "min"], {})
     assert "front: 0 of 0 ok trials (1 finished)" in render(tmp_path, 80)
+
+
+def test_the_reference_trial_is_shown_marked_even_off_the_front(tmp_path: Path) -> None:
+    rows = write_run(tmp_path / "on")
+    dense = {**rows[0], "trial_id": "dense000", "pipeline": "D|T|B", "order": "none", "accuracy": 0.5,
+             "size_bytes": 9e9, "latency_ms": 99.0, "reference": True}  # dominated by every other trial
+    write_results(tmp_path / "run", [*rows, dense], ["accuracy", "size_bytes", "latency_ms"], ["max", "min", "min"], {})
+    frame, summary = load_front(tmp_path / "run")
+    assert "dense000" not in {t["trial_id"] for t in summary["trials"]}
+    out = render(tmp_path / "run", None)
+    lines = [line for line in out.splitlines() if any(i in line for i in [*IDS, "dense000"])]
+    assert "dense000" in lines[-1] and "D|T|B (reference)" in lines[-1], out  # last, and marked
+    assert "front: 5 of 6 ok trials" in out

@@ -54,7 +54,7 @@ def make_run(run_dir: Path) -> pd.DataFrame:
                "precision": "int8" if order == "PBA" else "fp32",
                "seconds.D": 1.5, "seconds.B": 0.4, "cached_stages": "D" if i else "", "time_total_s": 10.0 + i,
                "timestamp": 1_700_000_000 + 8 * i + 10.0 + i, "node_ip": "10.0.0.1", "pid": 100 + i % 2,
-               "param.order": order, "param.s": s}
+               "param.order": order, "param.s": s, "reference": i == 3}  # t03, D|T|B: the dense model as it is
         rows.append(mark_feasible(row, {"min_accuracy": 0.3}))
         plans[row["trial_id"]] = {"steps": []}
         study.add_trial(optuna.trial.create_trial(
@@ -99,6 +99,9 @@ def test_the_page_renders_every_trial_without_a_javascript_error(page, tmp_path:
     # accuracy carries its error bar (the 95% Wilson interval) where it is an axis: x of the first two
     bars = [len(re.findall(r'class="xerror"', part.split('<g class="subplot ')[0])) for part in subplots]
     assert [c for c in bars if c] == [TRIALS] * 2 and 'class="yerror"' not in front, bars
+    # the reference trial (the dense model as it is) is labelled in each 2-D projection and its table row
+    assert len(re.findall(r'class="annotation-text"[^>]*>reference \(dense\)<', front)) == 3, "one per projection"
+    assert re.search(r'<tr class="[a-z]+ reference" data-trial="t03">', dom) and "D|T|B (reference)" in dom
     # the 3-D scene was drawn (WebGL canvas) and the other figures rendered
     assert "gl-container" in front or "<canvas" in front
     assert dom.count('class="main-svg"') >= 4

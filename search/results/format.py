@@ -60,3 +60,9 @@ def interval_text(row: pd.Series) -> str:
     """``0.912-0.948``: the accuracy's 95% interval at three decimals; ``-`` without one."""
     bounds = accuracy_interval(row)
     return "-" if bounds is None else f"{bounds[0]:.3f}-{bounds[1]:.3f}"
+
+
+def is_reference(row: pd.Series) -> bool:
+    """Whether ``row`` is the search's reference trial (the dense model as it is; ``reference`` in
+    ``trials.csv``, which pandas may read back as a bool or as text; False for a run from before it)."""
+    return present(row, "reference") and str(row["reference"]).lower() == "true"

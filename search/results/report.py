@@ -16,7 +16,7 @@ from trainables.errors import FrontierError
 from trainables.layout import RunFolder
 
 from .files import read_trials
-from .format import byte_size, hypervolume_text, interval_text, precision_label, present, significant
+from .format import byte_size, hypervolume_text, interval_text, is_reference, precision_label, present, significant
 from .summary import front_summary
 
 
@@ -93,7 +93,8 @@ def print_front_table(frame: pd.DataFrame, summary: dict, console: Console) -> N
 
 def front_table(frame: pd.DataFrame, summary: dict, width: int | None = None) -> Table:
     """The front's trials, best accuracy first, with nominal sparsity beside real bytes and latency,
-    and the backend that measured the latency; a caption says where (device, batch).
+    and the backend that measured the latency; a caption says where (device, batch). The reference
+    trial (the dense model as it is) is marked ``(reference)`` and shown last when it is off the front.
 
     Trial ids and pipelines are never shortened (``rerun --trial`` takes the id). Columns that do
     not fit in ``width`` characters are left out, the run's objectives last; should the id and
@@ -101,7 +102,11 @@ def front_table(frame: pd.DataFrame, summary: dict, width: int | None = None) ->
     """
     ids = [t["trial_id"] for t in summary["trials"]]
     rows = frame[frame["trial_id"].isin(ids)].sort_values(["accuracy", "size_bytes"], ascending=[False, True])
-    rows = rows.assign(backend=[backend_label(row) for _, row in rows.iterrows()],
+    references = frame[[is_reference(r) and r["status"] == "ok" and r["trial_id"] not in ids for _, r in frame.iterrows()]]
+    rows = pd.concat([rows, references])  # the dense model as it is, last, when it is not on the front itself
+    rows = rows.assign(pipeline=[f"{r['pipeline']} (reference)" if is_reference(r) else r["pipeline"]
+                                 for _, r in rows.iterrows()],
+                       backend=[backend_label(row) for _, row in rows.iterrows()],
                        precision_label=[precision_label(row) for _, row in rows.iterrows()],
                        accuracy_interval=[interval_text(row) for _, row in rows.iterrows()])
     cells = {c.source: [_cell(row, c) for _, row in rows.iterrows()] for c in TABLE_COLUMNS}

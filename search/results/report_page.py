@@ -28,7 +28,7 @@ import pandas as pd
 from search.spec.constraints import SELECT_FIELDS
 from trainables.layout import RunFolder
 
-from .format import accuracy_interval, byte_size, hypervolume_text, interval_text, precision_label, present, significant
+from .format import accuracy_interval, byte_size, hypervolume_text, interval_text, is_reference, precision_label, present, significant
 from .front import normalized_hypervolume
 from .summary import infeasible, noisy_front
 
@@ -97,7 +97,7 @@ _STYLE = """<style>body{font-family:sans-serif;margin:1em 2em;color:#222} h1{fon
 .note{color:#555} table.trials{border-collapse:collapse;font-size:12px}
 table.trials th{cursor:pointer;background:#eef;position:sticky;top:0}
 table.trials td,table.trials th{border:1px solid #ccc;padding:2px 6px;white-space:nowrap}
-tr.front td{background:#fff6e0} tr.failed td,tr.stopped td{color:#999}</style>"""
+tr.front td{background:#fff6e0} tr.reference td{font-weight:bold} tr.failed td,tr.stopped td{color:#999}</style>"""
 
 
 def _summary_html(frame: pd.DataFrame, summary: dict) -> str:
@@ -202,8 +202,10 @@ def _front_figure(ok: pd.DataFrame, names: list[str], run_dir: str | Path | None
                                          text=part["hover"], hoverinfo="text", legendgroup=group,
                                          showlegend=not scene and k == 0, **errors), row=k // cols + 1, col=k % cols + 1)
     bounds = _select_bounds(run_dir)
+    references = ok[[is_reference(r) for _, r in ok.iterrows()]]
     for k, (x, y) in enumerate(pairs, start=1 if scene else 0):
         r, c = k // cols + 1, k % cols + 1
+        _mark_references(fig, references, x, y, r, c)
         fig.update_xaxes(title_text=x, type="log" if x == "size_bytes" else None, row=r, col=c)
         fig.update_yaxes(title_text=y, type="log" if y == "size_bytes" else None, row=r, col=c)
         sub = fig.get_subplot(r, c)
@@ -225,6 +227,18 @@ def _front_figure(ok: pd.DataFrame, names: list[str], run_dir: str | Path | None
                             "front; faded: dominated; dashed: select)", height=430 * rows,
                       margin={"t": 80}, legend={"title": "order · front"})
     return fig
+
+
+def _mark_references(fig, references: pd.DataFrame, x: str, y: str, row: int, col: int) -> None:
+    """An arrow labelled ``reference`` at each reference trial's point in subplot (row, col): the
+    dense model as it is, what every other trial is compared with (an annotation, not a point)."""
+    sub = fig.get_subplot(row, col)
+    xref, yref = sub.xaxis.plotly_name.replace("axis", ""), sub.yaxis.plotly_name.replace("axis", "")
+    for _, point in references.iterrows():
+        # plotly places annotations on a log axis in log10 units
+        at = [math.log10(point[n]) if n == "size_bytes" else point[n] for n in (x, y)]
+        fig.add_annotation(x=at[0], y=at[1], xref=xref, yref=yref, text="reference (dense)", showarrow=True,
+                           arrowhead=2, ax=30, ay=-30, font={"size": 10})
 
 
 def hypervolume_history(frame: pd.DataFrame, summary: dict) -> pd.DataFrame:
@@ -346,7 +360,7 @@ def _table_html(frame: pd.DataFrame, names: list[str], run_dir: str | Path | Non
         total = sum(float(r[c]) for c in seconds if present(r, c))
         note = str(v("error") or "") or (f"stopped at {v('stopped_at')}" if v("stopped_at") is not None else "")
         cells = [_cell(r["trial_id"]), _cell(r["status"]), _cell(int(r["on_front"]), "★" if r["on_front"] else ""),
-                 _cell(v("order")), _cell(v("pipeline")),
+                 _cell(v("order")), _cell(v("pipeline"), f"{r['pipeline']} (reference)" if is_reference(r) else None),
                  _cell(v("accuracy"), None if v("accuracy") is None else f"{r['accuracy']:.4f}"),
                  _cell(v("accuracy_se"), interval_text(r)),
                  _cell(v("top5"), None if v("top5") is None else f"{r['top5']:.4f}"),
@@ -357,7 +371,7 @@ def _table_html(frame: pd.DataFrame, names: list[str], run_dir: str | Path | Non
                  _cell(v("real_sparsity"), None if v("real_sparsity") is None else f"{r['real_sparsity']:.3f}"),
                  _cell(precision_label(r)), _cell(total, stage_seconds or "-"), _cell(v("cached_stages")),
                  _cell(note), _cell(_rerun(run_dir, r["trial_id"]))]
-        css = "front" if r["on_front"] else str(r["status"])
+        css = ("front" if r["on_front"] else str(r["status"])) + (" reference" if is_reference(r) else "")
         body.append(f'<tr class="{css}" data-trial="{html.escape(str(r["trial_id"]))}">{"".join(cells)}</tr>')
     head = "".join(f"<th>{h}</th>" for h in headers)
     return (f'<section id="trials"><h2>every trial ({len(frame)}; click a header to sort)</h2>'
