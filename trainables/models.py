@@ -12,6 +12,9 @@ A name is one of (:func:`architecture` resolves it, the one place that does):
   ``torchvision.models.list_models(module=torchvision.models)`` lists: resnet18..152, vgg16,
   alexnet, squeezenet1_1, mobilenet_v2/v3, efficientnet_b0.., regnet_*, convnext_*, densenet*, ...);
 - ``small_resnet``, a CIFAR-style ResNet (3 stages of 16/32/64 channels) for CPU runs and tests;
+- any timm model, ``"timm:<name>"`` (``timm:resnet50d``; the optional extra ``frontier[timm]``):
+  built by ``timm.create_model(name, pretrained=False)``, so with random weights and never from the
+  hub; its weights come from a local state-dict file (``.pth``/``.pt``, or timm's ``.safetensors``);
 - the user's own model, ``"my_pkg.models:build"``: the module is imported (from ``sys.path``, else
   from the current folder) and ``build()`` is called with no arguments; it must return an
   ``nn.Module`` taking ``(batch, 3, H, W)`` images and returning ``(batch, classes)`` logits. A trial
@@ -122,19 +125,32 @@ _TORCHVISION_KWARGS: dict[str, dict[str, object]] = {
 
 _USER_NAME = re.compile(r"^(?P<module>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<attr>[A-Za-z_]\w*)$")
 
+TIMM_PREFIX = "timm:"
+_TIMM_NAME = re.compile(r"^timm:[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?$")  # a timm name, optionally with its tag
+TIMM_INSTALL_HINT = "pip install 'frontier[timm]'"
+
 Builder = Callable[[int | None], nn.Module]
 """``builder(num_classes)``: a new model with random weights and a ``num_classes``-way head;
 ``None`` keeps the architecture's own head (torchvision's 1000 classes, the user model's own)."""
 
 
 def is_user_model(name: str) -> bool:
-    """True when ``name`` names the user's own model (``module:function``), not a built-in one."""
-    return ":" in name
+    """True when ``name`` names the user's own model (``module:function``), not a built-in or timm one."""
+    return ":" in name and not is_timm_model(name)
+
+
+def is_timm_model(name: str) -> bool:
+    """True when ``name`` names a timm model (``timm:<name>``)."""
+    return name.startswith(TIMM_PREFIX)
 
 
 def name_problem(name: str) -> str | None:
     """Why ``name`` cannot be an architecture name, judged by its form alone (nothing is imported),
-    or None. A ``module:function`` name passes here; :func:`architecture` imports it."""
+    or None. A ``module:function`` or ``timm:<name>`` name passes here; :func:`architecture` imports it."""
+    if is_timm_model(name):
+        if _TIMM_NAME.match(name) is None:
+            return f"'{name}' is not of the form 'timm:<model name>' (e.g. timm:resnet50d)"
+        return None
     if is_user_model(name):
         if _USER_NAME.match(name) is None:
             return f"'{name}' is not of the form 'package.module:function'"
@@ -163,6 +179,8 @@ def architecture(name: str, path: str | None = None) -> Builder:
         raise FrontierError(f"model: {problem}")
     if name == SMALL_RESNET:
         return lambda num_classes: SmallResNet(10 if num_classes is None else num_classes)
+    if is_timm_model(name):
+        return _timm_builder(name)
     if not is_user_model(name):
         def build_torchvision(num_classes: int | None) -> nn.Module:
             kwargs = dict(_TORCHVISION_KWARGS.get(name, {}))
@@ -191,6 +209,25 @@ def architecture(name: str, path: str | None = None) -> Builder:
         return model
 
     return build_user
+
+
+def _timm_builder(name: str) -> Builder:
+    """The builder of ``timm:<name>``: ``timm.create_model(name, pretrained=False)``, never the hub."""
+    try:
+        import timm
+    except ImportError:
+        raise FrontierError(f"model: {name} needs timm, which is not installed: {TIMM_INSTALL_HINT}") from None
+    model_name = name.removeprefix(TIMM_PREFIX)
+    if not timm.is_model(model_name):
+        pattern = f"*{model_name.split('.')[0].rstrip('0123456789_')[:12]}*"
+        raise FrontierError(f"model: '{model_name}' is not a timm model; list them with "
+                            f"python -c \"import timm; print(timm.list_models('{pattern}'))\"")
+
+    def build_timm(num_classes: int | None) -> nn.Module:
+        kwargs = {} if num_classes is None else {"num_classes": num_classes}
+        return timm.create_model(model_name, pretrained=False, **kwargs)
+
+    return build_timm
 
 
 def user_model_path(name: str) -> str:
@@ -312,7 +349,8 @@ def rebuild(name: str, state: Mapping[str, torch.Tensor], *, path: str | None = 
 
 
 def read_weights(weights: str, name: str) -> Mapping[str, torch.Tensor]:
-    """A state dict from a local file, or from torch's cache for ``torchvision:<ENUM>``; never downloads."""
+    """A state dict from a local file (torch's format, or ``.safetensors`` as timm's are kept), or
+    from torch's cache for ``torchvision:<ENUM>``; never downloads."""
     if weights.startswith("torchvision:"):
         path = _cached_torchvision_file(name, weights.split(":", 1)[1])
     else:
@@ -320,7 +358,12 @@ def read_weights(weights: str, name: str) -> Mapping[str, torch.Tensor]:
         if not path.is_file():
             raise WeightsError(f"weights: file '{weights}' does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt or non-torch file: say which one, not how torch failed inside
         raise WeightsError(f"weights: '{path}' is not a readable torch state dict ({type(exc).__name__})") from None
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):

@@ -5,7 +5,9 @@ channel rarely lives in one layer: channels joined by a residual add (the ResNet
 concatenation (DenseNet, SqueezeNet's fire modules) or a depthwise convolution (MobileNet,
 EfficientNet) must go together, or removing one of them removes nothing. A :class:`UnitGroup` is
 one such set of coupled channels: unit k of the group is one channel in each of its layers
-(:class:`Member` says which), removed from all of them at once.
+(:class:`Member` says which), removed from all of them at once. Through a grouped convolution
+(ResNeXt, RegNet) a unit is one position in each of its groups, so that the groups stay equal, as
+Torch-Pruning prunes them.
 
 The groups come from Torch-Pruning's ``DependencyGraph`` (DepGraph, Fang et al., CVPR 2023),
 which traces the model once with autograd and follows every add, concatenation, flatten and
@@ -20,8 +22,8 @@ to zero; groups where that is not so are left out, with the reason kept (:func:`
 
 - channels normalised together by a LayerNorm or GroupNorm (ConvNeXt's stream): removing a
   channel changes the others' statistics;
-- channels through a grouped, non-depthwise convolution (RegNet's bottlenecks): a unit mask
-  would leave the groups unequal;
+- channels cut by a split or a slice at sizes the model fixed (MixNet's mixed kernels, Res2Net's
+  scales, CSP stages, ReXNet's partial residuals): removing one would shift the cut;
 - channels that reach a module or parameter frontier cannot slice (anything but Conv2d, Linear
   and BatchNorm; a bare ``nn.Parameter`` such as ConvNeXt's layer scale).
 
