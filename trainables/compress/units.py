@@ -236,8 +236,11 @@ def _trace(model: nn.Module, limit: float, clock: Callable[[], float]) -> _Analy
                 raise FrontierError(f"unit pruning: cannot trace {type(model).__name__}'s graph "
                                     f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
     groups, skipped = [], []
-    for root, items in _coupled(graph, head, deadline):
-        made = _unit_group(root, items, graph, names, modules, order)
+    def opaque(module) -> bool:  # a layer frontier cannot slice that mixes channels: the walk ends there
+        return isinstance(module, nn.Module) and module in names and _opaque(module)
+
+    for root, items, why in _coupled(graph, head, deadline, opaque):
+        made = (names.get(root, "?"), why) if why else _unit_group(root, items, graph, names, modules, order)
         if isinstance(made, UnitGroup):
             groups.append(made)
         else:
@@ -270,11 +273,15 @@ class _Deadline:
 
 
 # One coupled set of channels: the root module, then (Torch-Pruning dependency, [(channel, root channel)]) per
-# (node, pruning function) it reaches.
-_Coupled = tuple[nn.Module, list[tuple[object, list[tuple[int, int]]]]]
+# (node, pruning function) it reaches, and why it is no unit group when the walk stopped early.
+_Coupled = tuple[nn.Module, list[tuple[object, list[tuple[int, int]]]], str | None]
+_MOST_PER_CHANNEL = 256  # pairs per root channel at one node; a flatten makes H*W (49 for VGG's 7x7 pool)
+_TANGLED = ("its channels are reshaped onto another axis and mixed there (e.g. ECA's 1-d conv across the "
+            "channels), so no channel can be removed alone")
 
 
-def _coupled(graph, head: nn.Module | None, deadline: _Deadline) -> Iterator[_Coupled]:
+def _coupled(graph, head: nn.Module | None, deadline: _Deadline,
+             opaque: Callable[[object], bool] = lambda _m: False) -> Iterator[_Coupled]:
     """Every coupled channel set of ``graph``, rooted at each Conv/Linear not yet reached, as
     Torch-Pruning's ``get_all_groups`` finds them.
 
@@ -285,6 +292,8 @@ def _coupled(graph, head: nn.Module | None, deadline: _Deadline) -> Iterator[_Co
     and its walk grows exponentially (rexnet_100 ran for hours). Here each (channel, root channel)
     pair is walked from a node once, the pairs waiting at a node together: every index mapping
     maps channels one by one, so the pairs reached are the same, found in time linear in them.
+    The walk does not go on through an ``opaque`` module (it reaches it, so its group is left out):
+    ECA's 1-d conv across the channels maps every channel to every other (ecaresnet26t: 4M pairs).
     """
     import torch_pruning as tp
     from torch_pruning import ops
@@ -311,10 +320,13 @@ def _coupled(graph, head: nn.Module | None, deadline: _Deadline) -> Iterator[_Co
         reached: dict[tuple, tuple[object, set[tuple[int, int]]]] = {(node, fn): (root, set(everything))}
         pending = {(node, fn): everything}  # pairs reached but not yet walked from, per (node, function)
         queue = deque([(node, fn)])
-        while queue:
+        tangled = False  # a node reached by far more pairs than a flatten makes: channels mixed across the axis
+        while queue and not tangled:
             deadline.check()
             key = queue.popleft()
             dep, pairs = reached[key][0], list(pending.pop(key))
+            if dep is not root and opaque(dep.target.module):
+                continue
             for new_dep in dep.target.dependencies:
                 if not new_dep.is_triggered_by(dep.handler):
                     continue
@@ -330,6 +342,8 @@ def _coupled(graph, head: nn.Module | None, deadline: _Deadline) -> Iterator[_Co
                 fresh = [pair for pair in mapped if pair not in seen]
                 if fresh:
                     seen.update(fresh)
+                    if len(seen) > _MOST_PER_CHANNEL * width:
+                        tangled = True
                     if new_key in pending:
                         pending[new_key].update(fresh)
                     else:
@@ -342,7 +356,7 @@ def _coupled(graph, head: nn.Module | None, deadline: _Deadline) -> Iterator[_Co
                 visited.add(dep.target.module)
                 prunable &= not any(dep.target.module is m for m in ignored)
         if prunable:
-            yield module, items
+            yield module, items, (_TANGLED if tangled else None)
 
 
 def _plain(model: nn.Module) -> nn.Module:
@@ -513,10 +527,25 @@ def _why_not_op(op, node) -> str | None:
     return None
 
 
+def _opaque(module: nn.Module) -> bool:
+    """A module with parameters of its own that is no Conv2d, Linear or norm (a Conv1d across channels)."""
+    return not isinstance(module, (nn.Conv2d, nn.Linear, *_NORMS, *_ACROSS_CHANNELS)) and \
+        any(True for _ in module.parameters(recurse=False))
+
+
+# Conv2d/Linear subclasses whose own forward is the same function of the same weights (timm: padding, casts)
+_PLAIN_CONVS = ("timm.layers.conv2d_same.Conv2dSame", "timm.layers.linear.Linear")
+
+
 def _why_not(module: nn.Module, name: str) -> str | None:
     """Why channels through ``module`` cannot be a unit's, or None when they can."""
     if isinstance(module, _ACROSS_CHANNELS):
         return f"its channels are normalised together by '{name}' ({type(module).__name__})"
+    for base in (nn.Conv2d, nn.Linear):
+        kind = f"{type(module).__module__}.{type(module).__qualname__}"
+        if isinstance(module, base) and type(module).forward is not base.forward and kind not in _PLAIN_CONVS:
+            return (f"its channels pass through '{name}' ({type(module).__name__}), whose own forward (e.g. a "
+                    "standardized weight) surgery cannot know to be unchanged by removing channels")
     if isinstance(module, (nn.Conv2d, nn.Linear, *_NORMS)):
         return None
     if any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False)):
