@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import ray
@@ -26,7 +27,7 @@ from search.results.files import read_trials
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]  # tests/conftest.py
 ROOT = Path(__file__).resolve().parent.parent
 
-TINY = tiny_spec("tiny", trials=5, reference=True, space={"order": {"choice": {
+TINY = tiny_spec("tiny", trials=5, space={"order": {"choice": {
     "PB": {"s1": {"float": [0.3, 0.9]}},
     "PA": {"s2": {"float": [0.3, 0.9]}},
     "PBA": {"s1": {"float": [0.2, 0.5]}, "s2": {"float": [0.6, 0.9]}}}}})
@@ -46,8 +47,9 @@ def shared_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, shared_cache: Path) -> Path:
     runs = tmp_path_factory.mktemp("runs")
+    spec = dict(TINY, reference=True)  # the module's search starts with the dense model as it is
     with FrontWatch(runs / TINY["name"]) as watch:
-        run = run_search(parse_spec(TINY), yaml.safe_dump(TINY), runs_root=runs, cache_dir=shared_cache)
+        run = run_search(parse_spec(spec), yaml.safe_dump(spec), runs_root=runs, cache_dir=shared_cache)
     WATCH["tiny"] = watch
     return run
 
@@ -92,14 +94,26 @@ def test_front_json_equals_an_independent_filter_of_trials_csv(run_dir: Path) ->
     names = [o["name"] for o in front["objectives"]]
     assert names == ["accuracy", "size_bytes", "latency_ms"]
     values = frame[names].to_numpy()
-    iqr = frame["latency_iqr_ms"].to_numpy()  # latencies within their combined spread are equal
-    dominated = set()
-    for i, p in enumerate(values):
-        for j, q in enumerate(values):
-            noise = iqr[i] + iqr[j]
-            if (q[0] >= p[0] and q[1] <= p[1] and q[2] <= p[2] + noise) and (
-                    q[0] > p[0] or q[1] < p[1] or q[2] < p[2] - noise):
-                dominated.add(i)
+    # latencies within their summed spreads (each its IQR, at least 2% of it) are equal; accuracies
+    # within 1.96 standard errors of their difference
+    latency_noise = np.maximum(frame["latency_iqr_ms"].to_numpy(), 0.02 * values[:, 2])
+    se = frame["accuracy_se"].to_numpy()
+
+    def dominates(j: int, i: int) -> bool:
+        q, p = values[j], values[i]
+        tol = [1.96 * math.sqrt(se[i] ** 2 + se[j] ** 2), 0.0, latency_noise[i] + latency_noise[j]]
+        signs = [-1, 1, 1]  # accuracy is maximised
+        no_worse = all(s * (q[k] - p[k]) <= tol[k] for k, s in enumerate(signs))
+        return no_worse and any(s * (p[k] - q[k]) > tol[k] for k, s in enumerate(signs))
+
+    n = len(values)
+    dominators = {i: {j for j in range(n) if j != i and dominates(j, i)} for i in range(n)}
+    on_front: dict[int, bool] = {}  # a trial is off the front only when a trial on it dominates it
+    while len(on_front) < n:
+        ready = [i for i in range(n) if i not in on_front and dominators[i] <= on_front.keys()]
+        assert ready, "no dominance cycle among five trials"
+        on_front.update({i: not any(on_front[j] for j in dominators[i]) for i in ready})
+    dominated = {i for i in range(n) if not on_front[i]}
     expected = sorted(frame["trial_id"][i] for i in range(len(frame)) if i not in dominated)
     assert sorted(t["trial_id"] for t in front["trials"]) == expected
     assert front["hypervolume"] > 0 and len(front["reference"]) == 3

@@ -35,8 +35,10 @@ def _as_minimization(values, directions: Directions) -> np.ndarray:
 def pareto_front(values, directions: Directions, spread=None, z: Sequence[float | None] | None = None) -> list[int]:
     """Indices of the non-dominated rows of ``values``, in their original order.
 
-    A row dominates another when it is no worse in every objective and better in at least one.
-    Duplicated rows are all kept (none dominates the other).
+    A row dominates another when it is no worse in every objective and better in at least one; the
+    front is every row that no row of the front dominates (:func:`_kernel`: with noise, a row
+    dominated only by rows that are themselves off the front stays on it). Duplicated rows are all
+    kept (none dominates the other).
 
     ``spread`` (same shape as ``values``, each objective's measurement noise in its own unit; 0 or
     NaN: exact) makes noise unable to decide the front: two values of an objective whose distance is
@@ -72,16 +74,38 @@ def pareto_front(values, directions: Directions, spread=None, z: Sequence[float 
         raise ValueError(f"z must have one entry per objective ({points.shape[1]}), got {len(rules)}")
     summed = np.array([r is None for r in rules])
     zs = np.array([0.0 if r is None else float(r) for r in rules])
-    keep = []
+    dominators = []
     for i, p in enumerate(points):
         # the combined spread of p and each other row: a sum of ranges, or z standard errors of a difference
         tolerance = np.where(summed, noise + noise[i], zs * np.sqrt(noise ** 2 + noise[i] ** 2))
         equal = np.abs(points - p) <= tolerance
         no_worse = np.all((points <= p) | equal, axis=1)
         better = np.any((points < p) & ~equal, axis=1)
-        if not np.any(no_worse & better):
-            keep.append(i)
-    return keep
+        dominators.append(set(np.flatnonzero(no_worse & better).tolist()))
+    return _kernel(dominators)
+
+
+def _kernel(dominators: list[set[int]]) -> list[int]:
+    """The rows no row *of the front* dominates, ``dominators[i]`` being the rows that dominate row i.
+
+    Within noise, dominance is not transitive: take a, b, c ever smaller, b's accuracy equal to a's
+    within their errors and c's equal to b's, but a more accurate than c beyond theirs. Then b
+    dominates a and c dominates b, yet nothing dominates a but b. Dropping every dominated row would
+    leave c alone, a front claiming c is as accurate as a; here b is off (c dominates it) and a,
+    dominated only by a row off the front, stays. Rows are decided once every row dominating them
+    is: a row is on the front unless a row on the front dominates it (the kernel of the dominance
+    graph). Without noise dominance is transitive and this is the plain front. Rows that dominate
+    each other in a cycle (possible with three noisy objectives) are decided together, each on the
+    front unless a row already on it dominates it.
+    """
+    on_front: dict[int, bool] = {}
+    pending = set(range(len(dominators)))
+    while pending:
+        ready = [i for i in pending if dominators[i] <= on_front.keys()] or sorted(pending)  # a cycle: all at once
+        for i in ready:
+            on_front[i] = not any(on_front.get(q, False) for q in dominators[i])
+        pending.difference_update(ready)
+    return [i for i in range(len(dominators)) if on_front[i]]
 
 
 def hypervolume(values, directions: Directions, reference: Sequence[float]) -> float:
