@@ -56,8 +56,8 @@ def test_trials_reserve_one_bundle_per_epruning_actor_only_when_their_plan_uses_
 
     spec = load_spec(SPACES / "cifar10_resnet18_epruning.yaml")
     resources = TrialResources(spec.resources.cpu, spec.resources.gpu)
-    actors = plan_for(spec, {"order": "PA", "s2": 0.5, "prune.method": "epruning"}).model_dump(mode="json")
-    gradual = plan_for(spec, {"order": "PA", "s2": 0.5, "prune.method": "gradual"}).model_dump(mode="json")
+    actors = plan_for(spec, {"order": "P", "s2": 0.5, "prune.method": "epruning"}).model_dump(mode="json")
+    gradual = plan_for(spec, {"order": "P", "s2": 0.5, "prune.method": "gradual"}).model_dump(mode="json")
     assert resources({"plan": actors}).bundles == [{"CPU": 4.0, "GPU": 1.0}, {"CPU": 2.0, "GPU": 1.0},
                                                    {"CPU": 2.0, "GPU": 1.0}]
     assert resources({"plan": gradual}).bundles == [{"CPU": 4.0, "GPU": 1.0}]
