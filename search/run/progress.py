@@ -164,8 +164,6 @@ class SearchProgress(Callback):
 
     def _noise_of(self, trial_id: str) -> dict[str, float]:
         noise = self.noise.get(trial_id, {})
-        if not isinstance(noise, dict):  # pickled by an older frontier (resume): its latency_iqr_ms only
-            noise = {"latency_iqr_ms": noise}
         return {c: noise.get(c, math.nan) for c in self._spread_columns()}
 
     def _render(self) -> Text:
