@@ -24,6 +24,7 @@ from ..compress.importance import Importance
 from ..compress.masks import prunable_layers, sparsity_kept, zero_fraction
 from ..stage import Context, Domain, Metrics, prune_slot
 from ..train import EVAL_BATCH_SIZE, OptimConfig, evaluate, fit, loader, seed_everything
+from .batches import training_batches
 from .pruners import Granularity, granularity_problem, pruner_class
 from .schedule import Frequency, Schedule, Sparsity, agp_schedule
 
@@ -110,7 +111,8 @@ def gradual_prune(
 
     # zeros (and dead units) from an earlier pruning stage (PBA) stay zero; the augmentation is on while training
     with sparsity_kept(model), augmented(splits.train, named(cfg.augment)):
-        pruner = pruner_class(cfg.granularity)(model, cfg, importance)
+        pruner = pruner_class(cfg.granularity)(
+            model, cfg, importance, batches=training_batches(splits.train, cfg.batch_size, device, seed=seed))
 
         def before_batch(t: int) -> None:
             if t in updates:

@@ -37,6 +37,7 @@ from ..compress.masks import mask_entries, prunable_layers, prune_to, semi_struc
 from ..compress.surgery import alive_units, zero_units
 from ..compress.units import UnitGroup, unit_groups
 from ..stage import Metrics
+from .batches import TrainingBatches
 
 Granularity = Literal["unstructured", "channel", "2:4"]
 GRANULARITIES: tuple[str, ...] = get_args(Granularity)
@@ -60,7 +61,9 @@ class Pruner(ABC):
        :func:`~trainables.compress.masks.sparsity_kept`) and the stage's settings
        (:class:`PrunerSettings`: ``skip_first``/``skip_last`` leave the input conv / the head
        dense, ``residual`` whether residual streams are units). ``importance`` scores units for a
-       pruner that removes units; others ignore it. It may mask already.
+       pruner that removes units; others ignore it. ``batches`` (:data:`~trainables.stages.batches.TrainingBatches`)
+       gives the stage's training batches to an importance that observes data (:meth:`observe`).
+       It may mask already.
     2. ``update(sparsity, last)``, once per update of the schedule, in order, before that batch's
        forward: bring the masks to ``sparsity`` (the schedule's s_t; non-decreasing) by
        ``torch.nn.utils.prune`` reparametrizations (:func:`~trainables.compress.masks.mask_entries`),
@@ -79,8 +82,25 @@ class Pruner(ABC):
     max_sparsity: ClassVar[float | None] = None  # the most this granularity reaches (None: below 1)
     limit_reason: ClassVar[str] = ""  # why, for the message of granularity_problem
 
-    def __init__(self, model: nn.Module, cfg: PrunerSettings, importance: Importance | None = None) -> None:
-        self.model, self.cfg, self.importance = model, cfg, importance or L1Importance()
+    def __init__(self, model: nn.Module, cfg: PrunerSettings, importance: Importance | None = None,
+                 batches: TrainingBatches | None = None) -> None:
+        self.model, self.cfg, self.importance, self.batches = model, cfg, importance or L1Importance(), batches
+
+    def observe(self) -> None:
+        """Show the importance ``importance.batches`` training batches (its ``observe`` hook); a
+        pruner that scores units calls this once per mask update, before scoring. Nothing when the
+        importance wants none.
+
+        Raises:
+            ValueError: the importance wants batches and the pruner was given ``batches=None``.
+        """
+        wanted = self.importance.batches
+        if not wanted:
+            return
+        if self.batches is None:
+            raise ValueError(f"importance {self.importance.name!r} observes {wanted} batches of training data "
+                             "at each mask update but the pruner got batches=None")
+        self.importance.observe(self.model, self.batches(wanted))
 
     @abstractmethod
     def update(self, sparsity: float, last: bool) -> None:
@@ -99,8 +119,9 @@ class Unstructured(Pruner):
 
     granularity = "unstructured"
 
-    def __init__(self, model: nn.Module, cfg: PrunerSettings, importance: Importance | None = None) -> None:
-        super().__init__(model, cfg, importance)
+    def __init__(self, model: nn.Module, cfg: PrunerSettings, importance: Importance | None = None,
+                 batches: TrainingBatches | None = None) -> None:
+        super().__init__(model, cfg, importance, batches)
         self.layers = [m for _, m in prunable_layers(model, skip_first=cfg.skip_first, skip_last=cfg.skip_last)]
 
     def update(self, sparsity: float, last: bool) -> None:
@@ -120,8 +141,9 @@ class SemiStructured(Unstructured):
     max_sparsity = 0.5  # 2:4 keeps 2 of every 4 weights
     limit_reason = "it keeps 2 of every 4 weights"
 
-    def __init__(self, model: nn.Module, cfg: PrunerSettings, importance: Importance | None = None) -> None:
-        super().__init__(model, cfg, importance)
+    def __init__(self, model: nn.Module, cfg: PrunerSettings, importance: Importance | None = None,
+                 batches: TrainingBatches | None = None) -> None:
+        super().__init__(model, cfg, importance, batches)
         self.candidates = self.layers  # the metrics count the skipped (dense) layers too
         self.layers = [m for m in self.candidates if m.weight.shape[1] % 4 == 0]
         self.zeros = 0
@@ -158,8 +180,9 @@ class Channel(Pruner):
 
     granularity = "channel"
 
-    def __init__(self, model: nn.Module, cfg: PrunerSettings, importance: Importance | None = None) -> None:
-        super().__init__(model, cfg, importance)
+    def __init__(self, model: nn.Module, cfg: PrunerSettings, importance: Importance | None = None,
+                 batches: TrainingBatches | None = None) -> None:
+        super().__init__(model, cfg, importance, batches)
         groups = unit_groups(model, residual=cfg.residual)
         if cfg.skip_first:
             first, _ = prunable_layers(model, skip_first=False, skip_last=False)[0]
@@ -172,6 +195,7 @@ class Channel(Pruner):
                 self._mask(group)
 
     def update(self, sparsity: float, last: bool) -> None:
+        self.observe()
         for group in self.groups:
             pruned = self.pruned[group.name]
             extra = min(round(sparsity * group.size), group.size - 1) - int(pruned.sum())
