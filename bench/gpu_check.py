@@ -6,9 +6,10 @@ own process with its own time limit, what can be checked there:
 
 - ``stage_devices``: the cuda leg of ``tests/test_stage_devices.py`` (every stage keeps its model
   on the context's GPU; training in bf16 autocast and channels-last along the way);
-- ``gpu_tests``: the tests marked ``gpu`` of the torch backend, the training loop and EPruning's
-  weight shipping (``tests/test_backends.py``, ``tests/test_train.py``, ``tests/test_epruning.py``;
-  TensorRT's skip with their reason where it is not installed);
+- ``gpu_tests``: the tests marked ``gpu`` of the torch backend, the training loop, EPruning's
+  weight shipping and distillation's teacher (bf16, channels-last) (``tests/test_backends.py``,
+  ``tests/test_train.py``, ``tests/test_epruning.py``, ``tests/test_distill.py``; TensorRT's skip
+  with their reason where it is not installed);
 - ``train_speed``: ``bench/train_speed.py --device cuda`` (images/s, the loop before against today's);
 - ``epruning_population``: ``bench/epruning_population.py --device cuda``.
 
@@ -75,8 +76,8 @@ def parts(cuda: bool, smoke: bool) -> list[Part]:
     bench = ["--help"] if not cuda else ["--device", "cuda"]
     return [
         Part("stage_devices", ["tests/test_stage_devices.py", "-k", "cuda", *collect], 300, pytest=True),
-        Part("gpu_tests", ["tests/test_backends.py", "tests/test_train.py", "tests/test_epruning.py", "-m", "gpu",
-                           *collect], 180, pytest=True),
+        Part("gpu_tests", ["tests/test_backends.py", "tests/test_train.py", "tests/test_epruning.py",
+                           "tests/test_distill.py", "-m", "gpu", *collect], 180, pytest=True),
         Part("train_speed", ["bench/train_speed.py", *bench], 240),
         Part("epruning_population", ["bench/epruning_population.py", *bench], 150),
     ]

@@ -55,7 +55,8 @@ def test_only_an_actor_pool_reserves_bundles_and_the_widest_pool_decides() -> No
 def test_an_epruning_step_holds_only_the_schedule_fields_it_reads() -> None:
     step = plan(order="PA", s2=0.5, prune={"method": "epruning", "granularity": "channel", "skip_first": False}).steps[2]
     assert isinstance(step, EPruneStep)
-    assert set(step.schedule.model_dump()) == {"epochs", "recover_epochs", "batch_size", "optim", "augment", "residual"}
+    assert set(step.schedule.model_dump()) == {"epochs", "recover_epochs", "batch_size", "optim", "augment", "residual",
+                                               "distill"}
     assert not plan(order="PA", s2=0.5, prune={"method": "epruning", "residual": False}).steps[2].schedule.residual
     other = plan(order="PA", s2=0.5, prune={"method": "epruning", "frequency": 3}).steps[2]
     assert stage_key(step.model_dump(mode="json"), None, {}, 0) == stage_key(other.model_dump(mode="json"), None, {}, 0)

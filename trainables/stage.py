@@ -33,6 +33,10 @@ class Context:
         seed: seeds data order and initialisation; a rerun with the same seed repeats the run.
         device: torch device string.
         progress: called as ``progress(stage_label, record)`` after each epoch of a stage.
+        teachers: per domain, the frozen model that distilling stages on that domain learn from
+            (:meth:`teacher`): the model as it entered the first compressing stage on that domain.
+            The runner (:func:`~trainables.pipeline.run.run_stages`, ``run_plan``) fills it; a
+            stage only reads it.
     """
 
     source: DataSpec | None
@@ -41,6 +45,7 @@ class Context:
     seed: int = 0
     device: str = "cpu"
     progress: Callable[[str, dict], None] | None = None
+    teachers: dict[str, nn.Module] = field(default_factory=dict, repr=False)
     _loaded: dict[str, Splits] = field(default_factory=dict, repr=False)
 
     def data(self, domain: Domain) -> Splits:
@@ -51,6 +56,22 @@ class Context:
                 raise FrontierError(f"data.{domain}: this pipeline needs a {domain} dataset but none is given")
             self._loaded[domain] = load_data(spec)
         return self._loaded[domain]
+
+    def teacher(self, domain: Domain) -> nn.Module:
+        """The teacher of a distilling stage on ``domain`` (frozen, in eval mode; see ``teachers``).
+
+        A teacher never crosses domains: the transfer gives the model the target's classes, so a
+        stage on the target learns from a model of the target, never from the source's.
+
+        Raises:
+            FrontierError: no teacher was captured for ``domain`` (the stage did not run through
+                the runner, or a resumed trial lost it).
+        """
+        if domain not in self.teachers:
+            held = ", ".join(sorted(self.teachers)) or "none"
+            raise FrontierError(f"distill: a stage on the {domain} domain distills but no teacher of the {domain} "
+                                f"was captured (teachers held: {held}); run the stages through run_stages or run_plan")
+        return self.teachers[domain]
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -80,6 +101,11 @@ class Stage(Protocol):
     ``slot`` its stable name in results (``D``, ``T``, ``P1``/``P2`` by domain, ``Q``, ``B``;
     ARCHITECTURE.md's vocabulary), the same a plan step of it has: ``seconds.<slot>`` and
     ``stage.<slot>.*`` name its time and metrics, repeats numbered (``P1.2``).
+
+    A stage that compresses the model (pruning, sharing) also has ``compresses = True`` and the
+    ``domain`` it trains on; the model entering the first such stage on a domain is that domain's
+    teacher (:meth:`Context.teacher`). One that learns from it has ``distills`` True and reads
+    ``ctx.teacher(domain)`` only then (:func:`is_compressing`, :func:`distills`).
     """
 
     label: str
@@ -93,3 +119,13 @@ class Stage(Protocol):
         (``tests/test_stage_devices.py`` checks every stage).
         """
         ...
+
+
+def is_compressing(stage: Stage) -> bool:
+    """Whether ``stage`` compresses the model (``compresses`` True: pruning, sharing)."""
+    return bool(getattr(stage, "compresses", False))
+
+
+def distills(stage: Stage) -> bool:
+    """Whether ``stage`` learns from its domain's teacher (``distills`` True: a distill weight above 0)."""
+    return bool(getattr(stage, "distills", False))

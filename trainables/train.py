@@ -13,6 +13,12 @@ normalises them on the device (:func:`trainables.data.model_input`), trains in t
 fp16 with a gradient scaler), in channels-last layout with ``cudnn.benchmark`` on a GPU, and
 keeps the loss and hit counts on the device: the host waits for the device only every
 :data:`FINITE_CHECK_EVERY` steps (the divergence check) and at the end of each epoch.
+
+Distillation (Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network"): given a
+``teacher`` and a :class:`DistillConfig` whose ``weight`` is above 0, :func:`fit` trains on
+:func:`distillation_loss`, cross-entropy on the labels mixed with the temperature-softened KL
+divergence from the teacher's outputs; the teacher runs once per batch, in eval mode, without
+gradients, in the step's precision.
 """
 
 from __future__ import annotations
@@ -58,6 +64,74 @@ class OptimConfig(BaseModel):
     gamma: float = Field(0.95, gt=0, le=1)
     step_size: int = Field(10, ge=1)
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+
+
+class DistillConfig(BaseModel):
+    """Knowledge distillation as recovery (Hinton, Vinyals & Dean 2015, sec. 2): the student learns
+    from a teacher's softened outputs beside the labels (:func:`distillation_loss`).
+
+    Example:
+        >>> DistillConfig(weight=0.5).on, DistillConfig().on
+        (True, False)
+
+    Args:
+        weight: w in [0, 1], the share of the loss that is the teacher's term; 0 (the default) is
+            off: plain cross-entropy, and no teacher is needed or run.
+        temperature: T > 0, the softmax temperature of both outputs in the teacher's term (Hinton
+            et al. use 1 to 20; 4 is a common choice for small image classifiers).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    weight: float = Field(0.0, ge=0, le=1)
+    temperature: float = Field(4.0, gt=0)
+
+    @property
+    def on(self) -> bool:
+        """Whether the teacher's term counts (``weight > 0``)."""
+        return self.weight > 0
+
+
+def soft_target_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """T^2 * KL(softmax(teacher / T) || softmax(student / T)), summed over classes and averaged over
+    the batch: the soft-target term of Hinton et al. 2015 (sec. 2; the T^2 keeps its gradients'
+    scale independent of T). Computed in float32; no gradient flows into ``teacher``.
+
+    At T = 1 it is the quantization-retraining paper's output matching (``retrain.loss: kl``).
+
+    Args:
+        student, teacher: ``(batch, classes)`` logits.
+        temperature: T > 0.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 but got {temperature!r}")
+    t = float(temperature)
+    return nn.functional.kl_div((student.float() / t).log_softmax(1), (teacher.detach().float() / t).log_softmax(1),
+                                log_target=True, reduction="batchmean") * (t * t)
+
+
+def distillation_loss(student: torch.Tensor, target: torch.Tensor | None, teacher: torch.Tensor | None,
+                      cfg: DistillConfig) -> torch.Tensor:
+    """The distillation loss of Hinton et al. 2015 (sec. 2):
+    ``(1 - w) * CE(student, target) + w * T^2 * KL(softmax(teacher / T) || softmax(student / T))``
+    with w = ``cfg.weight`` and T = ``cfg.temperature`` (:func:`soft_target_loss`).
+
+    At w = 0 it is exactly the cross-entropy (``teacher`` may be None); at w = 1 exactly the soft
+    term (``target`` may be None: unlabeled images). No gradient flows into ``teacher``.
+
+    Raises:
+        ValueError: a term with a nonzero weight whose input is None.
+    """
+    if cfg.weight < 1 and target is None:
+        raise ValueError(f"distillation_loss: weight {cfg.weight} < 1 needs labels (target) but got None")
+    if cfg.weight == 0:
+        return nn.functional.cross_entropy(student, target)
+    if teacher is None:
+        raise ValueError(f"distillation_loss: weight {cfg.weight} > 0 needs the teacher's logits but got None")
+    soft = soft_target_loss(student, teacher, cfg.temperature)
+    if cfg.weight == 1:
+        return soft
+    return (1 - cfg.weight) * nn.functional.cross_entropy(student, target) + cfg.weight * soft
 
 
 PRECISIONS = ("bf16", "fp16", "fp32")
@@ -280,8 +354,11 @@ def fit(
     restore_best: bool = False,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     forward_context: Callable[[torch.Tensor, torch.Tensor], AbstractContextManager] | None = None,
+    teacher: nn.Module | None = None,
+    distill: DistillConfig | None = None,
 ) -> FitResult:
-    """Train ``model`` for up to ``epochs`` epochs with cross-entropy.
+    """Train ``model`` for up to ``epochs`` epochs with cross-entropy, or with the distillation loss
+    of Hinton et al. 2015 (:func:`distillation_loss`) when ``distill`` is on.
 
     Args:
         params: the parameters that learn (default: all of ``model``'s).
@@ -295,15 +372,30 @@ def fit(
         restore_best: load the weights of the epoch with the best validation accuracy at the end.
         on_epoch: called after each epoch with that epoch's record.
         forward_context: called with each batch ``(x, y)`` on the device; the training forward
-            runs inside the context it returns (EPruning masks the sub-network there).
+            runs inside the context it returns (EPruning masks the sub-network there); the
+            teacher's forward runs outside it.
+        teacher: the model whose outputs the student matches when ``distill`` is on. It is moved
+            to ``device`` and put in eval mode, runs once per batch under ``torch.no_grad`` in the
+            training precision, and is never trained (its parameters are not the optimizer's
+            unless the caller passes them in ``params``); unused when ``distill`` is off.
+        distill: the loss's teacher weight and temperature (None: off).
 
     Raises:
         Diverged: the loss became NaN or infinite.
+        ValueError: ``distill`` is on and ``teacher`` is None, or ``teacher`` is ``model`` itself.
     """
+    distill = distill or DistillConfig()
+    if distill.on and teacher is None:
+        raise ValueError(f"fit: distill.weight {distill.weight} > 0 needs a teacher but got None")
+    if teacher is not None and teacher is model:
+        raise ValueError("fit: teacher must be another module than the model it teaches (a frozen copy)")
+    if distill.on:
+        teacher = teacher.to(device).eval()
     opt = make_optimizer(model.parameters() if params is None else params, optim)
     sched = make_scheduler(opt, optim, epochs)
     result, best_state = FitResult(), None
-    step = _Step(model, opt, device, train_precision(optim.precision, device), forward_context)
+    step = _Step(model, opt, device, train_precision(optim.precision, device), forward_context,
+                 teacher=teacher if distill.on else None, distill=distill)
     result.precision = step.precision
     for epoch in range(epochs):
         with step.layout():
@@ -333,11 +425,18 @@ class _Step:
     bf16 and fp16 run the forward and the loss under ``torch.autocast`` (the parameters, gradients
     and optimizer state stay float32); fp16 scales the loss (``torch.amp.GradScaler``) so that small
     gradients survive. On a GPU the model trains channels-last with ``cudnn.benchmark`` on.
+
+    With a ``teacher`` the loss is :func:`distillation_loss` under ``distill``; the teacher's logits
+    come from one forward per batch under ``torch.no_grad`` in the same autocast (and layout), outside
+    ``forward_context``. Without one the loss is the plain cross-entropy, computed as before
+    distillation existed (bit for bit).
     """
 
     def __init__(self, model: nn.Module, opt: torch.optim.Optimizer, device: torch.device | str, precision: str,
-                 forward_context=None) -> None:
+                 forward_context=None, *, teacher: nn.Module | None = None,
+                 distill: DistillConfig | None = None) -> None:
         self.model, self.opt, self.device, self.precision = model, opt, device, precision
+        self.teacher, self.distill = teacher, distill or DistillConfig()
         self.kind = torch.device(device).type
         self.cuda = self.kind == "cuda"
         self.forward_context = forward_context
@@ -351,23 +450,37 @@ class _Step:
         if not self.cuda:
             yield
             return
-        self.model.to(memory_format=torch.channels_last)
+        models = [self.model] if self.teacher is None else [self.model, self.teacher]
+        for model in models:
+            model.to(memory_format=torch.channels_last)
         try:
             yield
         finally:
-            self.model.to(memory_format=torch.contiguous_format)
+            for model in models:
+                model.to(memory_format=torch.contiguous_format)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Train on one batch already on the device; returns the loss and the logits (not synced)."""
+        soft = None
+        if self.teacher is not None:
+            with torch.no_grad(), self._autocast():
+                soft = self.teacher(x)
         with self.forward_context(x, y) if self.forward_context is not None else nullcontext():
-            with torch.autocast(self.kind, dtype=_AUTOCAST.get(self.precision), enabled=self.precision in _AUTOCAST):
+            with self._autocast():
                 logits = self.model(x)
-                loss = nn.functional.cross_entropy(logits, y)
+                if soft is None:
+                    loss = nn.functional.cross_entropy(logits, y)
+                else:
+                    loss = distillation_loss(logits, y, soft, self.distill)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
         self.scaler.update()
         return loss.detach().float(), logits.detach()
+
+    def _autocast(self) -> AbstractContextManager:
+        """The step's precision: ``torch.autocast`` for bf16 and fp16, nothing for fp32."""
+        return torch.autocast(self.kind, dtype=_AUTOCAST.get(self.precision), enabled=self.precision in _AUTOCAST)
 
 
 def _train_epoch(model, data, step: _Step, frozen, before_batch, result) -> dict[str, float]:

@@ -1,8 +1,8 @@
 """Content-addressed cache of stage outputs.
 
-An entry's key is the SHA-256 of (stage config, input artifact hash, data spec, seed), so trials
-that share a prefix (the dense pretrain, a ``PB`` pruning to 50%) compute it once. An entry is a
-folder ``<root>/<key>/`` holding ``model.pt`` (the output state dict) and ``meta.json`` (its
+An entry's key is the SHA-256 of (stage config, input artifact hash, data spec, seed, and for a
+stage that distills its teacher's content hash), so trials that share a prefix (the dense pretrain,
+a ``PB`` pruning to 50%) compute it once. An entry is a folder ``<root>/<key>/`` holding ``model.pt`` (the output state dict) and ``meta.json`` (its
 content hash and the stage's metrics). Entries are written to a temporary folder and renamed into
 place, so a reader sees a whole entry or none; a corrupt or truncated entry fails its content-hash
 check on read, is removed, and the stage is recomputed.
@@ -46,9 +46,17 @@ def state_hash(state: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def stage_key(config: Any, input_hash: str | None, data: Any, seed: int) -> str:
-    """The cache key of a stage: SHA-256 of its canonical JSON description."""
-    payload = json.dumps({"config": config, "input": input_hash, "data": data, "seed": seed}, sort_keys=True)
+def stage_key(config: Any, input_hash: str | None, data: Any, seed: int, *, teacher: str | None = None) -> str:
+    """The cache key of a stage: SHA-256 of its canonical JSON description.
+
+    ``teacher``: the content hash of the teacher a distilling stage learns from (its output depends
+    on it as on its input); None, for every stage that does not distill, leaves the key as it was
+    before distillation existed.
+    """
+    described = {"config": config, "input": input_hash, "data": data, "seed": seed}
+    if teacher is not None:
+        described["teacher"] = teacher
+    payload = json.dumps(described, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

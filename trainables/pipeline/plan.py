@@ -33,9 +33,9 @@ bundles it needs (``bundles()``). The runner, the cache and the results read the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from ..augment import Augment
 from ..data import DataSpec
@@ -74,11 +74,24 @@ class _Step(BaseModel):
     - :meth:`bundles`: the Ray bundles it needs beyond the trial's own (actors it starts).
 
     A new stage kind is a subclass here, added to :data:`StepSpec`.
+
+    A step dumps a config's ``distill`` (:class:`~trainables.train.DistillConfig`: the pruning
+    schedule's, the retraining's) only when its weight is above 0, so the plans and cache keys of
+    steps that do not distill are those made before distillation existed.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     cached: ClassVar[bool] = True
+
+    @model_serializer(mode="wrap")
+    def _distill_when_on(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        for config in data.values():
+            distill = config.get("distill") if isinstance(config, dict) else None
+            if isinstance(distill, dict) and not distill.get("weight"):
+                del config["distill"]
+        return data
 
     @property
     def label(self) -> str:

@@ -11,6 +11,15 @@ objective not finite) ends the trial with a result naming it under ``failed``
 contract of what a trial reports) instead of raising: Tune retries raised errors, which is
 right for a lost node and a waste for these. Anything else raises, and Tune retries it.
 
+**Teachers.** A stage that distills (:func:`~trainables.stage.distills`: a distill weight above 0)
+learns from its domain's teacher, ``ctx.teacher(domain)``: a frozen copy of the model as it entered
+the first compressing stage on that domain (:func:`teacher_points`). The runner takes the copy there
+and records, in :attr:`Progress.teachers`, the cache entry and content hash of that model (the
+output of the stage before), so a resumed trial gets the same teacher back (:func:`_restore`: from
+that entry, or from ``teacher.<domain>.pt`` in a checkpoint of a trial without the cache). A
+distilling stage's cache key holds its teacher's content hash; the key of any other stage is as
+before.
+
 Example (the CPU pipeline on digits, about a minute on 2 CPUs)::
 
     from pathlib import Path
@@ -27,6 +36,7 @@ Example (the CPU pipeline on digits, about a minute on 2 CPUs)::
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -41,10 +51,10 @@ from torch import nn
 
 from ..layout import RunFolder
 from ..models import rebuild
-from ..stage import Context, Metrics, Stage
+from ..stage import Context, Domain, Metrics, Stage, distills, is_compressing
 from ..train import Diverged, loader_workers_for, set_loader_workers
 from .boundary import measure_boundary, measured_at
-from .cache import StageCache, stage_key
+from .cache import StageCache, stage_key, state_hash
 from .plan import Plan, numbered
 from .result import failed_result, final_result, progress_report
 
@@ -69,10 +79,60 @@ def run_stages(stages: Sequence[Stage], ctx: Context, model: nn.Module | None = 
     if not stages:
         raise ValueError("run_stages: no stages given")
     progress = Progress()
-    for stage, name in zip(stages, numbered([stage.slot for stage in stages])):
+    points = teacher_points(stages)
+    for i, (stage, name) in enumerate(zip(stages, numbered([stage.slot for stage in stages]))):
+        _take_teachers(points, i, model, ctx, progress)
         model, metrics = stage.run(model, ctx)
         progress.add(name, metrics)
     return model, progress.final(pipeline_string(stages))
+
+
+def teacher_points(stages: Sequence[Stage]) -> dict[Domain, int]:
+    """``{domain: index}`` of the stage whose input is that domain's teacher: the first compressing
+    stage on the domain (:func:`~trainables.stage.is_compressing`), for each domain some stage
+    distills on. A teacher never crosses the transfer: ``D|50|T|70`` has the dense model as the
+    source's teacher and the transferred model (pruned to 50%) as the target's; ``D|50|T|B`` has none
+    (the transfer is not distilled).
+
+    Example:
+        >>> from trainables.stages.gradual import GradualConfig, GradualPrune
+        >>> on = GradualConfig(final=0.7, distill={"weight": 0.5})
+        >>> teacher_points([GradualPrune(GradualConfig(final=0.5)), GradualPrune(on)])
+        {'target': 0}
+    """
+    firsts: dict[Domain, int] = {}
+    for i, stage in enumerate(stages):
+        if is_compressing(stage):
+            firsts.setdefault(stage.domain, i)
+    needed = {stage.domain for stage in stages if distills(stage)}
+    return {domain: i for domain, i in firsts.items() if domain in needed}
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A teacher: a deep copy of ``model`` in eval mode whose parameters need no gradient."""
+    return copy.deepcopy(model).eval().requires_grad_(False)
+
+
+def _take_teachers(points: dict[Domain, int], index: int, model: nn.Module | None, ctx: Context,
+                   progress: Progress) -> None:
+    """Before stage ``index``: a frozen copy of its input becomes the teacher of each domain whose
+    point it is (``ctx.teachers``), with the input's cache entry and content hash in ``progress``."""
+    for domain, at in points.items():
+        if at == index:
+            if model is None:
+                raise ValueError(f"stage {index} compresses the {domain}'s model but no model reaches it")
+            ctx.teachers[domain] = frozen_copy(model)
+            progress.teachers[domain] = {"cache_key": progress.cache_key, "hash": progress.input_hash}
+
+
+def _teacher_hash(stage: Stage, ctx: Context, progress: Progress) -> str | None:
+    """The content hash of ``stage``'s teacher when it distills (part of its cache key), else None."""
+    if not distills(stage):
+        return None
+    ref = progress.teachers.setdefault(stage.domain, {"cache_key": None, "hash": None})
+    if ref["hash"] is None:  # taken from a model that came from no cache entry
+        ref["hash"] = state_hash(ctx.teacher(stage.domain).state_dict())
+    return ref["hash"]
 
 
 @dataclass
@@ -87,6 +147,9 @@ class Progress:
     resumed_at: list[int] = field(default_factory=list)  # stage index of each resume from a checkpoint
     cache_key: str | None = None  # the stage cache entry holding the last output (None: not cached)
     stage: dict[str, Any] = field(default_factory=dict)  # CARRIED metrics of earlier stages, as stage.<slot>.<key>
+    # per domain, where its teacher came from: {"cache_key": the entry of the model it copies (None: not
+    # cached), "hash": that model's content hash}
+    teachers: dict[str, dict[str, str | None]] = field(default_factory=dict)
 
     def add(self, label: str, metrics: Metrics, seconds: float | None = None, cached: bool = False) -> None:
         """Record stage ``label`` (a plan's slot, or a numbered stage label: unique within a run)."""
@@ -122,16 +185,23 @@ def run_plan(
 
     ``after_stage(model, progress)`` is called after every stage but the last (a checkpoint).
     A step that is not ``cached`` (the benchmark: its latency is measured anew) always runs.
+
+    Teachers (see the module doc) are taken as the plan reaches them; a run resumed after a
+    domain's teacher point needs that teacher in ``ctx.teachers`` already (:func:`_restore` puts it
+    there), else its distilling stage raises :class:`~trainables.errors.FrontierError`.
     """
     progress = progress or Progress()
     stages, slots, dense = plan.stages(), plan.slots(), plan.architecture
+    points = teacher_points(stages)
     for i in range(progress.index, len(stages)):
         step, stage, start = plan.steps[i], stages[i], time.perf_counter()
+        _take_teachers(points, i, model, ctx, progress)
         if cache is None or not step.cached:
             model, metrics = stage.run(model, ctx)
             digest, hit, key = None, None, None
         else:
-            key = stage_key(step.model_dump(mode="json"), progress.input_hash, plan.data_key(), plan.seed)
+            key = stage_key(step.model_dump(mode="json"), progress.input_hash, plan.data_key(), plan.seed,
+                            teacher=_teacher_hash(stage, ctx, progress))
             with cache.claim(key) as hit:
                 if hit is not None:
                     state, metrics, digest = hit
@@ -160,7 +230,7 @@ def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True, boundar
     (:meth:`~trainables.pipeline.cache.StageCache.hold`); the driver releases them when its final
     result is recorded. A stage checkpoint whose output is a cache entry holds ``progress.json``
     only, naming the entry (``cache_key``) and its content hash; one whose output is not cached
-    (the cache off) holds ``model.pt`` as well.
+    (the cache off) holds ``model.pt`` as well, and ``teacher.<domain>.pt`` for a teacher not cached.
     """
     from ray import tune
 
@@ -172,13 +242,11 @@ def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True, boundar
     ctx = Context(plan.source, plan.target, run.trial(trial_id), seed=plan.seed, device=device)
     stage_cache = (StageCache(Path(cache_dir) if cache_dir else run.cache, holder=trial_id, max_bytes=max_bytes)
                    if cache else None)
-    model, progress = _restore(tune.get_checkpoint(), plan, stage_cache)
+    model, progress = _restore(tune.get_checkpoint(), plan, stage_cache, ctx)
 
     def checkpoint(model: nn.Module, progress: Progress) -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            if progress.cache_key is None or stage_cache is None:  # no entry to refer to
-                torch.save(model.state_dict(), Path(tmp) / "model.pt")
-            (Path(tmp) / "progress.json").write_text(json.dumps(progress.__dict__))
+            _write_checkpoint(Path(tmp), model, progress, ctx, cached=stage_cache is not None)
             report = {**progress_report(progress.index, len(plan.steps)), **progress.seconds}
             if boundary_runs > 0 and measured_at(plan, progress.index):
                 report.update(measure_boundary(model, plan, progress.index, ctx, runs=boundary_runs))
@@ -193,12 +261,27 @@ def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True, boundar
     tune.report(final_result(metrics, len(plan.steps)))
 
 
-def _restore(checkpoint, plan: Plan, cache: StageCache | None = None) -> tuple[nn.Module | None, Progress]:
-    """The model and progress saved by the last finished stage, or a fresh start.
+def _write_checkpoint(folder: Path, model: nn.Module, progress: Progress, ctx: Context, *, cached: bool) -> None:
+    """A stage checkpoint in ``folder``: ``progress.json``; ``model.pt`` when the output is in no cache
+    entry (``cached`` False, or not cached), and ``teacher.<domain>.pt`` for each teacher taken from
+    a model in no cache entry (:func:`_restore` reads them back)."""
+    if progress.cache_key is None or not cached:  # no entry to refer to
+        torch.save(model.state_dict(), folder / "model.pt")
+    for domain, ref in progress.teachers.items():
+        if ref["cache_key"] is None or not cached:
+            torch.save(ctx.teacher(domain).state_dict(), folder / f"teacher.{domain}.pt")
+    (folder / "progress.json").write_text(json.dumps(progress.__dict__))
 
-    A checkpoint without ``model.pt`` refers to the cache entry ``progress.cache_key``; when that
-    entry is gone or does not hold the output the checkpoint names (its content hash differs), the
-    trial starts afresh and the stage cache recomputes (or finds) each stage, as for a corrupt entry.
+
+def _restore(checkpoint, plan: Plan, cache: StageCache | None = None,
+             ctx: Context | None = None) -> tuple[nn.Module | None, Progress]:
+    """The model and progress saved by the last finished stage, or a fresh start; the teachers taken
+    before that stage go to ``ctx.teachers`` (frozen, on ``ctx.device``).
+
+    A checkpoint without ``model.pt`` refers to the cache entry ``progress.cache_key``, and a teacher
+    without ``teacher.<domain>.pt`` to the entry in ``progress.teachers``; when such an entry is gone
+    or does not hold the output the checkpoint names (its content hash differs), the trial starts
+    afresh and the stage cache recomputes (or finds) each stage, as for a corrupt entry.
     """
     if checkpoint is None:
         return None, Progress()
@@ -206,14 +289,29 @@ def _restore(checkpoint, plan: Plan, cache: StageCache | None = None) -> tuple[n
         progress = Progress(**json.loads((Path(folder) / "progress.json").read_text()))
         stored = Path(folder) / "model.pt"
         state = torch.load(stored, map_location="cpu", weights_only=True) if stored.is_file() else None
+        teachers = {domain: torch.load(Path(folder) / f"teacher.{domain}.pt", map_location="cpu", weights_only=True)
+                    for domain in progress.teachers if (Path(folder) / f"teacher.{domain}.pt").is_file()}
     if state is None:
-        found = cache.get(progress.cache_key) if cache is not None and progress.cache_key else None
-        if found is None or found[2] != progress.input_hash:
+        state = _cached_state(cache, progress.cache_key, progress.input_hash)
+        if state is None:
             return None, Progress()
-        state = found[0]
+    for domain, ref in progress.teachers.items():
+        if domain not in teachers:
+            teachers[domain] = _cached_state(cache, ref["cache_key"], ref["hash"])
+            if teachers[domain] is None:
+                return None, Progress()
     progress.resumed_at.append(progress.index)
     dense = plan.architecture
+    if ctx is not None:
+        ctx.teachers.update({domain: rebuild(dense.model, taught, path=dense.model_path).eval().requires_grad_(False)
+                             .to(ctx.device) for domain, taught in teachers.items()})
     return rebuild(dense.model, state, path=dense.model_path), progress
+
+
+def _cached_state(cache: StageCache | None, key: str | None, digest: str | None) -> dict[str, torch.Tensor] | None:
+    """The state of cache entry ``key`` when it holds the output of content hash ``digest``, else None."""
+    found = cache.get(key) if cache is not None and key else None
+    return None if found is None or found[2] != digest else found[0]
 
 
 FAULT_FILE_ENV = "FRONTIER_FAULT_FILE"

@@ -38,7 +38,7 @@ from ..compress.gating import gated_states
 from ..compress.units import UnitGroup, unit_groups
 from ..curriculum import flip_cutout
 from ..stage import Context, Domain, Metrics, prune_slot
-from ..train import EVAL_BATCH_SIZE, OptimConfig, evaluate, fit, loader, seed_everything
+from ..train import EVAL_BATCH_SIZE, DistillConfig, OptimConfig, evaluate, fit, loader, seed_everything
 from .evolution import converged, convergence, crossover, init_population, mutate, repair, select
 from .population import Evaluator, make_evaluator, sample_energies
 
@@ -121,6 +121,9 @@ class EPruneSchedule(BaseModel):
         augment: the spec's training augmentation, applied before ``epruning.augment``.
         residual: residual streams are units too (``budgets.prune.residual``; False: only
             channels inside a block, :func:`trainables.compress.units.unit_groups`).
+        distill: distillation from the trial's teacher (``budgets.prune.distill``; Hinton et al.
+            2015, :func:`~trainables.train.distillation_loss`) in the stage's one training run, the
+            search window and the fine-tuning after it; weight 0 (the default) is off.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -131,10 +134,12 @@ class EPruneSchedule(BaseModel):
     optim: OptimConfig = OptimConfig()
     augment: Augment = "none"
     residual: bool = True
+    distill: DistillConfig = DistillConfig()
 
 
 def epruning(model: nn.Module, splits, cfg: EPruningConfig, schedule: EPruneSchedule, *, sparsity: float,
-             device: str = "cpu", seed: int = 0, on_epoch=None) -> tuple[nn.Module, Metrics]:
+             device: str = "cpu", seed: int = 0, on_epoch=None,
+             teacher: nn.Module | None = None) -> tuple[nn.Module, Metrics]:
     """Prune ``model``'s units with EPruning on ``splits`` (see the module doc); the units end zeroed.
 
     Trains ``schedule.epochs + schedule.recover_epochs`` epochs in batches of ``schedule.batch_size``
@@ -149,7 +154,9 @@ def epruning(model: nn.Module, splits, cfg: EPruningConfig, schedule: EPruneSche
     ``schedule.augment`` is the pruning schedule's augmentation (``shift_mirror``,
     :mod:`trainables.augment`), applied before ``cfg.augment``'s flip and Cutout when both are set.
     ``schedule.residual=False`` leaves residual streams out of the units
-    (:func:`trainables.compress.units.unit_groups`).
+    (:func:`trainables.compress.units.unit_groups`). With ``schedule.distill`` on, the training
+    loss is :func:`~trainables.train.distillation_loss` from ``teacher`` (the unmasked teacher's
+    outputs, the student's under s_b's mask); the search's energies (eq. 3) stay on the labels.
     """
     from ..compress.surgery import zero_units
 
@@ -172,7 +179,8 @@ def epruning(model: nn.Module, splits, cfg: EPruningConfig, schedule: EPruneSche
     try:
         fit(model, loader(splits.train, schedule.batch_size, shuffle=True, seed=seed), None, schedule.optim,
             schedule.epochs + schedule.recover_epochs, device=device, on_epoch=epoch_done,
-            forward_context=lambda x, y: gated_states(model, groups, search.generation(x, y)))
+            forward_context=lambda x, y: gated_states(model, groups, search.generation(x, y)),
+            teacher=teacher, distill=schedule.distill)
     finally:
         search.close()
         splits.train.augment = unaugmented
@@ -285,7 +293,9 @@ def removed_share(model: nn.Module, keep: dict[str, torch.Tensor], groups: list[
 class EPrune:
     """Stage ``P<s>`` by EPruning, labelled ``E<s>``: prune units of the model on one domain (slot
     ``P1`` on the source, ``P2`` on the target), with the budget ``schedule`` (default
-    ``EPruneSchedule()``)."""
+    ``EPruneSchedule()``); with ``schedule.distill`` on it learns from ``ctx.teacher(domain)``."""
+
+    compresses = True
 
     def __init__(self, cfg: EPruningConfig, schedule: EPruneSchedule | None = None, *, sparsity: float,
                  domain: Domain = "target") -> None:
@@ -298,8 +308,14 @@ class EPrune:
         """The pipeline label: ``E50`` for a stage held to 0.5, a bare ``E`` for one finding its own rate."""
         return f"E{round(sparsity * 100):d}" if constrain else "E"
 
+    @property
+    def distills(self) -> bool:
+        """Whether the stage learns from its domain's teacher (``schedule.distill`` on)."""
+        return self.schedule.distill.on
+
     def run(self, model: nn.Module | None, ctx: Context) -> tuple[nn.Module, Metrics]:
         if model is None:
             raise ValueError("a pruning stage needs a model from an earlier stage")
         return epruning(model, ctx.data(self.domain), self.cfg, self.schedule, sparsity=self.sparsity,
-                        device=ctx.device, seed=ctx.seed, on_epoch=ctx.reporter(self.label))
+                        device=ctx.device, seed=ctx.seed, on_epoch=ctx.reporter(self.label),
+                        teacher=ctx.teacher(self.domain) if self.distills else None)

@@ -23,7 +23,7 @@ from ..augment import Augment, augmented, named
 from ..compress.importance import Importance
 from ..compress.masks import prunable_layers, sparsity_kept, zero_fraction
 from ..stage import Context, Domain, Metrics, prune_slot
-from ..train import EVAL_BATCH_SIZE, OptimConfig, evaluate, fit, loader, seed_everything
+from ..train import EVAL_BATCH_SIZE, DistillConfig, OptimConfig, evaluate, fit, loader, seed_everything
 from .batches import training_batches
 from .pruners import Granularity, granularity_problem, pruner_class
 from .schedule import Frequency, Schedule, Sparsity, agp_schedule
@@ -46,6 +46,10 @@ class PruneSchedule(BaseModel):
             EPruning applies it too, before its own ``epruning.augment`` (flip and Cutout).
         residual: for unit pruning (``channel`` granularity and EPruning), residual streams are
             units too (the default); False prunes only channels inside a block.
+        distill: distillation from the trial's teacher while the stage trains (the window and its
+            recovery; EPruning's search and fine-tuning), Hinton et al. 2015
+            (:func:`~trainables.train.distillation_loss`); weight 0 (the default) is off.
+            Searchable as ``prune.distill.weight`` and ``prune.distill.temperature``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -60,6 +64,7 @@ class PruneSchedule(BaseModel):
     granularity: Granularity = "unstructured"
     augment: Augment = "none"
     residual: bool = True
+    distill: DistillConfig = DistillConfig()
 
 
 class GradualConfig(PruneSchedule):
@@ -85,7 +90,7 @@ class GradualConfig(PruneSchedule):
 
 def gradual_prune(
     model: nn.Module, splits, cfg: GradualConfig, *, device: str = "cpu", seed: int = 0, on_epoch=None,
-    schedule: Schedule = agp_schedule, importance: Importance | None = None,
+    schedule: Schedule = agp_schedule, importance: Importance | None = None, teacher: nn.Module | None = None,
 ) -> tuple[nn.Module, Metrics]:
     """Prune ``model`` to ``cfg.final`` on ``splits`` (see module doc); the masks end permanent.
 
@@ -93,6 +98,9 @@ def gradual_prune(
     cubic AGP schedule, eq. 1); the pruner of ``cfg.granularity``
     (:class:`~trainables.stages.pruners.Pruner`) makes each, scoring units with ``importance``
     (default L1) where it removes units.
+
+    With ``cfg.distill`` on, the window and the recovery epochs train on the distillation loss from
+    ``teacher`` (:func:`~trainables.train.distillation_loss`, Hinton et al. 2015).
 
     Returns metrics: ``sparsity``, ``sparsity_all`` (zeros over every conv/linear weight),
     ``layer_sparsity_min/max``, ``pruning_updates`` (the updates made), and top-1/3/5 and loss on
@@ -128,6 +136,8 @@ def gradual_prune(
             device=device,
             before_batch=before_batch,
             on_epoch=on_epoch,
+            teacher=teacher,
+            distill=cfg.distill,
         )
         if last_update not in done:  # the last update falls after training when recover_epochs == 0
             pruner.update(updates[last_update], last=True)
@@ -153,6 +163,13 @@ class GradualPrune:
         self.label = self.label_for(cfg.final)
         self.slot = prune_slot(domain)
 
+    compresses = True  # the model entering the first compressing stage of a domain is its teacher
+
+    @property
+    def distills(self) -> bool:
+        """Whether the stage learns from its domain's teacher (``cfg.distill`` on)."""
+        return self.cfg.distill.on
+
     @staticmethod
     def label_for(final: float) -> str:
         """The pipeline label of a stage pruning to ``final``: the percentage, ``80`` for 0.8."""
@@ -164,4 +181,5 @@ class GradualPrune:
         return gradual_prune(
             model, ctx.data(self.domain), self.cfg, device=ctx.device, seed=ctx.seed, on_epoch=ctx.reporter(self.label),
             schedule=self.schedule, importance=self.importance,
+            teacher=ctx.teacher(self.domain) if self.distills else None,
         )

@@ -42,8 +42,8 @@ from ..compress.masks import PRUNABLE, sparsity_kept
 from ..errors import FrontierError
 from ..stage import Context, Domain, Metrics
 from ..data import model_input
-from ..train import (EVAL_BATCH_SIZE, FINITE_CHECK_EVERY, OptimConfig, evaluate, fit, loader, make_optimizer,
-                     seed_everything, train_precision)
+from ..train import (EVAL_BATCH_SIZE, FINITE_CHECK_EVERY, DistillConfig, OptimConfig, evaluate, fit, loader,
+                     make_optimizer, seed_everything, soft_target_loss, train_precision)
 
 __all__ = ["cluster", "layer_groups", "group_layers", "share", "shared_tensors", "frozen_parameters", "nothing_to_retrain", "retrain",
            "Share", "ShareConfig", "RetrainConfig", "CENTROIDS"]
@@ -213,6 +213,12 @@ class RetrainConfig(BaseModel):
             or ``target`` (its images, labels ignored).
         loss: ``kl`` (KL divergence of the softmax outputs, teacher to student) or ``mse`` (squared
             error between the softmax output vectors).
+        distill: ``labeled`` mode only: distillation from the trial's teacher (the model as it
+            entered the trial's first compressing stage on the target, :meth:`~trainables.stage.Context.teacher`)
+            beside the labels, Hinton et al. 2015 (:func:`~trainables.train.distillation_loss`);
+            weight 0 (the default) is plain cross-entropy. ``unlabeled`` mode ignores it: it is
+            distillation already, from the model before sharing, at temperature 1 (the paper's).
+            Searchable as ``retrain.distill.weight``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -223,6 +229,12 @@ class RetrainConfig(BaseModel):
     batch_size: int = Field(64, ge=1)
     loss: Literal["kl", "mse"] = "kl"
     optim: OptimConfig = OptimConfig(name="adam", lr=1e-3)
+    distill: DistillConfig = DistillConfig()
+
+    @property
+    def distills(self) -> bool:
+        """Whether retraining learns from the trial's teacher: ``labeled`` mode with a distill weight above 0."""
+        return self.mode == "labeled" and self.distill.on
 
 
 def frozen_parameters(model: nn.Module, shared: Iterable[str]) -> set[str]:
@@ -278,9 +290,8 @@ def nothing_to_retrain(model: nn.Module, shared: Iterable[str]) -> str | None:
 
 
 def _output_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> torch.Tensor:
-    if kind == "kl":
-        return nn.functional.kl_div(student.log_softmax(1), teacher.log_softmax(1), log_target=True,
-                                    reduction="batchmean")
+    if kind == "kl":  # KL(softmax(teacher) || softmax(student)), batch mean: the soft term at T = 1
+        return soft_target_loss(student, teacher, 1.0)
     return nn.functional.mse_loss(student.softmax(1), teacher.softmax(1))
 
 
@@ -298,7 +309,9 @@ def retrain(
     tensor (:func:`frozen_parameters`) and the batch-norm statistics stay fixed.
 
     ``unlabeled`` mode needs ``unlabeled`` (images only) and the ``teacher`` (the model before
-    sharing); ``labeled`` mode needs ``labeled`` ((image, label) pairs). A pruned model stays as
+    sharing); ``labeled`` mode needs ``labeled`` ((image, label) pairs), and with ``cfg.distill`` on
+    the ``teacher`` it distills from (:class:`Share` passes the trial's, ``ctx.teacher("target")``;
+    None otherwise). A pruned model stays as
     pruned: the zeros and dead units of the trained tensors are kept at zero
     (:func:`~trainables.compress.masks.sparsity_kept`), so retraining cannot grow the artifact back.
     Returns the time taken and the last epoch's mean loss.
@@ -322,7 +335,8 @@ def retrain(
             if cfg.mode == "labeled":
                 if labeled is None:
                     raise ValueError("labeled retraining needs a labeled loader")
-                result = fit(model, labeled, None, cfg.optim, cfg.epochs, device=device, params=params, frozen=model)
+                result = fit(model, labeled, None, cfg.optim, cfg.epochs, device=device, params=params, frozen=model,
+                             teacher=teacher if cfg.distills else None, distill=cfg.distill)
                 loss = result.history[-1]["loss"]
             else:
                 if unlabeled is None:
@@ -373,12 +387,23 @@ class Share:
     ``shared_accuracy`` right after sharing (before retraining), ``shared_tensors``, and with
     retraining ``retrain_seconds``. With retraining, a configuration that leaves nothing to train
     (:func:`nothing_to_retrain`) raises :class:`FrontierError` before anything is shared.
+
+    A compressing stage on the target (``compresses``, ``domain``); labeled retraining with
+    ``distill`` on learns from ``ctx.teacher("target")`` (``distills``).
     """
+
+    compresses = True
+    domain: Domain = "target"
 
     def __init__(self, cfg: ShareConfig, retrain_cfg: RetrainConfig | None = None) -> None:
         self.cfg, self.retrain_cfg = cfg, retrain_cfg
         self.label = self.label_for(retrain_cfg is not None)
         self.slot = "Q"
+
+    @property
+    def distills(self) -> bool:
+        """Whether the stage learns from the trial's teacher of the target (:attr:`RetrainConfig.distills`)."""
+        return self.retrain_cfg is not None and self.retrain_cfg.distills
 
     @staticmethod
     def label_for(retrain: bool) -> str:
@@ -394,7 +419,12 @@ class Share:
         seed_everything(ctx.seed)
         target = ctx.data("target")
         model = model.to(ctx.device)  # the stage's model and its teacher live on ctx.device
-        teacher = copy.deepcopy(model).eval() if self.retrain_cfg else None
+        if self.retrain_cfg is None:
+            teacher = None
+        elif self.retrain_cfg.mode == "unlabeled":  # the paper's teacher: the model before sharing
+            teacher = copy.deepcopy(model).eval()
+        else:  # labeled: the trial's teacher when distilling, none otherwise
+            teacher = ctx.teacher(self.domain) if self.distills else None
         shared = share(model, self.cfg)
         test = loader(target.test, EVAL_BATCH_SIZE, shuffle=False)
         metrics: dict = {"shared_tensors": len(shared)}
