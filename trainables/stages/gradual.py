@@ -16,17 +16,21 @@ from __future__ import annotations
 
 import time
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Any
+
+from pydantic import (BaseModel, ConfigDict, Field, SerializationInfo, SerializerFunctionWrapHandler, field_validator, model_serializer,
+                      model_validator)
 from torch import nn
 
 from ..augment import Augment, augmented, named
-from ..compress.importance import Importance
+from ..compress.importance import Importance, importance_names
 from ..compress.masks import prunable_layers, sparsity_kept, zero_fraction
 from ..stage import Context, Domain, Metrics, prune_slot
 from ..train import EVAL_BATCH_SIZE, DistillConfig, OptimConfig, evaluate, fit, loader, seed_everything
 from .batches import training_batches
 from .pruners import Granularity, granularity_problem, pruner_class
-from .schedule import Frequency, Schedule, Sparsity, agp_schedule
+from .allocation import Allocation
+from .schedule import SCHEDULES, Frequency, Pace, Schedule, Sparsity
 
 
 class PruneSchedule(BaseModel):
@@ -50,6 +54,19 @@ class PruneSchedule(BaseModel):
             recovery; EPruning's search and fine-tuning), Hinton et al. 2015
             (:func:`~trainables.train.distillation_loss`); weight 0 (the default) is off.
             Searchable as ``prune.distill.weight`` and ``prune.distill.temperature``.
+        pace: the schedule (:data:`~trainables.stages.schedule.SCHEDULES`): ``agp``, eq. 1's cubic
+            ramp (the default), or ``oneshot``, the final sparsity at the first batch, so that the
+            whole window and the recovery train the final structure; searchable as ``prune.pace``.
+        importance: the unit importance of ``channel`` granularity, by name
+            (:func:`~trainables.compress.importance.importance`; ``l1`` by default); searchable.
+        allocation: ``channel`` granularity's share per unit group (:mod:`trainables.stages.allocation`):
+            ``uniform`` (every group to s) or ``global`` (one ranking across groups); searchable.
+        floor: ``global`` allocation's least kept share of each group.
+        round_to: ``channel`` granularity's kept units per group are a multiple of it (aligned widths).
+
+    ``pace``, ``importance``, ``allocation``, ``floor`` and ``round_to`` are dumped to JSON only when
+    not their defaults (:data:`RECIPE_DEFAULTS`), so plans and cache keys made before they existed are
+    unchanged.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -65,6 +82,34 @@ class PruneSchedule(BaseModel):
     augment: Augment = "none"
     residual: bool = True
     distill: DistillConfig = DistillConfig()
+    pace: Pace = "agp"
+    importance: str = "l1"
+    allocation: Allocation = "uniform"
+    floor: float = Field(0.1, ge=0, lt=1)
+    round_to: int = Field(1, ge=1)
+
+    @field_validator("importance")
+    @classmethod
+    def _known_importance(cls, name: str) -> str:
+        known = importance_names()
+        if name not in known:
+            raise ValueError(f"importance must be one of {', '.join(known)} but got {name!r}")
+        return name
+
+    @model_serializer(mode="wrap")
+    def _recipe_when_set(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
+        data = handler(self)
+        if info.mode != "json":  # a plan's JSON (its cache keys) leaves them out; a Python dump has every field
+            return data
+        for name, default in RECIPE_DEFAULTS.items():
+            if data.get(name) == default:
+                data.pop(name, None)
+        return data
+
+
+RECIPE_DEFAULTS: dict[str, Any] = {"pace": "agp", "importance": "l1", "allocation": "uniform", "floor": 0.1,
+                                   "round_to": 1}
+"""The recovery recipe's fields of :class:`PruneSchedule` with the defaults they are not dumped at."""
 
 
 class GradualConfig(PruneSchedule):
@@ -90,12 +135,12 @@ class GradualConfig(PruneSchedule):
 
 def gradual_prune(
     model: nn.Module, splits, cfg: GradualConfig, *, device: str = "cpu", seed: int = 0, on_epoch=None,
-    schedule: Schedule = agp_schedule, importance: Importance | None = None, teacher: nn.Module | None = None,
+    schedule: Schedule | None = None, importance: Importance | None = None, teacher: nn.Module | None = None,
 ) -> tuple[nn.Module, Metrics]:
     """Prune ``model`` to ``cfg.final`` on ``splits`` (see module doc); the masks end permanent.
 
     ``schedule`` gives the updates (:class:`~trainables.stages.schedule.Schedule`; default the
-    cubic AGP schedule, eq. 1); the pruner of ``cfg.granularity``
+    one ``cfg.pace`` names: the cubic AGP schedule, eq. 1, or one shot); the pruner of ``cfg.granularity``
     (:class:`~trainables.stages.pruners.Pruner`) makes each, scoring units with ``importance``
     (default L1) where it removes units.
 
@@ -114,7 +159,7 @@ def gradual_prune(
     seed_everything(seed)
     model.to(device)
     train = loader(splits.train, cfg.batch_size, shuffle=True, seed=seed)
-    updates = schedule(cfg, len(train))
+    updates = (schedule or SCHEDULES[cfg.pace])(cfg, len(train))
     last_update, done = max(updates), []
 
     # zeros (and dead units) from an earlier pruning stage (PBA) stay zero; the augmentation is on while training
@@ -157,7 +202,7 @@ class GradualPrune:
     """Stage ``P<s>``: :func:`gradual_prune` on the source (``PB``, slot ``P1``) or target
     (``PA``, slot ``P2``) domain; ``schedule`` and ``importance`` as there."""
 
-    def __init__(self, cfg: GradualConfig, domain: Domain = "target", *, schedule: Schedule = agp_schedule,
+    def __init__(self, cfg: GradualConfig, domain: Domain = "target", *, schedule: Schedule | None = None,
                  importance: Importance | None = None) -> None:
         self.cfg, self.domain, self.schedule, self.importance = cfg, domain, schedule, importance
         self.label = self.label_for(cfg.final)

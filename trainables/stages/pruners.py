@@ -32,11 +32,12 @@ import torch
 from torch import nn
 
 from ..compress.importance import Importance
-from ..compress.importance.l1 import L1Importance
+from ..compress.importance import importance as importance_named
 from ..compress.masks import mask_entries, prunable_layers, prune_to, semi_structured_mask, zero_fraction
 from ..compress.surgery import alive_units, zero_units
 from ..compress.units import UnitGroup, unit_groups
 from ..stage import Metrics
+from .allocation import kept_counts
 from .batches import TrainingBatches
 
 Granularity = Literal["unstructured", "channel", "2:4"]
@@ -49,6 +50,10 @@ class PrunerSettings(Protocol):
     skip_first: bool
     skip_last: bool
     residual: bool
+    importance: str
+    allocation: str
+    floor: float
+    round_to: int
 
 
 class Pruner(ABC):
@@ -84,7 +89,8 @@ class Pruner(ABC):
 
     def __init__(self, model: nn.Module, cfg: PrunerSettings, importance: Importance | None = None,
                  batches: TrainingBatches | None = None) -> None:
-        self.model, self.cfg, self.importance, self.batches = model, cfg, importance or L1Importance(), batches
+        self.model, self.cfg, self.batches = model, cfg, batches
+        self.importance = importance or importance_named(cfg.importance)
 
     def observe(self) -> None:
         """Show the importance ``importance.batches`` training batches (its ``observe`` hook); a
@@ -196,13 +202,17 @@ class Channel(Pruner):
 
     def update(self, sparsity: float, last: bool) -> None:
         self.observe()
+        alive = {group.name: ~self.pruned[group.name] for group in self.groups}
+        scores = {group.name: self.importance(self.model, group) for group in self.groups}
+        kept = kept_counts(alive, scores, sparsity, allocation=self.cfg.allocation, floor=self.cfg.floor,
+                           round_to=self.cfg.round_to)
         for group in self.groups:
             pruned = self.pruned[group.name]
-            extra = min(round(sparsity * group.size), group.size - 1) - int(pruned.sum())
+            extra = int(alive[group.name].sum()) - kept[group.name]
             if extra <= 0:
                 continue
-            scores = self.importance(self.model, group).masked_fill(pruned, float("inf"))
-            pruned[torch.topk(scores, extra, largest=False).indices] = True
+            ranked = scores[group.name].masked_fill(pruned, float("inf"))
+            pruned[torch.topk(ranked, extra, largest=False).indices] = True
             self._mask(group)
 
     def _mask(self, group: UnitGroup) -> None:

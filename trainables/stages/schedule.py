@@ -182,3 +182,22 @@ def agp_schedule(cfg: ScheduleSettings, batches_per_epoch: int) -> dict[int, flo
         n, scale = math.ceil(cfg.epochs / every) - 1, batches_per_epoch
     return {k * every * scale: agp_sparsity(k * every, cfg.initial, cfg.final, start=0, updates=n, frequency=every)
             for k in range(n + 1)}
+
+
+def oneshot_schedule(cfg: ScheduleSettings, batches_per_epoch: int) -> dict[int, float]:
+    """One update, before the first batch, straight to ``cfg.final`` (a :class:`Schedule`):
+    the final structure at once, every epoch of the window and of the recovery training it.
+
+    Example:
+        >>> from trainables.stages.gradual import GradualConfig
+        >>> oneshot_schedule(GradualConfig(final=0.75, epochs=4), batches_per_epoch=3)
+        {0: 0.75}
+    """
+    if batches_per_epoch < 1:
+        raise ValueError(f"batches_per_epoch must be >= 1 but got {batches_per_epoch}")
+    return {0: cfg.final}
+
+
+Pace = Literal["agp", "oneshot"]
+SCHEDULES: dict[str, Schedule] = {"agp": agp_schedule, "oneshot": oneshot_schedule}
+"""The schedule of each ``prune.pace`` (searchable): ``agp`` (eq. 1) or ``oneshot``."""
