@@ -26,14 +26,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHES = sorted(p for p in (ROOT / "bench").glob("*.py") if not p.name.startswith("_"))
-# Benches whose smoke run is a real Ray search (seconds of Ray start-up and training per trial).
-SEARCHES = {"cache_speedup.py", "search_overhead.py", "early_stop.py"}
 TIMEOUT_S = 240  # budget per bench
 TOTAL_TIMEOUT_S = TIMEOUT_S * len(BENCHES)
 HELPER = Path(__file__).resolve().parent / "bench_smokes.py"
 
 # pytest-timeout's limit (addopts) covers fixture setup, so the test that starts the helper gets its budget
-pytestmark = pytest.mark.timeout(TOTAL_TIMEOUT_S + 60)
+# slow, all of it: the child process runs every bench's smoke (minutes); `-m "not slow"` skips the module
+pytestmark = [pytest.mark.timeout(TOTAL_TIMEOUT_S + 60), pytest.mark.slow]
 
 
 def tail(path: Path, chars: int) -> str:
@@ -99,7 +98,7 @@ def record(out_dir: Path, script: Path) -> dict:
 
 @pytest.mark.parametrize(
     "script",
-    [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.name in SEARCHES else []) for p in BENCHES],
+    [pytest.param(p, id=p.stem) for p in BENCHES],
 )
 def test_bench_smoke(script: Path, smokes: Path) -> None:
     """``script --smoke`` exited 0 within ``TIMEOUT_S`` and its last stdout line is the closing JSON line."""

@@ -36,6 +36,7 @@ def _prune(model, ctx, sparsity, epochs=2, recover_epochs=2, **cfg):
     return stage.run(copy.deepcopy(model), ctx)
 
 
+@pytest.mark.slow  # an actor pool on 2 CPUs: a minute
 def test_actor_pool_energies_equal_the_reference_loop(local_ray):
     torch.manual_seed(0)
     model = build_model("resnet18", 10).eval()
