@@ -100,7 +100,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .spec.check import check_spec
 
         spec = check_spec(args.spec, address=args.address)
-        print(f"{args.spec}: ok ({spec.trials} trials, objectives {', '.join(spec.objective_names)})")
+        seeds = f" of {spec.repeats} seeds each" if spec.repeats > 1 else ""
+        print(f"{args.spec}: ok ({spec.trials} trials{seeds}, objectives {', '.join(spec.objective_names)})")
         return 0
     if args.command == "run":
         from .run.driver import run_search

@@ -12,10 +12,11 @@
         early_stop.jsonl the early-stopping scheduler's judgements (search.run.early_stop)
         cache/           stage outputs by content hash (trainables.pipeline.cache)
         cache.json       where the run's stage cache is when it is shared (``--cache DIR``)
-        trials/<id>/     a trial's working folder (its stages' files)
+        trials/<id>/     a trial's working folder (its stages' files); with ``repeats: k`` the first
+                         run's, and ``repeat<r>/`` inside it run r's (seed + r)
         tune/            the Ray Tune experiment (for ``--resume``)
         tensorrt/        TensorRT timing caches, shared by the run's trials
-        final/<id>/      a rerun's final model (:class:`FinalFolder`)
+        final/<id>/      a rerun's final model (:class:`FinalFolder`; ``repeat<r>/``: run r's exports)
         final/front_rerun.json  ``frontier rerun --front``'s comparison of search and full budget
 
 The driver (``search``), the Tune trainable (:func:`trainables.pipeline.run.tune_trial`) and the
@@ -40,7 +41,15 @@ from .errors import FrontierError
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 TRIALS, FINAL = "trials", "final"  # the folders holding a trial's and a rerun's working folder
 BOUNDARY_FILES = "boundary"  # trials/<id>/boundary/: the files of the boundary measurements (ModelFiles)
+REPEAT = re.compile(r"^repeat[1-9][0-9]*$")  # trials/<id>/repeat<r>/: run r > 0 of a trial of ``repeats: k``
 TUNE_EXPERIMENT = "tune"  # the experiment's name under the run folder (Tune's RunConfig(name=...))
+
+
+def repeat_folder(index: int) -> str:
+    """The folder name of run ``index`` > 0 of a repeated trial, inside the trial's (or rerun's) folder."""
+    if index < 1:
+        raise ValueError(f"run {index} has no folder of its own: run 0 works in the trial's folder")
+    return f"repeat{index}"
 
 
 @dataclass(frozen=True)
@@ -121,9 +130,11 @@ class RunFolder:
         """The Ray Tune experiment folder (Tune writes it as ``storage_path / TUNE_EXPERIMENT``)."""
         return self.root / TUNE_EXPERIMENT
 
-    def trial(self, trial_id: str) -> Path:
-        """The working folder of trial ``trial_id``."""
-        return self.root / TRIALS / trial_id
+    def trial(self, trial_id: str, repeat: int = 0) -> Path:
+        """The working folder of trial ``trial_id``; of its run ``repeat`` > 0 (spec ``repeats``), a
+        folder inside it (:func:`repeat_folder`)."""
+        folder = self.root / TRIALS / trial_id
+        return folder if repeat == 0 else folder / repeat_folder(repeat)
 
     def final(self, trial_id: str) -> Path:
         """The default output folder of ``frontier rerun`` for ``trial_id``."""
@@ -142,13 +153,18 @@ class RunFolder:
     @classmethod
     def holding(cls, workdir: str | Path) -> RunFolder | None:
         """The run folder whose trial or rerun folder ``workdir`` is (``RUN/trials/<id>``,
-        ``RUN/final/<id>``), or None for a folder elsewhere.
+        ``RUN/final/<id>``, or a run's folder inside one, ``RUN/trials/<id>/repeat1``), or None for a
+        folder elsewhere.
 
         Example:
             >>> RunFolder.holding("runs/quick/trials/a1b2").root.as_posix(), RunFolder.holding("out")
             ('runs/quick', None)
+            >>> RunFolder.holding("runs/quick/trials/a1b2/repeat1").root.as_posix()
+            'runs/quick'
         """
         workdir = Path(workdir)
+        if REPEAT.match(workdir.name) and workdir.parent.parent.name in (TRIALS, FINAL):
+            workdir = workdir.parent
         return cls(workdir.parent.parent) if workdir.parent.name in (TRIALS, FINAL) else None
 
 
@@ -165,8 +181,13 @@ class FinalFolder:
 
     @property
     def state_dict(self) -> Path:
-        """The final model's state dict (``torch.save``)."""
+        """The final model's state dict (``torch.save``); of a repeated trial, its first run's (the spec's seed)."""
         return self.root / "model.pt"
+
+    def repeat(self, index: int) -> Path:
+        """Where run ``index`` of a repeated trial writes its exports: the folder itself for run 0,
+        ``repeat<r>/`` inside it for the others (:func:`repeat_folder`)."""
+        return self.root if index == 0 else self.root / repeat_folder(index)
 
     @property
     def card(self) -> Path:

@@ -7,6 +7,12 @@ a cheaper plan: ``plans.full.json`` has the full one) and without the stage cach
 holds ``model.pt`` (state dict), ``model.onnx``, ``model.h5`` (the compressed artifact) and
 ``card.json`` (pipeline, parameters, metrics next to the trial's, versions); an INT8 trial also
 ``model.int8.onnx`` (what its engine ran) and ``model.int8.h5`` (its ``size_bytes``).
+
+A trial of a spec with ``repeats: k`` reruns all k seeds, as the trial ran them (its plan carries
+``repeats``): the card's ``metrics`` are their mean and spread
+(:func:`trainables.pipeline.repeats.aggregate`), compared with the trial's means, and its ``runs``
+each seed's own; ``model.pt`` and the exports beside it are the first seed's (the spec's ``seed``:
+``files_seed``), the model to deploy, and ``repeat<r>/`` holds run r's exports.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from trainables.files import atomic_path, atomic_write
 from trainables.layout import FinalFolder, ModelFiles, RunFolder
 from trainables.objectives import OBJECTIVE_NAMES
 from trainables.pipeline.plan import Plan
+from trainables.pipeline.repeats import aggregate
 from trainables.pipeline.run import run_plan
 from trainables.stage import Context
 from trainables.train import loader_workers_for, set_loader_workers
@@ -80,11 +87,21 @@ def rerun(run_dir: str | Path, trial: str, *, out: str | Path | None = None,
     start = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     set_loader_workers(loader_workers_for(device, spec.resources.cpu), pin_memory=device == "cuda")
-    ctx = Context(plan.source, plan.target, out, seed=plan.seed, device=device)
-    model, metrics = run_plan(plan, ctx)
-    with atomic_path(final.state_dict) as tmp:
-        torch.save(model.state_dict(), tmp)
-    card = make_card(trial_id, row.iloc[0], plan, metrics, time.perf_counter() - start)
+    runs = []
+    for repeat in range(plan.repeats):  # one run per seed; the first one's model is the final model
+        single = plan.repeat(repeat)
+        model, metrics = run_plan(single, Context(plan.source, plan.target, final.repeat(repeat), seed=single.seed,
+                                                  device=device))
+        if repeat == 0:
+            with atomic_path(final.state_dict) as tmp:
+                torch.save(model.state_dict(), tmp)
+        runs.append(metrics)
+        del model
+    card = make_card(trial_id, row.iloc[0], plan, aggregate(runs), time.perf_counter() - start)
+    if plan.repeats > 1:
+        card["files_seed"] = plan.seed
+        card["runs"] = [{"seed": plan.repeat(r).seed, **{k: m.get(k) for k in (*OBJECTIVE_NAMES, "accuracy_se")}}
+                        for r, m in enumerate(runs)]
     atomic_write(final.card, json.dumps(card, indent=2))
     return out
 
@@ -147,7 +164,8 @@ def rerun_front(run_dir: str | Path, *, console: Any = None) -> dict[str, Any]:
 
 
 def make_card(trial_id: str, row: pd.Series, plan: Plan, metrics: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """What ``card.json`` says about the final model."""
+    """What ``card.json`` says about the final model (``metrics``: the rerun's, the mean over the
+    seeds for a repeated trial, beside the trial's own ``trial_metrics``)."""
     keys = (*OBJECTIVE_NAMES, "real_sparsity", "precision")
     now = {k: metrics.get(k) for k in keys}
     then = {k: (None if pd.isna(row.get(k)) else row[k] if k == "precision" else float(row[k])) for k in keys if k in row}

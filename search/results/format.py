@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pandas as pd
 
-from trainables.objectives import wilson_interval
+from trainables.objectives import Z95, wilson_interval
+from trainables.pipeline.repeats import REPEATS, std_column
 
 from .summary import deployment
 
@@ -47,13 +51,40 @@ def present(row: pd.Series, column: str) -> bool:
     return column in row.index and not pd.isna(row[column])
 
 
+def repeats(row: pd.Series) -> int:
+    """How many seeds ``row``'s values are the mean of (spec ``repeats``); 1 for a run without the column."""
+    return int(row[REPEATS]) if present(row, REPEATS) else 1
+
+
 def accuracy_interval(row: pd.Series) -> tuple[float, float] | None:
-    """The 95% Wilson score interval of ``row``'s accuracy over its ``accuracy_n`` test images;
-    None where either is missing (a run from before ``accuracy_n``)."""
+    """The 95% interval of ``row``'s accuracy: the Wilson score interval over its ``accuracy_n`` test
+    images; for a mean over several seeds (``repeats`` > 1), the mean +- 1.96 ``accuracy_se`` (the
+    standard error of the mean, test split and seeds: :func:`trainables.pipeline.repeats.mean_accuracy_se`),
+    within [0, 1]. None where what it needs is missing (a run from before ``accuracy_n``)."""
+    if repeats(row) > 1 and present(row, "accuracy") and present(row, "accuracy_se"):
+        mean, se = float(row["accuracy"]), float(row["accuracy_se"])
+        return max(0.0, mean - Z95 * se), min(1.0, mean + Z95 * se)
     if not (present(row, "accuracy") and present(row, "accuracy_n")):
         return None
     low, high = wilson_interval(float(row["accuracy"]), float(row["accuracy_n"]))
     return None if pd.isna(low) else (low, high)
+
+
+def with_spread(row: pd.Series, name: str, format: Callable[[Any], str]) -> str:
+    """``row``'s ``name`` read by ``format``, and for a mean over several seeds its standard deviation
+    over them beside it (``0.9120 ± 0.0042``); ``-`` without a value.
+
+    Example:
+        >>> with_spread(pd.Series({"accuracy": 0.912, "accuracy_std": 0.0042, "repeats": 3}), "accuracy", "{:.4f}".format)
+        '0.9120 ± 0.0042'
+        >>> with_spread(pd.Series({"accuracy": 0.912}), "accuracy", "{:.4f}".format)
+        '0.9120'
+    """
+    if not present(row, name):
+        return "-"
+    text = format(row[name])
+    spread = std_column(name)
+    return f"{text} ± {format(row[spread])}" if repeats(row) > 1 and present(row, spread) else text
 
 
 def interval_text(row: pd.Series) -> str:

@@ -16,17 +16,20 @@ from trainables.errors import FrontierError
 from trainables.layout import RunFolder
 
 from .files import read_trials
-from .format import byte_size, hypervolume_text, interval_text, is_reference, precision_label, present, significant
+from .format import (byte_size, hypervolume_text, interval_text, is_reference, precision_label, present, repeats,
+                     significant, with_spread)
 from .summary import front_summary
 
 
 @dataclass(frozen=True)
 class TableColumn:
-    """A column of the front table: its header, the ``trials.csv`` column it shows, how a value reads."""
+    """A column of the front table: its header, the ``trials.csv`` column it shows, how a value reads,
+    and whether a mean over several seeds shows its standard deviation beside (``spread``)."""
 
     header: str
     source: str
     format: Callable[[Any], str] = str
+    spread: bool = False
 
 
 # nominal sparsity beside real bytes, real latency and what timed it; a column an older trials.csv
@@ -34,11 +37,11 @@ class TableColumn:
 TABLE_COLUMNS: tuple[TableColumn, ...] = (
     TableColumn("trial", "trial_id"),
     TableColumn("pipeline", "pipeline"),
-    TableColumn("accuracy", "accuracy", "{:.4f}".format),
+    TableColumn("accuracy", "accuracy", "{:.4f}".format, spread=True),
     TableColumn("95% interval", "accuracy_interval"),
-    TableColumn("top5", "top5", "{:.4f}".format),
-    TableColumn("size", "size_bytes", byte_size),
-    TableColumn("latency_ms", "latency_ms", significant),
+    TableColumn("top5", "top5", "{:.4f}".format, spread=True),
+    TableColumn("size", "size_bytes", byte_size, spread=True),
+    TableColumn("latency_ms", "latency_ms", significant, spread=True),
     TableColumn("iqr_ms", "latency_iqr_ms", significant),
     TableColumn("p90_ms", "latency_p90_ms", significant),
     TableColumn("img/s", "throughput_ips", "{:,.0f}".format),
@@ -159,6 +162,11 @@ def accuracy_caption(rows: pd.DataFrame) -> str | None:
     from before accuracy carried its error."""
     if not len(rows) or "accuracy_se" not in rows or rows["accuracy_se"].isna().all():
         return None
+    seeds = max((repeats(row) for _, row in rows.iterrows()), default=1)
+    if seeds > 1:
+        return (f"each value the mean over {seeds} seeds ± their standard deviation; accuracy on the test split, "
+                "95% interval beside (mean ± 1.96 standard errors: the test split's binomial error and the "
+                "seeds' spread); accuracies within 1.96 standard errors of their difference are equal to the front")
     return ("accuracy on the test split, 95% interval (Wilson) beside; accuracies within 1.96 standard "
             "errors of their difference are equal to the front")
 
@@ -174,6 +182,8 @@ def latency_caption(rows: pd.DataFrame) -> str | None:
 
 
 def _cell(row: pd.Series, column: TableColumn) -> str:
+    if column.spread:
+        return with_spread(row, column.source, column.format)
     return column.format(row[column.source]) if present(row, column.source) else "-"
 
 

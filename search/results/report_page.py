@@ -6,9 +6,11 @@ order PB/PA/PBA/none; symbol: pruning method, filled fp32/fp16, open int8; large
 the front, small faded ones dominated; bytes on a log axis; the spec's ``select`` drawn as dashed
 lines where they cut; accuracy with error bars, its 95% Wilson interval over the test images; hover:
 the pipeline, objectives, the accuracy's interval, latency with its spread, and the exact
-``frontier rerun`` command); the normalised hypervolume after each finished trial; a timeline of
-the trials over wall time, one row per worker; parameter importances per objective (Optuna's
-default evaluator on the run's ``study.journal``); and a sortable table of every trial.
+``frontier rerun`` command; a trial of ``repeats: k`` shows each value as the mean over its seeds ±
+their standard deviation, and its accuracy's error bar is the mean ± 1.96 standard errors); the
+normalised hypervolume after each finished trial; a timeline of the trials over wall time, one row
+per worker; parameter importances per objective (Optuna's default evaluator on the run's
+``study.journal``); and a sortable table of every trial.
 
 The page records any JavaScript error into ``<pre id="js-errors">`` (the browser test reads it).
 Plotly and Optuna are imported here only, lazily from :func:`search.results.report.write_html`.
@@ -28,7 +30,8 @@ import pandas as pd
 from search.spec.constraints import SELECT_FIELDS
 from trainables.layout import RunFolder
 
-from .format import accuracy_interval, byte_size, hypervolume_text, interval_text, is_reference, precision_label, present, significant
+from .format import (accuracy_interval, byte_size, hypervolume_text, interval_text, is_reference, precision_label, present,
+                     repeats, significant, with_spread)
 from .front import normalized_hypervolume
 from .summary import infeasible, noisy_front
 
@@ -112,7 +115,18 @@ def _summary_html(frame: pd.DataFrame, summary: dict) -> str:
             f'Noise rule: two latencies within their combined spread (each the interquartile range over its timed '
             f'runs, at least 2% of its median) count as equal, and so do two accuracies within 1.96 standard errors '
             f'of their difference (each accuracy\'s binomial standard error on the test split; its error bar is '
-            f'the 95% Wilson interval), so no trial is on the front only because of noise.</p>')
+            f'the 95% Wilson interval), so no trial is on the front only because of noise.{_seeds_note(frame)}</p>')
+
+
+def _seeds_note(frame: pd.DataFrame) -> str:
+    """The summary's sentence on repeated trials (spec ``repeats``); empty for a run of one seed a trial."""
+    seeds = max((repeats(row) for _, row in frame.iterrows()), default=1)
+    if seeds <= 1:
+        return ""
+    return (f'<br><span id="seeds">Each trial ran its plan with {seeds} seeds: its values are their means, shown '
+            f'± their standard deviation; its accuracy\'s standard error is that of the mean, '
+            f'sqrt(p(1-p)/n + sd²/{seeds}) (the test split\'s error, which all seeds share, and the seeds\' spread), '
+            f'and its error bar the mean ± 1.96 standard errors.</span>')
 
 
 def _rerun(run_dir: str | Path | None, trial_id: str) -> str:
@@ -122,14 +136,22 @@ def _rerun(run_dir: str | Path | None, trial_id: str) -> str:
 def _hover(row: pd.Series, run_dir: str | Path | None) -> str:
     """A point's hover: pipeline, id, objectives, latency with its spread, sparsity, the rerun command."""
     lines = [f"<b>{row['pipeline']}</b> ({row['trial_id']}){' · on the front' if row['on_front'] else ''}"]
-    lines += [f"{c}: {row[c]:.4g}" for c in ("accuracy", "top5") if present(row, c)]
-    if accuracy_interval(row) is not None:
-        lines[1] += f" (95%: {interval_text(row)}, {int(row['accuracy_n'])} test images)"
+    seeds = repeats(row)
+    if seeds > 1:
+        lines.append(f"mean of {seeds} seeds ± their standard deviation")
+    for c in ("accuracy", "top5"):
+        if present(row, c):
+            lines.append(f"{c}: {with_spread(row, c, '{:.4g}'.format)}")
+            if c == "accuracy" and accuracy_interval(row) is not None:
+                images = f", {int(row['accuracy_n'])} test images" if present(row, "accuracy_n") else ""
+                lines[-1] += f" (95%: {interval_text(row)}{images})"
     if present(row, "size_bytes"):
-        lines.append(f"size: {byte_size(row['size_bytes'])} ({row['size_bytes']:,.0f} B)")
+        lines.append(f"size: {with_spread(row, 'size_bytes', byte_size)} ({row['size_bytes']:,.0f} B)")
     if present(row, "latency_ms"):
-        iqr = f" ± {row['latency_iqr_ms'] / 2:.3g} (iqr {row['latency_iqr_ms']:.3g})" if present(row, "latency_iqr_ms") else ""
-        lines.append(f"latency: {row['latency_ms']:.4g} ms{iqr}")
+        iqr = f" (iqr {row['latency_iqr_ms']:.3g})" if present(row, "latency_iqr_ms") else ""
+        if seeds <= 1 and iqr:
+            iqr = f" ± {row['latency_iqr_ms'] / 2:.3g}{iqr}"
+        lines.append(f"latency: {with_spread(row, 'latency_ms', '{:.4g}'.format)} ms{iqr}")
     real = f", real {row['real_sparsity']:.3g}" if present(row, "real_sparsity") else ""
     if present(row, "sparsity"):
         lines.append(f"sparsity: nominal {row['sparsity']:.3g}{real}; precision {precision_label(row)}")
@@ -361,11 +383,11 @@ def _table_html(frame: pd.DataFrame, names: list[str], run_dir: str | Path | Non
         note = str(v("error") or "") or (f"stopped at {v('stopped_at')}" if v("stopped_at") is not None else "")
         cells = [_cell(r["trial_id"]), _cell(r["status"]), _cell(int(r["on_front"]), "★" if r["on_front"] else ""),
                  _cell(v("order")), _cell(v("pipeline"), f"{r['pipeline']} (reference)" if is_reference(r) else None),
-                 _cell(v("accuracy"), None if v("accuracy") is None else f"{r['accuracy']:.4f}"),
+                 _cell(v("accuracy"), None if v("accuracy") is None else with_spread(r, "accuracy", "{:.4f}".format)),
                  _cell(v("accuracy_se"), interval_text(r)),
-                 _cell(v("top5"), None if v("top5") is None else f"{r['top5']:.4f}"),
-                 _cell(v("size_bytes"), None if v("size_bytes") is None else byte_size(r["size_bytes"])),
-                 _cell(v("latency_ms"), None if v("latency_ms") is None else significant(r["latency_ms"])),
+                 _cell(v("top5"), None if v("top5") is None else with_spread(r, "top5", "{:.4f}".format)),
+                 _cell(v("size_bytes"), None if v("size_bytes") is None else with_spread(r, "size_bytes", byte_size)),
+                 _cell(v("latency_ms"), None if v("latency_ms") is None else with_spread(r, "latency_ms", significant)),
                  _cell(v("latency_iqr_ms"), None if v("latency_iqr_ms") is None else significant(r["latency_iqr_ms"])),
                  _cell(v("sparsity"), None if v("sparsity") is None else f"{r['sparsity']:.3f}"),
                  _cell(v("real_sparsity"), None if v("real_sparsity") is None else f"{r['real_sparsity']:.3f}"),

@@ -6,7 +6,10 @@ size_bytes, latency_ms, sparsity``, accuracy's standard error and test images (`
 ``error`` for failed trials, ``optuna_trial`` (its number in the run's Optuna study), ``reference``
 (True for the trial of the dense model as it is, the front's reference row), ``feasible``
 (whether it meets the spec's ``select``), ``stopped_at`` (the boundary where early stopping stopped
-it), and every sampled parameter as ``param.<name>``. ``status`` is
+it), and every sampled parameter as ``param.<name>``. A trial of a spec with ``repeats: k`` > 1
+reports the mean of its k seeds in the objectives' columns, with ``repeats`` (k), each objective's
+standard deviation over the seeds (``accuracy_std``, ...), each run's own value (``repeat.<r>.<name>``)
+and ``accuracy_se`` the standard error of the mean (:mod:`trainables.pipeline.repeats`). ``status`` is
 :func:`trainables.pipeline.result.classify`'s: ``ok`` for a trial whose final result holds every
 objective as a finite float, ``stopped`` for one the early-stopping scheduler ended at a stage
 boundary, else ``failed``; only ok trials not marked infeasible make the front.
@@ -25,6 +28,7 @@ import pandas as pd
 
 from search.spec.constraints import feasible
 from trainables.objectives import ACCURACY_FIELDS, INT8_FIELDS, LATENCY_FIELDS, OBJECTIVES
+from trainables.pipeline.repeats import REPEAT_FIELDS, REPEAT_PREFIX
 from trainables.pipeline.result import BOUNDARY, FAILED, OK, STOPPED, classify
 
 OBJECTIVE_COLUMNS = [o.column for o in OBJECTIVES.values()]
@@ -35,7 +39,7 @@ FULL_PLAN_KEY = "full_plan"  # the config's field: the plan at the full budget, 
 REFERENCE_KEY = "reference"  # the config's field (and trials.csv column): the trial runs the dense model as it is
 # the latency backend's record rides along with the objectives
 EXTRA_METRICS = (*ACCURACY_FIELDS, "top3", "real_sparsity", *LATENCY_FIELDS, "units_removed", "params_timed", "cached_stages",
-                 "resumed_at", "time_total_s", "timestamp", "node_ip", "pid", *INT8_FIELDS)
+                 "resumed_at", "time_total_s", "timestamp", "node_ip", "pid", *INT8_FIELDS, *REPEAT_FIELDS)
 # time_total_s: Tune's seconds of the trial; timestamp (its last result, Unix seconds), node_ip and pid
 # (the worker that ran it): the report's timeline
 
@@ -51,7 +55,8 @@ def trial_row(trial_id: str, config: dict[str, Any], metrics: dict[str, Any], er
     row[REFERENCE_KEY] = bool(config.get(REFERENCE_KEY, False))
     for objective in OBJECTIVES.values():
         row[objective.column] = metrics.get(objective.name, math.nan)
-    row.update({k: v for k, v in metrics.items() if k.startswith(("seconds.", "stage.")) or k in EXTRA_METRICS})
+    row.update({k: v for k, v in metrics.items()
+                if k.startswith(("seconds.", "stage.", REPEAT_PREFIX)) or k in EXTRA_METRICS})
     row["status"] = status
     row["stopped_at"] = metrics.get(BOUNDARY) if status == STOPPED else None
     reason = error or metrics.get(FAILED) or "did not report every objective"
@@ -113,7 +118,8 @@ def trials_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
             frame[col] = pd.Series(dtype=object)
     seconds = sorted(c for c in frame.columns if c.startswith("seconds."))
     params = sorted(c for c in frame.columns if c.startswith("param."))
-    beside = [c for c in ACCURACY_FIELDS if c in frame]  # accuracy's error, right after the objectives
+    # accuracy's error, then the seeds' count and spread (repeats), right after the objectives
+    beside = [c for c in (*ACCURACY_FIELDS, *REPEAT_FIELDS) if c in frame]
     rest = [c for c in frame.columns if c not in BASE_COLUMNS + beside + seconds + params]
     return frame[BASE_COLUMNS + beside + seconds + rest + params].sort_values("trial_id").reset_index(drop=True)
 

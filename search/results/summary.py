@@ -1,7 +1,9 @@
 """What ``front.json`` holds: the front of a run's trials, its hypervolume, and each trial's noise.
 
 ``front.json`` holds the objectives and their directions, the reference point, the ideal point, the
-hypervolume (raw and normalised) and the front's trial ids with their values and deployment.
+hypervolume (raw and normalised) and the front's trial ids with their values and deployment; a trial
+whose values are means over several seeds (spec ``repeats``) also its ``repeats`` and each
+objective's standard deviation over them (``accuracy_std``, ...).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from trainables.objectives import OBJECTIVES
+from trainables.pipeline.repeats import REPEATS, std_column
 
 from .front import hypervolume, ideal_point, normalized_hypervolume, pareto_front
 
@@ -96,10 +99,20 @@ def front_summary(frame: pd.DataFrame, names: Sequence[str], directions: Sequenc
         "running": int(running),
         "trials": [
             {"trial_id": row["trial_id"], "pipeline": row["pipeline"], **{n: float(row[n]) for n in names},
-             **deployment(row)}
+             **seeds(row, names), **deployment(row)}
             for _, row in front.iterrows()
         ],
     }
+
+
+def seeds(row: pd.Series, names: Sequence[str]) -> dict[str, Any]:
+    """``{"repeats": k, "<name>_std": ...}`` of a trial whose values are means over k > 1 seeds; empty otherwise."""
+    k = row.get(REPEATS)
+    if k is None or pd.isna(k) or int(k) <= 1:
+        return {}
+    spread = {std_column(n): float(row[std_column(n)]) for n in names
+              if std_column(n) in row and not pd.isna(row[std_column(n)])}
+    return {REPEATS: int(k), **spread}
 
 
 def infeasible(frame: pd.DataFrame) -> pd.Series:

@@ -2,8 +2,10 @@
 
 A spec names the data (source and target), the model and its weights, the objectives, the
 sampler, the trial count and concurrency, resources per trial, the stage budgets and the search
-space (see :mod:`search.spec.space` for the tree's grammar). ``frontier check SPEC`` prints one line
-per problem (``budgets.transfer.epochs: Input should be greater than or equal to 1``) and exits 2.
+space (see :mod:`search.spec.space` for the tree's grammar), and ``repeats``: how many seeds each
+trial's plan runs with (``seed``, ``seed + 1``, ...; the trial reports their mean and spread,
+:mod:`trainables.pipeline.repeats`). ``frontier check SPEC`` prints one line per problem
+(``budgets.transfer.epochs: Input should be greater than or equal to 1``) and exits 2.
 
 Keys the space may set: ``order`` (none, PB, PA, PBA; for a model already trained on the target
 none and P), ``s1`` (sparsity before transfer), ``s2`` (after, or on the target's own model), each a sparsity or a list of increasing milestones (``{choice: [0.5, [0.3, 0.5]]}``,
@@ -200,8 +202,18 @@ class Spec(_Strict):
     # model) runs as the search's first trial, one of its `trials`: the reference row of the front
     reference: bool = True
     fidelity: float = Field(1.0, gt=0, le=1)  # scales every epoch budget of the search (search.spec.to_plan)
+    # each trial runs its plan with seeds seed, seed + 1, ..., seed + repeats - 1 and reports the mean of
+    # each objective (what Optuna is told) and its spread (trainables.pipeline.repeats)
+    repeats: int = 1
     early_stop: EarlyStop = EarlyStop()
     _nodes: tuple[Node, ...] = PrivateAttr(default=())
+
+    @field_validator("repeats", mode="before")
+    @classmethod
+    def _whole_runs(cls, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"runs of each plan (one seed each) must be a whole number >= 1 but got {value!r}")
+        return value
 
     @field_validator("objectives")
     @classmethod

@@ -82,6 +82,7 @@ def plan_for(spec: Spec, assignment: dict[str, Any], *, fidelity: float | None =
         share=budgets.share,
         retrain=budgets.retrain,
         int8=budgets.int8,
+        repeats=spec.repeats,
     )
 
 

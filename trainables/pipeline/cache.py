@@ -46,8 +46,11 @@ def state_hash(state: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def stage_key(config: Any, input_hash: str | None, data: Any, seed: int, *, teacher: str | None = None) -> str:
+def stage_key(config: Any, input_hash: str | None, data: Any, seed: int | None, *, teacher: str | None = None) -> str:
     """The cache key of a stage: SHA-256 of its canonical JSON description.
+
+    ``seed``: the plan's seed, or None for a stage whose output does not depend on it
+    (:attr:`~trainables.pipeline.plan._Step.seeded` False), so runs of every seed share its entry.
 
     ``teacher``: the content hash of the teacher a distilling stage learns from (its output depends
     on it as on its input); None, for every stage that does not distill, leaves the key as it was

@@ -26,8 +26,14 @@ the one table of which sparsities an order needs.
 
 Each step kind (a subclass of ``_Step``; ``kind`` is only its JSON tag) owns its identity: its
 ``label`` in the pipeline string, its ``slot`` (the ``seconds.<slot>`` column of ``trials.csv``),
-``build()`` of its stage object, whether the stage cache keeps its output (``cached``) and the Ray
-bundles it needs (``bundles()``). The runner, the cache and the results read these, never ``kind``.
+``build()`` of its stage object, whether the stage cache keeps its output (``cached``), whether its
+output depends on the plan's seed (``seeded``) and the Ray bundles it needs (``bundles()``). The
+runner, the cache and the results read these, never ``kind``.
+
+A plan with ``repeats: k`` is run k times by one trial, with seeds ``seed`` to ``seed + k - 1``
+(:meth:`Plan.repeat`, :mod:`trainables.pipeline.repeats`); a step that is not ``seeded`` (a dense
+model loaded as it is, sharing without retraining, the benchmark) has a cache key without the seed,
+so the k runs compute it once.
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ TARGET_ORDERS = ("none", "P")  # the orders of a model that is already the targe
 QUANTIZE = ("none", "Q", "QR", "I8", "QI8", "QRI8")
 
 Bundle = dict[str, float]  # a Ray placement-group bundle, e.g. {"CPU": 2.0, "GPU": 1.0}
+UNSEEDED = 0  # the seed a step that is not ``seeded`` runs with, whatever the plan's (_Step.seeded)
 
 
 class _Step(BaseModel):
@@ -71,6 +78,7 @@ class _Step(BaseModel):
       numbers repeats);
     - :meth:`build`: its stage object;
     - :attr:`cached`: whether its output goes to the stage cache (False: it runs anew every time);
+    - :attr:`seeded`: whether its output depends on the plan's seed (see there);
     - :meth:`bundles`: the Ray bundles it needs beyond the trial's own (actors it starts).
 
     A new stage kind is a subclass here, added to :data:`StepSpec`.
@@ -101,6 +109,18 @@ class _Step(BaseModel):
     def slot(self) -> str:
         return self.kind
 
+    @property
+    def seeded(self) -> bool:
+        """Whether the stage draws random numbers for this config (it trains, shuffles or evolves), so
+        that its output depends on the plan's seed; True unless a kind says otherwise.
+
+        A seeded step's cache key holds the seed (as it always has); an unseeded one's leaves it out
+        (:func:`~trainables.pipeline.run.run_plan`), so the repeats of a plan (seeds ``seed``,
+        ``seed + 1``, ...) share its entry, and it runs with the seed :data:`UNSEEDED`: should it draw a
+        random number after all, its output is still a function of its key.
+        """
+        return True
+
     def build(self) -> Stage:
         raise NotImplementedError
 
@@ -115,6 +135,11 @@ class DenseStep(_Step):
     @property
     def label(self) -> str:
         return Dense.label
+
+    @property
+    def seeded(self) -> bool:
+        """Only a dense stage that trains (``epochs > 0``); at 0 epochs it loads the given weights."""
+        return self.config.epochs > 0
 
     def build(self) -> Stage:
         return Dense(self.config)
@@ -242,6 +267,12 @@ class ShareStep(_Step):
     def label(self) -> str:
         return Share.label_for(self.retrain is not None)
 
+    @property
+    def seeded(self) -> bool:
+        """Only with retraining: sharing alone clusters deterministically (:mod:`trainables.compress.clustering`)
+        and evaluates in order."""
+        return self.retrain is not None
+
     def build(self) -> Stage:
         return Share(self.config, self.retrain)
 
@@ -257,6 +288,12 @@ class BenchmarkStep(_Step):
     @property
     def label(self) -> str:
         return Benchmark.label_for(self.int8 is not None)
+
+    @property
+    def seeded(self) -> bool:
+        """The benchmark reads no seed: it evaluates in order, calibrates INT8 on fixed images and
+        times fixed-seed inputs."""
+        return False
 
     def build(self) -> Stage:
         return Benchmark(self.config, nominal_sparsity=self.nominal_sparsity, int8=self.int8)
@@ -285,14 +322,39 @@ def numbered(names: Sequence[str]) -> list[str]:
 
 
 class Plan(BaseModel):
-    """Everything one trial runs: the data of both domains, the seed and the stages in order."""
+    """Everything one trial runs: the data of both domains, the seed and the stages in order.
+
+    ``repeats``: how many times the trial runs the steps, with seeds ``seed``, ``seed + 1``, ...
+    (:meth:`repeat`); it reports their mean (:mod:`trainables.pipeline.repeats`). Dumped only when
+    above 1, so a plan of one run hashes, and reads back, as before the field existed.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     seed: int = 0
+    repeats: int = Field(1, ge=1)
     source: DataSpec | None = None
     target: DataSpec
     steps: list[StepSpec]
+
+    @model_serializer(mode="wrap")
+    def _without_one_repeat(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("repeats") == 1:
+            data.pop("repeats")
+        return data
+
+    def repeat(self, index: int) -> Plan:
+        """Run ``index`` (0 to ``repeats - 1``) of the plan, as a plan of one run: seed ``seed + index``.
+
+        Example:
+            >>> plan = Plan(seed=7, repeats=3, target=DataSpec(name="digits"), steps=[])
+            >>> [plan.repeat(i).seed for i in range(3)], plan.repeat(2).repeats
+            ([7, 8, 9], 1)
+        """
+        if not 0 <= index < self.repeats:
+            raise ValueError(f"repeat {index} of a plan of {self.repeats} repeat(s)")
+        return self.model_copy(update={"seed": self.seed + index, "repeats": 1})
 
     def stages(self) -> list[Stage]:
         """The stage objects, in order."""
@@ -386,6 +448,7 @@ def make_plan(
     share: ShareConfig | None = None,
     retrain: RetrainConfig | None = None,
     int8: Int8Config | None = None,
+    repeats: int = 1,
 ) -> Plan:
     """The plan of ``order`` with sparsities ``s1`` (before transfer) and ``s2`` (after), then
     weight sharing (``quantize`` ``Q``) and retraining (``QR``) before the benchmark, which deploys
@@ -397,7 +460,8 @@ def make_plan(
 
     ``prune`` is the :class:`PruneBudget` (a :class:`~trainables.stages.gradual.PruneSchedule`
     shared by every pruning stage, with ``method``, ``epruning`` and the per-side overrides
-    ``before`` and ``after``; default ``PruneBudget()``).
+    ``before`` and ``after``; default ``PruneBudget()``). ``repeats``: runs of the plan, seeds
+    ``seed``, ``seed + 1``, ... (:attr:`Plan.repeats`).
     """
     if quantize not in QUANTIZE:
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZE)} but got {quantize!r}")
@@ -437,4 +501,4 @@ def make_plan(
     nominal = reached
     deploy = (int8 or Int8Config()) if quantize.endswith("I8") else None
     steps.append(BenchmarkStep(config=benchmark, nominal_sparsity=nominal, int8=deploy))
-    return Plan(seed=seed, source=source, target=target, steps=steps)
+    return Plan(seed=seed, repeats=repeats, source=source, target=target, steps=steps)

@@ -5,10 +5,11 @@ does the same for a :class:`~trainables.pipeline.plan.Plan`, looking each stage 
 :class:`~trainables.pipeline.cache.StageCache` first and resuming after the last finished stage.
 :func:`tune_trial` is the Ray Tune function trainable: it reports after every stage with a
 checkpoint (so a retried trial resumes at the last finished stage) and ends with one result
-holding every objective as a finite float. A failure that would repeat (training diverged, an
-objective not finite) ends the trial with a result naming it under ``failed``
-(:data:`trainables.pipeline.result.FAILED`; :mod:`trainables.pipeline.result` is the whole
-contract of what a trial reports) instead of raising: Tune retries raised errors, which is
+holding every objective as a finite float (a plan of ``repeats: k`` runs k times in turn, one seed
+each, and that result is their mean: :mod:`trainables.pipeline.repeats`). A failure that would
+repeat (training diverged, an objective not finite) ends the trial with a result naming it under
+``failed`` (:data:`trainables.pipeline.result.FAILED`; :mod:`trainables.pipeline.result` is the
+whole contract of what a trial reports) instead of raising: Tune retries raised errors, which is
 right for a lost node and a waste for these. Anything else raises, and Tune retries it.
 
 **Teachers.** A stage that distills (:func:`~trainables.stage.distills`: a distill weight above 0)
@@ -37,6 +38,7 @@ Example (the CPU pipeline on digits, about a minute on 2 CPUs)::
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import tempfile
@@ -55,8 +57,9 @@ from ..stage import Context, Domain, Metrics, Stage, distills, is_compressing
 from ..train import Diverged, loader_workers_for, set_loader_workers
 from .boundary import measure_boundary, measured_at
 from .cache import StageCache, stage_key, state_hash
-from .plan import Plan, numbered
-from .result import failed_result, final_result, progress_report
+from .plan import UNSEEDED, Plan, numbered
+from .repeats import aggregate
+from .result import FAILED, failed_result, final_result, progress_report
 
 # stage metrics kept in the trial's final result (as ``stage.<slot>.<name>``; lists joined by ';')
 CARRIED = ("pruning_rate", "unit_sparsity", "search_epochs", "energy_best", "energy_mean", "delta_s",
@@ -184,31 +187,38 @@ def run_plan(
     """Run ``plan`` from ``progress.index`` (0: the start), reusing cached stage outputs.
 
     ``after_stage(model, progress)`` is called after every stage but the last (a checkpoint).
-    A step that is not ``cached`` (the benchmark: its latency is measured anew) always runs.
+    A step that is not ``cached`` (the benchmark: its latency is measured anew) always runs. A step
+    that is not ``seeded`` (``_Step.seeded``: a dense model loaded as it is, sharing without
+    retraining) runs with the seed :data:`~trainables.pipeline.plan.UNSEEDED` and its cache key
+    leaves the seed out, so the runs of a repeated plan (:meth:`~trainables.pipeline.plan.Plan.repeat`:
+    one seed each) share it. ``plan`` is one run: a plan of ``repeats`` > 1 is refused.
 
     Teachers (see the module doc) are taken as the plan reaches them; a run resumed after a
     domain's teacher point needs that teacher in ``ctx.teachers`` already (:func:`_restore` puts it
     there), else its distilling stage raises :class:`~trainables.errors.FrontierError`.
     """
+    if plan.repeats != 1:
+        raise ValueError(f"run_plan runs one run of a plan, this one has repeats={plan.repeats}: give plan.repeat(r)")
     progress = progress or Progress()
     stages, slots, dense = plan.stages(), plan.slots(), plan.architecture
     points = teacher_points(stages)
     for i in range(progress.index, len(stages)):
         step, stage, start = plan.steps[i], stages[i], time.perf_counter()
         _take_teachers(points, i, model, ctx, progress)
+        run_ctx = ctx if step.seeded else dataclasses.replace(ctx, seed=UNSEEDED)  # same data, teachers
         if cache is None or not step.cached:
-            model, metrics = stage.run(model, ctx)
+            model, metrics = stage.run(model, run_ctx)
             digest, hit, key = None, None, None
         else:
-            key = stage_key(step.model_dump(mode="json"), progress.input_hash, plan.data_key(), plan.seed,
-                            teacher=_teacher_hash(stage, ctx, progress))
+            key = stage_key(step.model_dump(mode="json"), progress.input_hash, plan.data_key(),
+                            plan.seed if step.seeded else None, teacher=_teacher_hash(stage, ctx, progress))
             with cache.claim(key) as hit:
                 if hit is not None:
                     state, metrics, digest = hit
                     model = rebuild(dense.model, state, path=dense.model_path)
                     model = model.to(ctx.device)  # the cache holds CPU tensors
                 else:
-                    model, metrics = stage.run(model, ctx)
+                    model, metrics = stage.run(model, run_ctx)
                     digest = cache.put(key, model.state_dict(), metrics)
         progress.input_hash, progress.cache_key = digest, key
         progress.add(slots[i], metrics, time.perf_counter() - start, cached=hit is not None)
@@ -231,6 +241,15 @@ def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True, boundar
     result is recorded. A stage checkpoint whose output is a cache entry holds ``progress.json``
     only, naming the entry (``cache_key``) and its content hash; one whose output is not cached
     (the cache off) holds ``model.pt`` as well, and ``teacher.<domain>.pt`` for a teacher not cached.
+
+    A plan of ``repeats: k`` > 1 runs k times in turn, seeds ``seed`` to ``seed + k - 1``
+    (:meth:`~trainables.pipeline.plan.Plan.repeat`; run r works in ``trials/<id>/repeat<r>/``), and
+    its final result is :func:`~trainables.pipeline.repeats.aggregate` of the k (why one trial runs
+    them: :mod:`trainables.pipeline.repeats`). Its reports count stages over all runs (``stages`` =
+    k x the plan's steps), only run 0 measures boundaries, and every checkpoint also holds the final
+    results of the runs finished so far (``repeats.json``; one is taken between two runs), so a
+    resumed trial goes on with the run it was in. A run that diverges or ends with an objective that
+    is not finite fails the trial, naming the run and its seed.
     """
     from ray import tune
 
@@ -239,26 +258,60 @@ def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True, boundar
     device = _device()
     _use_assigned_cpus(device)
     run = RunFolder(Path(run_dir))
-    ctx = Context(plan.source, plan.target, run.trial(trial_id), seed=plan.seed, device=device)
     stage_cache = (StageCache(Path(cache_dir) if cache_dir else run.cache, holder=trial_id, max_bytes=max_bytes)
                    if cache else None)
-    model, progress = _restore(tune.get_checkpoint(), plan, stage_cache, ctx)
+    saved = tune.get_checkpoint()
+    done = _finished_runs(saved)  # a repeated trial's runs finished before it was restored
+    steps = len(plan.steps)
+    total = plan.repeats * steps
 
-    def checkpoint(model: nn.Module, progress: Progress) -> None:
+    def checkpoint(model: nn.Module | None, progress: Progress, repeat: int, ctx: Context) -> None:
+        """Report ``progress`` of run ``repeat`` with a checkpoint; ``model`` None: the run has not begun."""
+        index = repeat * steps + progress.index
         with tempfile.TemporaryDirectory() as tmp:
-            _write_checkpoint(Path(tmp), model, progress, ctx, cached=stage_cache is not None)
-            report = {**progress_report(progress.index, len(plan.steps)), **progress.seconds}
-            if boundary_runs > 0 and measured_at(plan, progress.index):
-                report.update(measure_boundary(model, plan, progress.index, ctx, runs=boundary_runs))
+            if model is None:
+                (Path(tmp) / "progress.json").write_text(json.dumps(progress.__dict__))
+            else:
+                _write_checkpoint(Path(tmp), model, progress, ctx, cached=stage_cache is not None)
+            if done:
+                (Path(tmp) / REPEATS_FILE).write_text(json.dumps(done))
+            report = {**progress_report(index, total), **progress.seconds}
+            if boundary_runs > 0 and repeat == 0 and measured_at(plan, progress.index):
+                report.update(measure_boundary(model, plan.repeat(0), progress.index, ctx, runs=boundary_runs))
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
-        _injected_fault(progress.index)
+        _injected_fault(index)
 
-    try:
-        _, metrics = run_plan(plan, ctx, cache=stage_cache, model=model, progress=progress, after_stage=checkpoint)
-    except Diverged as exc:  # deterministic: reported, not raised, so Tune does not retry it
-        tune.report(failed_result(f"Diverged: {exc}", progress.index, len(plan.steps)))
-        return
-    tune.report(final_result(metrics, len(plan.steps)))
+    for repeat in range(len(done), plan.repeats):
+        single = plan.repeat(repeat)
+        ctx = Context(plan.source, plan.target, run.trial(trial_id, repeat), seed=single.seed, device=device)
+        model, progress = (_restore(saved, single, stage_cache, ctx) if repeat == len(done) else (None, Progress()))
+        which = f" (run {repeat + 1} of {plan.repeats}, seed {single.seed})" if plan.repeats > 1 else ""
+        try:
+            _, metrics = run_plan(single, ctx, cache=stage_cache, model=model, progress=progress,
+                                  after_stage=lambda m, p, r=repeat, c=ctx: checkpoint(m, p, r, c))
+        except Diverged as exc:  # deterministic: reported, not raised, so Tune does not retry it
+            tune.report(failed_result(f"Diverged{which}: {exc}", repeat * steps + progress.index, total))
+            return
+        if plan.repeats > 1 and (failed := final_result(metrics, steps).get(FAILED)):
+            tune.report(failed_result(f"{failed}{which}", (repeat + 1) * steps, total))  # so would their mean be
+            return
+        done.append({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
+        if repeat + 1 < plan.repeats:
+            checkpoint(None, Progress(), repeat + 1, ctx)  # between two runs: a resume begins the next
+    tune.report(final_result(aggregate(done), total))
+
+
+REPEATS_FILE = "repeats.json"  # in a repeated trial's checkpoint: the final results of its finished runs
+
+
+def _finished_runs(checkpoint) -> list[dict[str, Any]]:
+    """The final results of the runs a repeated trial had finished at ``checkpoint`` (``repeats.json``;
+    the run it is in is the next one); none without a checkpoint or for a plan of one run."""
+    if checkpoint is None:
+        return []
+    with checkpoint.as_directory() as folder:
+        finished = Path(folder) / REPEATS_FILE
+        return json.loads(finished.read_text()) if finished.is_file() else []
 
 
 def _write_checkpoint(folder: Path, model: nn.Module, progress: Progress, ctx: Context, *, cached: bool) -> None:
