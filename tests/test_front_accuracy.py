@@ -135,3 +135,11 @@ def test_a_row_dominated_only_by_rows_off_the_front_stays_on_it() -> None:
     assert pareto_front([values[0], values[2]], ["max", "min", "min"], [spread[0], spread[2]], z=[1.96, None, None]) == [0, 1]
     # without noise, dominance is transitive and the kernel is the plain front: all three trade off
     assert pareto_front(values, ["max", "min", "min"]) == [0, 1, 2]
+
+
+def test_front_json_entries_carry_the_error_bar_they_were_judged_with() -> None:
+    frame = trials([{"accuracy": 0.95, "size_bytes": 100, "latency_ms": 2.0}])
+    entry = front_summary(frame, NAMES, DIRECTIONS)["trials"][0]
+    assert entry["accuracy_se"] == pytest.approx(accuracy_error(0.95, N)["accuracy_se"]) and entry["accuracy_n"] == N
+    old = trials([{"accuracy": 0.95, "size_bytes": 100, "latency_ms": 2.0}], n=None)
+    assert "accuracy_se" not in front_summary(old, NAMES, DIRECTIONS)["trials"][0], "a run from before has none"

@@ -99,7 +99,7 @@ def front_summary(frame: pd.DataFrame, names: Sequence[str], directions: Sequenc
         "running": int(running),
         "trials": [
             {"trial_id": row["trial_id"], "pipeline": row["pipeline"], **{n: float(row[n]) for n in names},
-             **seeds(row, names), **deployment(row)}
+             **seeds(row, names), **errors(row), **deployment(row)}
             for _, row in front.iterrows()
         ],
     }
@@ -113,6 +113,17 @@ def seeds(row: pd.Series, names: Sequence[str]) -> dict[str, Any]:
     spread = {std_column(n): float(row[std_column(n)]) for n in names
               if std_column(n) in row and not pd.isna(row[std_column(n)])}
     return {REPEATS: int(k), **spread}
+
+
+def errors(row: pd.Series) -> dict[str, float]:
+    """``{"accuracy_se": ..., "accuracy_n": ...}``: the error bar the front judged the trial's accuracy
+    with (ARCHITECTURE.md, error bar); empty for a row without one (a run from before)."""
+    out = {}
+    for name in ("accuracy_se", "accuracy_n"):
+        value = row.get(name)
+        if value is not None and not pd.isna(value):
+            out[name] = float(value) if name == "accuracy_se" else int(value)
+    return out
 
 
 def infeasible(frame: pd.DataFrame) -> pd.Series:
