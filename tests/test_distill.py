@@ -326,10 +326,16 @@ def test_run_stages_passes_the_same_teacher_a_stage_would_see_and_another_teache
     assert not same_state(via_runner.state_dict(), by_hand(build_model("small_resnet", 5))), "another teacher, another model"
 
 
-def test_a_distilling_stage_without_a_teacher_says_so(distilled) -> None:
+def test_a_gradual_stage_run_by_itself_learns_from_its_own_input(distilled) -> None:
+    """Outside the runner (no teacher captured) a distilling gradual stage's teacher is the model it
+    receives, as the runner would give a trial's first compressing stage."""
     stage = GradualPrune(GradualConfig(final=0.4, distill=ON), domain="target")
-    with pytest.raises(FrontierError, match="distills but no teacher of the target was captured"):
-        stage.run(build_model("small_resnet", 5), Context(SOURCE, TARGET, distilled["root"] / "none"))
+    torch.manual_seed(3)
+    model = build_model("small_resnet", 5)
+    alone, _ = stage.run(copy.deepcopy(model), Context(SOURCE, TARGET, distilled["root"] / "alone"))
+    given = Context(SOURCE, TARGET, distilled["root"] / "given", teachers={"target": frozen_copy(model)})
+    taught, _ = stage.run(copy.deepcopy(model), given)
+    assert same_state(alone.state_dict(), taught.state_dict())
 
 
 def test_labeled_retraining_after_sharing_learns_from_the_trials_teacher(distilled) -> None:

@@ -214,7 +214,7 @@ def test_channel_granularity_follows_the_schedule_in_units_and_shrinks_exactly(m
     model = build_model("small_resnet", 4)
     units = [g for g in unit_groups(model) if "conv1" not in {m.name for m in g.gates}]  # skip_first: not the stem's
     assert any(g.joined for g in units), "the residual streams of layer2 and layer3 are units"
-    cfg = GradualConfig(final=0.7, epochs=2, recover_epochs=0, batch_size=32, granularity="channel")
+    cfg = GradualConfig(final=0.7, epochs=2, recover_epochs=0, batch_size=32, granularity="channel", pace="agp")
     n = cfg.epochs * 4  # 128 images in batches of 32
     shares: list[tuple[int, dict[str, torch.Tensor]]] = []
     spy_on_updates(monkeypatch, lambda t, m: shares.append((t, {k: ~v for k, v in alive_units(m).items()})))

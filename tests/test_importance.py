@@ -394,7 +394,8 @@ def _prune(model: nn.Module, scorer: Importance | None, *, augment: str = "shift
 
     Splits.train, Splits.val, Splits.test = train, test, test
     cfg = GradualConfig(final=0.5, epochs=1, recover_epochs=1, batch_size=8, granularity="channel",
-                        frequency=Frequency(every=2, unit="batch"), augment=augment)
+                        frequency=Frequency(every=2, unit="batch"), augment=augment, pace="agp",
+                        distill={"weight": 0.0})  # several updates, plain cross-entropy
     return (*gradual_prune(model, Splits, cfg, importance=scorer), train)
 
 

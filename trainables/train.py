@@ -83,13 +83,13 @@ class DistillConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    weight: float = Field(0.0, ge=0, le=1)
+    weight: float | None = Field(0.0, ge=0, le=1)  # None: the stage's default (a gradual stage's granularity decides)
     temperature: float = Field(4.0, gt=0)
 
     @property
     def on(self) -> bool:
-        """Whether the teacher's term counts (``weight > 0``)."""
-        return self.weight > 0
+        """Whether the teacher's term counts (``weight > 0``; an unset weight counts as 0)."""
+        return bool(self.weight)
 
 
 def soft_target_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

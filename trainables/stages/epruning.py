@@ -30,7 +30,7 @@ import time
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from ..augment import Augment, named, then
@@ -135,6 +135,12 @@ class EPruneSchedule(BaseModel):
     augment: Augment = "none"
     residual: bool = True
     distill: DistillConfig = DistillConfig()
+
+    @field_validator("distill", mode="after")
+    @classmethod
+    def _unset_is_off(cls, distill: DistillConfig) -> DistillConfig:
+        # an unset weight (the prune budget's default) is no distillation for EPruning
+        return distill if distill.weight is not None else distill.model_copy(update={"weight": 0.0})
 
 
 def epruning(model: nn.Module, splits, cfg: EPruningConfig, schedule: EPruneSchedule, *, sparsity: float,

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..augment import Augment, augmented, named
 from ..compress.importance import Importance, importance_names
-from ..compress.masks import prunable_layers, sparsity_kept, zero_fraction
+from ..compress.masks import plain_copy, prunable_layers, sparsity_kept, zero_fraction
 from ..stage import Context, Domain, Metrics, prune_slot
 from ..train import EVAL_BATCH_SIZE, DistillConfig, OptimConfig, evaluate, fit, loader, seed_everything
 from .batches import training_batches
@@ -52,11 +52,14 @@ class PruneSchedule(BaseModel):
             units too (the default); False prunes only channels inside a block.
         distill: distillation from the trial's teacher while the stage trains (the window and its
             recovery; EPruning's search and fine-tuning), Hinton et al. 2015
-            (:func:`~trainables.train.distillation_loss`); weight 0 (the default) is off.
-            Searchable as ``prune.distill.weight`` and ``prune.distill.temperature``.
+            (:func:`~trainables.train.distillation_loss`); weight 0 is off. Unset (``weight:
+            None``), a gradual stage takes its granularity's default (:data:`UNIT_RECIPE` for
+            ``channel``, else 0) and EPruning 0. Searchable as ``prune.distill.weight`` and
+            ``prune.distill.temperature``.
         pace: the schedule (:data:`~trainables.stages.schedule.SCHEDULES`): ``agp``, eq. 1's cubic
-            ramp (the default), or ``oneshot``, the final sparsity at the first batch, so that the
-            whole window and the recovery train the final structure; searchable as ``prune.pace``.
+            ramp, or ``oneshot``, the final sparsity at the first batch, so that the whole window
+            and the recovery train the final structure; searchable as ``prune.pace``. Unset, the
+            granularity's default: ``agp``, or :data:`UNIT_RECIPE`'s for ``channel``.
         importance: the unit importance of ``channel`` granularity, by name
             (:func:`~trainables.compress.importance.importance`; ``l1`` by default); searchable.
         allocation: ``channel`` granularity's share per unit group (:mod:`trainables.stages.allocation`):
@@ -81,8 +84,8 @@ class PruneSchedule(BaseModel):
     granularity: Granularity = "unstructured"
     augment: Augment = "none"
     residual: bool = True
-    distill: DistillConfig = DistillConfig()
-    pace: Pace = "agp"
+    distill: DistillConfig = DistillConfig(weight=None)
+    pace: Pace | None = None
     importance: str = "l1"
     allocation: Allocation = "uniform"
     floor: float = Field(0.1, ge=0, lt=1)
@@ -102,7 +105,7 @@ class PruneSchedule(BaseModel):
         if info.mode != "json":  # a plan's JSON (its cache keys) leaves them out; a Python dump has every field
             return data
         for name, default in RECIPE_DEFAULTS.items():
-            if data.get(name) == default:
+            if data.get(name) in (default, None):
                 data.pop(name, None)
         return data
 
@@ -110,6 +113,11 @@ class PruneSchedule(BaseModel):
 RECIPE_DEFAULTS: dict[str, Any] = {"pace": "agp", "importance": "l1", "allocation": "uniform", "floor": 0.1,
                                    "round_to": 1}
 """The recovery recipe's fields of :class:`PruneSchedule` with the defaults they are not dumped at."""
+
+UNIT_RECIPE: dict[str, Any] = {"pace": "oneshot", "distill_weight": 0.7}
+"""What ``channel`` granularity gets where the spec leaves ``pace`` and ``distill.weight`` unset: the
+recipe ``bench/recovery.py`` measured best on the fashion_mnist task (README, "Measured figures").
+Other granularities get eq. 1's ``agp`` and no distillation (the pruning-order paper's protocol)."""
 
 
 class GradualConfig(PruneSchedule):
@@ -122,6 +130,17 @@ class GradualConfig(PruneSchedule):
 
     final: Sparsity
     initial: Sparsity = 0.0
+
+    @model_validator(mode="after")
+    def _recipe_of_the_granularity(self) -> GradualConfig:
+        # unset pace and distill.weight take the granularity's default (UNIT_RECIPE for units), so a
+        # plan always holds what its stage runs and its cache key says so
+        channel = self.granularity == "channel"
+        if self.pace is None:
+            self.pace = UNIT_RECIPE["pace"] if channel else "agp"
+        if self.distill.weight is None:
+            self.distill = self.distill.model_copy(update={"weight": UNIT_RECIPE["distill_weight"] if channel else 0.0})
+        return self
 
     @model_validator(mode="after")
     def _initial_below_final(self) -> GradualConfig:
@@ -145,7 +164,9 @@ def gradual_prune(
     (default L1) where it removes units.
 
     With ``cfg.distill`` on, the window and the recovery epochs train on the distillation loss from
-    ``teacher`` (:func:`~trainables.train.distillation_loss`, Hinton et al. 2015).
+    ``teacher`` (:func:`~trainables.train.distillation_loss`, Hinton et al. 2015); None: a frozen
+    copy of ``model`` as it enters the stage (the teacher the runner gives a trial's first
+    compressing stage; later ones get theirs from the runner's ``ctx.teachers``).
 
     Returns metrics: ``sparsity``, ``sparsity_all`` (zeros over every conv/linear weight),
     ``layer_sparsity_min/max``, ``pruning_updates`` (the updates made), and top-1/3/5 and loss on
@@ -158,6 +179,8 @@ def gradual_prune(
     start_time = time.perf_counter()
     seed_everything(seed)
     model.to(device)
+    if cfg.distill.on and teacher is None:
+        teacher = plain_copy(model).requires_grad_(False)
     train = loader(splits.train, cfg.batch_size, shuffle=True, seed=seed)
     updates = (schedule or SCHEDULES[cfg.pace])(cfg, len(train))
     last_update, done = max(updates), []
@@ -226,5 +249,5 @@ class GradualPrune:
         return gradual_prune(
             model, ctx.data(self.domain), self.cfg, device=ctx.device, seed=ctx.seed, on_epoch=ctx.reporter(self.label),
             schedule=self.schedule, importance=self.importance,
-            teacher=ctx.teacher(self.domain) if self.distills else None,
+            teacher=ctx.teachers.get(self.domain) if self.distills else None,
         )
