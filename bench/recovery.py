@@ -74,9 +74,8 @@ def frontier_recipe(model: nn.Module, ctx: Context, ratio: float, epochs: int, *
     """Gradual channel pruning of a copy of ``model`` to ``ratio`` of units, ``epochs`` epochs in all."""
     window = window if window is not None else (epochs if pace == "oneshot" else max(1, epochs // 2))
     fields = dict(final=ratio, epochs=window, recover_epochs=epochs - window, batch_size=64, optim=OPTIM,
-                  granularity="channel", importance=importance, allocation=allocation, pace=pace, frequency=8)
-    if distill:
-        fields["distill"] = {"weight": distill}
+                  granularity="channel", importance=importance, allocation=allocation, pace=pace, frequency=8,
+                  distill={"weight": distill})  # explicit: unset, channel pruning distills by default
     pruned, _ = GradualPrune(GradualConfig(**fields), "target").run(copy.deepcopy(model), ctx)
     return pruned
 
