@@ -14,6 +14,11 @@ out of ``keep`` keeps every unit. Three views of the same pruned network, equal 
   concatenations included, with Torch-Pruning's per-layer pruning functions. Only this one is
   faster on a real engine (ARCHITECTURE.md: "a unit mask can be applied physically").
 
+:func:`checked_shrink` is :func:`shrink` followed by the equivalence check, the shrunk network run
+against the gated one on one image, within a time limit (:data:`CHECK_LIMIT_S`): what the benchmark
+times and exports must be the function the trial measured, so a unit table wrong for some model
+(a CNN nobody checked) is refused in one line, never timed, never a crash deep inside a trial.
+
 Example:
     >>> import torch
     >>> from torchvision.models import resnet18
@@ -30,7 +35,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -39,9 +45,21 @@ from torch import nn
 from ..errors import FrontierError
 from .gating import gated_states
 from .masks import plain_copy
-from .units import Member, UnitGroup, channel_count, is_depthwise, unit_groups
+from .units import Deadline, Member, UnitGroup, channel_count, is_depthwise, unit_groups
 
 Keep = Mapping[str, torch.Tensor]
+CHECK_LIMIT_S = 120.0
+"""Seconds :func:`checked_shrink` may take (the surgery, then one forward of the gated and of the shrunk
+network on one image, on the CPU) before it refuses the model in one line; tracing has its own
+limit (:data:`trainables.compress.units.TRACE_LIMIT_S`). Res2Net-50 and dpn48b at 32x32 and ResNet-50 at
+224x224 check in 1.5-7 s on 2 busy CPU cores."""
+CHECK_TOLERANCE = 1e-4
+"""The largest difference :func:`checked_shrink` allows between the shrunk and the gated network's
+outputs, as a share of the gated outputs' largest magnitude. Float32 rounding of the shorter sums
+stays under 1e-6 of it (every timm family of ``tests/test_timm_zoo.py`` at half its units, and
+ResNet-50, DenseNet-121 at 224x224); wrong tables seen were 6e-4 (a stem's BatchNorm reversed) and
+8e-4 (skresnet18's selective kernels) of it, at half of every group's units."""
+CHECK_SEED = 0  # the check's image comes from its own generator: no global random number is drawn
 
 
 def shrink(model: nn.Module, keep: Keep, groups: Sequence[UnitGroup] | None = None) -> nn.Module:
@@ -67,9 +85,74 @@ def shrink(model: nn.Module, keep: Keep, groups: Sequence[UnitGroup] | None = No
             that would lose every unit (surgery refuses it rather than keep one silently:
             :func:`alive_units` already keeps one unit of an all-dead group).
     """
+    return _shrink(model, keep, unit_groups(model) if groups is None else list(groups), step=lambda: None)
+
+
+def checked_shrink(model: nn.Module, keep: Keep, input_shape: tuple[int, int, int],
+                   groups: Sequence[UnitGroup] | None = None, *, limit: float | None = None,
+                   clock: Callable[[], float] = time.monotonic) -> nn.Module:
+    """:func:`shrink`, checked: the shrunk copy must compute what ``model`` computes gated by ``keep``.
+
+    After the surgery, the shrunk copy and ``model`` inside :func:`gated` run on one image
+    (``2 x input_shape``, normal noise from a generator of its own, :data:`CHECK_SEED`), both as
+    plain copies on the CPU in eval mode and float32, so the caller's models keep their device,
+    modes and hooks, and no global random number is drawn. Their outputs must agree within
+    :data:`CHECK_TOLERANCE` of the gated output's largest magnitude. The surgery and the two
+    forwards together may take ``limit`` seconds of ``clock`` (checked between the layers the
+    surgery slices and before every module runs); tracing ``model`` (``groups`` None) has its own limit.
+
+    Args:
+        model: as for :func:`shrink`.
+        keep: as for :func:`shrink`.
+        input_shape: (channels, height, width) of one image the model takes.
+        groups: as for :func:`shrink`.
+        limit: seconds the check may take (None: :data:`CHECK_LIMIT_S`).
+        clock: the clock the limit is read on (tests give a fake one).
+
+    Returns:
+        The shrunk copy, as :func:`shrink` returns it (on ``model``'s device, in its modes).
+
+    Raises:
+        FrontierError: in one line naming the model: the check ran past ``limit``, the shrunk copy
+            fails on the image, or it computes something else than the gated model (a unit table
+            wrong for this model: report it); and :func:`shrink`'s own refusals.
+    """
+    groups = unit_groups(model) if groups is None else list(groups)  # tracing: its own limit
+    kind = type(model).__name__
+    deadline = Deadline(f"surgery: checking {kind}'s shrunk network against the gated one",
+                        CHECK_LIMIT_S if limit is None else limit, clock, "surgery.CHECK_LIMIT_S")
+    small = _shrink(model, keep, groups, step=deadline.check)
+    image = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(CHECK_SEED))
+    reference_model, small_copy = _checkable(model), _checkable(small)
+    with torch.no_grad():
+        with deadline.watching(reference_model), gated(reference_model, keep, groups):
+            reference = _outputs(reference_model(image))
+        with deadline.watching(small_copy):
+            try:
+                got = _outputs(small_copy(image))
+            except FrontierError:
+                raise
+            except Exception as exc:  # a wrong table slices a layer out of step with its input: say so in one line
+                first = str(exc).splitlines()[0][:160] if str(exc) else ""
+                raise FrontierError(f"surgery: {kind}'s shrunk network fails on a {_shape(image)} image, "
+                                    f"where the gated one runs ({type(exc).__name__}: {first}); its unit table is "
+                                    "wrong for this model") from None
+    if [r.shape for r in reference] != [g.shape for g in got]:
+        raise FrontierError(f"surgery: {kind}'s shrunk network outputs {[tuple(g.shape) for g in got]}, the gated "
+                            f"one {[tuple(r.shape) for r in reference]}; its unit table is wrong for this model")
+    scale = max((float(r.abs().max()) for r in reference if r.numel()), default=0.0)
+    diff = max((float((r - g).abs().max()) for r, g in zip(reference, got) if r.numel()), default=0.0)
+    if not diff <= CHECK_TOLERANCE * scale:  # NaN fails too
+        raise FrontierError(f"surgery: {kind}'s shrunk network differs from the gated one by {diff:.3g} on a "
+                            f"{_shape(image)} image (outputs up to {scale:.3g}; allowed {CHECK_TOLERANCE:g} of that): "
+                            "its unit table is wrong for this model, so frontier refuses to time or export it")
+    return small
+
+
+def _shrink(model: nn.Module, keep: Keep, groups: list[UnitGroup], step: Callable[[], None]) -> nn.Module:
+    """:func:`shrink`'s work; ``step()`` runs before each layer is sliced (a deadline's check)."""
     import torch_pruning as tp
 
-    groups = unit_groups(model) if groups is None else list(groups)
     masks = _resolve(groups, keep, allow_empty=False)
     removed: dict[tuple[str, str], set[int]] = {}
     for group in groups:
@@ -79,10 +162,36 @@ def shrink(model: nn.Module, keep: Keep, groups: Sequence[UnitGroup] | None = No
                 removed.setdefault((member.name, member.role), set()).update(member.of(pruned).tolist())
     small = _copy(model)
     for (name, role), channels in removed.items():
+        step()
         module = small.get_submodule(name)
         _check_width(module, name, role, channels)
         _pruner(tp, module, role)(module, sorted(channels))
     return small
+
+
+def _checkable(model: nn.Module) -> nn.Module:
+    """``model`` itself when it is already on the CPU, float32 and in eval mode everywhere (the
+    check adds hooks and removes them), else a plain copy on the CPU in eval mode, as float32."""
+    tensors = list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]
+    if all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors) and \
+            not any(m.training for m in model.modules()):
+        return model
+    return plain_copy(model).float()
+
+
+def _outputs(output: object) -> list[torch.Tensor]:
+    """The tensors of a model's output (a tensor, or a tuple, list or dict of them), in order."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        return [t for item in output for t in _outputs(item)]
+    return []
+
+
+def _shape(image: torch.Tensor) -> str:
+    return "x".join(str(d) for d in image.shape)
 
 
 def _pruner(tp, module: nn.Module, role: str):

@@ -153,8 +153,9 @@ def measure(
         cache_dir: folder of TensorRT's timing cache (None: no cache).
         surgery: export and time the physically smaller network: units that are dead in the
             weights (:func:`trainables.compress.surgery.alive_units`) are removed by
-            :func:`trainables.compress.surgery.shrink` first. The artifact keeps the full shapes (its
-            zeros compress), so a rerun rebuilds the architecture from it.
+            :func:`trainables.compress.surgery.checked_shrink` first (which refuses a shrunk network
+            that computes something else, or a check past its time limit). The artifact keeps the
+            full shapes (its zeros compress), so a rerun rebuilds the architecture from it.
         int8: time and size the INT8 model of the exported (shrunk) network instead
             (:func:`trainables.measure.int8_model.build_int8`): ``model.int8.onnx`` in the engine's
             format is what ONNX Runtime runs and TensorRT builds its engine from (strongly typed,
@@ -173,8 +174,9 @@ def measure(
 
     Raises:
         FrontierError: a backend this machine cannot run (``tensorrt`` without the package or a
-            GPU, ``fp16`` on the CPU), or a bad argument.
+            GPU, ``fp16`` on the CPU), a bad argument, or surgery's check refusing the model.
     """
+    input_shape = _check_input_shape(input_shape)  # before surgery's check makes an image of it
     engine, device = resolve_backend(backend, precision, device)
     if int8 is not None:
         _check_int8(engine, precision)
@@ -184,7 +186,7 @@ def measure(
     files = ModelFiles(out_dir)
     artifact = files.artifact
     size = save_artifact(plain.state_dict(), artifact, attrs=attrs)
-    plain, removed = _shrunk(plain) if surgery else (plain, 0.0)
+    plain, removed = _shrunk(plain, input_shape) if surgery else (plain, 0.0)
     onnx_path = export_onnx(plain, files.onnx, input_shape)
     quantized = None if int8 is None else build_int8(onnx_path, out_dir, int8, engine=engine, attrs=attrs)
     timed = onnx_path if quantized is None else quantized.onnx
@@ -220,10 +222,10 @@ def _check_int8(engine: str, precision: str) -> None:
                             f"not {precision}")
 
 
-def _shrunk(model: nn.Module) -> tuple[nn.Module, float]:
-    """``model`` without its dead units, and the share of units removed (a model whose graph
-    cannot be traced, or without dead units, comes back as it is)."""
-    from ..compress.surgery import alive_units, shrink
+def _shrunk(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[nn.Module, float]:
+    """``model`` without its dead units, checked against it on one image, and the share of units
+    removed (a model whose graph cannot be traced, or without dead units, comes back as it is)."""
+    from ..compress.surgery import alive_units, checked_shrink
     from ..compress.units import unit_groups
 
     try:
@@ -235,7 +237,7 @@ def _shrunk(model: nn.Module) -> tuple[nn.Module, float]:
     total = sum(g.size for g in groups)
     if kept == total:
         return model, 0.0
-    return shrink(model, keep, groups), 1.0 - kept / total
+    return checked_shrink(model, keep, input_shape, groups), 1.0 - kept / total
 
 
 def _check_input_shape(input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
