@@ -224,6 +224,15 @@ def test_a_unit_table_that_breaks_the_shrunk_network_is_one_line_not_a_crash(hal
     assert "\n" not in str(caught.value)
 
 
+def test_an_image_the_model_does_not_take_is_one_line(halved) -> None:
+    model = halved("resnet")[0]
+    keep = {g.name: torch.arange(g.size) % 2 == 0 for g in unit_groups(model)}
+    with pytest.raises(FrontierError, match=r"surgery: ResNet does not run on a 2x1x32x32 image \(RuntimeError: "
+                                            r".*input_shape must be an image it takes") as caught:
+        checked_shrink(model, keep, (1, SIZE, SIZE))
+    assert "\n" not in str(caught.value)
+
+
 def test_an_unknown_timm_name_says_how_to_list_names_and_a_missing_timm_how_to_install_it(monkeypatch) -> None:
     with pytest.raises(FrontierError, match=r"'resnet9000' is not a timm model; list them with .*list_models"):
         architecture("timm:resnet9000")

@@ -94,9 +94,9 @@ def checked_shrink(model: nn.Module, keep: Keep, input_shape: tuple[int, int, in
     """:func:`shrink`, checked: the shrunk copy must compute what ``model`` computes gated by ``keep``.
 
     After the surgery, the shrunk copy and ``model`` inside :func:`gated` run on one image
-    (``2 x input_shape``, normal noise from a generator of its own, :data:`CHECK_SEED`), both as
-    plain copies on the CPU in eval mode and float32, so the caller's models keep their device,
-    modes and hooks, and no global random number is drawn. Their outputs must agree within
+    (``2 x input_shape``, normal noise from a generator of its own, :data:`CHECK_SEED`), both on the
+    CPU in eval mode and float32 (plain copies where they are not), so the caller's models keep their
+    device, modes and hooks, and no global random number is drawn. Their outputs must agree within
     :data:`CHECK_TOLERANCE` of the gated output's largest magnitude. The surgery and the two
     forwards together may take ``limit`` seconds of ``clock`` (checked between the layers the
     surgery slices and before every module runs); tracing ``model`` (``groups`` None) has its own limit.
@@ -126,17 +126,22 @@ def checked_shrink(model: nn.Module, keep: Keep, input_shape: tuple[int, int, in
     reference_model, small_copy = _checkable(model), _checkable(small)
     with torch.no_grad():
         with deadline.watching(reference_model), gated(reference_model, keep, groups):
-            reference = _outputs(reference_model(image))
+            try:
+                reference = _outputs(reference_model(image))
+            except FrontierError:
+                raise
+            except Exception as exc:  # the caller's input_shape, most likely
+                raise FrontierError(f"surgery: {kind} does not run on a {_shape(image)} image "
+                                    f"({_first_line(exc)}); input_shape must be an image it takes") from None
         with deadline.watching(small_copy):
             try:
                 got = _outputs(small_copy(image))
             except FrontierError:
                 raise
             except Exception as exc:  # a wrong table slices a layer out of step with its input: say so in one line
-                first = str(exc).splitlines()[0][:160] if str(exc) else ""
-                raise FrontierError(f"surgery: {kind}'s shrunk network fails on a {_shape(image)} image, "
-                                    f"where the gated one runs ({type(exc).__name__}: {first}); its unit table is "
-                                    "wrong for this model") from None
+                raise FrontierError(f"surgery: {kind}'s shrunk network fails on a {_shape(image)} image, where the "
+                                    f"gated one runs ({_first_line(exc)}); its unit table is wrong for this model") \
+                    from None
     if [r.shape for r in reference] != [g.shape for g in got]:
         raise FrontierError(f"surgery: {kind}'s shrunk network outputs {[tuple(g.shape) for g in got]}, the gated "
                             f"one {[tuple(r.shape) for r in reference]}; its unit table is wrong for this model")
@@ -192,6 +197,10 @@ def _outputs(output: object) -> list[torch.Tensor]:
 
 def _shape(image: torch.Tensor) -> str:
     return "x".join(str(d) for d in image.shape)
+
+
+def _first_line(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
 
 
 def _pruner(tp, module: nn.Module, role: str):
