@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -125,3 +126,14 @@ def test_the_recipe_is_dumped_only_when_set_so_old_cache_keys_hold() -> None:
 def test_an_unknown_importance_is_named() -> None:
     with pytest.raises(ValueError, match="importance must be one of .*l1.* but got 'magic'"):
         PruneSchedule(importance="magic")
+
+
+FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+
+
+@pytest.mark.skipif(not FASHION.exists(), reason="needs Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)")
+def test_the_recovery_spec_searches_importance_allocation_and_distillation() -> None:
+    from search.spec.load import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parent.parent / "spaces" / "fashion_mnist_recovery.yaml")
+    assert {"prune.importance", "prune.allocation", "prune.distill.weight"} <= set(spec.space)
