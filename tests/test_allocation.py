@@ -11,7 +11,7 @@ from torch.utils.data import TensorDataset
 
 from trainables.compress.importance.l1 import L1Importance
 from trainables.models import build_model
-from trainables.pipeline.plan import PruneStep
+from trainables.pipeline.plan import PruneBudget, PruneStep
 from trainables.stages.allocation import aligned, kept_counts
 from trainables.stages.gradual import GradualConfig, PruneSchedule, gradual_prune
 from trainables.stages.pruners import Channel
@@ -137,3 +137,22 @@ def test_the_recovery_spec_searches_importance_allocation_and_distillation() -> 
 
     spec = load_spec(Path(__file__).resolve().parent.parent / "spaces" / "fashion_mnist_recovery.yaml")
     assert {"prune.importance", "prune.allocation", "prune.distill.weight"} <= set(spec.space)
+
+
+@pytest.mark.parametrize("pace,weight", [(None, None), ("agp", 0.0), ("oneshot", 0.0), ("agp", 0.7)])
+def test_a_channel_plans_recipe_survives_its_json(pace, weight) -> None:
+    """Unset, channel pruning gets UNIT_RECIPE; set (even to the plain values a plan's JSON leaves
+    out), it keeps what was set after the plan is written and read back, as a worker reads it."""
+    from trainables.pipeline.plan import Plan, make_plan
+    from trainables.stages.benchmark import BenchmarkConfig
+    from trainables.stages.dense import DenseConfig
+    from trainables.stages.gradual import UNIT_RECIPE
+    from trainables.data import DataSpec
+
+    budget = PruneBudget(granularity="channel", pace=pace, distill={"weight": weight})
+    plan = make_plan(order="P", dense=DenseConfig(model="small_resnet", domain="target"), transfer=None,
+                     benchmark=BenchmarkConfig(), prune=budget, target=DataSpec(name="digits"), s2=0.5)
+    back = Plan.model_validate_json(plan.model_dump_json())
+    config = back.steps[1].config
+    expected = (pace or UNIT_RECIPE["pace"], UNIT_RECIPE["distill_weight"] if weight is None else weight)
+    assert (config.pace, config.distill.weight) == expected

@@ -49,7 +49,7 @@ from ..stage import Domain, Stage, prune_slot
 from ..stages.benchmark import Benchmark, BenchmarkConfig
 from ..stages.dense import Dense, DenseConfig
 from ..stages.epruning import EPrune, EPruneSchedule, EPruningConfig
-from ..stages.gradual import GradualConfig, GradualPrune, PruneSchedule
+from ..stages.gradual import GradualConfig, GradualPrune, PruneSchedule, with_unit_recipe
 from ..stages.schedule import Frequency, Sparsity, milestones_problem
 from ..stages.int8 import Int8Config
 from ..stages.share import RetrainConfig, Share, ShareConfig
@@ -411,7 +411,8 @@ def _prune_step(budget: PruneBudget, domain: Domain, sparsity: float, initial: f
     if budget.method == "epruning":
         fields = EPruneSchedule(**{name: getattr(schedule, name) for name in EPruneSchedule.model_fields})
         return EPruneStep(domain=domain, sparsity=sparsity, config=budget.epruning, schedule=fields)
-    return PruneStep(domain=domain, config=GradualConfig(**dict(schedule), final=sparsity, initial=initial))
+    return PruneStep(domain=domain, config=GradualConfig(**dict(with_unit_recipe(schedule)), final=sparsity,
+                                                         initial=initial))
 
 
 Milestones = Union[float, Sequence[float]]

@@ -53,13 +53,15 @@ class PruneSchedule(BaseModel):
         distill: distillation from the trial's teacher while the stage trains (the window and its
             recovery; EPruning's search and fine-tuning), Hinton et al. 2015
             (:func:`~trainables.train.distillation_loss`); weight 0 is off. Unset (``weight:
-            None``), a gradual stage takes its granularity's default (:data:`UNIT_RECIPE` for
-            ``channel``, else 0) and EPruning 0. Searchable as ``prune.distill.weight`` and
+            None``), a plan's gradual stage takes its granularity's default (:func:`with_unit_recipe`:
+            :data:`UNIT_RECIPE` for ``channel``, else 0; a ``GradualConfig`` made by hand, 0) and
+            EPruning 0. Searchable as ``prune.distill.weight`` and
             ``prune.distill.temperature``.
         pace: the schedule (:data:`~trainables.stages.schedule.SCHEDULES`): ``agp``, eq. 1's cubic
             ramp, or ``oneshot``, the final sparsity at the first batch, so that the whole window
-            and the recovery train the final structure; searchable as ``prune.pace``. Unset, the
-            granularity's default: ``agp``, or :data:`UNIT_RECIPE`'s for ``channel``.
+            and the recovery train the final structure; searchable as ``prune.pace``. Unset, a
+            plan's gradual stage takes its granularity's default (:func:`with_unit_recipe`: ``agp``,
+            or :data:`UNIT_RECIPE`'s for ``channel``; a ``GradualConfig`` made by hand, ``agp``).
         importance: the unit importance of ``channel`` granularity, by name
             (:func:`~trainables.compress.importance.importance`; ``l1`` by default); searchable.
         allocation: ``channel`` granularity's share per unit group (:mod:`trainables.stages.allocation`):
@@ -120,6 +122,26 @@ recipe ``bench/recovery.py`` measured best on the fashion_mnist task (README, "M
 Other granularities get eq. 1's ``agp`` and no distillation (the pruning-order paper's protocol)."""
 
 
+def with_unit_recipe(schedule: PruneSchedule) -> PruneSchedule:
+    """``schedule`` with its unset ``pace`` and ``distill.weight`` filled for its granularity: the
+    :data:`UNIT_RECIPE` for ``channel``, ``agp`` and no distillation otherwise. A plan is made of
+    the result (:func:`~trainables.pipeline.plan.make_plan`), so its JSON holds what runs.
+
+    Example:
+        >>> unit = with_unit_recipe(PruneSchedule(granularity="channel"))
+        >>> unit.pace, unit.distill.weight, with_unit_recipe(PruneSchedule()).pace
+        ('oneshot', 0.7, 'agp')
+    """
+    channel = schedule.granularity == "channel"
+    update: dict[str, Any] = {}
+    if schedule.pace is None:
+        update["pace"] = UNIT_RECIPE["pace"] if channel else "agp"
+    if schedule.distill.weight is None:
+        update["distill"] = schedule.distill.model_copy(
+            update={"weight": UNIT_RECIPE["distill_weight"] if channel else 0.0})
+    return schedule.model_copy(update=update)
+
+
 class GradualConfig(PruneSchedule):
     """A :class:`PruneSchedule` with its sparsities.
 
@@ -132,14 +154,14 @@ class GradualConfig(PruneSchedule):
     initial: Sparsity = 0.0
 
     @model_validator(mode="after")
-    def _recipe_of_the_granularity(self) -> GradualConfig:
-        # unset pace and distill.weight take the granularity's default (UNIT_RECIPE for units), so a
-        # plan always holds what its stage runs and its cache key says so
-        channel = self.granularity == "channel"
+    def _unset_recipe_is_the_plain_one(self) -> GradualConfig:
+        # a stage's own config: unset pace and distill.weight are eq. 1's AGP without distillation,
+        # what a plan made before they existed ran (a plan's JSON leaves them out at those values);
+        # the spec's defaults for units (UNIT_RECIPE) are filled in when a plan is made (with_unit_recipe)
         if self.pace is None:
-            self.pace = UNIT_RECIPE["pace"] if channel else "agp"
+            self.pace = "agp"
         if self.distill.weight is None:
-            self.distill = self.distill.model_copy(update={"weight": UNIT_RECIPE["distill_weight"] if channel else 0.0})
+            self.distill = self.distill.model_copy(update={"weight": 0.0})
         return self
 
     @model_validator(mode="after")
