@@ -53,6 +53,7 @@ def test_actor_pool_energies_equal_the_reference_loop(local_ray):
     assert torch.allclose(energies, ReferenceEvaluator(layers)(model, x, y, states), atol=1e-5)
 
 
+@pytest.mark.slow  # end to end on digits: 20-26 s, off the 5-minute loop
 def test_epruning_on_digits_removes_40_percent_within_5_points(dense):
     model, dense_accuracy, ctx = dense
     pruned, metrics = _prune(model, ctx, 0.6)
@@ -77,6 +78,7 @@ def test_epruning_on_digits_removes_40_percent_within_5_points(dense):
     assert all(0 <= a <= 1 for a in metrics["acceptance"]) and all(d <= 0 for d in metrics["delta_s"])
 
 
+@pytest.mark.slow  # end to end on digits: 20-26 s, off the 5-minute loop
 def test_a_second_epruning_stage_keeps_the_first_stages_units_pruned(dense):
     model, _, ctx = dense
     first, _ = _prune(model, ctx, 0.3, epochs=1, recover_epochs=0)

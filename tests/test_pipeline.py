@@ -29,6 +29,7 @@ from trainables.pipeline.plan import PruneBudget, PruneSide
 FAST = BenchmarkConfig(warmup=1, runs=5)
 
 
+@pytest.mark.slow  # end to end on digits: 20-26 s, off the 5-minute loop
 def test_digits_pipeline_pretrain_transfer_prune_measure(tmp_path: Path) -> None:
     ctx = Context(source=SOURCE, target=TARGET, workdir=tmp_path)
     model, metrics = run_stages([

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import torch
 
 from trainables.models import build_model
@@ -19,6 +20,7 @@ def pretrained_on_source(source_splits, epochs: int = 6):
     return model
 
 
+@pytest.mark.slow  # end to end on digits: 20-26 s, off the 5-minute loop
 def test_finetune_from_digits_0_4_to_5_9_reaches_95_percent(source_splits, target_splits) -> None:
     start = time.perf_counter()
     model = pretrained_on_source(source_splits)
