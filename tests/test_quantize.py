@@ -118,6 +118,7 @@ def transferred(source_splits, target_splits):
 AGGRESSIVE = ShareConfig(groups={"layer2": 4, "layer3": 2}, bias="one")  # lost ~0.6 of 1.0, not down to chance
 
 
+@pytest.mark.slow  # 32 s with its fixture: off the 5-minute loop
 def test_unlabeled_retraining_recovers_half_the_loss_and_is_timed_beside_labeled(
         transferred, source_splits, target_splits) -> None:
     dense_model, dense_acc = transferred

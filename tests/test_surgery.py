@@ -35,7 +35,7 @@ ARCHITECTURES = [
     ("efficientnet_b0", 32),
     ("regnet_y_400mf", 32),
     ("convnext_tiny", 32),
-    ("densenet121", 32),
+    pytest.param("densenet121", 32, marks=pytest.mark.slow),  # 22 s (now checked by measure too)
 ]
 
 
