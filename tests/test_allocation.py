@@ -71,7 +71,7 @@ def test_aligned_widths_are_multiples_of_round_to() -> None:
 
 def test_kept_counts_rejects_bad_arguments() -> None:
     alive = all_alive(a=4)
-    with pytest.raises(ValueError, match="allocation must be one of uniform, global but got 'random'"):
+    with pytest.raises(ValueError, match="allocation must be one of uniform, global, latency but got 'random'"):
         kept_counts(alive, {"a": torch.ones(4)}, 0.5, allocation="random")
     with pytest.raises(ValueError, match="floor must be in"):
         kept_counts(alive, {"a": torch.ones(4)}, 0.5, allocation="global", floor=1.0)

@@ -24,6 +24,11 @@ The milestones increase strictly, and for PBA every s2 milestone lies above ever
 Each stage is its own cache entry, so ``D|50|70`` reuses ``D|50``. :data:`ORDER_SPARSITIES` is
 the one table of which sparsities an order needs.
 
+Instead of sparsities, a side may take one latency target (``{"latency": 0.4}``: a share of the
+dense network's latency on the trial's engine; ``{"latency_ms": 2.0}``), for unit pruning (channel
+granularity or EPruning): its stage is labelled ``L40`` (``EL40``) and carries the benchmark
+settings it is measured against (:mod:`trainables.stages.latency_budget`): ``D|T|L40|B``.
+
 Each step kind (a subclass of ``_Step``; ``kind`` is only its JSON tag) owns its identity: its
 ``label`` in the pipeline string, its ``slot`` (the ``seconds.<slot>`` column of ``trials.csv``),
 ``build()`` of its stage object, whether the stage cache keeps its output (``cached``), whether its
@@ -38,10 +43,10 @@ so the k runs compute it once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from ..augment import Augment
 from ..data import DataSpec
@@ -50,6 +55,7 @@ from ..stages.benchmark import Benchmark, BenchmarkConfig
 from ..stages.dense import Dense, DenseConfig
 from ..stages.epruning import EPrune, EPruneSchedule, EPruningConfig
 from ..stages.gradual import GradualConfig, GradualPrune, PruneSchedule, with_unit_recipe
+from ..stages.latency_budget import LatencyTarget, is_latency_target
 from ..stages.schedule import Frequency, Sparsity, milestones_problem
 from ..stages.int8 import Int8Config
 from ..stages.share import RetrainConfig, Share, ShareConfig
@@ -173,6 +179,8 @@ class PruneStep(_PruneSlot, _Step):
 
     @property
     def label(self) -> str:
+        if self.config.latency is not None:
+            return self.config.latency.label
         return GradualPrune.label_for(self.config.final)
 
     def build(self) -> Stage:
@@ -180,20 +188,43 @@ class PruneStep(_PruneSlot, _Step):
 
 
 class EPruneStep(_PruneSlot, _Step):
-    """A ``P<s>`` stage by EPruning (labelled ``E<s>``): its schedule comes from the prune budget."""
+    """A ``P<s>`` stage by EPruning (labelled ``E<s>``, or ``EL40`` to a latency target): its schedule
+    comes from the prune budget; ``latency`` and ``benchmark`` are dumped only when set."""
 
     kind: Literal["E"] = "E"
     domain: Domain
-    sparsity: Sparsity
+    sparsity: Sparsity | None = None
     config: EPruningConfig
     schedule: EPruneSchedule
+    latency: LatencyTarget | None = None
+    benchmark: BenchmarkConfig | None = None
+
+    @model_serializer(mode="wrap")
+    def _target_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = _Step._distill_when_on(self, handler)
+        for name in ("sparsity", "latency", "benchmark"):
+            if data.get(name, 0) is None:
+                data.pop(name)
+        return data
+
+    @model_validator(mode="after")
+    def _one_target(self) -> EPruneStep:
+        if (self.sparsity is None) == (self.latency is None):
+            raise ValueError("an EPruning step prunes to exactly one of sparsity and latency; got "
+                             f"sparsity={self.sparsity!r}, latency={self.latency!r}")
+        if self.latency is not None and self.benchmark is None:
+            raise ValueError("a latency target needs benchmark: the engine its latency is measured on")
+        return self
 
     @property
     def label(self) -> str:
+        if self.latency is not None:
+            return f"E{self.latency.label}"
         return EPrune.label_for(self.sparsity, self.config.constrain)
 
     def build(self) -> Stage:
-        return EPrune(self.config, self.schedule, sparsity=self.sparsity, domain=self.domain)
+        return EPrune(self.config, self.schedule, sparsity=self.sparsity, domain=self.domain, latency=self.latency,
+                      benchmark=self.benchmark)
 
     def bundles(self) -> list[Bundle]:
         """One bundle per actor of an ``evaluator: actors`` pool (ARCHITECTURE.md: actors started inside a
@@ -406,16 +437,46 @@ class Plan(BaseModel):
                 "target": self.target.model_dump(mode="json")}
 
 
-def _prune_step(budget: PruneBudget, domain: Domain, sparsity: float, initial: float) -> PruneStep | EPruneStep:
+def _prune_step(budget: PruneBudget, domain: Domain, target: float | LatencyTarget, initial: float,
+                benchmark: BenchmarkConfig) -> PruneStep | EPruneStep:
+    """The pruning step of ``budget``'s method on ``domain`` to ``target``: a sparsity (from ``initial``) or
+    a latency target measured on ``benchmark``'s engine."""
     schedule = budget.schedule(domain)
+    latency = target if isinstance(target, LatencyTarget) else None
+    engine = {"latency": latency, "benchmark": benchmark} if latency is not None else {}
     if budget.method == "epruning":
         fields = EPruneSchedule(**{name: getattr(schedule, name) for name in EPruneSchedule.model_fields})
-        return EPruneStep(domain=domain, sparsity=sparsity, config=budget.epruning, schedule=fields)
-    return PruneStep(domain=domain, config=GradualConfig(**dict(with_unit_recipe(schedule)), final=sparsity,
-                                                         initial=initial))
+        return EPruneStep(domain=domain, sparsity=None if latency else target, config=budget.epruning,
+                          schedule=fields, **engine)
+    return PruneStep(domain=domain, config=GradualConfig(**dict(with_unit_recipe(schedule)),
+                                                         final=None if latency else target,
+                                                         initial=0.0 if latency else initial, **engine))
 
 
-Milestones = Union[float, Sequence[float]]
+Milestones = Union[float, Sequence[float], Mapping[str, float], LatencyTarget]
+
+
+def targets(name: str, value: Milestones) -> list[float] | list[LatencyTarget]:
+    """``value`` as a side's stage targets: :func:`milestones`, or one latency target (``{"latency": 0.4}``,
+    ``{"latency_ms": 2.0}``); raises ValueError naming ``name``.
+
+    Example:
+        >>> targets("s2", {"latency": 0.4})
+        [LatencyTarget(latency=0.4, latency_ms=None)]
+    """
+    if is_latency_target(value):
+        try:
+            return [value if isinstance(value, LatencyTarget) else LatencyTarget(**value)]
+        except ValueError as exc:
+            raise ValueError(f"{name}: {_first_error(exc)}") from None
+    return milestones(name, value)
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors) and errors():
+        return str(errors()[0]["msg"]).removeprefix("Value error, ")
+    return str(exc)
 
 
 def milestones(name: str, value: Milestones) -> list[float]:
@@ -431,6 +492,21 @@ def milestones(name: str, value: Milestones) -> list[float]:
     if (problem := milestones_problem(values)) is not None:
         raise ValueError(f"{name}: {problem}")
     return [float(v) for v in values]
+
+
+def _check_pba(before: list, after: list, s1: object, s2: object) -> None:
+    """PBA prunes further after the transfer: sparsities s2 > s1, latency shares (or ms) s2 < s1 when
+    both sides give the same kind; a sparsity against a latency is not compared."""
+    if all(isinstance(t, float) for t in before + after):
+        if not min(after) > max(before):
+            raise ValueError(f"order PBA needs s2 > s1 but got s1={s1}, s2={s2}")
+        return
+    if len(before) == len(after) == 1 and all(isinstance(t, LatencyTarget) for t in before + after):
+        first, second = before[0], after[0]
+        for unit in ("latency", "latency_ms"):
+            a, b = getattr(first, unit), getattr(second, unit)
+            if a is not None and b is not None and not b < a:
+                raise ValueError(f"order PBA needs s2's {unit} below s1's but got s1={s1}, s2={s2}")
 
 
 def make_plan(
@@ -481,21 +557,21 @@ def make_plan(
     for name in needs:
         if given[name] is None:
             raise ValueError(f"order {order} needs {name}")
-    before = milestones("s1", s1) if "s1" in needs else []
-    after = milestones("s2", s2) if "s2" in needs else []
-    if order == "PBA" and not min(after) > max(before):
-        raise ValueError(f"order PBA needs s2 > s1 but got s1={s1}, s2={s2}")
+    before = targets("s1", s1) if "s1" in needs else []
+    after = targets("s2", s2) if "s2" in needs else []
+    if order == "PBA":
+        _check_pba(before, after, s1, s2)
     budget = prune if prune is not None else PruneBudget()
     steps: list = [DenseStep(config=dense)]
     reached = 0.0  # each milestone's stage starts from the sparsity the one before reached
-    for sparsity in before:
-        steps.append(_prune_step(budget, "source", sparsity, reached))
-        reached = sparsity
+    for goal in before:
+        steps.append(_prune_step(budget, "source", goal, reached, benchmark))
+        reached = goal if isinstance(goal, float) else 0.0
     if transfer is not None:
         steps.append(TransferStep(config=transfer))
-    for sparsity in after:
-        steps.append(_prune_step(budget, "target", sparsity, reached))
-        reached = sparsity
+    for goal in after:
+        steps.append(_prune_step(budget, "target", goal, reached, benchmark))
+        reached = goal if isinstance(goal, float) else 0.0
     sharing = quantize.removesuffix("I8")
     if sharing not in ("", "none"):
         steps.append(ShareStep(config=share or ShareConfig(), retrain=(retrain or RetrainConfig()) if sharing == "QR" else None))

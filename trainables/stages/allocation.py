@@ -14,6 +14,14 @@ alive units down to that count. Two allocations:
   producers, a 1x1 bottleneck) are compared by their relative worth. Each group keeps at least
   ``ceil(floor * size)`` units (and one), so that no layer is cut to a sliver.
 
+A third, ``latency``, answers a latency target instead of a share (:func:`latency_counts`): the
+kept widths that keep the most normalised importance while a latency model's prediction stays
+under the target, found greedily (HALP, Shen et al. NeurIPS 2022, solves the same knapsack of
+importance against latency; the greedy takes, at each step, the group whose next aligned step
+down loses the least importance per millisecond saved). :func:`counts_for_latency` answers a
+latency target with any allocation: ``uniform`` and ``global`` find, by bisection, the least
+share s whose counts the model predicts under the target.
+
 Either way a kept count is rounded to a multiple of ``round_to`` (engines prefer aligned widths:
 TensorRT's tensor-core kernels multiples of 8, for instance), never below ``round_to`` where the
 group has that many units, and never above the units still alive (masks only grow). Rounding moves
@@ -26,12 +34,12 @@ of its own dependency groups at once.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Literal, get_args
 
 import torch
 
-Allocation = Literal["uniform", "global"]
+Allocation = Literal["uniform", "global", "latency"]
 ALLOCATIONS: tuple[str, ...] = get_args(Allocation)
 
 
@@ -82,6 +90,8 @@ def kept_counts(
     """
     if allocation not in ALLOCATIONS:
         raise ValueError(f"allocation must be one of {', '.join(ALLOCATIONS)} but got {allocation!r}")
+    if allocation == "latency":
+        raise ValueError("allocation 'latency' answers a latency target (counts_for_latency), not a sparsity")
     if not 0 <= floor < 1:
         raise ValueError(f"floor must be in [0, 1) but got {floor!r}")
     if allocation == "uniform":
@@ -113,3 +123,118 @@ def _global_counts(alive: Mapping[str, torch.Tensor], scores: Mapping[str, torch
             kept[name] -= 1
             to_prune -= 1
     return kept
+
+
+Predict = Callable[[Mapping[str, int]], float]
+"""``{group: kept units} -> predicted latency in ms`` (a latency model's ``predict``; groups absent are whole)."""
+
+
+def counts_for_latency(
+    alive: Mapping[str, torch.Tensor],
+    scores: Mapping[str, torch.Tensor],
+    predict: Predict,
+    target_ms: float,
+    *,
+    allocation: str = "latency",
+    floor: float = 0.1,
+    round_to: int = 1,
+) -> dict[str, int]:
+    """How many units each group keeps so that ``predict`` stays at or under ``target_ms``.
+
+    ``latency``: :func:`latency_counts`. ``uniform`` / ``global``: the :func:`kept_counts` of the
+    least sparsity s (bisection to 1e-4, s in [0, 0.999]) whose counts are predicted under the target.
+    A target under what the most pruned counts reach returns those counts (the caller measures
+    and reports what it got).
+
+    Raises:
+        ValueError: an unknown ``allocation``, or ``target_ms`` not > 0.
+    """
+    if not target_ms > 0:
+        raise ValueError(f"target_ms must be > 0 but got {target_ms!r}")
+    if allocation == "latency":
+        return latency_counts(alive, scores, predict, target_ms, floor=floor, round_to=round_to)
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"allocation must be one of {', '.join(ALLOCATIONS)} but got {allocation!r}")
+
+    def counts(s: float) -> dict[str, int]:
+        return kept_counts(alive, scores, s, allocation=allocation, floor=floor, round_to=round_to)
+
+    low, high = 0.0, 0.999
+    if predict(counts(low)) <= target_ms:
+        return counts(low)
+    while high - low > 1e-4:
+        middle = (low + high) / 2
+        low, high = (low, middle) if predict(counts(middle)) <= target_ms else (middle, high)
+    return counts(high)
+
+
+def latency_counts(
+    alive: Mapping[str, torch.Tensor],
+    scores: Mapping[str, torch.Tensor],
+    predict: Predict,
+    target_ms: float,
+    *,
+    floor: float = 0.1,
+    round_to: int = 1,
+) -> dict[str, int]:
+    """The ``latency`` allocation: kept counts that keep the most normalised importance while
+    ``predict(counts) <= target_ms`` (the knapsack of HALP, Shen et al. 2022, eq. 3, solved greedily).
+
+    Scores are normalised as ``global`` normalises them (divided by the mean of the group's alive
+    units), so that a group's units are worth their share of the group. From the alive counts, each
+    step takes one group down to its next multiple of ``round_to`` (its lowest-scored alive units
+    go): the group whose step loses the least normalised importance per millisecond the model
+    predicts it saves (where no step saves time, the one losing the least importance). It stops
+    once the prediction is at or under the target, or when every group is at its least
+    (``ceil(floor * size)``, at least 1 and at least ``round_to`` where the group has that many).
+
+    Returns:
+        ``{group: kept units}``, each in ``[1, alive units]``, multiples of ``round_to`` where pruned.
+    """
+    if not 0 <= floor < 1:
+        raise ValueError(f"floor must be in [0, 1) but got {floor!r}")
+    kept = {name: int(keep.sum()) for name, keep in alive.items()}
+    worth = {name: _ranked_worth(scores[name], keep) for name, keep in alive.items()}  # best first
+    least = {name: min(kept[name], _least(len(keep), floor, round_to)) for name, keep in alive.items()}
+    current = predict(kept)
+    while current > target_ms:
+        best: tuple[float, float, str, int] | None = None  # (loss per ms, -saving, group, next count)
+        for name in sorted(kept):
+            step = _step_down(kept[name], least[name], round_to)
+            if step is None:
+                continue
+            loss = float(worth[name][step:kept[name]].sum())
+            saving = current - predict({**kept, name: step})
+            key = (loss / saving if saving > 0 else math.inf, loss if saving <= 0 else -saving, name, step)
+            if best is None or key < best:
+                best = key
+        if best is None:
+            break
+        kept[best[2]] = best[3]
+        current = predict(kept)
+    return kept
+
+
+def _ranked_worth(score: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The alive units' scores over their mean, highest first (the order a group loses them in reverse)."""
+    alive = score.float()[keep]
+    mean = float(alive.mean()) if len(alive) else 0.0
+    normalised = alive / mean if mean > 0 else torch.ones_like(alive)
+    return torch.sort(normalised, descending=True).values
+
+
+def _least(size: int, floor: float, round_to: int) -> int:
+    """The fewest units a group of ``size`` keeps: ``ceil(floor * size)``, at least 1, rounded up to a
+    multiple of ``round_to`` where the group has that many units."""
+    least = max(1, math.ceil(floor * size))
+    if size >= round_to > 1:
+        least = min(round_to * math.ceil(least / round_to), size)
+    return least
+
+
+def _step_down(count: int, least: int, round_to: int) -> int | None:
+    """The next kept count below ``count``: the multiple of ``round_to`` under it, not below ``least``;
+    None where there is none."""
+    step = (count - 1) // round_to * round_to if round_to > 1 else count - 1
+    step = max(step, least)
+    return step if step < count else None

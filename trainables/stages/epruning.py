@@ -40,7 +40,10 @@ from ..curriculum import flip_cutout
 from ..stage import Context, Domain, Metrics, prune_slot
 from ..train import EVAL_BATCH_SIZE, DistillConfig, OptimConfig, evaluate, fit, loader, seed_everything
 from .evolution import converged, convergence, crossover, init_population, mutate, repair, select
+from .benchmark import BenchmarkConfig
+from .latency_budget import LatencyBudget, LatencyTarget, stage_budget
 from .population import Evaluator, make_evaluator, sample_energies
+from .pruners import BudgetFactory
 
 
 def energy_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -143,9 +146,9 @@ class EPruneSchedule(BaseModel):
         return distill if distill.weight is not None else distill.model_copy(update={"weight": 0.0})
 
 
-def epruning(model: nn.Module, splits, cfg: EPruningConfig, schedule: EPruneSchedule, *, sparsity: float,
-             device: str = "cpu", seed: int = 0, on_epoch=None,
-             teacher: nn.Module | None = None) -> tuple[nn.Module, Metrics]:
+def epruning(model: nn.Module, splits, cfg: EPruningConfig, schedule: EPruneSchedule, *, sparsity: float | None,
+             device: str = "cpu", seed: int = 0, on_epoch=None, teacher: nn.Module | None = None,
+             budget: BudgetFactory | None = None) -> tuple[nn.Module, Metrics]:
     """Prune ``model``'s units with EPruning on ``splits`` (see the module doc); the units end zeroed.
 
     Trains ``schedule.epochs + schedule.recover_epochs`` epochs in batches of ``schedule.batch_size``
@@ -163,6 +166,13 @@ def epruning(model: nn.Module, splits, cfg: EPruningConfig, schedule: EPruneSche
     (:func:`trainables.compress.units.unit_groups`). With ``schedule.distill`` on, the training
     loss is :func:`~trainables.train.distillation_loss` from ``teacher`` (the unmasked teacher's
     outputs, the student's under s_b's mask); the search's energies (eq. 3) stay on the labels.
+
+    With a latency ``budget`` (:data:`~trainables.stages.pruners.BudgetFactory`; ``sparsity`` None)
+    every group's count of active units comes from the budget's ``latency`` allocation, made once
+    before the search from the units' L1 importance and checked on the engine
+    (:meth:`~trainables.stages.latency_budget.LatencyBudget.allocate`), and the repair holds each
+    group to its count (:func:`~trainables.stages.evolution.repair`); the population searches which
+    units. The metrics add the budget's ``latency_*`` record.
     """
     from ..compress.surgery import zero_units
 
@@ -170,7 +180,11 @@ def epruning(model: nn.Module, splits, cfg: EPruningConfig, schedule: EPruneSche
     seed_everything(seed)
     model.to(device)
     groups = unit_groups(model, cfg.layers, residual=schedule.residual)
-    search = _Search(model, groups, cfg, sparsity, seed, device)
+    if (sparsity is None) == (budget is None):
+        raise ValueError(f"EPruning prunes to exactly one of a sparsity and a latency budget; got sparsity={sparsity!r}, "
+                         f"budget={budget!r}")
+    counts = _latency_counts(model, groups, budget(model, groups)) if budget is not None else None
+    search = _Search(model, groups, cfg, sparsity, seed, device, counts=counts[0] if counts else None)
     limit = cfg.stagnation or schedule.epochs
     history: list[dict] = []
 
@@ -201,15 +215,32 @@ def epruning(model: nn.Module, splits, cfg: EPruningConfig, schedule: EPruneSche
         **{key: [h[key] for h in history if h["searched"]]
            for key in ("energy_best", "energy_mean", "delta_s", "acceptance")},
         seconds=time.perf_counter() - start,
+        **(counts[1] if counts else {}),
     )
     return model, metrics
+
+
+def _latency_counts(model: nn.Module, groups: list[UnitGroup], budget: LatencyBudget) -> tuple[list[int], dict]:
+    """Every group's active units under the latency ``budget`` (``latency`` allocation of L1 scores), and its record."""
+    from ..compress.importance import importance
+    from ..compress.surgery import alive_units
+
+    alive = {name: keep.cpu() for name, keep in alive_units(model, groups).items()}
+    l1 = importance("l1")
+    scores = {g.name: l1(model, g).cpu() for g in groups}
+    counts = budget.allocate(alive, scores, allocation="latency", floor=FLOOR, round_to=1)
+    return [counts[g.name] for g in groups], budget.metrics()
+
+
+FLOOR = 0.1
+"""A latency target's least kept share of each group under EPruning (the gradual default's ``floor``)."""
 
 
 class _Search:
     """The population, its energies and the best state s_b: one generation per training batch."""
 
-    def __init__(self, model: nn.Module, groups: list[UnitGroup], cfg: EPruningConfig, sparsity: float,
-                 seed: int, device: str) -> None:
+    def __init__(self, model: nn.Module, groups: list[UnitGroup], cfg: EPruningConfig, sparsity: float | None,
+                 seed: int, device: str, counts: list[int] | None = None) -> None:
         self.model, self.groups, self.cfg, self.device = model, groups, cfg, device
         from ..compress.surgery import alive_units
 
@@ -217,8 +248,12 @@ class _Search:
         units = sum(self.sizes)
         alive = alive_units(model, groups)
         self.allowed = torch.cat([alive[g.name].cpu() for g in groups])
-        target = max(len(groups), round((1 - sparsity) * units))
-        self.active = min(target, int(self.allowed.sum())) if cfg.constrain else None
+        self.counts = counts  # a latency target's active units per group (repair holds each)
+        if counts is None:
+            target = max(len(groups), round((1 - sparsity) * units))
+            self.active = min(target, int(self.allowed.sum())) if cfg.constrain else None
+        else:
+            self.active = sum(counts)
         self.generator = torch.Generator().manual_seed(seed)
         self.states = self._repair(init_population(cfg.population, units, cfg.init_p, self.generator))
         self.energies: torch.Tensor | None = None
@@ -252,7 +287,7 @@ class _Search:
         return self.best
 
     def _repair(self, states: torch.Tensor) -> torch.Tensor:
-        return repair(states, self.sizes, self.active, self.generator, self.allowed)
+        return repair(states, self.sizes, self.active, self.generator, self.allowed, self.counts)
 
     def epoch_end(self, epoch: int, limit: int) -> dict:
         """Eq. 7 after an epoch; stops the search on convergence (:func:`converged`) or after ``limit`` epochs.
@@ -303,10 +338,15 @@ class EPrune:
 
     compresses = True
 
-    def __init__(self, cfg: EPruningConfig, schedule: EPruneSchedule | None = None, *, sparsity: float,
-                 domain: Domain = "target") -> None:
+    def __init__(self, cfg: EPruningConfig, schedule: EPruneSchedule | None = None, *, sparsity: float | None,
+                 domain: Domain = "target", latency: LatencyTarget | None = None,
+                 benchmark: BenchmarkConfig | None = None) -> None:
         self.cfg, self.schedule, self.sparsity, self.domain = cfg, schedule or EPruneSchedule(), sparsity, domain
-        self.label = self.label_for(sparsity, cfg.constrain)
+        self.latency, self.benchmark = latency, benchmark
+        if (sparsity is None) == (latency is None) or (latency is not None and benchmark is None):
+            raise ValueError("EPrune takes exactly one of sparsity and latency (with benchmark, its engine); got "
+                             f"sparsity={sparsity!r}, latency={latency!r}, benchmark={benchmark!r}")
+        self.label = f"E{latency.label}" if latency is not None else self.label_for(sparsity, cfg.constrain)
         self.slot = prune_slot(domain)
 
     @staticmethod
@@ -324,4 +364,6 @@ class EPrune:
             raise ValueError("a pruning stage needs a model from an earlier stage")
         return epruning(model, ctx.data(self.domain), self.cfg, self.schedule, sparsity=self.sparsity,
                         device=ctx.device, seed=ctx.seed, on_epoch=ctx.reporter(self.label),
-                        teacher=ctx.teacher(self.domain) if self.distills else None)
+                        teacher=ctx.teacher(self.domain) if self.distills else None,
+                        budget=None if self.latency is None else stage_budget(self.latency, self.benchmark, ctx))
+

@@ -73,16 +73,27 @@ def converged(states: torch.Tensor, energies: torch.Tensor) -> bool:
 
 
 def repair(states: torch.Tensor, sizes: list[int], active: int | None, generator: torch.Generator,
-           allowed: torch.Tensor | None = None) -> torch.Tensor:
+           allowed: torch.Tensor | None = None, counts: list[int] | None = None) -> torch.Tensor:
     """States with exactly ``active`` active units (None: any count), at least one per group, and
-    none outside ``allowed`` (units an earlier stage removed stay removed).
+    none outside ``allowed`` (units an earlier stage removed stay removed). ``counts`` instead
+    holds every group to its own count of active units (a latency target's allocation, at most the
+    group's allowed units, at least 1), which fixes the total too.
 
     Units are switched on or off at random positions, so the repair adds no bias toward any
-    layer beyond keeping every group alive.
+    layer beyond keeping every group alive (or at its count).
     """
     allowed = torch.ones(states.shape[1], dtype=torch.bool) if allowed is None else allowed
     out = states & allowed
     bounds = torch.tensor([0, *sizes]).cumsum(0)
+    if counts is not None:
+        for row in out:
+            for (lo, hi), count in zip(zip(bounds[:-1].tolist(), bounds[1:].tolist()), counts):
+                part, excess = row[lo:hi], int(row[lo:hi].sum()) - count
+                if excess > 0:
+                    _switch(part, part.clone(), excess, False, generator)
+                elif excess < 0:
+                    _switch(part, ~part & allowed[lo:hi], -excess, True, generator)
+        return out
     for row in out:
         for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
             if not row[lo:hi].any():

@@ -15,7 +15,7 @@ prunes on the source domain (``PB``) or on the target domain (``PA``).
 from __future__ import annotations
 
 import time
-
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import (BaseModel, ConfigDict, Field, SerializationInfo, SerializerFunctionWrapHandler, field_validator, model_serializer,
@@ -28,8 +28,10 @@ from ..compress.masks import plain_copy, prunable_layers, sparsity_kept, zero_fr
 from ..stage import Context, Domain, Metrics, prune_slot
 from ..train import EVAL_BATCH_SIZE, DistillConfig, OptimConfig, evaluate, fit, loader, seed_everything
 from .batches import training_batches
-from .pruners import Granularity, granularity_problem, pruner_class
 from .allocation import Allocation
+from .benchmark import BenchmarkConfig
+from .latency_budget import LatencyTarget, stage_budget
+from .pruners import BudgetFactory, Granularity, granularity_problem, pruner_class
 from .schedule import SCHEDULES, Frequency, Pace, Schedule, Sparsity
 
 
@@ -65,7 +67,9 @@ class PruneSchedule(BaseModel):
         importance: the unit importance of ``channel`` granularity, by name
             (:func:`~trainables.compress.importance.importance`; ``l1`` by default); searchable.
         allocation: ``channel`` granularity's share per unit group (:mod:`trainables.stages.allocation`):
-            ``uniform`` (every group to s) or ``global`` (one ranking across groups); searchable.
+            ``uniform`` (every group to s) or ``global`` (one ranking across groups), or, for a
+            latency target only, ``latency`` (the most importance under the target); searchable.
+            Unset: ``latency`` for a latency target, else ``uniform``.
         floor: ``global`` allocation's least kept share of each group.
         round_to: ``channel`` granularity's kept units per group are a multiple of it (aligned widths).
 
@@ -89,7 +93,7 @@ class PruneSchedule(BaseModel):
     distill: DistillConfig = DistillConfig(weight=None)
     pace: Pace | None = None
     importance: str = "l1"
-    allocation: Allocation = "uniform"
+    allocation: Allocation | None = None
     floor: float = Field(0.1, ge=0, lt=1)
     round_to: int = Field(1, ge=1)
 
@@ -109,12 +113,18 @@ class PruneSchedule(BaseModel):
         for name, default in RECIPE_DEFAULTS.items():
             if data.get(name) in (default, None):
                 data.pop(name, None)
+        for name in UNSET_TARGET_FIELDS:  # a sparsity stage's JSON is what it was before latency targets
+            if data.get(name, 0) is None:
+                data.pop(name)
         return data
 
 
 RECIPE_DEFAULTS: dict[str, Any] = {"pace": "agp", "importance": "l1", "allocation": "uniform", "floor": 0.1,
                                    "round_to": 1}
 """The recovery recipe's fields of :class:`PruneSchedule` with the defaults they are not dumped at."""
+
+UNSET_TARGET_FIELDS = ("final", "latency", "benchmark")
+""":class:`GradualConfig`'s target fields, dumped only when set (a latency stage has no ``final``)."""
 
 UNIT_RECIPE: dict[str, Any] = {"pace": "oneshot", "distill_weight": 0.7}
 """What ``channel`` granularity gets where the spec leaves ``pace`` and ``distill.weight`` unset: the
@@ -143,15 +153,22 @@ def with_unit_recipe(schedule: PruneSchedule) -> PruneSchedule:
 
 
 class GradualConfig(PruneSchedule):
-    """A :class:`PruneSchedule` with its sparsities.
+    """A :class:`PruneSchedule` with its target: a sparsity, or a latency on the trial's engine.
 
     Args:
-        final: s_f, the sparsity reached, in [0, 1).
+        final: s_f, the sparsity reached, in [0, 1); None for a latency target.
         initial: s_i, the sparsity the schedule starts from (for ``PBA``'s second stage, s1).
+        latency: instead of ``final``, a latency target (:class:`~trainables.stages.latency_budget.LatencyTarget`,
+            ``channel`` granularity only): the schedule then runs from 0 to 1, the progress from the
+            stage's starting widths to the widths that meet the target.
+        benchmark: the trial's benchmark settings, the engine a latency target is measured on
+            (required with ``latency``, absent otherwise).
     """
 
-    final: Sparsity
+    final: Sparsity | None = None
     initial: Sparsity = 0.0
+    latency: LatencyTarget | None = None
+    benchmark: BenchmarkConfig | None = None
 
     @model_validator(mode="after")
     def _unset_recipe_is_the_plain_one(self) -> GradualConfig:
@@ -160,12 +177,32 @@ class GradualConfig(PruneSchedule):
         # the spec's defaults for units (UNIT_RECIPE) are filled in when a plan is made (with_unit_recipe)
         if self.pace is None:
             self.pace = "agp"
+        if self.allocation is None:
+            self.allocation = "latency" if self.latency is not None else "uniform"
         if self.distill.weight is None:
             self.distill = self.distill.model_copy(update={"weight": 0.0})
         return self
 
     @model_validator(mode="after")
+    def _one_target(self) -> GradualConfig:
+        if (self.final is None) == (self.latency is None):
+            raise ValueError("a gradual stage prunes to exactly one of final (a sparsity) and latency "
+                             f"(a latency target); got final={self.final!r}, latency={self.latency!r}")
+        if self.latency is not None:
+            if self.granularity != "channel":
+                raise ValueError(f"a latency target needs unit pruning (granularity channel), but granularity is "
+                                 f"{self.granularity!r}: its zeros buy no latency an engine can measure")
+            if self.benchmark is None:
+                raise ValueError("a latency target needs benchmark: the trial's benchmark settings, the engine "
+                                 "its latency is measured on")
+        elif self.allocation == "latency":
+            raise ValueError("allocation 'latency' needs a latency target; a sparsity stage uses uniform or global")
+        return self
+
+    @model_validator(mode="after")
     def _initial_below_final(self) -> GradualConfig:
+        if self.final is None:
+            return self
         if self.initial > self.final:
             raise ValueError(f"initial sparsity {self.initial} is above final sparsity {self.final}")
         problem = granularity_problem(self.granularity, self.final)
@@ -177,13 +214,20 @@ class GradualConfig(PruneSchedule):
 def gradual_prune(
     model: nn.Module, splits, cfg: GradualConfig, *, device: str = "cpu", seed: int = 0, on_epoch=None,
     schedule: Schedule | None = None, importance: Importance | None = None, teacher: nn.Module | None = None,
+    budget: BudgetFactory | None = None,
 ) -> tuple[nn.Module, Metrics]:
-    """Prune ``model`` to ``cfg.final`` on ``splits`` (see module doc); the masks end permanent.
+    """Prune ``model`` to ``cfg.final`` (or ``cfg.latency``) on ``splits`` (see module doc); the masks end permanent.
 
     ``schedule`` gives the updates (:class:`~trainables.stages.schedule.Schedule`; default the
     one ``cfg.pace`` names: the cubic AGP schedule, eq. 1, or one shot); the pruner of ``cfg.granularity``
     (:class:`~trainables.stages.pruners.Pruner`) makes each, scoring units with ``importance``
     (default L1) where it removes units.
+
+    A latency target (``cfg.latency``) needs ``budget``, the factory of its
+    :class:`~trainables.stages.latency_budget.LatencyBudget` (the stage makes it from its context):
+    the schedule then runs from 0 to 1 (:class:`Progress`) and the channel pruner moves every group
+    that share of the way to the counts the budget allocates; the metrics add the budget's
+    ``latency_*`` record.
 
     With ``cfg.distill`` on, the window and the recovery epochs train on the distillation loss from
     ``teacher`` (:func:`~trainables.train.distillation_loss`, Hinton et al. 2015); None: a frozen
@@ -204,13 +248,17 @@ def gradual_prune(
     if cfg.distill.on and teacher is None:
         teacher = plain_copy(model).requires_grad_(False)
     train = loader(splits.train, cfg.batch_size, shuffle=True, seed=seed)
-    updates = (schedule or SCHEDULES[cfg.pace])(cfg, len(train))
+    if (cfg.latency is None) != (budget is None):
+        raise ValueError("a latency target needs a budget (and a budget a latency target); "
+                         f"got latency={cfg.latency!r}, budget={budget!r}")
+    updates = (schedule or SCHEDULES[cfg.pace])(cfg if cfg.latency is None else Progress.of(cfg), len(train))
     last_update, done = max(updates), []
 
     # zeros (and dead units) from an earlier pruning stage (PBA) stay zero; the augmentation is on while training
     with sparsity_kept(model), augmented(splits.train, named(cfg.augment)):
         pruner = pruner_class(cfg.granularity)(
-            model, cfg, importance, batches=training_batches(splits.train, cfg.batch_size, device, seed=seed))
+            model, cfg, importance, batches=training_batches(splits.train, cfg.batch_size, device, seed=seed),
+            budget=budget)
 
         def before_batch(t: int) -> None:
             if t in updates:
@@ -243,6 +291,21 @@ def gradual_prune(
     return model, metrics
 
 
+@dataclass(frozen=True)
+class Progress:
+    """A latency stage's schedule settings: its window and frequency, from 0 (the widths it starts
+    with) to 1 (the widths that meet the target): a :class:`~trainables.stages.schedule.ScheduleSettings`."""
+
+    epochs: int
+    frequency: Frequency
+    initial: float = 0.0
+    final: float = 1.0
+
+    @classmethod
+    def of(cls, cfg: GradualConfig) -> Progress:
+        return cls(epochs=cfg.epochs, frequency=cfg.frequency)
+
+
 class GradualPrune:
     """Stage ``P<s>``: :func:`gradual_prune` on the source (``PB``, slot ``P1``) or target
     (``PA``, slot ``P2``) domain; ``schedule`` and ``importance`` as there."""
@@ -250,7 +313,7 @@ class GradualPrune:
     def __init__(self, cfg: GradualConfig, domain: Domain = "target", *, schedule: Schedule | None = None,
                  importance: Importance | None = None) -> None:
         self.cfg, self.domain, self.schedule, self.importance = cfg, domain, schedule, importance
-        self.label = self.label_for(cfg.final)
+        self.label = cfg.latency.label if cfg.latency is not None else self.label_for(cfg.final)
         self.slot = prune_slot(domain)
 
     compresses = True  # the model entering the first compressing stage of a domain is its teacher
@@ -272,4 +335,6 @@ class GradualPrune:
             model, ctx.data(self.domain), self.cfg, device=ctx.device, seed=ctx.seed, on_epoch=ctx.reporter(self.label),
             schedule=self.schedule, importance=self.importance,
             teacher=ctx.teachers.get(self.domain) if self.distills else None,
+            budget=None if self.cfg.latency is None else stage_budget(self.cfg.latency, self.cfg.benchmark, ctx),
         )
+

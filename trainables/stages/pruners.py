@@ -26,7 +26,8 @@ name added to :data:`Granularity` (the spec's choices).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, Literal, Protocol, get_args
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, get_args
 
 import torch
 from torch import nn
@@ -39,6 +40,13 @@ from ..compress.units import UnitGroup, unit_groups
 from ..stage import Metrics
 from .allocation import kept_counts
 from .batches import TrainingBatches
+
+if TYPE_CHECKING:
+    from .latency_budget import LatencyBudget
+
+BudgetFactory = Callable[[nn.Module, Sequence[UnitGroup]], "LatencyBudget"]
+"""``(model, unit groups) -> LatencyBudget``: how a stage pruning to a latency gives its pruner the
+target (:func:`~trainables.stages.latency_budget.latency_budget` with the stage's engine and folders)."""
 
 Granularity = Literal["unstructured", "channel", "2:4"]
 GRANULARITIES: tuple[str, ...] = get_args(Granularity)
@@ -68,12 +76,14 @@ class Pruner(ABC):
        dense, ``residual`` whether residual streams are units). ``importance`` scores units for a
        pruner that removes units; others ignore it. ``batches`` (:data:`~trainables.stages.batches.TrainingBatches`)
        gives the stage's training batches to an importance that observes data (:meth:`observe`).
-       It may mask already.
+       ``budget`` (a :data:`BudgetFactory`) makes the stage's target a latency: only a pruner that
+       removes units takes one. It may mask already.
     2. ``update(sparsity, last)``, once per update of the schedule, in order, before that batch's
        forward: bring the masks to ``sparsity`` (the schedule's s_t; non-decreasing) by
        ``torch.nn.utils.prune`` reparametrizations (:func:`~trainables.compress.masks.mask_entries`),
        never unmasking an entry. ``last`` is True exactly once, at the schedule's last update, where
-       the final pattern must be reached.
+       the final pattern must be reached. With a ``budget`` the value is the progress toward the
+       latency target instead, from 0 to 1 on the same schedule.
     3. ``finish()``, once, after training, when the stage has made the masks permanent: any zeroing
        beyond the masks (default: none).
     4. ``metrics()``, once, after ``finish``: ``sparsity`` (what the pruner prunes: the share of
@@ -88,9 +98,15 @@ class Pruner(ABC):
     limit_reason: ClassVar[str] = ""  # why, for the message of granularity_problem
 
     def __init__(self, model: nn.Module, cfg: PrunerSettings, importance: Importance | None = None,
-                 batches: TrainingBatches | None = None) -> None:
+                 batches: TrainingBatches | None = None, budget: BudgetFactory | None = None) -> None:
         self.model, self.cfg, self.batches = model, cfg, batches
         self.importance = importance or importance_named(cfg.importance)
+        if budget is not None and not self.removes_units:
+            raise ValueError(f"granularity {self.granularity!r} cannot prune to a latency: it removes no unit "
+                             "(use channel granularity or EPruning)")
+        self.budget_factory = budget
+
+    removes_units: ClassVar[bool] = False  # whether it can prune to a latency (its zeros are whole units)
 
     def observe(self) -> None:
         """Show the importance ``importance.batches`` training batches (its ``observe`` hook); a
@@ -126,8 +142,8 @@ class Unstructured(Pruner):
     granularity = "unstructured"
 
     def __init__(self, model: nn.Module, cfg: PrunerSettings, importance: Importance | None = None,
-                 batches: TrainingBatches | None = None) -> None:
-        super().__init__(model, cfg, importance, batches)
+                 batches: TrainingBatches | None = None, budget: BudgetFactory | None = None) -> None:
+        super().__init__(model, cfg, importance, batches, budget)
         self.layers = [m for _, m in prunable_layers(model, skip_first=cfg.skip_first, skip_last=cfg.skip_last)]
 
     def update(self, sparsity: float, last: bool) -> None:
@@ -148,8 +164,8 @@ class SemiStructured(Unstructured):
     limit_reason = "it keeps 2 of every 4 weights"
 
     def __init__(self, model: nn.Module, cfg: PrunerSettings, importance: Importance | None = None,
-                 batches: TrainingBatches | None = None) -> None:
-        super().__init__(model, cfg, importance, batches)
+                 batches: TrainingBatches | None = None, budget: BudgetFactory | None = None) -> None:
+        super().__init__(model, cfg, importance, batches, budget)
         self.candidates = self.layers  # the metrics count the skipped (dense) layers too
         self.layers = [m for m in self.candidates if m.weight.shape[1] % 4 == 0]
         self.zeros = 0
@@ -182,13 +198,20 @@ class Channel(Pruner):
     Each group keeps at least one unit, which surgery needs. ``skip_first`` leaves out the group
     whose channels the model's input conv produces; ``residual=False`` leaves out residual streams;
     the head is never a unit group.
+
+    With a latency ``budget``, the first update scores the units and asks the budget for every
+    group's final count (:meth:`~trainables.stages.latency_budget.LatencyBudget.allocate`, checked on
+    the engine); each update then brings every group the schedule's share of the way from the
+    count it started with to its final count (the cubic AGP ramp, or at once), re-ranking the
+    units within each group by their scores at that update.
     """
 
     granularity = "channel"
+    removes_units = True
 
     def __init__(self, model: nn.Module, cfg: PrunerSettings, importance: Importance | None = None,
-                 batches: TrainingBatches | None = None) -> None:
-        super().__init__(model, cfg, importance, batches)
+                 batches: TrainingBatches | None = None, budget: BudgetFactory | None = None) -> None:
+        super().__init__(model, cfg, importance, batches, budget)
         groups = unit_groups(model, residual=cfg.residual)
         if cfg.skip_first:
             first, _ = prunable_layers(model, skip_first=False, skip_last=False)[0]
@@ -199,13 +222,19 @@ class Channel(Pruner):
         for group in groups:
             if bool(self.pruned[group.name].any()):
                 self._mask(group)
+        self.budget: LatencyBudget | None = None
+        self.start: dict[str, int] = {}  # a latency target's counts: where each group started,
+        self.final: dict[str, int] = {}  # and where it ends
 
     def update(self, sparsity: float, last: bool) -> None:
         self.observe()
         alive = {group.name: ~self.pruned[group.name] for group in self.groups}
         scores = {group.name: self.importance(self.model, group) for group in self.groups}
-        kept = kept_counts(alive, scores, sparsity, allocation=self.cfg.allocation, floor=self.cfg.floor,
-                           round_to=self.cfg.round_to)
+        if self.budget_factory is None:
+            kept = kept_counts(alive, scores, sparsity, allocation=self.cfg.allocation, floor=self.cfg.floor,
+                               round_to=self.cfg.round_to)
+        else:
+            kept = self._toward_latency(alive, scores, 1.0 if last else sparsity)
         for group in self.groups:
             pruned = self.pruned[group.name]
             extra = int(alive[group.name].sum()) - kept[group.name]
@@ -214,6 +243,16 @@ class Channel(Pruner):
             ranked = scores[group.name].masked_fill(pruned, float("inf"))
             pruned[torch.topk(ranked, extra, largest=False).indices] = True
             self._mask(group)
+
+    def _toward_latency(self, alive: dict[str, torch.Tensor], scores: dict[str, torch.Tensor],
+                        progress: float) -> dict[str, int]:
+        """Counts ``progress`` of the way from the start to the latency budget's final counts."""
+        if self.budget is None:
+            self.budget = self.budget_factory(self.model, self.groups)
+            self.start = {name: int(keep.sum()) for name, keep in alive.items()}
+            self.final = self.budget.allocate(alive, scores, allocation=self.cfg.allocation, floor=self.cfg.floor,
+                                              round_to=self.cfg.round_to)
+        return {name: self.start[name] - round(progress * (self.start[name] - self.final[name])) for name in alive}
 
     def _mask(self, group: UnitGroup) -> None:
         keep = ~self.pruned[group.name]
@@ -238,7 +277,8 @@ class Channel(Pruner):
         units = sum(g.size for g in self.groups)
         share = sum(int(self.pruned[g.name].sum()) for g in self.groups) / units if units else 0.0
         return {"sparsity": share, "unit_sparsity": share, "weight_sparsity": zero_fraction(self.layers),
-                "layer_sparsity_min": min(per_group, default=0.0), "layer_sparsity_max": max(per_group, default=0.0)}
+                "layer_sparsity_min": min(per_group, default=0.0), "layer_sparsity_max": max(per_group, default=0.0),
+                **(self.budget.metrics() if self.budget is not None else {})}
 
 
 def pruner_class(granularity: str) -> type[Pruner]:
