@@ -111,6 +111,8 @@ class PruneSchedule(BaseModel):
         if info.mode != "json":  # a plan's JSON (its cache keys) leaves them out; a Python dump has every field
             return data
         for name, default in RECIPE_DEFAULTS.items():
+            if name == "allocation" and data.get("latency") is not None and data.get(name) is not None:
+                continue  # a latency stage's unset allocation is 'latency': an explicit 'uniform' must stay
             if data.get(name) in (default, None):
                 data.pop(name, None)
         for name in UNSET_TARGET_FIELDS:  # a sparsity stage's JSON is what it was before latency targets

@@ -173,7 +173,7 @@ def latency_budget(model: nn.Module, groups: Sequence[UnitGroup], target: Latenc
 
     settings: dict[str, Any] = benchmark.measurement(Path(workdir))
     run = RunFolder.holding(Path(workdir))
-    cache = run.root if run is not None else Path(workdir)  # RUN/latency/, shared by the run's trials
+    cache = run.latency if run is not None else Path(workdir) / "latency"  # RUN/latency/, shared by the run's trials
     lm = latency_model(model, groups, input_shape, settings, device=device, cache_dir=cache)
 
     def check(keep: Mapping[str, torch.Tensor]) -> float:
