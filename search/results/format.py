@@ -10,7 +10,9 @@ import pandas as pd
 from trainables.objectives import Z95, wilson_interval
 from trainables.pipeline.repeats import REPEATS, std_column
 
-from .summary import deployment
+from .summary import TARGET_METRIC, deployment, latency_target
+
+MET, MISSED = "✓", "✗"  # a latency target met (within LATENCY_TARGET_TOLERANCE) or missed
 
 
 def significant(value: float) -> str:
@@ -97,3 +99,22 @@ def is_reference(row: pd.Series) -> bool:
     """Whether ``row`` is the search's reference trial (the dense model as it is; ``reference`` in
     ``trials.csv``, which pandas may read back as a bool or as text; False for a run from before it)."""
     return present(row, "reference") and str(row["reference"]).lower() == "true"
+
+
+def target_text(row: pd.Series) -> str:
+    """A trial's latency target beside its measured latency: ``3.10 ms ✓`` (met: the measured latency at
+    most :data:`~search.results.summary.LATENCY_TARGET_TOLERANCE` times it) or ``3.10 ms ✗``; empty for a
+    trial without a target (:func:`~search.results.summary.latency_target`).
+
+    Example:
+        >>> target_text(pd.Series({"latency_ms": 3.5, "stage.P2.latency_target_ms": 3.1}))
+        '3.10 ms ✗'
+        >>> target_text(pd.Series({"latency_ms": 3.5}))
+        ''
+    """
+    info = latency_target(row)
+    if not info:
+        return ""
+    met = info["latency_met"]
+    mark = "" if met is None else f" {MET if met else MISSED}"
+    return f"{significant(info[TARGET_METRIC])} ms{mark}"

@@ -17,7 +17,7 @@ from trainables.layout import RunFolder
 
 from .files import read_trials
 from .format import (byte_size, hypervolume_text, interval_text, is_reference, precision_label, present, repeats,
-                     significant, with_spread)
+                     significant, target_text, with_spread)
 from .summary import front_summary
 
 
@@ -42,6 +42,7 @@ TABLE_COLUMNS: tuple[TableColumn, ...] = (
     TableColumn("top5", "top5", "{:.4f}".format, spread=True),
     TableColumn("size", "size_bytes", byte_size, spread=True),
     TableColumn("latency_ms", "latency_ms", significant, spread=True),
+    TableColumn("target", "latency_target"),  # a latency target and whether it was met; only when a row has one
     TableColumn("iqr_ms", "latency_iqr_ms", significant),
     TableColumn("p90_ms", "latency_p90_ms", significant),
     TableColumn("img/s", "throughput_ips", "{:,.0f}".format),
@@ -98,6 +99,8 @@ def front_table(frame: pd.DataFrame, summary: dict, width: int | None = None) ->
     """The front's trials, best accuracy first, with nominal sparsity beside real bytes and latency,
     and the backend that measured the latency; a caption says where (device, batch). The reference
     trial (the dense model as it is) is marked ``(reference)`` and shown last when it is off the front.
+    A trial pruned to a latency target shows it beside its latency (``target``: ``3.10 ms ✓`` when met,
+    :func:`~search.results.format.target_text`); the column is there only when some row has a target.
 
     Trial ids and pipelines are never shortened (``rerun --trial`` takes the id). Columns that do
     not fit in ``width`` characters are left out, the run's objectives last; should the id and
@@ -111,10 +114,12 @@ def front_table(frame: pd.DataFrame, summary: dict, width: int | None = None) ->
                                  for _, r in rows.iterrows()],
                        backend=[backend_label(row) for _, row in rows.iterrows()],
                        precision_label=[precision_label(row) for _, row in rows.iterrows()],
-                       accuracy_interval=[interval_text(row) for _, row in rows.iterrows()])
-    cells = {c.source: [_cell(row, c) for _, row in rows.iterrows()] for c in TABLE_COLUMNS}
-    widths = {c.source: max([len(c.header), *map(len, cells[c.source])]) for c in TABLE_COLUMNS}
-    shown = _fitting(widths, [o["name"] for o in summary["objectives"]], width)
+                       accuracy_interval=[interval_text(row) for _, row in rows.iterrows()],
+                       latency_target=[target_text(row) for _, row in rows.iterrows()])
+    columns = [c for c in TABLE_COLUMNS if c.source != "latency_target" or any(rows["latency_target"])]
+    cells = {c.source: [_cell(row, c) for _, row in rows.iterrows()] for c in columns}
+    widths = {c.source: max([len(c.header), *map(len, cells[c.source])]) for c in columns}
+    shown = _fitting(widths, [o["name"] for o in summary["objectives"]], width, columns)
     ok = int((frame["status"] == "ok").sum())
     running = f" · {summary['running']} still running" if summary.get("running") else ""
     table = Table(title=f"front: {len(ids)} of {ok} ok trials ({len(frame)} finished{running}) · "
@@ -129,19 +134,22 @@ def front_table(frame: pd.DataFrame, summary: dict, width: int | None = None) ->
     return table
 
 
-def _fitting(widths: dict[str, int], objectives: list[str], width: int | None) -> list[TableColumn]:
-    """The columns that fit in ``width`` characters, in table order: the id and pipeline always,
-    then the objectives, then the others from the left; all of them when ``width`` is None."""
+def _fitting(widths: dict[str, int], objectives: list[str], width: int | None,
+             columns: list[TableColumn] | None = None) -> list[TableColumn]:
+    """The ``columns`` (default: all) that fit in ``width`` characters, in table order: the id and
+    pipeline always, then the objectives, then a latency target (what the trial was pruned to), then
+    the others from the left; all of them when ``width`` is None."""
+    columns = list(TABLE_COLUMNS) if columns is None else columns
     if width is None:
-        return list(TABLE_COLUMNS)
-    order = ["trial_id", "pipeline", *objectives] + [c.source for c in TABLE_COLUMNS]
+        return columns
+    order = ["trial_id", "pipeline", *objectives, "latency_target"] + [c.source for c in columns]
     kept: set[str] = set()
     used = 1  # the left border; each column adds a space either side and its right border
     for source in dict.fromkeys(order):
         if source in widths and (len(kept) < 2 or used + widths[source] + 3 <= width):
             kept.add(source)
             used += widths[source] + 3
-    return [c for c in TABLE_COLUMNS if c.source in kept]
+    return [c for c in columns if c.source in kept]
 
 
 def backend_label(row: pd.Series) -> str:

@@ -5,12 +5,14 @@ share of the reference box, and the noise rule); the front in 3-D and every 2-D 
 order PB/PA/PBA/none; symbol: pruning method, filled fp32/fp16, open int8; large opaque points are
 the front, small faded ones dominated; bytes on a log axis; the spec's ``select`` drawn as dashed
 lines where they cut; accuracy with error bars, its 95% Wilson interval over the test images; hover:
-the pipeline, objectives, the accuracy's interval, latency with its spread, and the exact
+the pipeline, objectives, the accuracy's interval, latency with its spread (and the latency target
+of a trial pruned to one, met or missed), and the exact
 ``frontier rerun`` command; a trial of ``repeats: k`` shows each value as the mean over its seeds ±
 their standard deviation, and its accuracy's error bar is the mean ± 1.96 standard errors); the
 normalised hypervolume after each finished trial; a timeline of the trials over wall time, one row
 per worker; parameter importances per objective (Optuna's default evaluator on the run's
-``study.journal``); and a sortable table of every trial.
+``study.journal``); and a sortable table of every trial (its ``latency target`` column: a trial's
+target beside its measured latency, ``3.10 ms ✓`` met or ``✗`` missed, empty without one).
 
 The page records any JavaScript error into ``<pre id="js-errors">`` (the browser test reads it).
 Plotly and Optuna are imported here only, lazily from :func:`search.results.report.write_html`.
@@ -31,9 +33,9 @@ from search.spec.constraints import SELECT_FIELDS
 from trainables.layout import RunFolder
 
 from .format import (accuracy_interval, byte_size, hypervolume_text, interval_text, is_reference, precision_label, present,
-                     repeats, significant, with_spread)
+                     repeats, significant, target_text, with_spread)
 from .front import normalized_hypervolume
-from .summary import infeasible, noisy_front
+from .summary import LATENCY_TARGET_TOLERANCE, TARGET_METRIC, infeasible, latency_target, noisy_front
 
 ORDER_COLOURS = {"PB": "#1f77b4", "PA": "#ff7f0e", "PBA": "#2ca02c", "none": "#7f7f7f"}
 METHOD_SYMBOLS = {"gradual": "circle", "epruning": "diamond", "none": "square"}
@@ -58,12 +60,21 @@ document.querySelectorAll('table.trials th').forEach(function (th, col) {
 </script>"""
 
 
+PRUNE_LABEL = r"(\d+|L\d+|L[0-9.e+-]+ms)"  # a gradual stage's label: a sparsity (50), a latency target (L40, L2.5ms)
+
+
 def pruning_method(pipeline: str) -> str:
-    """``epruning`` (an ``E<s>`` stage), ``gradual`` (a bare sparsity stage such as ``50``) or ``none``."""
+    """``epruning`` (an ``E<s>`` stage, ``EL40`` to a latency target), ``gradual`` (a bare sparsity stage
+    such as ``50``, or ``L40`` / ``L2ms`` to a latency target) or ``none``.
+
+    Example:
+        >>> [pruning_method(p) for p in ("D|T|E50|B", "D|T|EL40|B", "D|L2.5ms|T|B", "D|50|T|B", "D|T|B")]
+        ['epruning', 'epruning', 'gradual', 'gradual', 'none']
+    """
     parts = str(pipeline).split("|")
-    if any(re.fullmatch(r"E\d+", p) for p in parts):
+    if any(re.fullmatch(rf"E{PRUNE_LABEL}", p) for p in parts):
         return "epruning"
-    return "gradual" if any(re.fullmatch(r"\d+", p) for p in parts) else "none"
+    return "gradual" if any(re.fullmatch(PRUNE_LABEL, p) for p in parts) else "none"
 
 
 def render_page(frame: pd.DataFrame, summary: dict, run_dir: str | Path | None) -> str:
@@ -152,6 +163,11 @@ def _hover(row: pd.Series, run_dir: str | Path | None) -> str:
         if seeds <= 1 and iqr:
             iqr = f" ± {row['latency_iqr_ms'] / 2:.3g}{iqr}"
         lines.append(f"latency: {with_spread(row, 'latency_ms', '{:.4g}'.format)} ms{iqr}")
+    target = latency_target(row)
+    if target:
+        verdict = {True: "met", False: "missed", None: "not measured"}[target["latency_met"]]
+        lines.append(f"latency target: {target[TARGET_METRIC]:.4g} ms, {verdict} "
+                     f"(within {LATENCY_TARGET_TOLERANCE - 1:.0%} above it)")
     real = f", real {row['real_sparsity']:.3g}" if present(row, "real_sparsity") else ""
     if present(row, "sparsity"):
         lines.append(f"sparsity: nominal {row['sparsity']:.3g}{real}; precision {precision_label(row)}")
@@ -368,10 +384,11 @@ def _cell(value: Any, text: str | None = None) -> str:
 
 def _table_html(frame: pd.DataFrame, names: list[str], run_dir: str | Path | None) -> str:
     """Every trial, one row each: id, status, front, order, pipeline, objectives (accuracy with its 95%
-    interval), latency spread, nominal and real sparsity, precision, seconds per stage, cached stages,
+    interval), the latency target (empty without one), latency spread, nominal and real sparsity, precision, seconds per stage, cached stages,
     error or stop point."""
     seconds = sorted(c for c in frame.columns if c.startswith("seconds."))
-    headers = ["trial", "status", "front", "order", "pipeline", "accuracy", "accuracy 95%", "top5", "size", "latency_ms", "iqr_ms",
+    headers = ["trial", "status", "front", "order", "pipeline", "accuracy", "accuracy 95%", "top5", "size", "latency_ms",
+               "latency target", "iqr_ms",
                "sparsity", "real_sparsity", "precision", "seconds", "cached", "error / stopped at", "rerun"]
     body = []
     for _, r in frame.sort_values("trial_id").iterrows():
@@ -388,6 +405,7 @@ def _table_html(frame: pd.DataFrame, names: list[str], run_dir: str | Path | Non
                  _cell(v("top5"), None if v("top5") is None else with_spread(r, "top5", "{:.4f}".format)),
                  _cell(v("size_bytes"), None if v("size_bytes") is None else with_spread(r, "size_bytes", byte_size)),
                  _cell(v("latency_ms"), None if v("latency_ms") is None else with_spread(r, "latency_ms", significant)),
+                 _cell(latency_target(r).get(TARGET_METRIC), target_text(r)),
                  _cell(v("latency_iqr_ms"), None if v("latency_iqr_ms") is None else significant(r["latency_iqr_ms"])),
                  _cell(v("sparsity"), None if v("sparsity") is None else f"{r['sparsity']:.3f}"),
                  _cell(v("real_sparsity"), None if v("real_sparsity") is None else f"{r['real_sparsity']:.3f}"),

@@ -3,12 +3,15 @@
 ``front.json`` holds the objectives and their directions, the reference point, the ideal point, the
 hypervolume (raw and normalised) and the front's trial ids with their values and deployment; a trial
 whose values are means over several seeds (spec ``repeats``) also its ``repeats`` and each
-objective's standard deviation over them (``accuracy_std``, ...).
+objective's standard deviation over them (``accuracy_std``, ...), and a trial pruned to a latency
+target (spec ``s2: {latency: 0.4}``) its ``latency_target_ms`` and whether its measured latency met it
+(``latency_met``: at most :data:`LATENCY_TARGET_TOLERANCE` times the target, :func:`latency_target`).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +22,10 @@ from trainables.objectives import OBJECTIVES
 from trainables.pipeline.repeats import REPEATS, std_column
 
 from .front import hypervolume, ideal_point, normalized_hypervolume, pareto_front
+
+LATENCY_TARGET_TOLERANCE = 1.10  # a latency target is met when the measured latency_ms is at most 10% above it
+TARGET_METRIC = "latency_target_ms"  # a pruning stage's metric: the target it pruned to, in ms (stage.<slot>.*)
+_TARGET_COLUMN = re.compile(rf"stage\.P(\d+)(?:\.(\d+))?\.{TARGET_METRIC}")  # stage.P2.latency_target_ms, stage.P1.2...
 
 
 def default_reference(frame: pd.DataFrame, names: Sequence[str], directions: Sequence[str]) -> list[float]:
@@ -99,7 +106,7 @@ def front_summary(frame: pd.DataFrame, names: Sequence[str], directions: Sequenc
         "running": int(running),
         "trials": [
             {"trial_id": row["trial_id"], "pipeline": row["pipeline"], **{n: float(row[n]) for n in names},
-             **seeds(row, names), **errors(row), **deployment(row)}
+             **seeds(row, names), **errors(row), **deployment(row), **latency_target(row)}
             for _, row in front.iterrows()
         ],
     }
@@ -124,6 +131,35 @@ def errors(row: pd.Series) -> dict[str, float]:
         if value is not None and not pd.isna(value):
             out[name] = float(value) if name == "accuracy_se" else int(value)
     return out
+
+
+def latency_target(row: pd.Series) -> dict[str, Any]:
+    """``{"latency_target_ms": ..., "latency_met": ...}`` of a trial pruned to a latency target; empty
+    for a trial without one (pruned to sparsities, or from a run before latency targets).
+
+    The target is the one of the trial's last pruning stage that had one (its ``stage.<slot>.latency_target_ms``
+    column: ``P1``, ``P1.2``, ``P2``, ... in pipeline order), the stage closest to the benchmark; it is
+    met when the benchmark's measured ``latency_ms`` is at most :data:`LATENCY_TARGET_TOLERANCE` times it
+    (``latency_met`` None where the trial has no measured latency).
+
+    Example:
+        >>> latency_target(pd.Series({"latency_ms": 3.3, "stage.P2.latency_target_ms": 3.1}))
+        {'latency_target_ms': 3.1, 'latency_met': True}
+        >>> latency_target(pd.Series({"latency_ms": 3.3}))
+        {}
+    """
+    found = []
+    for column in row.index:
+        match = _TARGET_COLUMN.fullmatch(str(column))
+        value = row[column] if match else None
+        if match and value is not None and not pd.isna(value):
+            found.append(((int(match[1]), int(match[2] or 1)), float(value)))
+    if not found:
+        return {}
+    target = max(found)[1]
+    measured = row.get("latency_ms")
+    met = None if measured is None or pd.isna(measured) else bool(float(measured) <= target * LATENCY_TARGET_TOLERANCE)
+    return {TARGET_METRIC: target, "latency_met": met}
 
 
 def infeasible(frame: pd.DataFrame) -> pd.Series:

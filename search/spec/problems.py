@@ -2,7 +2,10 @@
 
 :func:`space_problems` runs after the schema (:mod:`search.spec.schema`): keys the space may not set,
 values the budgets reject, a user model that does not import or build or whose head cannot be
-found, orders without the sparsities they need (or PBA without s2 > s1),
+found, orders without the sparsities (or latency targets) they need (or PBA without s2 > s1, or
+with two latency targets of one kind and s2's not below s1's), a side given two targets in one
+trial, a latency target where weights are pruned one by one (it needs unit pruning), the ``latency``
+allocation where a side prunes to a sparsity,
 share groups and EPruning layers the model lacks, sparsities a pruning granularity cannot
 reach, INT8 settings no trial could run (a backend without INT8, a calibration domain or float
 layers that do not exist), sharing that would leave retraining (``QR``) nothing to train, and
@@ -12,6 +15,7 @@ TensorRT on a GPU that trials share (``0 < resources.gpu < 1``).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,14 +24,18 @@ from trainables.models import head_name, structure
 from trainables.pipeline.plan import ORDER_SPARSITIES, ORDERS, QUANTIZE, TARGET_ORDERS, TRANSFER_ORDERS
 from trainables.stages.schedule import milestones_problem
 
-from .space import Choice, Const, Node, Range, walk
+from .space import LATENCY_KEYS, LATENCY_KINDS, MILESTONE_KEYS, Choice, Const, Node, Range, latency_key, walk
 from .schema import Budgets, Spec, SpecError
-from .to_plan import PBA_MIN_GAP, SPECIAL_KEYS, apply_overrides, field_problem
+from .to_plan import PBA_MIN_GAP, SHAPE_KEYS, SPECIAL_KEYS, apply_overrides, field_problem
+
+UNIT_FREE_GRANULARITIES = ("unstructured", "2:4")  # masks of single weights: no unit goes, no engine runs faster
 
 
 def space_problems(spec: Spec) -> Iterable[str]:
     """Keys the space may not set, values the budgets reject, and impossible orders."""
     for path, node in walk(spec.nodes):
+        if node.name in LATENCY_KEYS:
+            continue  # its values were checked as the space was parsed (search.spec.space.latency_problem)
         if node.name in SPECIAL_KEYS:
             yield from _special_problems(path, node)
         else:
@@ -38,6 +46,7 @@ def space_problems(spec: Spec) -> Iterable[str]:
     yield from _share_problems(spec)
     yield from _retrain_problems(spec)
     yield from _prune_problems(spec)
+    yield from _latency_problems(spec)
     yield from _int8_problems(spec)
     yield from _shared_gpu_problems(spec)
 
@@ -67,7 +76,7 @@ def _special_problems(path: str, node: Node) -> Iterable[str]:
 def _override_problems(spec: Spec, path: str, node: Node) -> Iterable[str]:
     parts = node.name.split(".")
     if parts[0] not in Budgets.model_fields:
-        known = ", ".join([*SPECIAL_KEYS, *(f"{k}.<field>" for k in Budgets.model_fields)])
+        known = ", ".join([*SHAPE_KEYS, *(f"{k}.<field>" for k in Budgets.model_fields)])
         yield f"{path}: unknown parameter '{node.name}'; the space can set {known}"
         return
     problem = field_problem(spec.budgets.model_dump(), node.name)
@@ -104,24 +113,41 @@ def _dense_problems(spec: Spec) -> Iterable[str]:
                "or model.trained_on: target to train it on the target (no transfer)")
 
 
-def _order_problems(spec: Spec) -> Iterable[str]:
-    """Each reachable order has the sparsities it needs; PBA can have s2 > s1 (every s2 milestone
-    above every s1 milestone)."""
-    top = {n.name: n for n in spec.nodes}
-    order = top.get("order")
+Scope = dict[str, tuple[str, Node]]  # the nodes a trial of one order sees, by name: (key path, node)
+
+
+def _orders(spec: Spec) -> list[tuple[str, str, Scope]]:
+    """Each order a trial can have: ``(order, its key path, the nodes its trials see)`` (the top level's,
+    then its branch's, which win by name); empty when ``order`` is a range (:func:`_special_problems` says so)."""
+    top: Scope = {n.name: (f"space.{n.name}", n) for n in spec.nodes}
+    order = top.get("order", (None, None))[1]
     if order is None:
-        orders: list[tuple[str, str, dict[str, Node]]] = [("none", "space", top)]
-    elif isinstance(order, Const):
-        orders = [(str(order.value), "space.order", top)]
-    elif isinstance(order, Choice):
-        orders = [
-            (str(o), f"space.order.choice.{o}", {**top, **{n.name: n for n in order.branches.get(o, ())}})
-            for o in order.options
-        ]
-    else:
-        return
+        return [("none", "space", top)]
+    if isinstance(order, Const):
+        return [(str(order.value), "space.order", top)]
+    if isinstance(order, Choice):
+        return [(str(o), f"space.order.choice.{o}",
+                 {**top, **{n.name: (f"space.order.choice.{o}.{n.name}", n) for n in order.branches.get(o, ())}})
+                for o in order.options]
+    return []
+
+
+def _targets(scope: Scope, side: str) -> list[str]:
+    """The names under which ``scope`` gives ``side`` a target: ``s2`` (a sparsity or milestones),
+    ``s2.latency``, ``s2.latency_ms``; more than one is a problem (:func:`_order_problems`)."""
+    return [k for k in (side, *(latency_key(side, kind) for kind in LATENCY_KINDS)) if k in scope]
+
+
+def _order_problems(spec: Spec) -> Iterable[str]:
+    """Each reachable order has the sparsities (or latency targets) it needs, one per side; PBA can
+    have s2 > s1 (every s2 milestone above every s1 milestone), and with two latency targets of one
+    kind s2's is below s1's for every value each can take (no sampling bound keeps them apart:
+    :func:`search.spec.to_plan.pba_lower_bound` is for sparsities). A sparsity on one side and a
+    latency target on the other, or a share and milliseconds, are not compared."""
     trained_on = spec.model.trained_on
-    for name, path, scope in orders:
+    said: set[str] = set()  # a side given twice at the top level is said once, not once per order
+    for name, path, paths in _orders(spec):
+        scope = {key: node for key, (_, node) in paths.items()}
         if trained_on == "target" and name in TRANSFER_ORDERS:
             yield (f"{path}: order {name} places pruning around a transfer, but model.trained_on is target "
                    f"(no transfer): use {' or '.join(TARGET_ORDERS)}")
@@ -130,9 +156,17 @@ def _order_problems(spec: Spec) -> Iterable[str]:
         elif name in ("PB", "PBA") and spec.data.source is None:
             yield f"{path}: order {name} prunes on the source, but data.source is not given"
         for key in ORDER_SPARSITIES.get(name, ()):
-            if key not in scope:
-                yield f"{path}: order {name} needs '{key}' in the space"
-        if name == "PBA" and "s1" in scope and "s2" in scope:
+            if not _targets(scope, key):
+                yield (f"{path}: order {name} needs '{key}' in the space (a sparsity, milestones, or a latency "
+                       f"target {key}: {{latency: ...}})")
+        for side in MILESTONE_KEYS:
+            if len(given := _targets(scope, side)) > 1 and (where := paths[given[-1]][0]) not in said:
+                said.add(where)
+                yield (f"{where}: {side} has more than one target in one trial "
+                       f"({', '.join(paths[k][0] for k in given)}); give {side} a sparsity or a latency target, not both")
+        if name == "PBA":
+            yield from _pba_latency_problems(path, scope)
+        if name == "PBA" and _targets(scope, "s1") == ["s1"] and _targets(scope, "s2") == ["s2"]:
             high1, high2 = max(_numbers(scope["s1"]), default=0), max(_numbers(scope["s2"]), default=1)
             if not isinstance(scope["s2"], Range) and min(_numbers(scope["s2"]), default=1) <= high1:
                 # only a range can be sampled above the s1 drawn; fixed values must all clear it
@@ -141,6 +175,21 @@ def _order_problems(spec: Spec) -> Iterable[str]:
             elif high2 < high1 + PBA_MIN_GAP:
                 yield (f"{path}: PBA needs s2 > s1 for every s1, so s2's highest value ({high2}) must be "
                        f"at least s1's highest ({high1}) + {PBA_MIN_GAP}")
+
+
+def _pba_latency_problems(path: str, scope: dict[str, Node]) -> Iterable[str]:
+    """PBA with a latency target of one kind on both sides (``latency`` shares of the dense latency, or
+    ``latency_ms``): every s2 target below every s1 target (the second stage prunes further). Targets
+    of two kinds are not compared."""
+    first, second = _targets(scope, "s1"), _targets(scope, "s2")
+    if len(first) != 1 or len(second) != 1 or "s1" in first or "s2" in second:
+        return  # a sparsity on a side (compared as sparsities, or not at all), or a side given twice
+    if first[0].split(".")[1] != second[0].split(".")[1]:
+        return  # a share of the dense latency against milliseconds: not compared (as make_plan does not)
+    low1, high2 = min(_numbers(scope[first[0]])), max(_numbers(scope[second[0]]))
+    if not high2 < low1:
+        yield (f"{path}: PBA needs s2's latency target below s1's (the pruning after transfer goes further), but "
+               f"{second[0]} can be {high2} and {first[0]} can be {low1}; make every s2 target smaller than every s1 target")
 
 
 def _share_problems(spec: Spec) -> Iterable[str]:
@@ -216,7 +265,8 @@ def _prune_problems(spec: Spec) -> Iterable[str]:
     yield from _unit_problems(spec)
     methods = {value for _, value in reachable_values(spec, "prune.method")}
     granularities = reachable_values(spec, "prune.granularity") if "gradual" in methods else []
-    sparsities = [(path, node) for path, node in walk(spec.nodes) if node.name in ("s1", "s2")]
+    # sparsities only: a latency target (s2.latency) is no share of weights (see _latency_problems)
+    sparsities = [(path, node) for path, node in walk(spec.nodes) if node.name in MILESTONE_KEYS]
     for g_path, granularity in granularities:
         for s_path, node in sparsities:
             if not _exclusive(g_path, s_path):
@@ -225,6 +275,62 @@ def _prune_problems(spec: Spec) -> Iterable[str]:
                     if problem:
                         yield f"{s_path}: {problem} ({g_path} can be '{granularity}')"
                         break
+
+
+def _latency_problems(spec: Spec) -> Iterable[str]:
+    """A latency target only where whole units go (``prune.granularity: channel`` or ``prune.method:
+    epruning``): masking single weights (``unstructured``, ``2:4``) removes no unit, so no engine runs
+    faster; and the ``latency`` allocation of gradual pruning only where each side an order prunes has
+    a latency target (it answers a latency target, not a sparsity; EPruning does not read it)."""
+    methods = [(at, v) for at, _, v in _reach(spec, "prune.method") if v == "gradual"]
+    granularities = [(at, shown, v) for at, shown, v in _reach(spec, "prune.granularity") if v in UNIT_FREE_GRANULARITIES]
+    for t_path, _ in [(p, n) for p, n in walk(spec.nodes) if n.name in LATENCY_KEYS]:
+        for (m_at, _), (g_at, g_shown, granularity) in ((m, g) for m in methods for g in granularities):
+            if _meet(spec, [(t_path, ""), (m_at, "prune.method"), (g_at, "prune.granularity")]):
+                yield (f"{t_path}: a latency target needs unit pruning: {g_shown} can be '{granularity}' with "
+                       f"prune.method gradual there, which masks single weights and removes no unit; set "
+                       f"prune.granularity: channel or prune.method: epruning")
+                break
+    allocations = [(at, shown) for at, shown, v in _reach(spec, "prune.allocation") if v == "latency"]
+    for name, path, scope in _orders(spec):
+        for side in ORDER_SPARSITIES.get(name, ()):
+            if _targets({k: n for k, (_, n) in scope.items()}, side) != [side]:
+                continue  # a latency target (or no target at all: _order_problems says so)
+            s_path = scope[side][0]
+            for (a_at, a_shown), (m_at, _) in ((a, m) for a in allocations for m in methods):
+                if _meet(spec, [(s_path, ""), (a_at, "prune.allocation"), (m_at, "prune.method")]):
+                    yield (f"{a_shown}: allocation 'latency' needs a latency target, but order {name} prunes {side} to "
+                           f"a sparsity ({s_path}); give {side} a latency target ({side}: {{latency: ...}}) there or "
+                           f"another allocation")
+                    return
+
+
+def _reach(spec: Spec, name: str) -> list[tuple[str, str, Any]]:
+    """:func:`reachable_values` with each value's own place: ``(where, key path, value)``, where
+    ``where`` is ``<path>.choice.<value>`` for an option that carries a sub-space (so that a node in
+    another option's branch never meets it) and the key path otherwise."""
+    out = []
+    nodes = {path: node for path, node in walk(spec.nodes) if node.name == name}
+    for path, value in reachable_values(spec, name):
+        node = nodes.get(path)
+        branched = isinstance(node, Choice) and bool(node.branches)
+        out.append((f"{path}.choice.{value}" if branched else path, path, value))
+    return out
+
+
+def _meet(spec: Spec, entries: list[tuple[str, str]]) -> bool:
+    """Whether one trial can hold every ``(where, budget field)`` of ``entries`` at once: no two space
+    paths in different branches of one choice, and a budget's own value (``where`` ``budgets.<field>``)
+    only where no space node of that field always sets it (one whose level holds a path of ``entries``)."""
+    spaces = [where for where, _ in entries if not where.startswith("budgets.")]
+    if any(_exclusive(a, b) for a, b in itertools.combinations(spaces, 2)):
+        return False
+    for where, name in entries:
+        if where.startswith("budgets."):
+            levels = [path[: -len(name) - 1] for path, node in walk(spec.nodes) if node.name == name]
+            if any(p == level or p.startswith(f"{level}.") for level in levels for p in spaces):
+                return False
+    return True
 
 
 def _unit_problems(spec: Spec) -> Iterable[str]:

@@ -9,7 +9,11 @@ trial's plan runs with (``seed``, ``seed + 1``, ...; the trial reports their mea
 
 Keys the space may set: ``order`` (none, PB, PA, PBA; for a model already trained on the target
 none and P), ``s1`` (sparsity before transfer), ``s2`` (after, or on the target's own model), each a sparsity or a list of increasing milestones (``{choice: [0.5, [0.3, 0.5]]}``,
-one pruning stage per milestone), ``quantize`` (none, Q: weight sharing, QR: sharing then retraining; I8, QI8,
+one pruning stage per milestone), or a latency target instead: ``{latency: 0.4}`` (a share of the dense
+model's latency measured on the trial's own engine, in (0, 1); pipeline label ``L40``, ``EL40`` for
+EPruning) or ``{latency_ms: 2.0}`` (``L2ms``), whose value is any node (``{latency: {choice: [0.3, 0.5]}}``,
+Optuna's parameter ``s2.latency``), which needs unit pruning (``prune.granularity: channel`` or
+``prune.method: epruning``) and takes ``prune.allocation: latency`` by default, ``quantize`` (none, Q: weight sharing, QR: sharing then retraining; I8, QI8,
 QRI8: the same, deployed in INT8), and any
 budget field by its dotted path (``transfer.optim.lr``, ``transfer.mode``, ``prune.frequency.every``,
 ``prune.after.epochs`` (the pruning stages after transfer only), ``share.groups.layer3`` for a

@@ -6,6 +6,10 @@ Grammar of ``space:`` (each key a parameter name, each value a node)::
     mode:   {choice: [finetune, freeze]} # a categorical of scalars
     s2:     {choice: [0.8, [0.7, 0.8]]}  # an option may be a list of scalars (sparsity milestones)
     s1:     [0.5, 0.7]                   # s1 and s2 take a plain list: fixed milestones
+    s2:     {latency: 0.4}               # s1 and s2 take a latency target instead of a sparsity: a share
+                                         # of the dense model's latency on the trial's engine, in (0, 1)
+    s2:     {latency_ms: 2.0}            # or milliseconds (> 0)
+    s2:     {latency: {choice: [0.3, 0.5]}}  # a latency target's value is any node (constant, choice, range)
     order:  {choice: {PB: {...}, PA: {...}}}  # a categorical whose options carry sub-spaces
     epochs: {int: [1, 4]}                # int range; optional increment, log
     s1:     {float: [0.3, 0.9], increment: 0.1}  # float range on a grid of 0.1 from 0.3; optional increment, log
@@ -14,6 +18,11 @@ Grammar of ``space:`` (each key a parameter name, each value a node)::
 A parameter inside a branch appears only when that branch is chosen; its Optuna name is prefixed
 with the branch (``PBA:s1``), so each branch keeps its own distribution. :func:`suggest` walks the
 tree on an ``optuna.Trial`` and returns the flat assignment ``{"order": "PBA", "s1": 0.5, ...}``.
+
+A latency target parses to a node named ``s2.latency`` (``s1.latency_ms``, ...: :func:`latency_key`),
+so Optuna's parameter is ``s2.latency`` (``trials.csv``'s ``param.s2.latency``) and :func:`suggest`
+returns ``{"s2.latency": 0.3}``; :func:`search.spec.to_plan.plan_for` turns it into the plan's
+``s2={"latency": 0.3}``. Its values are checked as it is parsed (:data:`LATENCY_KINDS`).
 
 A range's ``increment`` was called ``step`` before; ``step`` still works, with a ``FrontierDeprecation``,
 for one release (:data:`OLD_INCREMENT`).
@@ -36,6 +45,9 @@ from trainables.errors import FrontierDeprecation
 
 Scalar = Union[str, int, float, bool, None]
 MILESTONE_KEYS = ("s1", "s2")  # a plain list there is a fixed list of sparsity milestones
+# s1/s2 may instead hold one latency target: {latency: share of the dense latency} or {latency_ms: ms}
+LATENCY_KINDS = ("latency", "latency_ms")
+LATENCY_KEYS = tuple(f"{side}.{kind}" for side in MILESTONE_KEYS for kind in LATENCY_KINDS)  # the nodes' names
 BRANCH_SEP = ":"  # Ray unflattens '/' in parameter names: never use it here
 INCREMENT = "increment"  # a range's grid spacing
 OLD_INCREMENT = "step"  # its name before; accepted with a FrontierDeprecation for one release
@@ -96,12 +108,80 @@ def parse_space(raw: Any, path: str = "space") -> tuple[Node, ...]:
         return ()
     if not isinstance(raw, Mapping):
         raise SpaceError(path, f"must be a mapping of parameter names to nodes, got {type(raw).__name__}")
+    for name in raw:
+        if str(name) in LATENCY_KEYS:
+            side, kind = str(name).split(".")
+            raise SpaceError(f"{path}.{name}", f"write a latency target under {side}: {side}: {{{kind}: ...}}")
     return tuple(_parse_node(str(name), value, f"{path}.{name}") for name, value in raw.items())
+
+
+def latency_key(side: str, kind: str) -> str:
+    """The name of side ``side``'s latency target node of ``kind`` (``s2.latency``): its Optuna parameter.
+
+    Example:
+        >>> latency_key("s2", "latency"), latency_key("s1", "latency_ms")
+        ('s2.latency', 's1.latency_ms')
+    """
+    return f"{side}.{kind}"
+
+
+def latency_problem(kind: str, value: Any) -> str | None:
+    """Why ``value`` is no latency target of ``kind`` (``latency``: a share in (0, 1) of the dense
+    model's latency; ``latency_ms``: milliseconds > 0), in one line; None when it is one.
+
+    Example:
+        >>> latency_problem("latency", 1.2)
+        "a latency target's share of the dense model's latency must be a number in (0, 1), got 1.2"
+        >>> latency_problem("latency_ms", 2) is None
+        True
+    """
+    if kind == "latency":
+        if not (_is_number(value) and 0 < value < 1):
+            return f"a latency target's share of the dense model's latency must be a number in (0, 1), got {value!r}"
+    elif not (_is_number(value) and value > 0):
+        return f"latency_ms must be a number of milliseconds > 0, got {value!r}"
+    return None
+
+
+def _parse_latency(side: str, raw: Mapping, path: str) -> Node:
+    """``s2: {latency: <node>}`` (or ``latency_ms``): a node named ``s2.latency`` whose every value
+    (a constant, each option of a choice, a range's bounds) is a latency target of its kind."""
+    given = [k for k in LATENCY_KINDS if k in raw]
+    if len(given) > 1:
+        raise SpaceError(path, f"a latency target is one of latency (a share of the dense model's latency) or "
+                               f"latency_ms, not both; got keys {sorted(map(str, raw))}")
+    extra = sorted(str(k) for k in raw if k not in LATENCY_KINDS)
+    if extra or not given:
+        takes = (f"{side} takes a sparsity, a node (choice, int, float, log) or a latency target "
+                 f"({{latency: <share of the dense latency>}} or {{latency_ms: <ms>}})")
+        raise SpaceError(f"{path}.{extra[0]}", f"unknown key; {takes}") if extra else SpaceError(path, f"is empty; {takes}")
+    kind = given[0]
+    inner, raw_value = f"{path}.{kind}", raw[kind]
+    if isinstance(raw_value, Mapping) and isinstance(raw_value.get("choice"), Mapping):
+        raise SpaceError(f"{inner}.choice", "a latency target's choice is a list of values, not options with sub-spaces")
+    node = _parse_node(latency_key(side, kind), raw_value, inner)
+    if isinstance(node, Const):
+        problems = [(inner, latency_problem(kind, node.value))]
+    elif isinstance(node, Range):
+        problems = [(f"{inner}.{_range_key(raw_value)}", latency_problem(kind, b)) for b in (node.low, node.high)]
+    else:
+        problems = [(f"{inner}.choice", latency_problem(kind, o)) for o in node.options]
+    for where, problem in problems:
+        if problem is not None:
+            raise SpaceError(where, problem)
+    return node
+
+
+def _range_key(raw: Mapping) -> str:
+    return next(k for k in ("int", "float", "log") if k in raw)
 
 
 def _parse_node(name: str, raw: Any, path: str) -> Node:
     if BRANCH_SEP in name or "/" in name:
         raise SpaceError(path, f"parameter names cannot contain '{BRANCH_SEP}' or '/'")
+    if isinstance(raw, Mapping) and name in MILESTONE_KEYS and (
+            any(k in raw for k in LATENCY_KINDS) or not any(k in raw for k in ("choice", "int", "float", "log"))):
+        return _parse_latency(name, raw, path)
     if not isinstance(raw, Mapping):
         if isinstance(raw, (list, tuple)) and name in MILESTONE_KEYS:
             return Const(name, list(raw))  # fixed sparsity milestones, checked with the plan's sparsities

@@ -2,8 +2,11 @@
 assignment of the search space.
 
 The space's keys are of two kinds: the special keys (:data:`SPECIAL_KEYS`: ``order``, ``s1``,
-``s2``, ``quantize``) choose the pipeline's shape; every other key is a budget field by its dotted
-path (``transfer.optim.lr``), set on the spec's budgets by :func:`apply_overrides`.
+``s2``, ``quantize``, and the latency targets ``s1.latency``, ``s2.latency``, ``s1.latency_ms``,
+``s2.latency_ms``, :data:`~search.spec.space.LATENCY_KEYS`) choose the pipeline's shape; every other
+key is a budget field by its dotted path (``transfer.optim.lr``), set on the spec's budgets by
+:func:`apply_overrides`. A side's latency target goes to the plan as ``s2={"latency": 0.4}``
+(:func:`side_target`).
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from trainables.pipeline.plan import Plan, make_plan
 from trainables.stages.dense import DenseConfig
 
 from .schema import Budgets, Spec, SpecError, validation_lines
+from .space import LATENCY_KEYS, LATENCY_KINDS, latency_key
 
-SPECIAL_KEYS = ("order", "s1", "s2", "quantize")
+SHAPE_KEYS = ("order", "s1", "s2", "quantize")  # the pipeline's shape; s1/s2 a sparsity or milestones
+SPECIAL_KEYS = (*SHAPE_KEYS, *LATENCY_KEYS)  # not budget fields
 PBA_MIN_GAP = 0.01  # s2 is sampled in [s1 + gap, high] for PBA
 
 
@@ -75,8 +80,8 @@ def plan_for(spec: Spec, assignment: dict[str, Any], *, fidelity: float | None =
         benchmark=budgets.benchmark,
         source=spec.data.source,
         target=spec.data.target,
-        s1=assignment.get("s1"),
-        s2=assignment.get("s2"),
+        s1=side_target(assignment, "s1"),
+        s2=side_target(assignment, "s2"),
         seed=spec.seed,
         quantize=str(assignment.get("quantize", "none")),
         share=budgets.share,
@@ -84,6 +89,26 @@ def plan_for(spec: Spec, assignment: dict[str, Any], *, fidelity: float | None =
         int8=budgets.int8,
         repeats=spec.repeats,
     )
+
+
+def side_target(assignment: dict[str, Any], side: str) -> Any:
+    """What ``side`` (``s1`` or ``s2``) prunes to in ``assignment``: its latency target as the plan takes
+    it (``{"latency": 0.4}`` from ``s2.latency``, ``{"latency_ms": 2.0}`` from ``s2.latency_ms``), else
+    its sparsity or milestones (None when the assignment has neither).
+
+    Example:
+        >>> side_target({"order": "PA", "s2.latency": 0.4}, "s2"), side_target({"s1": 0.5}, "s1")
+        ({'latency': 0.4}, 0.5)
+    """
+    given = [kind for kind in LATENCY_KINDS if latency_key(side, kind) in assignment]
+    if len(given) + (side in assignment) > 1:
+        keys = [latency_key(side, kind) for kind in given] + ([side] if side in assignment else [])
+        raise SpecError([f"space: {side} has more than one target in one trial ({', '.join(sorted(keys))}); "
+                         f"give it a sparsity or a latency target"])
+    if given:
+        value = assignment[latency_key(side, given[0])]
+        return {given[0]: float(value)}  # 2 and 2.0 ms are one plan (and one cache key)
+    return assignment.get(side)
 
 
 EPOCH_FIELDS = ("epochs", "recover_epochs", "stagnation")  # every budget field counted in epochs
@@ -113,7 +138,10 @@ def scale_epochs(budgets: Budgets, fidelity: float) -> Budgets:
 
 
 def pba_lower_bound(name: str, sampled: dict[str, Any]) -> float | None:
-    """For PBA, s2's range starts above the s1 already sampled (its last milestone, for a list)."""
+    """For PBA, s2's range starts above the s1 already sampled (its last milestone, for a list).
+
+    Sparsities only: a latency target (``s2.latency``) is not bounded here; :mod:`search.spec.problems`
+    requires PBA's two latency targets to be apart for every value they can take."""
     if name == "s2" and sampled.get("order") == "PBA" and "s1" in sampled:
         s1 = sampled["s1"]
         return float(max(s1) if isinstance(s1, list) else s1) + PBA_MIN_GAP
