@@ -16,6 +16,8 @@
                          run's, and ``repeat<r>/`` inside it run r's (seed + r)
         tune/            the Ray Tune experiment (for ``--resume``)
         tensorrt/        TensorRT timing caches, shared by the run's trials
+        latency/         per-layer latency models (trainables.measure.latency_model), one JSON per
+                         architecture, input shape and engine, shared by the run's trials
         final/<id>/      a rerun's final model (:class:`FinalFolder`; ``repeat<r>/``: run r's exports)
         final/front_rerun.json  ``frontier rerun --front``'s comparison of search and full budget
 
@@ -149,6 +151,11 @@ class RunFolder:
     def tensorrt(self) -> Path:
         """TensorRT's timing caches, shared by every trial of the run."""
         return self.root / "tensorrt"
+
+    @property
+    def latency(self) -> Path:
+        """Per-layer latency models (:mod:`trainables.measure.latency_model`), shared by every trial of the run."""
+        return self.root / "latency"
 
     @classmethod
     def holding(cls, workdir: str | Path) -> RunFolder | None:
