@@ -104,14 +104,14 @@ def small_model(tmp_path_factory):
     torch.manual_seed(0)
     model = SmallResNet(10).eval()
     groups = unit_groups(model)
-    cache = RunFolder(tmp_path_factory.mktemp("run")).latency
-    built = latency_model(model, groups, (3, 32, 32), SETTINGS, cache_dir=cache)
-    return model, groups, cache, built
+    run = RunFolder(tmp_path_factory.mktemp("run"))
+    built = latency_model(model, groups, (3, 32, 32), SETTINGS, cache_dir=run.root)
+    return model, groups, run, built
 
 
 @pytest.mark.slow
 def test_build_round_trip_and_cache(small_model, monkeypatch):
-    model, groups, cache, built = small_model
+    model, groups, run, built = small_model
     assert not built.cached and built.build_seconds > 0 and built.dense_ms > 0
     assert built.multiple == preferred_multiple("onnxruntime")
     assert built.sizes == {g.name: g.size for g in groups}
@@ -130,13 +130,14 @@ def test_build_round_trip_and_cache(small_model, monkeypatch):
     probes = []
     timed = lm._Prober._time
     monkeypatch.setattr(lm._Prober, "_time", lambda self, *a: probes.append(a) or timed(self, *a))
-    (path,) = cache.glob("*.json")
-    hit = latency_model(model, groups, (3, 32, 32), SETTINGS, cache_dir=cache)
+    (path,) = run.latency.iterdir()  # the model's JSON, nothing else
+    assert path.name == f"{built.key}.json"
+    hit = latency_model(model, groups, (3, 32, 32), SETTINGS, cache_dir=run.root)
     assert hit.cached and probes == [] and hit.predict(kept) == built.predict(kept)
     assert hit.build_seconds == built.build_seconds
 
     path.write_text('{"format": 2, "dense_ms": ')  # a torn file
-    rebuilt = latency_model(model, groups, (3, 32, 32), SETTINGS, cache_dir=cache)
+    rebuilt = latency_model(model, groups, (3, 32, 32), SETTINGS, cache_dir=run.root)
     assert not rebuilt.cached and len(probes) > 0
     assert LatencyModel.from_json(json.loads(path.read_text())).key == rebuilt.key
 

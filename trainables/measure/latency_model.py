@@ -27,7 +27,7 @@ export). Identical layer signatures share their probes; a width grid is ``GRID``
 width rounded to the engine's :func:`preferred_multiple`, one point where the width is fixed
 (a first conv's image channels, the head's outputs) and one axis for a depthwise conv.
 
-The model is plain data (JSON), cached as ``cache_dir/latency/<key>.json`` where the key hashes
+The model is plain data (JSON), cached as ``cache_dir/latency/<key>.json`` (``RunFolder.latency``) where the key hashes
 the layer signatures, the group coupling, the input shape, the engine (backend, precision,
 batch, threads, device name) and the engine's version; a corrupt file is rebuilt.
 """
@@ -63,6 +63,7 @@ PROBE_MIN_RUNS, PROBE_MAX_RUNS = 7, 60
 PROBE_PASSES = 2  # passes over the probes on a CPU; a probe's time is its least median
 NETWORK_ROUNDS = 3  # rounds of the whole-network measurements, interleaved; the least median counts
 _OPSET = 18
+LATENCY_FOLDER = "latency"  # cache_dir/latency/<key>.json: RunFolder.latency for a run folder
 
 __all__ = ["LatencyModel", "latency_model", "network_latency", "preferred_multiple"]
 
@@ -621,8 +622,9 @@ def latency_model(model: nn.Module, groups: Sequence[UnitGroup], input_shape: tu
     engine (HALP's per-layer lookup table, Shen et al., NeurIPS 2022; see the module doc).
 
     Built once per architecture, groups, input shape and engine: with ``cache_dir`` (the run
-    folder, ``RunFolder.latency``) it is saved as ``cache_dir/<key>.json`` and loaded from there
-    the next time (``cached`` True; no probe runs). A corrupt or foreign file is rebuilt.
+    folder, so every trial shares it) it is saved atomically as ``cache_dir/latency/<key>.json``
+    (``RunFolder.latency``) and loaded from there the next time (``cached`` True; no probe runs).
+    A corrupt or foreign file is rebuilt.
 
     Args:
         model: the dense model (untouched; run once on the CPU or its device for the layers' input sizes).
@@ -632,7 +634,7 @@ def latency_model(model: nn.Module, groups: Sequence[UnitGroup], input_shape: tu
             ``backend``, ``precision``, ``batch_size``, ``threads``, ``warmup``, ``runs``,
             ``workspace_mb``, ``cuda_graphs``, ``cache_dir``; others are ignored).
         device: the trial's device (``cpu``, ``cuda``).
-        cache_dir: the folder of cached models (None: no cache).
+        cache_dir: the run folder (``RunFolder.root``; a workdir outside a run: that folder); None: no cache.
 
     Raises:
         FrontierError: a bad input shape, an engine this machine cannot run, or a model without layers.
@@ -647,7 +649,8 @@ def latency_model(model: nn.Module, groups: Sequence[UnitGroup], input_shape: tu
     a_in, a_out = _coupling(layers, groups)
     identity = engine.identity()
     key = _key(layers, groups, input_shape, identity)
-    path = None if cache_dir is None else Path(cache_dir) / f"{key}.json"
+    folder = None if cache_dir is None else Path(cache_dir) / LATENCY_FOLDER
+    path = None if folder is None else folder / f"{key}.json"
     if path is not None and path.is_file():
         with contextlib.suppress(FrontierError, ValueError, OSError):
             loaded = LatencyModel.from_json(json.loads(path.read_text()))
@@ -655,7 +658,7 @@ def latency_model(model: nn.Module, groups: Sequence[UnitGroup], input_shape: tu
                 loaded.cached = True
                 return loaded
     built = _build(model, groups, layers, a_in, a_out, input_shape, engine, identity, key, start,
-                   None if cache_dir is None else Path(cache_dir))
+                   folder)
     if path is not None:
         atomic_write(path, json.dumps(built.to_json()))
     return built
