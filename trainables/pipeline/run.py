@@ -63,7 +63,8 @@ from .result import FAILED, failed_result, final_result, progress_report
 
 # stage metrics kept in the trial's final result (as ``stage.<slot>.<name>``; lists joined by ';')
 CARRIED = ("pruning_rate", "unit_sparsity", "search_epochs", "energy_best", "energy_mean", "delta_s",
-           "acceptance")
+           "acceptance", "latency_target_ms", "latency_predicted_ms", "latency_checked_ms", "latency_dense_ms",
+           "latency_checks", "latency_model_seconds", "latency_model_cached")
 
 
 def pipeline_string(stages: Sequence[Stage]) -> str:

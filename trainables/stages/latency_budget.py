@@ -36,7 +36,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from ..compress.units import UnitGroup
+from ..compress.units import UnitGroup, unit_groups
 from .allocation import counts_for_latency
 
 if TYPE_CHECKING:
@@ -173,8 +173,10 @@ def latency_budget(model: nn.Module, groups: Sequence[UnitGroup], target: Latenc
 
     settings: dict[str, Any] = benchmark.measurement(Path(workdir))
     run = RunFolder.holding(Path(workdir))
-    cache = run.latency if run is not None else Path(workdir) / "latency"  # RUN/latency/, shared by the run's trials
-    lm = latency_model(model, groups, input_shape, settings, device=device, cache_dir=cache)
+    cache = run.root if run is not None else Path(workdir)  # its latency/ folder: RUN/latency/, shared by the run's trials
+    # the model covers every unit group (a stage prunes a subset: the stem left whole, EPruning's layers),
+    # so that one model per architecture serves every stage; groups a stage leaves out are predicted whole
+    lm = latency_model(model, unit_groups(model), input_shape, settings, device=device, cache_dir=cache)
 
     def check(keep: Mapping[str, torch.Tensor]) -> float:
         return network_latency(model, dict(keep), groups, input_shape, settings, device=device,
