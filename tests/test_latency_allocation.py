@@ -102,24 +102,40 @@ def test_the_budget_corrects_a_biased_model_by_the_engine_check():
     def engine(keep):  # the engine is 30% slower than the model predicts, plus 0.5 ms of its own
         kept = {g: int(m.sum()) for g, m in keep.items()}
         checks.append(kept)
-        return 1.3 * model.predict(kept) + 0.5
+        return 1.3 * model.predict(kept) + 0.5, 10.0  # (pruned, dense) measured together
 
-    budget = LatencyBudget(target=LatencyTarget(latency=0.5), model=model, check=engine)
+    budget = LatencyBudget(target=LatencyTarget(latency_ms=5.0), model=model, check=engine)
     alive, scores = _alive(**sizes), {g: torch.rand(n) for g, n in sizes.items()}
     counts = budget.allocate(alive, scores, allocation="uniform", floor=0.1, round_to=1)
     record = budget.metrics()
     assert record["latency_target_ms"] == 5.0
     assert abs(record["latency_checked_ms"] - 5.0) <= 0.05 * 5.0  # the engine's figure, within the tolerance
-    assert record["latency_checked_ms"] == pytest.approx(engine(keep_masks(alive, scores, counts)))
+    assert record["latency_checked_ms"] == pytest.approx(engine(keep_masks(alive, scores, counts))[0])
     assert 1.3 * model.predict(checks[0]) + 0.5 > 5.0 * 1.05  # the first allocation missed: it was corrected
     assert record["latency_predicted_ms"] == pytest.approx(model.predict(counts))
     assert 1 < record["latency_checks"] <= budget.rounds and record["latency_model_seconds"] == 1.5
     assert all(c % 8 == 0 for c in counts.values())  # round_to 1 takes the engine's multiple
 
 
+def test_a_share_target_is_judged_by_the_share_measured_beside_the_dense_network():
+    sizes = {"a": 1024}
+    model = _Model(dense_ms=10.0, sizes=sizes)  # an exact model, measured on a machine since slowed 2x
+
+    def slow_engine(keep):
+        return 2 * model.predict({g: int(m.sum()) for g, m in keep.items()}), 2 * model.dense_ms
+
+    budget = LatencyBudget(target=LatencyTarget(latency=0.4), model=model, check=slow_engine)
+    counts = budget.allocate(_alive(**sizes), {"a": torch.rand(1024)}, allocation="latency", floor=0.1, round_to=8)
+    assert budget.metrics()["latency_checks"] == 1, "the drift is no miss"
+    assert budget.metrics()["latency_checked_ms"] == pytest.approx(model.predict(counts))
+    ms_target = LatencyBudget(target=LatencyTarget(latency_ms=4.0), model=model, check=slow_engine)
+    ms_target.allocate(_alive(**sizes), {"a": torch.rand(1024)}, allocation="latency", floor=0.1, round_to=8)
+    assert ms_target.metrics()["latency_checks"] > 1, "milliseconds are milliseconds: the slow engine misses"
+
+
 def test_the_budget_keeps_the_closest_check_when_none_is_within_tolerance():
     model = _Model(dense_ms=10.0, sizes={"a": 16})
-    budget = LatencyBudget(target=LatencyTarget(latency_ms=3.0), model=model, check=lambda keep: 9.0, rounds=2)
+    budget = LatencyBudget(target=LatencyTarget(latency_ms=3.0), model=model, check=lambda keep: (9.0, 10.0), rounds=2)
     budget.allocate(_alive(a=16), {"a": torch.rand(16)}, allocation="latency", floor=0.1, round_to=8)
     assert budget.metrics()["latency_checks"] == 2 and budget.metrics()["latency_checked_ms"] == 9.0
 

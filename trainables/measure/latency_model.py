@@ -616,6 +616,24 @@ def network_latency(model: nn.Module, keep: Mapping[str, torch.Tensor], groups: 
         return _networks_ms([small], input_shape, engine, folder)[0]
 
 
+def relative_latency(model: nn.Module, keep: Mapping[str, torch.Tensor], groups: Sequence[UnitGroup],
+                     input_shape: tuple[int, int, int], settings: Mapping[str, Any], *, device: str = "cpu",
+                     workdir: Path) -> tuple[float, float]:
+    """``(pruned ms, dense ms)``: :func:`network_latency` of ``model`` shrunk to ``keep`` and of ``model``
+    itself, measured in the same interleaved rounds, so that their ratio holds while the machine's
+    speed drifts (on the 2-core CI machine whole processes read every model 2x slower than the next
+    one did): what a latency target given as a share of the dense latency is checked against."""
+    from ..compress.surgery import shrink
+    from .metrics import _check_input_shape
+
+    input_shape = _check_input_shape(input_shape)
+    engine = _Engine.of(settings, device)
+    small = shrink(model, dict(keep), groups) if keep else model
+    with _folder(Path(workdir)) as folder:
+        pruned, dense = _networks_ms([small, model], input_shape, engine, folder)
+    return pruned, dense
+
+
 def latency_model(model: nn.Module, groups: Sequence[UnitGroup], input_shape: tuple[int, int, int],
                   settings: Mapping[str, Any], *, device: str = "cpu", cache_dir: Path | None = None) -> LatencyModel:
     """The latency model of ``model`` pruned over ``groups`` at ``input_shape`` on the benchmark's

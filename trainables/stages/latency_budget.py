@@ -11,8 +11,9 @@ milliseconds. A :class:`LatencyBudget` holds what meeting it takes:
 2. an allocation (:func:`~trainables.stages.allocation.counts_for_latency`) that chooses every
    group's kept width under the model's prediction, keeping the most importance (``latency``) or
    cutting every group alike (``uniform``);
-3. a check: the chosen network, shrunk, measured on the engine for real
-   (:func:`~trainables.measure.latency_model.network_latency`). The model predicts, the engine decides:
+3. a check: the chosen network, shrunk, measured on the engine for real beside the dense one
+   (:func:`~trainables.measure.latency_model.relative_latency`; a share target is judged by the
+   measured share, on the scale of the model's ``dense_ms``). The model predicts, the engine decides:
    when the measurement misses the target by more than ``tolerance``, the allocation is made again
    against the target scaled by the miss (predicted over measured), up to ``rounds`` times, and the
    closest measured candidate is kept.
@@ -95,8 +96,9 @@ def is_latency_target(value: object) -> bool:
         isinstance(value, Mapping) and bool(value) and set(value) <= {"latency", "latency_ms"})
 
 
-Check = Callable[[Mapping[str, torch.Tensor]], float]
-"""``{group: keep mask} -> ms``: the network pruned so, measured on the engine."""
+Check = Callable[[Mapping[str, torch.Tensor]], tuple[float, float]]
+"""``{group: keep mask} -> (pruned ms, dense ms)``: the network pruned so and the dense one, measured on
+the engine in the same rounds (:func:`~trainables.measure.latency_model.relative_latency`)."""
 
 
 @dataclass
@@ -128,23 +130,32 @@ class LatencyBudget:
         ``scores``; ``round_to`` 1 takes the engine's preferred multiple. Fills :attr:`record`."""
         round_to = round_to if round_to > 1 else self.model.multiple
         target, aim = self.target_ms, self.target_ms
-        tried: list[tuple[float, dict[str, int], float, float]] = []  # (miss, counts, predicted, measured)
+        tried: list[tuple[float, dict[str, int], float, float]] = []  # (miss, counts, predicted, checked ms)
         for _ in range(self.rounds):
             counts = counts_for_latency(alive, scores, self.model.predict, aim, allocation=allocation, floor=floor,
                                         round_to=round_to)
             predicted = self.model.predict(counts)
-            measured = self.check(keep_masks(alive, scores, counts)) if self.check is not None else predicted
-            tried.append((abs(measured - target) / target, counts, predicted, measured))
-            if self.check is None or tried[-1][0] <= self.tolerance or not measured > 0:
+            checked = self._checked(keep_masks(alive, scores, counts)) if self.check is not None else predicted
+            tried.append((abs(checked - target) / target, counts, predicted, checked))
+            if self.check is None or tried[-1][0] <= self.tolerance or not checked > 0:
                 break
-            aim = aim * target / measured
-        miss, counts, predicted, measured = min(tried, key=lambda t: t[0])
+            aim = aim * target / checked
+        miss, counts, predicted, checked = min(tried, key=lambda t: t[0])
         self.record = {"latency_target_ms": target, "latency_predicted_ms": predicted,
-                       "latency_checked_ms": measured if self.check is not None else math.nan,
+                       "latency_checked_ms": checked if self.check is not None else math.nan,
                        "latency_dense_ms": self.model.dense_ms, "latency_checks": float(len(tried)),
                        "latency_model_seconds": self.model.build_seconds,
                        "latency_model_cached": float(self.model.cached)}
         return counts
+
+    def _checked(self, keep: Mapping[str, torch.Tensor]) -> float:
+        """The check of ``keep`` on the dense latency's scale: a share target is judged by the pruned
+        network's measured share of the dense one measured beside it (the machine's speed may have
+        drifted since the model measured ``dense_ms``), a ``latency_ms`` target by the milliseconds."""
+        pruned, dense = self.check(keep)
+        if self.target.latency is not None and dense > 0:
+            return pruned / dense * self.model.dense_ms
+        return pruned
 
     def metrics(self) -> dict[str, float]:
         """What :meth:`allocate` found (empty before it ran)."""
@@ -169,7 +180,7 @@ def latency_budget(model: nn.Module, groups: Sequence[UnitGroup], target: Latenc
     """The :class:`LatencyBudget` of a stage pruning ``model`` (its ``groups``) to ``target`` on the engine
     ``benchmark`` describes, for a trial working in ``workdir`` (the latency model's cache is the run's)."""
     from ..layout import RunFolder
-    from ..measure.latency_model import latency_model, network_latency
+    from ..measure.latency_model import latency_model, relative_latency
 
     settings: dict[str, Any] = benchmark.measurement(Path(workdir))
     run = RunFolder.holding(Path(workdir))
@@ -178,8 +189,8 @@ def latency_budget(model: nn.Module, groups: Sequence[UnitGroup], target: Latenc
     # so that one model per architecture serves every stage; groups a stage leaves out are predicted whole
     lm = latency_model(model, unit_groups(model), input_shape, settings, device=device, cache_dir=cache)
 
-    def check(keep: Mapping[str, torch.Tensor]) -> float:
-        return network_latency(model, dict(keep), groups, input_shape, settings, device=device,
+    def check(keep: Mapping[str, torch.Tensor]) -> tuple[float, float]:
+        return relative_latency(model, dict(keep), groups, input_shape, settings, device=device,
                                workdir=Path(workdir) / "latency_check")
 
     return LatencyBudget(target=target, model=lm, check=check)
