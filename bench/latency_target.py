@@ -154,14 +154,14 @@ def retime(rows: list[dict], rounds: int, runs: int) -> None:
     script = (
         "import json, sys, time\n"
         "from trainables.measure.backends import onnx_latency\n"
-        "paths, rounds, runs, threads = json.loads(sys.argv[1])\n"
-        "time.sleep(5)\n"
+        "paths, rounds, runs, threads, pause = json.loads(sys.argv[1])\n"
+        "time.sleep(pause)\n"
         "medians = [[] for _ in paths]\n"
         "for _ in range(rounds):\n"
         "    for i, path in enumerate(paths):\n"
         "        medians[i].append(onnx_latency(path, threads=threads, warmup=5, runs=runs).median_ms)\n"
         "print(json.dumps([min(m) for m in medians]))\n")
-    argument = json.dumps([[r["onnx"] for r in rows], rounds, runs, ENGINE.threads])
+    argument = json.dumps([[r["onnx"] for r in rows], rounds, runs, ENGINE.threads, 5 if rounds > 1 else 0])
     done = subprocess.run([sys.executable, "-c", script, argument], check=True, capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parent.parent)
     for row, ms in zip(rows, json.loads(done.stdout.strip().splitlines()[-1])):

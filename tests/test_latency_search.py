@@ -20,19 +20,17 @@ from trainables.layout import RunFolder
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]  # tests/conftest.py
 
-SPACE = {"order": "PA", "s2": {"latency": {"choice": [0.3, 0.5]}}, "prune.granularity": "channel",
-         "prune.method": {"choice": ["gradual", "epruning"]}}
+SPACE = {"order": "PA", "s2": {"latency": {"choice": [0.3, 0.5]}}, "prune.granularity": "channel"}
+# EPruning to a latency is covered stage by stage (tests/test_latency_stage.py); two gradual trials keep this short
 
 
 def test_a_search_to_latency_targets_reports_them_met(tmp_path: Path, capsys) -> None:
-    spec = tiny_spec("latency", trials=4, space=SPACE, transfer_epochs=1, recover_epochs=1)
-    spec["budgets"]["prune"]["epruning"] = {"population": 4}
+    spec = tiny_spec("latency", trials=2, space=SPACE, transfer_epochs=1, recover_epochs=1)
     spec["budgets"]["benchmark"] = {"warmup": 2, "runs": 20, "threads": 1}
-    spec["sampler"] = "tpe"
     run_dir = run_search(parse_spec(spec), yaml.safe_dump(spec), runs_root=tmp_path / "runs")
     rows = read_trials(run_dir)
     assert (rows["status"] == "ok").all(), rows["error"].tolist()
-    assert set(rows["pipeline"]) <= {"D|T|L30|B", "D|T|L50|B", "D|T|EL30|B", "D|T|EL50|B"}
+    assert len(rows) == 2 and set(rows["pipeline"]) <= {"D|T|L30|B", "D|T|L50|B"}
     for _, row in rows.iterrows():
         share = 0.3 if "L30" in row["pipeline"] else 0.5
         target = row["stage.P2.latency_target_ms"]

@@ -45,7 +45,7 @@ def _kept(model) -> dict[str, int]:
 
 def test_a_gradual_stage_prunes_to_the_counts_its_budget_allocated(dense, tmp_path):
     ctx = Context(source=DIGITS, target=DIGITS, workdir=tmp_path / "t1", seed=0)
-    stage = _gradual(0.5, pace="agp")
+    stage = _gradual(0.5, pace="agp", allocation="latency")
     assert stage.label == "L50" and stage.cfg.allocation == "latency"
     pruned, metrics = stage.run(copy.deepcopy(dense), ctx)
     for key in ("latency_target_ms", "latency_predicted_ms", "latency_checked_ms", "latency_dense_ms",
@@ -62,6 +62,7 @@ def test_a_gradual_stage_prunes_to_the_counts_its_budget_allocated(dense, tmp_pa
         metrics["latency_dense_ms"])
 
 
+@pytest.mark.slow  # ~7 s: a stage with its latency model and checks; the first test keeps one in the 5-minute loop
 def test_the_second_stage_of_a_run_folder_loads_the_latency_model(dense, tmp_path):
     first = Context(source=DIGITS, target=DIGITS, workdir=tmp_path, seed=0)
     _, a = _gradual(0.6).run(copy.deepcopy(dense), first)
@@ -72,14 +73,17 @@ def test_the_second_stage_of_a_run_folder_loads_the_latency_model(dense, tmp_pat
     assert b["latency_target_ms"] < a["latency_target_ms"]
 
 
+@pytest.mark.slow  # ~7 s: a stage with its latency model and checks; the first test keeps one in the 5-minute loop
 def test_uniform_and_latency_allocations_differ_in_shape(dense, tmp_path):
     ctx = Context(source=DIGITS, target=DIGITS, workdir=tmp_path, seed=0)
-    uniform, _ = _gradual(0.5, allocation="uniform").run(copy.deepcopy(dense), ctx)
+    assert _gradual(0.5).cfg.allocation == "uniform", "a latency target's default allocation"
+    uniform, _ = _gradual(0.5).run(copy.deepcopy(dense), ctx)
     shares = {g.name: k / g.size for g in unit_groups(dense)
               for name, k in _kept(uniform).items() if name == g.name and k < g.size}
     assert shares and max(shares.values()) - min(shares.values()) < 0.3, "uniform: one share for every pruned group"
 
 
+@pytest.mark.slow  # ~7 s: a stage with its latency model and checks; the first test keeps one in the 5-minute loop
 def test_epruning_holds_every_group_at_its_allocated_count(dense, tmp_path):
     ctx = Context(source=DIGITS, target=DIGITS, workdir=tmp_path, seed=0)
     schedule = EPruneSchedule(epochs=1, recover_epochs=0, batch_size=32, optim=OptimConfig(name="adam", lr=0.0005))
@@ -115,7 +119,7 @@ def test_plans_label_latency_targets_and_keep_sparsity_plans_as_they_were():
     assert _plan({"latency_ms": 2.0}).pipeline == "D|L2ms|B"
     assert _plan({"latency": 0.4}, method="epruning").pipeline == "D|EL40|B"
     step = _plan({"latency": 0.4}).steps[1]
-    assert step.config.benchmark == ENGINE and step.config.final is None and step.config.allocation == "latency"
+    assert step.config.benchmark == ENGINE and step.config.final is None and step.config.allocation == "uniform"
     data = _plan(0.5).model_dump(mode="json")["steps"][1]["config"]
     assert "latency" not in data and "benchmark" not in data and "allocation" not in data and data["final"] == 0.5
     from trainables.pipeline.plan import Plan

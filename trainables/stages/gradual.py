@@ -69,7 +69,9 @@ class PruneSchedule(BaseModel):
         allocation: ``channel`` granularity's share per unit group (:mod:`trainables.stages.allocation`):
             ``uniform`` (every group to s) or ``global`` (one ranking across groups), or, for a
             latency target only, ``latency`` (the most importance under the target); searchable.
-            Unset: ``latency`` for a latency target, else ``uniform``.
+            A latency target's default is ``uniform`` too: the least common share that meets it
+            (``bench/latency_target.py``: as accurate after recovery as ``latency``'s widths, which
+            keep more importance, on the fashion_mnist task; README, "Measured figures").
         floor: ``global`` allocation's least kept share of each group.
         round_to: ``channel`` granularity's kept units per group are a multiple of it (aligned widths).
 
@@ -93,7 +95,7 @@ class PruneSchedule(BaseModel):
     distill: DistillConfig = DistillConfig(weight=None)
     pace: Pace | None = None
     importance: str = "l1"
-    allocation: Allocation | None = None
+    allocation: Allocation = "uniform"
     floor: float = Field(0.1, ge=0, lt=1)
     round_to: int = Field(1, ge=1)
 
@@ -111,8 +113,6 @@ class PruneSchedule(BaseModel):
         if info.mode != "json":  # a plan's JSON (its cache keys) leaves them out; a Python dump has every field
             return data
         for name, default in RECIPE_DEFAULTS.items():
-            if name == "allocation" and data.get("latency") is not None and data.get(name) is not None:
-                continue  # a latency stage's unset allocation is 'latency': an explicit 'uniform' must stay
             if data.get(name) in (default, None):
                 data.pop(name, None)
         for name in UNSET_TARGET_FIELDS:  # a sparsity stage's JSON is what it was before latency targets
@@ -179,8 +179,6 @@ class GradualConfig(PruneSchedule):
         # the spec's defaults for units (UNIT_RECIPE) are filled in when a plan is made (with_unit_recipe)
         if self.pace is None:
             self.pace = "agp"
-        if self.allocation is None:
-            self.allocation = "latency" if self.latency is not None else "uniform"
         if self.distill.weight is None:
             self.distill = self.distill.model_copy(update={"weight": 0.0})
         return self
