@@ -48,9 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import SMOKE_IMAGE_SIZE, add_smoke_flag, finish  # noqa: E402
 
 from trainables import Context, DataSpec, Dense, DenseConfig  # noqa: E402
-from trainables.compress.surgery import alive_units  # noqa: E402
+from trainables.compress.surgery import alive_units, shrink  # noqa: E402
 from trainables.measure.metrics import export_onnx  # noqa: E402
-from trainables.compress.surgery import shrink  # noqa: E402
 from trainables.pipeline.run import frozen_copy  # noqa: E402
 from trainables.stages.benchmark import BenchmarkConfig  # noqa: E402
 from trainables.stages.gradual import GradualConfig, GradualPrune  # noqa: E402

@@ -6,13 +6,11 @@ import copy
 import json
 
 import pytest
-import torch
 
 from trainables import Context, DataSpec, Dense, DenseConfig
 from trainables.compress.surgery import alive_units
 from trainables.compress.units import unit_groups
-from trainables.data import DataSpec as _DataSpec  # noqa: F401  (the plan's data type)
-from trainables.pipeline.plan import PruneBudget, make_plan
+from trainables.pipeline.plan import Plan, PruneBudget, make_plan
 from trainables.stages.benchmark import BenchmarkConfig
 from trainables.stages.epruning import EPrune, EPruneSchedule, EPruningConfig
 from trainables.stages.gradual import GradualConfig, GradualPrune
@@ -122,8 +120,6 @@ def test_plans_label_latency_targets_and_keep_sparsity_plans_as_they_were():
     assert step.config.benchmark == ENGINE and step.config.final is None and step.config.allocation == "uniform"
     data = _plan(0.5).model_dump(mode="json")["steps"][1]["config"]
     assert "latency" not in data and "benchmark" not in data and "allocation" not in data and data["final"] == 0.5
-    from trainables.pipeline.plan import Plan
-
     for plan in (_plan({"latency": 0.4}), _plan({"latency_ms": 3.0}, method="epruning"),
                  _plan({"latency": 0.4}, allocation="uniform")):
         dumped = plan.model_dump(mode="json")

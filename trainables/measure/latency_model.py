@@ -488,16 +488,10 @@ def _probe_onnx(layer: _Layer, cin: int, cout: int, groups: int, batch: int, *, 
 
 
 def _ort_session(model_bytes: bytes, threads: int):
-    """An ONNX Runtime CPU session with the benchmark's options (backends/_onnxruntime.py)."""
-    import onnxruntime as ort
+    """An ONNX Runtime CPU session with the benchmark's options (:func:`~trainables.measure.backends.cpu_session`)."""
+    from .backends import cpu_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    return ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+    return cpu_session(model_bytes, threads)
 
 
 def _ort_ms(model, threads: int) -> float:

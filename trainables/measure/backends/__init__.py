@@ -35,7 +35,7 @@ from ._choice import (
 )
 from ._gpu_lock import gpu_lock
 from ._images import EncodedImages
-from ._onnxruntime import ORT_BACKEND, onnx_latency
+from ._onnxruntime import ORT_BACKEND, cpu_session, onnx_latency
 from ._tensorrt import (
     BuiltEngine,
     EngineRunner,
@@ -51,7 +51,7 @@ from ._torch import torch_latency
 __all__ = [
     "BACKENDS", "CUDA_EVENTS", "INSTALL_HINT", "ORT_BACKEND", "PRECISIONS", "WALL", "BuiltEngine", "EncodedImages",
     "EngineRunner", "Latency", "batch_profiles", "build_engine", "check_precision", "check_tensorrt", "choose_backend",
-    "cuda_available", "cuda_mismatch", "gpu_lock", "has_2to4_sparsity", "install_hint", "onnx_latency",
+    "cpu_session", "cuda_available", "cuda_mismatch", "gpu_lock", "has_2to4_sparsity", "install_hint", "onnx_latency",
     "recorded_precision", "resolve_backend", "tensorrt_available", "tensorrt_cuda_majors", "tensorrt_latency",
     "tensorrt_problem", "torch_latency",
 ]

@@ -53,21 +53,13 @@ def onnx_latency(
     Raises:
         FrontierError: a missing file, a bad argument, or a batch the model's fixed batch refuses.
     """
-    import onnxruntime as ort
-
     check_counts(batch_size=batch_size, threads=threads, warmup=warmup, runs=runs)
     if throughput_batch is not None:
         check_counts(throughput_batch=throughput_batch)
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise FrontierError(f"latency: ONNX file '{onnx_path}' does not exist")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3  # errors only
-    session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
+    session = cpu_session(str(onnx_path), threads)
     times = _times(session, batch_size, seed, onnx_path, warmup, runs)
     throughput = (_throughput(session, throughput_batch, seed, onnx_path, warmup, runs)
                   if throughput_batch not in (None, batch_size) else float("nan"))
@@ -75,6 +67,21 @@ def onnx_latency(
     return Latency.from_times(times, batch_size=batch_size, threads=threads, warmup=warmup, backend=ORT_BACKEND,
                               throughput_ips=throughput, throughput_batch=throughput_batch, e2e=e2e,
                               providers=tuple(session.get_providers()))
+
+
+def cpu_session(model: str | bytes, threads: int) -> InferenceSession:
+    """An ONNX Runtime CPU session of ``model`` (a path or the model's bytes) with the options every
+    timing of frontier uses: ``intra_op_num_threads=threads``, one inter-op thread, sequential
+    execution, ``ORT_ENABLE_ALL``, errors-only logging (:func:`onnx_latency`, the latency model's probes)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only
+    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def _times(session: InferenceSession, batch: int, seed: int, path: Path, warmup: int, runs: int) -> np.ndarray:
