@@ -90,8 +90,10 @@ def importance_kept(scores: dict, alive: dict, counts: dict) -> float:
     return sum(float((scores[g] / scores[g].mean())[masks[g]].sum()) for g in scores) / total
 
 
-def targets_part(arch: str, model: nn.Module, shape: tuple[int, int, int], targets: list[float], out: Path) -> list[dict]:
-    """Part 1: both allocations at every target, checked on the engine; the candidates' ONNX files."""
+def targets_part(arch: str, model: nn.Module, shape: tuple[int, int, int], targets: list[float], out: Path,
+                 checks: int = 6) -> list[dict]:
+    """Part 1: both allocations at every target, checked on the engine (at most ``checks`` times); the
+    candidates' ONNX files."""
     model = copy.deepcopy(model).eval()
     pruner = channel_pruner(model)
     groups = pruner.groups
@@ -101,7 +103,7 @@ def targets_part(arch: str, model: nn.Module, shape: tuple[int, int, int], targe
     for share in targets:
         budget = latency_budget(model, groups, LatencyTarget(latency=share), ENGINE, input_shape=shape,
                                 workdir=out / arch)
-        budget.tolerance, budget.rounds = CHECK_TOLERANCE, 6
+        budget.tolerance, budget.rounds = CHECK_TOLERANCE, checks
         for allocation in ALLOCATIONS:
             t0 = time.perf_counter()
             counts = budget.allocate(alive, scores, allocation=allocation, floor=0.1, round_to=1)
@@ -121,8 +123,9 @@ def targets_part(arch: str, model: nn.Module, shape: tuple[int, int, int], targe
 
 
 def accuracy_part(model: nn.Module, ctx: Context, shares: list[float], seeds: list[int], epochs: int,
-                  out: Path) -> list[dict]:
-    """Part 2: the real gradual stage to each share of the dense latency at the task's input, both allocations."""
+                  folder: Path) -> list[dict]:
+    """Part 2: the real gradual stage to each share of the dense latency at the task's input, both
+    allocations; ``folder`` holds the architecture's latency models (the targets part's too)."""
     rows = []
     for share in shares:
         for seed in seeds:
@@ -130,12 +133,12 @@ def accuracy_part(model: nn.Module, ctx: Context, shares: list[float], seeds: li
                 t0 = time.perf_counter()
                 cfg = GradualConfig(latency=LatencyTarget(latency=share), benchmark=ENGINE, allocation=allocation,
                                     epochs=epochs, recover_epochs=0, **RECIPE)
-                run_ctx = Context(source=ctx.source, target=ctx.target, workdir=out / "accuracy", seed=seed,
+                run_ctx = Context(source=ctx.source, target=ctx.target, workdir=folder, seed=seed,
                                   teachers=ctx.teachers)
                 pruned, metrics = GradualPrune(cfg, "target").run(copy.deepcopy(model), run_ctx)
                 keep = alive_units(pruned)
                 small = shrink(pruned, keep)
-                onnx = export_onnx(small, out / "accuracy" / f"{allocation}-{share}-{seed}.onnx", ctx.input_shape)
+                onnx = export_onnx(small, folder / "accuracy" / f"{allocation}-{share}-{seed}.onnx", ctx.input_shape)
                 rows.append({"target": share, "seed": seed, "allocation": allocation, "accuracy": metrics["accuracy"],
                              **{k: v for k, v in metrics.items() if k.startswith("latency_")},
                              "unit_sparsity": metrics["unit_sparsity"], "onnx": str(onnx),
@@ -205,10 +208,12 @@ def run_parts(args, source: DataSpec, target: DataSpec, base_epochs: tuple[int, 
     models = {arch: trained(arch, ctx, base_epochs, out) for arch in args.archs}
     target_rows = []
     for arch in args.archs:
-        target_rows += targets_part(arch, models[arch], (3, args.size, args.size), args.targets, out)
+        target_rows += targets_part(arch, models[arch], (3, args.size, args.size), args.targets, out,
+                                    checks=2 if args.smoke else 6)
     ctx.teachers["target"] = frozen_copy(models[args.archs[0]])
-    accuracy_rows = accuracy_part(models[args.archs[0]], ctx, args.accuracy_targets, args.seeds, args.epochs, out)
-    dense = export_onnx(models[args.archs[0]], out / "accuracy" / "dense.onnx", ctx.input_shape)
+    first = args.archs[0]
+    accuracy_rows = accuracy_part(models[first], ctx, args.accuracy_targets, args.seeds, args.epochs, out / first)
+    dense = export_onnx(models[first], out / first / "accuracy" / "dense.onnx", ctx.input_shape)
     return target_rows, accuracy_rows + [{"target": 1.0, "allocation": "dense", "onnx": str(dense)}]
 
 
@@ -238,7 +243,7 @@ def main() -> None:
         source = DataSpec(name="digits", classes=[0, 1, 2, 3, 4], image_size=size, max_per_class=12)
         target = DataSpec(name="digits", classes=[5, 6, 7, 8, 9], image_size=size, max_per_class=12)
         args.archs, args.targets, args.accuracy_targets, args.seeds = ["small_resnet"], [0.5], [0.5], [0]
-        args.epochs, args.size, args.rounds, args.runs, base_epochs = 1, 32, 1, 3, (1, 1)
+        args.epochs, args.size, args.rounds, args.runs, base_epochs = 1, size, 1, 3, (1, 1)
     else:
         common = dict(name="fashion_mnist", root=args.root, image_size=args.task_size, max_per_class=args.per_class)
         source, target, base_epochs = DataSpec(classes=[0, 1, 2, 3, 4], **common), DataSpec(classes=[5, 6, 7, 8, 9], **common), (3, 2)
