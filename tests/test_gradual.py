@@ -71,6 +71,7 @@ def random_splits(n: int = 192, classes: int = 4, size: int = 32):
     return Splits
 
 
+@pytest.mark.slow  # 16 s: ResNet-18's every layer; small_resnet's tests below keep the rule in the 5-minute loop
 def test_gradual_prune_reaches_final_per_layer_and_leaves_first_and_last_dense(tmp_path) -> None:
     model = build_model("resnet18", 4)
     dense_bytes = save_artifact(model.state_dict(), tmp_path / "dense.h5")

@@ -41,6 +41,7 @@ def _kept(model) -> dict[str, int]:
     return {name: int(keep.sum()) for name, keep in alive_units(model, unit_groups(model)).items()}
 
 
+@pytest.mark.slow  # ~12 s with the dense fixture; the 5-minute loop keeps the allocation's and the plans' tests
 def test_a_gradual_stage_prunes_to_the_counts_its_budget_allocated(dense, tmp_path):
     ctx = Context(source=DIGITS, target=DIGITS, workdir=tmp_path / "t1", seed=0)
     stage = _gradual(0.5, pace="agp", allocation="latency")
