@@ -111,9 +111,7 @@ def _global_counts(alive: Mapping[str, torch.Tensor], scores: Mapping[str, torch
     least = {name: max(1, math.ceil(floor * len(keep))) for name, keep in alive.items()}
     candidates = []  # (normalised score, group, unit) of every alive unit
     for name, keep in alive.items():
-        score = scores[name].float()
-        mean = float(score[keep].mean()) if bool(keep.any()) else 0.0
-        normalised = score / mean if mean > 0 else torch.ones_like(score)
+        normalised = _normalised(scores[name], keep)
         candidates += [(float(normalised[i]), name, int(i)) for i in torch.nonzero(keep).flatten()]
     candidates.sort()  # ties: by group name, then unit index, so the result never depends on dict order
     for _, name, _ in candidates:
@@ -215,12 +213,17 @@ def latency_counts(
     return kept
 
 
+def _normalised(score: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Every unit's score over the mean score of the group's alive units (``keep``); all ones where
+    that mean is not positive (Torch-Pruning's ``mean`` normaliser)."""
+    score = score.float()
+    mean = float(score[keep].mean()) if bool(keep.any()) else 0.0
+    return score / mean if mean > 0 else torch.ones_like(score)
+
+
 def _ranked_worth(score: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """The alive units' scores over their mean, highest first (the order a group loses them in reverse)."""
-    alive = score.float()[keep]
-    mean = float(alive.mean()) if len(alive) else 0.0
-    normalised = alive / mean if mean > 0 else torch.ones_like(alive)
-    return torch.sort(normalised, descending=True).values
+    """The alive units' normalised scores, highest first (the order a group loses them in reverse)."""
+    return torch.sort(_normalised(score, keep)[keep], descending=True).values
 
 
 def _least(size: int, floor: float, round_to: int) -> int:
