@@ -2,7 +2,8 @@
 
 ``trials.csv`` has one row per trial: ``trial_id, status, pipeline, order, accuracy, top5,
 size_bytes, latency_ms, sparsity``, accuracy's standard error and test images (``accuracy_se``,
-``accuracy_n``), the seconds of each stage (``seconds.D``, ``seconds.T``, ...),
+``accuracy_n``), the seconds of each stage (``seconds.D``, ``seconds.T``, ...) and what each cost
+when it was computed (``compute.D``, ...: equal for a stage run now, the first run's for a cache hit),
 ``error`` for failed trials, ``optuna_trial`` (its number in the run's Optuna study), ``reference``
 (True for the trial of the dense model as it is, the front's reference row), ``feasible``
 (whether it meets the spec's ``select``), ``stopped_at`` (the boundary where early stopping stopped
@@ -56,7 +57,7 @@ def trial_row(trial_id: str, config: dict[str, Any], metrics: dict[str, Any], er
     for objective in OBJECTIVES.values():
         row[objective.column] = metrics.get(objective.name, math.nan)
     row.update({k: v for k, v in metrics.items()
-                if k.startswith(("seconds.", "stage.", REPEAT_PREFIX)) or k in EXTRA_METRICS})
+                if k.startswith(("seconds.", "compute.", "stage.", REPEAT_PREFIX)) or k in EXTRA_METRICS})
     row["status"] = status
     row["stopped_at"] = metrics.get(BOUNDARY) if status == STOPPED else None
     reason = error or metrics.get(FAILED) or "did not report every objective"

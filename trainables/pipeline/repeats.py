@@ -66,7 +66,8 @@ def aggregate(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
       its sample standard deviation (``<name>_std``, k - 1 in the denominator) and each run's value
       (``repeat.<r>.<name>``); ``repeats`` is k;
     - ``accuracy_se`` is the standard error of the mean accuracy, :func:`mean_accuracy_se`;
-    - ``seconds.<slot>`` is the sum over the runs (what the trial spent there);
+    - ``seconds.<slot>`` and ``compute.<slot>`` are the sums over the runs (what the trial spent
+      there, and what its stages cost when they were computed);
     - ``cached_stages`` and ``resumed_at`` are each run's, joined by ``;`` (``";D"``: run 1 read D
       from the cache);
     - any other number is the runs' mean where they differ and as it is where they agree
@@ -93,7 +94,7 @@ def aggregate(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, first in results[0].items():
         values = [run.get(key) for run in results]
-        if key.startswith("seconds."):
+        if key.startswith(("seconds.", "compute.")):
             out[key] = float(sum(v for v in values if _number(v)))
         elif key in PER_RUN_TEXT:
             out[key] = ";".join("" if v is None else str(v) for v in values)

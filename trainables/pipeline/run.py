@@ -65,6 +65,10 @@ from .result import FAILED, failed_result, final_result, progress_report
 CARRIED = ("pruning_rate", "unit_sparsity", "search_epochs", "energy_best", "energy_mean", "delta_s",
            "acceptance", "latency_target_ms", "latency_predicted_ms", "latency_checked_ms", "latency_dense_ms",
            "latency_checks", "latency_model_seconds", "latency_model_cached")
+# the stage metric (kept in its cache entry) holding the seconds the stage took when it was computed;
+# a trial reports it as ``compute.<slot>`` beside ``seconds.<slot>`` (what it took this time: near 0
+# for a cache hit), so a bench can charge a search the compute it would have spent on its own
+COMPUTE = "compute_seconds"
 
 
 def pipeline_string(stages: Sequence[Stage]) -> str:
@@ -156,8 +160,13 @@ class Progress:
     teachers: dict[str, dict[str, str | None]] = field(default_factory=dict)
 
     def add(self, label: str, metrics: Metrics, seconds: float | None = None, cached: bool = False) -> None:
-        """Record stage ``label`` (a plan's slot, or a numbered stage label: unique within a run)."""
-        self.seconds[f"seconds.{label}"] = float(metrics.get("seconds", 0.0) if seconds is None else seconds)
+        """Record stage ``label`` (a plan's slot, or a numbered stage label: unique within a run):
+        ``seconds.<label>`` what it took now, ``compute.<label>`` what it took when it was computed
+        (the metric :data:`COMPUTE`; for a cache entry from before it existed, what it took now)."""
+        metrics = dict(metrics)
+        took = float(metrics.get("seconds", 0.0) if seconds is None else seconds)
+        self.seconds[f"seconds.{label}"] = took
+        self.seconds[f"compute.{label}"] = float(metrics.pop(COMPUTE, took))
         if cached:
             self.cached.append(label)
         for name in CARRIED:
@@ -208,7 +217,7 @@ def run_plan(
         _take_teachers(points, i, model, ctx, progress)
         run_ctx = ctx if step.seeded else dataclasses.replace(ctx, seed=UNSEEDED)  # same data, teachers
         if cache is None or not step.cached:
-            model, metrics = stage.run(model, run_ctx)
+            model, metrics = _computed(stage, model, run_ctx)
             digest, hit, key = None, None, None
         else:
             key = stage_key(step.model_dump(mode="json"), progress.input_hash, plan.data_key(),
@@ -219,13 +228,20 @@ def run_plan(
                     model = rebuild(dense.model, state, path=dense.model_path)
                     model = model.to(ctx.device)  # the cache holds CPU tensors
                 else:
-                    model, metrics = stage.run(model, run_ctx)
+                    model, metrics = _computed(stage, model, run_ctx)
                     digest = cache.put(key, model.state_dict(), metrics)
         progress.input_hash, progress.cache_key = digest, key
         progress.add(slots[i], metrics, time.perf_counter() - start, cached=hit is not None)
         if after_stage is not None and i < len(stages) - 1:
             after_stage(model, progress)
     return model, progress.final(plan.pipeline)
+
+
+def _computed(stage: Stage, model: nn.Module | None, ctx: Context) -> tuple[nn.Module, Metrics]:
+    """``stage.run(model, ctx)`` with its own seconds added to the metrics as :data:`COMPUTE`."""
+    start = time.perf_counter()
+    model, metrics = stage.run(model, ctx)
+    return model, {**metrics, COMPUTE: time.perf_counter() - start}
 
 
 def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True, boundary_runs: int = 0,
