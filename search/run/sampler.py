@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 
 from search.spec.constraints import SelectConstraints, active_constraints
-from search.spec.schema import Spec
+from search.spec.schema import SamplerOptions, Spec
 
 from .outcome import TRIAL_CONSTRAINTS
 from .searcher import FailAwareOptunaSearch
@@ -14,14 +14,20 @@ from .space_function import SpaceFunction
 CONSTRAINED_SAMPLERS = ("tpe", "nsga2", "gp")  # the samplers that learn constraints
 
 
-def make_sampler(name: str, seed: int, constraints: SelectConstraints | None = None) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler a spec names, seeded, learning ``constraints`` where it can (not ``random``)."""
+def make_sampler(name: str, seed: int, constraints: SelectConstraints | None = None,
+                 options: SamplerOptions | None = None) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler a spec names, seeded, learning ``constraints`` where it can (not ``random``),
+    with ``options`` (the spec's ``sampler_options``) where set and Optuna's defaults elsewhere."""
+    options = options or SamplerOptions()
+    startup = {} if options.startup is None else {"n_startup_trials": options.startup}
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constraints_func=constraints)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constraints_func=constraints,
+                                          **startup)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
+        population = {} if options.population is None else {"population_size": options.population}
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints, **population)
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, constraints_func=constraints)
+        return optuna.samplers.GPSampler(seed=seed, constraints_func=constraints, **startup)
     return optuna.samplers.RandomSampler(seed=seed)
 
 
@@ -34,5 +40,5 @@ def make_searcher(spec: Spec, study_name: str, storage: optuna.storages.BaseStor
     learned = (SelectConstraints(len(bounds)) if bounds and spec.sampler in CONSTRAINED_SAMPLERS
                and not TRIAL_CONSTRAINTS else None)
     return FailAwareOptunaSearch(space=SpaceFunction(spec), metric=spec.objective_names, mode=spec.directions,
-                                 sampler=make_sampler(spec.sampler, spec.seed, learned), storage=storage,
+                                 sampler=make_sampler(spec.sampler, spec.seed, learned, spec.sampler_options), storage=storage,
                                  study_name=study_name, budget=budget, bounds=bounds)

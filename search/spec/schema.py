@@ -115,6 +115,20 @@ class Budgets(_Strict):
     benchmark: BenchmarkConfig = BenchmarkConfig()
 
 
+class SamplerOptions(_Strict):
+    """The spec's ``sampler_options``: how soon the sampler starts to learn (Optuna's defaults if unset).
+
+    Args:
+        startup: trials sampled at random before TPE or GP model the finished ones (Optuna: 10),
+            the reference trial included. A search of 20 trials at the default learns from 10 only.
+        population: NSGA-II's generation size (Optuna: 50); below the trial count, its first
+            generation is all the search is, and it is random.
+    """
+
+    startup: int | None = Field(None, ge=1)
+    population: int | None = Field(None, ge=2)
+
+
 class Select(_Strict):
     """Constraints: the sampler learns them (search.spec.constraints), infeasible trials stay off the
     front, and ``frontier rerun --trial best`` picks among the feasible."""
@@ -194,6 +208,7 @@ class Spec(_Strict):
     model: ModelSpec
     objectives: list[Objective] = Field(default_factory=_default_objectives, min_length=1)
     sampler: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
+    sampler_options: SamplerOptions = SamplerOptions()
     trials: int = Field(12, ge=1)
     concurrency: int = Field(1, ge=1)
     resources: Resources = Resources()
