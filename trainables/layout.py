@@ -20,6 +20,7 @@
                          architecture, input shape and engine, shared by the run's trials
         final/<id>/      a rerun's final model (:class:`FinalFolder`; ``repeat<r>/``: run r's exports)
         final/front_rerun.json  ``frontier rerun --front``'s comparison of search and full budget
+        baselines.json   hand-scripted baselines (``bench/baselines.py``) the report overlays on the front
 
 The driver (``search``), the Tune trainable (:func:`trainables.pipeline.run.tune_trial`) and the
 benchmark stage (the TensorRT cache) use it, so it is a base module; it imports neither torch nor
@@ -146,6 +147,13 @@ class RunFolder:
     def front_rerun_json(self) -> Path:
         """What ``frontier rerun --front`` reports: each front trial's search and full-budget objectives."""
         return self.root / FINAL / "front_rerun.json"
+
+    @property
+    def baselines(self) -> Path:
+        """``baselines.json``: points a user would script by hand (``bench/baselines.py``: Torch-Pruning
+        and ONNX Runtime's INT8), which ``frontier front`` and its report show beside the front
+        (:mod:`search.results.baselines`)."""
+        return self.root / "baselines.json"
 
     @property
     def tensorrt(self) -> Path:

@@ -61,28 +61,65 @@ def pareto_front(values, directions: Directions, spread=None, z: Sequence[float 
         [1]
     """
     points = _as_minimization(values, directions)
+    noise = _noise(spread, points.shape, "spread")
+    rules = _rules(z, points.shape[1])
+    dominators = [set(np.flatnonzero(_dominating(points, noise, p, noise[i], rules)).tolist())
+                  for i, p in enumerate(points)]
+    return _kernel(dominators)
+
+
+def dominators(values, directions: Directions, point, spread=None, point_spread=None,
+               z: Sequence[float | None] | None = None) -> list[int]:
+    """Indices of the rows of ``values`` that dominate ``point`` (one row of the same objectives),
+    under the rule :func:`pareto_front` applies: values within their combined spread are equal, so a
+    point better than a row only within noise, and worse beyond it in another objective, is dominated. ``spread`` (the shape of ``values``) and
+    ``point_spread`` (one entry per objective) default to exact; ``z`` as in :func:`pareto_front`.
+
+    Example:
+        >>> dominators([[0.9, 10], [0.8, 5], [0.95, 20]], ["max", "min"], [0.85, 12])
+        [0]
+        >>> dominators([[0.9, 0.29]], ["max", "min"], [0.85, 0.27])  # exact: faster, not dominated
+        []
+        >>> dominators([[0.9, 0.29]], ["max", "min"], [0.85, 0.27], spread=[[0, 0.03]], point_spread=[0, 0.03])  # faster within noise
+        [0]
+    """
+    points = _as_minimization(values, directions)
+    p = _as_minimization([point], directions)[0]
+    noise = _noise(spread, points.shape, "spread")
+    p_noise = _noise(None if point_spread is None else [point_spread], (1, points.shape[1]), "point_spread")[0]
+    return np.flatnonzero(_dominating(points, noise, p, p_noise, _rules(z, points.shape[1]))).tolist()
+
+
+def _noise(spread, shape: tuple[int, ...], name: str) -> np.ndarray:
+    """``spread`` as an array of ``shape`` (NaN: exact, 0); zeros for None."""
     if spread is None:
-        noise = np.zeros_like(points)
-    else:
-        noise = np.nan_to_num(np.asarray(spread, dtype=float), nan=0.0)
-        if noise.shape != points.shape:
-            raise ValueError(f"spread must have the shape of values {points.shape}, got {noise.shape}")
-        if np.any(noise < 0):
-            raise ValueError("spread must be >= 0 (or NaN for unmeasured)")
-    rules = [None] * points.shape[1] if z is None else list(z)
-    if len(rules) != points.shape[1]:
-        raise ValueError(f"z must have one entry per objective ({points.shape[1]}), got {len(rules)}")
+        return np.zeros(shape)
+    noise = np.nan_to_num(np.asarray(spread, dtype=float), nan=0.0)
+    if noise.shape != tuple(shape):
+        raise ValueError(f"{name} must have the shape of values {tuple(shape)}, got {noise.shape}")
+    if np.any(noise < 0):
+        raise ValueError(f"{name} must be >= 0 (or NaN for unmeasured)")
+    return noise
+
+
+def _rules(z: Sequence[float | None] | None, objectives: int) -> list[float | None]:
+    rules = [None] * objectives if z is None else list(z)
+    if len(rules) != objectives:
+        raise ValueError(f"z must have one entry per objective ({objectives}), got {len(rules)}")
+    return rules
+
+
+def _dominating(points: np.ndarray, noise: np.ndarray, p: np.ndarray, p_noise: np.ndarray,
+                rules: list[float | None]) -> np.ndarray:
+    """A mask of the minimisation ``points`` that dominate ``p`` beyond their combined spread."""
     summed = np.array([r is None for r in rules])
     zs = np.array([0.0 if r is None else float(r) for r in rules])
-    dominators = []
-    for i, p in enumerate(points):
-        # the combined spread of p and each other row: a sum of ranges, or z standard errors of a difference
-        tolerance = np.where(summed, noise + noise[i], zs * np.sqrt(noise ** 2 + noise[i] ** 2))
-        equal = np.abs(points - p) <= tolerance
-        no_worse = np.all((points <= p) | equal, axis=1)
-        better = np.any((points < p) & ~equal, axis=1)
-        dominators.append(set(np.flatnonzero(no_worse & better).tolist()))
-    return _kernel(dominators)
+    # the combined spread of p and each row: a sum of ranges, or z standard errors of a difference
+    tolerance = np.where(summed, noise + p_noise, zs * np.sqrt(noise ** 2 + p_noise ** 2))
+    equal = np.abs(points - p) <= tolerance
+    no_worse = np.all((points <= p) | equal, axis=1)
+    better = np.any((points < p) & ~equal, axis=1)
+    return no_worse & better
 
 
 def _kernel(dominators: list[set[int]]) -> list[int]:

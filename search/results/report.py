@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from rich.table import Table
 from trainables.errors import FrontierError
 from trainables.layout import RunFolder
 
+from .baselines import DOMINATED_BY, dominated_by, read_or_warn
 from .files import read_trials
 from .format import (byte_size, hypervolume_text, interval_text, is_reference, precision_label, present, repeats,
                      significant, target_text, with_spread)
@@ -74,12 +76,16 @@ def show_front(run_dir: str | Path, *, html: str | None = None, as_json: bool = 
     """Print the front (table or JSON) and optionally write the HTML page; ``all_trials``: the front
     of every ok trial, infeasible ones included."""
     frame, summary = load_front(run_dir, all_trials=all_trials)
+    baselines = read_or_warn(run_dir, lambda line: print(f"frontier: warning: {line}", file=sys.stderr))
+    points = None if baselines is None else dominated_by(baselines[0], frame, summary)
     if as_json:
         print(json.dumps(summary, indent=2))
     else:
         print_front_table(frame, summary, Console())
+        if points is not None:
+            _print_whole(baselines_table(points, summary), Console())
     if html:
-        write_html(frame, summary, html, run_dir)
+        write_html(frame, summary, html, run_dir, baselines=points)
         if not as_json:
             print(f"wrote {html}")
 
@@ -90,9 +96,30 @@ def print_front_table(frame: pd.DataFrame, summary: dict, console: Console) -> N
     if console.is_terminal:
         console.print(front_table(frame, summary, width=console.width))
         return
-    table = front_table(frame, summary)
-    console.width = console.measure(table, options=console.options.update_width(10**6)).maximum
+    _print_whole(front_table(frame, summary), console)
+
+
+def _print_whole(table: Table, console: Console) -> None:
+    """Print ``table`` on a terminal as it fits; to a pipe or a log whole, however wide."""
+    if not console.is_terminal:
+        console.width = console.measure(table, options=console.options.update_width(10**6)).maximum
     console.print(table)
+
+
+def baselines_table(points: pd.DataFrame, summary: dict) -> Table:
+    """The run's baselines (``baselines.json``, :mod:`search.results.baselines`) in file order: label,
+    objectives, how many front trials dominate each (``points`` as :func:`~search.results.baselines.dominated_by`
+    returns them), and how it was made."""
+    front = len(summary["trials"])
+    table = Table(title=f"baselines (bench/baselines.py): each dominated by k of the {front} front trials "
+                        "(noise-aware, as the front)")
+    for header in ("baseline", "accuracy", "size", "latency_ms", "dominated by", "how"):
+        table.add_column(header, justify="left" if header in ("baseline", "how") else "right",
+                         no_wrap=header == "baseline", overflow="fold")
+    for _, point in points.iterrows():
+        table.add_row(point["label"], f"{point['accuracy']:.4f}", byte_size(point["size_bytes"]),
+                      significant(point["latency_ms"]), f"{point[DOMINATED_BY]} of {front}", point["how"])
+    return table
 
 
 def front_table(frame: pd.DataFrame, summary: dict, width: int | None = None) -> Table:
@@ -195,15 +222,18 @@ def _cell(row: pd.Series, column: TableColumn) -> str:
     return column.format(row[column.source]) if present(row, column.source) else "-"
 
 
-def write_html(frame: pd.DataFrame, summary: dict, path: str | Path, run_dir: str | Path | None = None) -> None:
+def write_html(frame: pd.DataFrame, summary: dict, path: str | Path, run_dir: str | Path | None = None, *,
+               baselines: pd.DataFrame | None = None) -> None:
     """The run's self-contained report (opens offline; plotly inlined): the front in 3-D and every
     2-D projection, the normalised hypervolume after each finished trial, the trials over wall time
     per worker, parameter importances per objective, and a sortable table of every trial.
 
     See :mod:`search.results.report_page` for what the page holds; ``run_dir`` (the run folder) gives the
-    ``frontier rerun`` commands, the spec's ``select`` and the Optuna study for importances.
+    ``frontier rerun`` commands, the spec's ``select`` and the Optuna study for importances;
+    ``baselines`` (points with their ``dominated_by``, :func:`search.results.baselines.dominated_by`)
+    are overlaid on the front and listed below it; None: the page has no baselines.
     """
     from .report_page import render_page
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(render_page(frame, summary, run_dir), encoding="utf-8")
+    Path(path).write_text(render_page(frame, summary, run_dir, baselines), encoding="utf-8")

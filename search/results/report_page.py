@@ -8,8 +8,10 @@ lines where they cut; accuracy with error bars, its 95% Wilson interval over the
 the pipeline, objectives, the accuracy's interval, latency with its spread (and the latency target
 of a trial pruned to one, met or missed), and the exact
 ``frontier rerun`` command; a trial of ``repeats: k`` shows each value as the mean over its seeds ±
-their standard deviation, and its accuracy's error bar is the mean ± 1.96 standard errors); the
-normalised hypervolume after each finished trial; a timeline of the trials over wall time, one row
+their standard deviation, and its accuracy's error bar is the mean ± 1.96 standard errors); with
+``RUN/baselines.json``, the baselines (:mod:`search.results.baselines`) as a black-cross
+``baseline`` series on every projection and a short table below the front, each with how many
+front trials dominate it; the normalised hypervolume after each finished trial; a timeline of the trials over wall time, one row
 per worker; parameter importances per objective (Optuna's default evaluator on the run's
 ``study.journal``); and a sortable table of every trial (its ``latency target`` column: a trial's
 target beside its measured latency, ``3.10 ms ✓`` met or ``✗`` missed, empty without one).
@@ -38,6 +40,7 @@ from .front import normalized_hypervolume
 from .summary import LATENCY_TARGET_TOLERANCE, TARGET_METRIC, infeasible, latency_target, noisy_front
 
 ORDER_COLOURS = {"PB": "#1f77b4", "PA": "#ff7f0e", "PBA": "#2ca02c", "none": "#7f7f7f"}
+FRONT_COLUMNS = 2  # subplots a row in the front's figure
 METHOD_SYMBOLS = {"gradual": "circle", "epruning": "diamond", "none": "square"}
 ERROR_HOOK = """<pre id="js-errors" style="color:#b00"></pre>
 <script>window.__errors = [];
@@ -77,8 +80,11 @@ def pruning_method(pipeline: str) -> str:
     return "gradual" if any(re.fullmatch(PRUNE_LABEL, p) for p in parts) else "none"
 
 
-def render_page(frame: pd.DataFrame, summary: dict, run_dir: str | Path | None) -> str:
-    """The whole page as one HTML string (plotly.js inlined once)."""
+def render_page(frame: pd.DataFrame, summary: dict, run_dir: str | Path | None,
+                baselines: pd.DataFrame | None = None) -> str:
+    """The whole page as one HTML string (plotly.js inlined once); ``baselines``: points with their
+    ``dominated_by`` (:func:`search.results.baselines.dominated_by`), drawn on the front and listed
+    below it; None: no baselines."""
     import plotly.io as pio
 
     names = [o["name"] for o in summary["objectives"]]
@@ -86,7 +92,10 @@ def render_page(frame: pd.DataFrame, summary: dict, run_dir: str | Path | None) 
     frame = frame.copy()
     frame["on_front"] = frame["trial_id"].isin(front_ids)
     ok = frame[frame["status"] == "ok"]
-    figures = [("front", _front_figure(ok, names, run_dir)),
+    front = _front_figure(ok, names, run_dir)
+    if baselines is not None and len(baselines):
+        _add_baselines(front, baselines, names, len(front_ids))
+    figures = [("front", front),
                ("hypervolume", _hypervolume_figure(frame, summary)),
                ("timeline", _timeline_figure(frame))]
     importance = _importance_figure(run_dir, names)
@@ -100,6 +109,8 @@ def render_page(frame: pd.DataFrame, summary: dict, run_dir: str | Path | None) 
                           config={"displaylogo": False})
         first = False
         parts.append(f'<section id="{key}">{div}</section>')
+        if key == "front" and baselines is not None:
+            parts.append(_baselines_html(baselines, len(front_ids)))
     title = f"frontier report: {html.escape(Path(run_dir).name) if run_dir else 'run'}"
     return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title>{_STYLE}</head><body>'
             f"{ERROR_HOOK}<h1>{title}</h1>{_summary_html(frame, summary)}"
@@ -208,7 +219,7 @@ def _front_figure(ok: pd.DataFrame, names: list[str], run_dir: str | Path | None
     pairs = list(itertools.combinations(names, 2))
     scene = len(names) == 3
     cells = ([{"type": "scene"}] if scene else []) + [{"type": "xy"}] * len(pairs)
-    cols = 2
+    cols = FRONT_COLUMNS
     rows = -(-len(cells) // cols)
     grid = [cells[i * cols:(i + 1) * cols] + [None] * (cols - len(cells[i * cols:(i + 1) * cols])) for i in range(rows)]
     titles = (["front in 3-D"] if scene else []) + [f"{y} vs {x}" for x, y in pairs]
@@ -277,6 +288,54 @@ def _mark_references(fig, references: pd.DataFrame, x: str, y: str, row: int, co
         at = [math.log10(point[n]) if n == "size_bytes" else point[n] for n in (x, y)]
         fig.add_annotation(x=at[0], y=at[1], xref=xref, yref=yref, text="reference (dense)", showarrow=True,
                            arrowhead=2, ax=30, ay=-30, font={"size": 10})
+
+
+BASELINE = "baseline"  # the trace name of the baselines on every projection of the front
+BASELINE_MARKER = {"symbol": "x", "size": 11, "color": "black", "line": {"width": 1, "color": "white"}}
+
+
+def _baseline_hover(point: pd.Series, front: int) -> str:
+    """A baseline's hover: its label, objectives, how many front trials dominate it, how it was made."""
+    return "<br>".join([f"<b>baseline {html.escape(str(point['label']))}</b>",
+                        f"accuracy: {point['accuracy']:.4g}", f"size: {byte_size(point['size_bytes'])} "
+                        f"({point['size_bytes']:,.0f} B)", f"latency: {point['latency_ms']:.4g} ms",
+                        f"dominated by {point['dominated_by']} of {front} front trials",
+                        f"<i>{html.escape(str(point['how']))}</i>"])
+
+
+def _add_baselines(fig, points: pd.DataFrame, names: list[str], front: int) -> None:
+    """One ``baseline`` marker series on the 3-D front and on each 2-D projection (as :func:`_front_figure`
+    lays them out); the hover names each point. Objectives the points lack are not drawn."""
+    import plotly.graph_objects as go
+
+    shown = [n for n in names if n in points and points[n].notna().all()]
+    hover = [_baseline_hover(r, front) for _, r in points.iterrows()]
+    scene = len(names) == 3
+    common = dict(mode="markers", marker=BASELINE_MARKER, name=BASELINE, legendgroup=BASELINE, text=hover,
+                  hoverinfo="text", customdata=list(points["label"]))
+    if scene and len(shown) == 3:
+        fig.add_trace(go.Scatter3d(x=points[names[0]], y=points[names[1]], z=points[names[2]], **common,
+                                   showlegend=True), row=1, col=1)
+    for k, (x, y) in enumerate(itertools.combinations(names, 2), start=1 if scene else 0):
+        if x in shown and y in shown:
+            fig.add_trace(go.Scatter(x=points[x], y=points[y], **common, showlegend=not scene and k == 0),
+                          row=k // FRONT_COLUMNS + 1, col=k % FRONT_COLUMNS + 1)
+
+
+def _baselines_html(points: pd.DataFrame, front: int) -> str:
+    """A short table below the front: each baseline, its objectives and how many front trials dominate it."""
+    rows = "".join(
+        f'<tr data-baseline="{html.escape(str(r["label"]))}"><td>{html.escape(str(r["label"]))}</td>'
+        f'<td>{r["accuracy"]:.4f}</td><td>{byte_size(r["size_bytes"])}</td><td>{significant(r["latency_ms"])}</td>'
+        f'<td>{r["dominated_by"]} of {front}</td><td>{html.escape(str(r["how"]))}</td></tr>'
+        for _, r in points.iterrows())
+    return ('<section id="baselines"><h2>baselines</h2><p class="note">What a user would script by hand from the '
+            "reference model (bench/baselines.py: Torch-Pruning's uniform channel pruning, fine-tuning, ONNX "
+            "Runtime's static INT8), measured on the same test split and engine; <i>dominated by</i> counts the "
+            "front trials at least as good in every objective and better in one, under the front's noise rule. Drawn as black crosses "
+            'on the front.</p><table class="trials" id="baselines-table"><thead><tr><th>baseline</th><th>accuracy</th>'
+            "<th>size</th><th>latency_ms</th><th>dominated by</th><th>how</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table></section>")
 
 
 def hypervolume_history(frame: pd.DataFrame, summary: dict) -> pd.DataFrame:
