@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import platform
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -31,6 +32,7 @@ from trainables.errors import FrontierError
 from trainables.files import atomic_path, atomic_write
 from trainables.layout import FinalFolder, ModelFiles, RunFolder
 from trainables.objectives import OBJECTIVE_NAMES
+from trainables.pipeline.cache import StageCache
 from trainables.pipeline.plan import Plan
 from trainables.pipeline.repeats import aggregate
 from trainables.pipeline.run import run_plan
@@ -62,8 +64,12 @@ def select_best(frame: pd.DataFrame, front_ids: list[str], constraints: dict[str
 
 
 def rerun(run_dir: str | Path, trial: str, *, out: str | Path | None = None,
-          max_size_bytes: float | None = None, max_latency_ms: float | None = None) -> Path:
-    """Rerun ``trial`` (an id or ``best``) of ``run_dir``; returns the output folder."""
+          max_size_bytes: float | None = None, max_latency_ms: float | None = None,
+          cache: StageCache | None = None) -> Path:
+    """Rerun ``trial`` (an id or ``best``) of ``run_dir``; returns the output folder.
+
+    ``cache``: a stage cache the rerun reads and fills (None, the default: every stage computed);
+    :func:`rerun_front` shares one among the front's trials, never the search's."""
     run = RunFolder(Path(run_dir))
     frame, summary = load_front(run.root)
     spec = load_spec(run.spec_yaml)
@@ -91,7 +97,7 @@ def rerun(run_dir: str | Path, trial: str, *, out: str | Path | None = None,
     for repeat in range(plan.repeats):  # one run per seed; the first one's model is the final model
         single = plan.repeat(repeat)
         model, metrics = run_plan(single, Context(plan.source, plan.target, final.repeat(repeat), seed=single.seed,
-                                                  device=device))
+                                                  device=device), cache=cache)
         if repeat == 0:
             with atomic_path(final.state_dict) as tmp:
                 torch.save(model.state_dict(), tmp)
@@ -123,6 +129,10 @@ def rerun_front(run_dir: str | Path, *, console: Any = None) -> dict[str, Any]:
     With a fidelity below 1 the search ranked trials on cheap runs; the correlation says how far
     that ranking holds at the full budget (1: the same order). Fewer than 3 front trials, or an
     objective that is constant in one of the two columns, gives no correlation (None).
+
+    The reruns share a stage cache of their own (a temporary folder under ``final/``, removed at
+    the end), so the front's common prefix (the dense and transferred models at the full budget)
+    is computed once, not once per trial; each row's ``seconds`` is what its rerun took.
     """
     from rich.console import Console
     from rich.table import Table
@@ -133,11 +143,15 @@ def rerun_front(run_dir: str | Path, *, console: Any = None) -> dict[str, Any]:
     names = [o["name"] for o in summary["objectives"]]
     fidelity = float(load_spec(run.spec_yaml).fidelity)
     rows = []
-    for t in summary["trials"]:
-        out = rerun(run.root, t["trial_id"])
-        card = json.loads(FinalFolder(out).card.read_text())
-        rows.append({"trial_id": t["trial_id"], "pipeline": t["pipeline"], "final": str(out),
-                     "search": {n: float(t[n]) for n in names}, "full": {n: card["metrics"].get(n) for n in names}})
+    run.front_rerun_json.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="rerun-cache-", dir=run.front_rerun_json.parent) as shared:
+        cache = StageCache(shared)
+        for t in summary["trials"]:
+            out = rerun(run.root, t["trial_id"], cache=cache)
+            card = json.loads(FinalFolder(out).card.read_text())
+            rows.append({"trial_id": t["trial_id"], "pipeline": t["pipeline"], "final": str(out),
+                         "seconds": card["seconds"], "search": {n: float(t[n]) for n in names},
+                         "full": {n: card["metrics"].get(n) for n in names}})
     correlation = {}
     for n in names:
         a, b = [r["search"][n] for r in rows], [r["full"][n] for r in rows]
@@ -181,6 +195,7 @@ def make_card(trial_id: str, row: pd.Series, plan: Plan, metrics: dict[str, Any]
             "size_bytes": abs(now["size_bytes"] - then["size_bytes"]) <= SIZE_TOLERANCE * then["size_bytes"],
         },
         "seconds": seconds,
+        "cached_stages": metrics.get("cached_stages", ""),  # taken from the shared cache of `rerun --front`
         "files": {"state_dict": FinalFolder(Path()).state_dict.name, "onnx": MODEL.onnx.name,
                   "artifact": MODEL.artifact.name,
                   **({"int8_onnx": MODEL.int8_onnx.name, "int8_artifact": MODEL.int8_artifact.name}
