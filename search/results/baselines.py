@@ -9,12 +9,17 @@ front trials dominate it under the front's own noise rule (:func:`dominated_by`)
 The file (``version`` 1)::
 
     {"version": 1, "run": "<name>", "reference_trial": "<id>",
-     "size": "<what size_bytes counts>", "accuracy": "<where accuracy was measured>",
+     "size": "<what size_bytes counts>", "cached_stages": "D,T", "accuracy": "<where accuracy was measured>",
      "latency": {"backend": "onnxruntime-cpu", "batch_size": 1, "threads": 1, "warmup": 5, "runs": 30},
      "versions": {"torch_pruning": "1.6.0", "onnxruntime": "1.22.0", ...},
      "points": [{"label": "tp-uniform-50+int8", "how": "...", "accuracy": 0.91, "size_bytes": 512000,
                  "latency_ms": 0.21, "top5": 1.0, "sparsity": 0.5, "accuracy_se": 0.004,
-                 "accuracy_n": 5000, "latency_iqr_ms": 0.003, "onnx_bytes": 560000}, ...]}
+                 "accuracy_n": 5000, "latency_iqr_ms": 0.003, "onnx_bytes": 560000,
+                 "onnx_gzip_bytes": 515000}, ...]}
+
+``size_bytes`` is measured as a trial's is (the weights as a frontier artifact, HDF5 with gzip), so
+the front and the baselines compare bytes in one unit; ``onnx_bytes`` and ``onnx_gzip_bytes`` are
+the deployable ONNX file's own.
 
 ``label``, ``how``, ``accuracy``, ``size_bytes`` and ``latency_ms`` are required in every point;
 the others are optional (a missing spread is exact). A file that cannot be read or breaks this is
@@ -39,7 +44,7 @@ from .summary import spread_rules, spreads
 
 REQUIRED_TEXT = ("label", "how")
 REQUIRED_NUMBERS = ("accuracy", "size_bytes", "latency_ms")
-OPTIONAL_NUMBERS = ("top5", "sparsity", "accuracy_se", "accuracy_n", "latency_iqr_ms", "onnx_bytes")
+OPTIONAL_NUMBERS = ("top5", "sparsity", "accuracy_se", "accuracy_n", "latency_iqr_ms", "onnx_bytes", "onnx_gzip_bytes")
 DOMINATED_BY = "dominated_by"  # the column :func:`dominated_by` adds: front trials dominating the point
 
 
