@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import optuna
 from search.run.sampler import make_searcher
 from search.spec.load import parse_spec
@@ -28,3 +30,15 @@ def test_tpe_learns_after_its_startup_trials() -> None:
     study.optimize(lambda t: t.suggest_categorical("x", list(range(10))) == 7, n_trials=30)
     later = [t.params["x"] for t in study.trials[10:]]
     assert later.count(7) >= 8, later
+
+
+def test_nsga2_survives_the_pickling_ray_does_and_goes_on_sampling() -> None:
+    """Ray Tune pickles the searcher into its checkpoint; Optuna's NSGA-II holds a lock that could not
+    be pickled, which failed every ``sampler: nsga2`` search after its first trial."""
+    sampler = _sampler(sampler="nsga2", sampler_options={"population": 4})
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    study.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)), n_trials=6)
+    copy = pickle.loads(pickle.dumps(sampler))
+    study.sampler = copy
+    study.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)), n_trials=6)
+    assert len(study.trials) == 12 and copy._population_size == 4

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import optuna
 
 from search.spec.constraints import SelectConstraints, active_constraints
@@ -12,6 +15,20 @@ from .searcher import FailAwareOptunaSearch
 from .space_function import SpaceFunction
 
 CONSTRAINED_SAMPLERS = ("tpe", "nsga2", "gp")  # the samplers that learn constraints
+
+
+class NSGAIISampler(optuna.samplers.NSGAIISampler):
+    """Optuna's NSGA-II sampler, picklable: Ray Tune pickles the searcher into the experiment's
+    checkpoint, and Optuna's genetic samplers hold a ``threading.Lock`` (``_thread_lock``, Optuna
+    4.5 to 5.1 at least) that cannot be pickled, so every ``sampler: nsga2`` search failed there. The
+    lock guards the sampler's generation cache within one process: a copy gets a fresh one."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_thread_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._thread_lock = threading.Lock()
 
 
 def make_sampler(name: str, seed: int, constraints: SelectConstraints | None = None,
@@ -25,7 +42,7 @@ def make_sampler(name: str, seed: int, constraints: SelectConstraints | None = N
                                           **startup)
     if name == "nsga2":
         population = {} if options.population is None else {"population_size": options.population}
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints, **population)
+        return NSGAIISampler(seed=seed, constraints_func=constraints, **population)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed, constraints_func=constraints, **startup)
     return optuna.samplers.RandomSampler(seed=seed)
