@@ -76,15 +76,26 @@ def quickstart(*, budgets: dict[str, Any] | None = None, smoke: bool = False, **
     return raw
 
 
-def timed_search(raw: dict[str, Any], *, cache: bool, runs_root: Path | None = None) -> tuple[float, pd.DataFrame]:
-    """Run the search ``raw`` describes on a fresh 2-CPU local Ray; returns (wall seconds, trials table).
+def timed_search(raw: dict[str, Any], *, cache: bool, runs_root: Path | None = None,
+                 cache_dir: Path | None = None) -> tuple[float, pd.DataFrame]:
+    """Run the search ``raw`` describes on a fresh 2-CPU local Ray; returns (wall seconds, trials
+    table). Arguments as :func:`timed_run`'s."""
+    from search.results.files import read_trials
+
+    wall, run_dir = timed_run(raw, cache=cache, runs_root=runs_root, cache_dir=cache_dir)
+    return wall, read_trials(run_dir)
+
+
+def timed_run(raw: dict[str, Any], *, cache: bool, runs_root: Path | None = None,
+              cache_dir: Path | None = None) -> tuple[float, Path]:
+    """Run the search ``raw`` describes on a fresh 2-CPU local Ray; returns (wall seconds, run folder).
 
     The run folder goes under ``runs_root``, else a new temporary folder (under the directory
-    ``FRONTIER_BENCH_TMP`` names, if set).
+    ``FRONTIER_BENCH_TMP`` names, if set); ``cache_dir``: a stage cache shared with other searches
+    (``run_search``'s), else the run's own.
     """
     import ray  # here, not at the top: the benches a GPU check runs import this module on a machine without Ray
 
-    from search.results.files import read_trials
     from search.run.driver import run_search
     from search.spec.load import parse_spec
 
@@ -96,11 +107,11 @@ def timed_search(raw: dict[str, Any], *, cache: bool, runs_root: Path | None = N
              object_store_memory=200 * 1024**2)
     try:
         start = time.perf_counter()
-        run_dir = run_search(spec, yaml.safe_dump(raw), cache=cache, runs_root=root)
+        run_dir = run_search(spec, yaml.safe_dump(raw), cache=cache, runs_root=root, cache_dir=cache_dir)
         wall = time.perf_counter() - start
     finally:
         ray.shutdown()
-    return wall, read_trials(run_dir)
+    return wall, run_dir
 
 
 def finish(table: list[tuple[str, str]], figures: dict[str, Any], goal: str, met: bool, *, smoke: bool = False) -> None:
