@@ -15,8 +15,8 @@ the arms of a seed share one stage cache to save the bench's wall time, so a sta
 computed first is charged at what it cost then (``compute.<slot>``), and a stage the same arm
 computed before at what the hit cost (``seconds.<slot>``); everything else a trial spent (its
 benchmark, boundary measurements, checkpoints) is charged as it was (:func:`charged`). Early
-stopping runs first on the seed's fresh cache, so its cache hits, which it never stops, are its
-own. The fidelity arm's plans share nothing with the others; its reruns are charged what they took.
+stopping runs on a cache of its own, so its cache hits, which it never stops, are its own. The
+fidelity arm's plans share nothing with the others; its reruns are charged what they took.
 
 **Hypervolume.** Normalised (:func:`search.results.front.normalized_hypervolume`) in one box for
 every arm and seed: the reference point is the spec's ``min_accuracy`` and 1.1x the largest size
@@ -34,7 +34,7 @@ Goals (issue 28): TPE's hypervolume at the trial budget above random's on every 
 or fidelity 0.25 + rerun (its accuracy's rank correlation after the rerun >= 0.7), reaching
 random's final hypervolume in <= 0.6x random's trial-seconds on 2 of 3 seeds.
 
-    python bench/search_efficiency.py [--seeds 3] [--trials 14] [--out bench-out] [--smoke]
+    python bench/search_efficiency.py [--seeds 3] [--trials 14] [--out bench-out] [--work DIR] [--arms ...] [--smoke]
 
 ``--smoke``: sklearn's digits at 16 px, one seed, 2 trials per arm, one epoch per stage; its
 figures mean nothing.
@@ -46,6 +46,7 @@ import argparse
 import copy
 import json
 import math
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -64,7 +65,7 @@ from trainables.pipeline.boundary import prefix_hash  # noqa: E402
 from trainables.pipeline.plan import Plan  # noqa: E402
 
 SPACE = ROOT / "spaces" / "fashion_mnist_search.yaml"
-ARMS = ("early_stop", "random", "tpe", "nsga2", "gp", "fidelity")  # early_stop first: a fresh cache per seed
+ARMS = ("random", "tpe", "nsga2", "gp", "early_stop", "fidelity")
 SAMPLER = {"early_stop": "tpe", "random": "random", "tpe": "tpe", "nsga2": "nsga2", "gp": "gp", "fidelity": "tpe"}
 EARLY_STOP = {"enabled": True, "grace": 4, "eta": 2}
 FIDELITY = 0.25
@@ -169,28 +170,52 @@ def needed(curve: dict[str, list[float]], target: float) -> float | None:
     return None
 
 
-def run_seed(seed: int, trials: int, work: Path, smoke: bool) -> dict[str, Any]:
-    """Every arm at ``seed``: their trials tables, plans, charged seconds and the fidelity rerun."""
-    from search.final.rerun import rerun_front
+def run_seed(seed: int, trials: int, work: Path, smoke: bool, arms: list[str]) -> dict[str, Any]:
+    """Every arm at ``seed``: their trials tables, plans, charged seconds and the fidelity rerun.
 
-    cache = work / f"seed{seed}" / "cache"
+    Arms not in ``arms`` are read back from an earlier invocation's run folders in ``work``, if any.
+    Early stopping and fidelity run on caches of their own (the run's); the samplers alone share
+    ``work/seed<k>/cache``."""
     out: dict[str, Any] = {}
     for arm in ARMS:
+        run_dir = work / f"seed{seed}" / f"{arm}-{seed}"
+        if arm not in arms:
+            if (run_dir / "trials.csv").is_file():
+                out[arm] = load_arm(run_dir, wall=None)
+            continue
+        shutil.rmtree(run_dir, ignore_errors=True)  # this arm anew
         raw = arm_spec(arm, seed, trials, smoke)
+        shared = work / f"seed{seed}" / "cache" if arm in ("random", "tpe", "nsga2", "gp") else None
         try:
-            wall, run_dir = timed_run(raw, cache=True, runs_root=work / f"seed{seed}",
-                                      cache_dir=cache if arm != "fidelity" else None)
-        except Exception as exc:  # noqa: BLE001 - an arm that cannot run (GP on some Optuna) is reported, not fatal
+            wall, run_dir = timed_run(raw, cache=True, runs_root=work / f"seed{seed}", cache_dir=shared)
+            if arm == "fidelity":
+                rerun_quietly(run_dir)
+        except Exception as exc:  # noqa: BLE001 - an arm that cannot run is reported, not fatal
             out[arm] = {"error": f"{type(exc).__name__}: {exc}"}
             continue
-        frame = read_trials(run_dir)
-        plans = json.loads(RunFolder(run_dir).plans_json.read_text())
-        out[arm] = {"frame": frame, "seconds": charged(frame, plans), "wall": wall, "run_dir": run_dir}
-        if arm == "fidelity":
-            with open(Path(run_dir) / "rerun_front.log", "w") as log:
-                from rich.console import Console
-                out[arm]["rerun"] = rerun_front(run_dir, console=Console(file=log))
+        out[arm] = load_arm(run_dir, wall)
     return out
+
+
+def rerun_quietly(run_dir: Path) -> None:
+    """``frontier rerun --front`` of ``run_dir``, its table to ``rerun_front.log`` there."""
+    from rich.console import Console
+
+    from search.final.rerun import rerun_front
+
+    with open(run_dir / "rerun_front.log", "w") as log:
+        rerun_front(run_dir, console=Console(file=log))
+
+
+def load_arm(run_dir: Path, wall: float | None) -> dict[str, Any]:
+    """One arm's trials table, charged seconds and (fidelity) front rerun, from its run folder."""
+    run = RunFolder(run_dir)
+    frame = read_trials(run_dir)
+    arm = {"frame": frame, "seconds": charged(frame, json.loads(run.plans_json.read_text())), "wall": wall,
+           "run_dir": run_dir}
+    if run.front_rerun_json.is_file():
+        arm["rerun"] = json.loads(run.front_rerun_json.read_text())
+    return arm
 
 
 def summarize(runs: dict[int, dict[str, Any]], min_accuracy: float) -> tuple[dict[str, Any], list[tuple[str, str]]]:
@@ -230,7 +255,7 @@ def arm_figures(arm: str, r: dict[str, Any], curve: dict[str, list[float]]) -> d
     figures = {"trials": int(len(frame)), "ok": int((frame["status"] == "ok").sum()),
                "stopped": int((frame["status"] == "stopped").sum()),
                "final_hypervolume": round(curve["hypervolume"][-1], 4), "trial_seconds": round(curve["seconds"][-1], 1),
-               "bench_wall_seconds": round(r["wall"], 1)}
+               "bench_wall_seconds": None if r["wall"] is None else round(r["wall"], 1)}
     if "boundary_seconds" in frame:
         figures["boundary_seconds"] = round(float(frame["boundary_seconds"].fillna(0).sum()), 1)
     if arm == "fidelity":
@@ -261,7 +286,10 @@ def goals(seeds: list[dict[str, Any]]) -> dict[str, Any]:
     def share(s, arm):
         return s["arms"].get(arm, {}).get("share_of_random_seconds")
 
-    tpe_above = [s["arms"]["tpe"]["final_hypervolume"] > s["arms"]["random"]["final_hypervolume"] for s in seeds]
+    def final(s, arm):
+        return s["arms"].get(arm, {}).get("final_hypervolume", math.nan)
+
+    tpe_above = [final(s, "tpe") > final(s, "random") for s in seeds]
     early = [share(s, "early_stop") is not None and share(s, "early_stop") <= PAYS for s in seeds]
     fidelity = [share(s, "fidelity") is not None and share(s, "fidelity") <= PAYS
                 and (s["arms"]["fidelity"].get("rank_correlation_accuracy") or 0) >= MIN_RANK_CORRELATION for s in seeds]
@@ -305,12 +333,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--trials", type=int, default=14)
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
-    parser.add_argument("--work", type=Path, default=None, help="where the runs go (default: a temporary folder)")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="where the runs go (default: a temporary folder); arms left out of --arms are read back from it")
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="arms to run (default: all)")
     add_smoke_flag(parser)
     args = parser.parse_args()
     seeds, trials = (1, 2) if args.smoke else (args.seeds, args.trials)
     work = args.work or Path(tempfile.mkdtemp(prefix="frontier-efficiency-"))
-    runs = {seed: run_seed(seed, trials, work, args.smoke) for seed in range(seeds)}
+    runs = {seed: run_seed(seed, trials, work, args.smoke, args.arms) for seed in range(seeds)}
     min_accuracy = float(arm_spec("random", 0, trials, args.smoke)["select"].get("min_accuracy") or 0.0)
     figures, table = summarize(runs, min_accuracy)
     args.out.mkdir(parents=True, exist_ok=True)
