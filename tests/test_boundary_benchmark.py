@@ -1,6 +1,6 @@
 """Early-stopping boundary measurements time a model as the plan's benchmark step would: every
 field of its BenchmarkConfig reaches measure() (only warm-up, runs and end-to-end are shortened),
-with the run's TensorRT timing cache."""
+with the run's TensorRT timing cache; each comes with its rung and its noise."""
 
 from __future__ import annotations
 
@@ -56,7 +56,11 @@ def test_a_boundary_is_measured_on_the_cpu_with_the_plan_benchmark(source_splits
     ctx._loaded["source"] = source_splits
     model = SmallResNet(num_classes=5, widths=(8, 16, 16))
     result = measure_boundary(model, plan, 1, ctx, runs=3)
-    assert result["boundary"] == "D"
+    assert result["boundary"] == "D" and result["boundary_rung"] == "source:none"
     assert result[PREFIX + "latency_ms"] > 0 and result[PREFIX + "size_bytes"] > 0
+    n = len(source_splits.val)  # the noise comes with the measurement: accuracy's binomial error, latency's IQR
+    p = result[PREFIX + "accuracy"]
+    assert result[PREFIX + "accuracy_n"] == n and result[PREFIX + "accuracy_se"] == pytest.approx((p * (1 - p) / n) ** 0.5)
+    assert result[PREFIX + "latency_iqr_ms"] >= 0 and result[PREFIX + "seconds"] > 0
     assert (workdir / "boundary" / "model.onnx").is_file()
     assert not (tmp_path / "run" / "tensorrt").exists()  # torch keeps no timing cache

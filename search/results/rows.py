@@ -7,7 +7,8 @@ when it was computed (``compute.D``, ...: equal for a stage run now, the first r
 ``error`` for failed trials, ``optuna_trial`` (its number in the run's Optuna study), ``reference``
 (True for the trial of the dense model as it is, the front's reference row), ``feasible``
 (whether it meets the spec's ``select``), ``stopped_at`` (the boundary where early stopping stopped
-it), and every sampled parameter as ``param.<name>``. A trial of a spec with ``repeats: k`` > 1
+it), ``boundary_seconds`` (the seconds the trial spent measuring itself at stage boundaries for early
+stopping: what early stopping itself cost it; 0 with it off), and every sampled parameter as ``param.<name>``. A trial of a spec with ``repeats: k`` > 1
 reports the mean of its k seeds in the objectives' columns, with ``repeats`` (k), each objective's
 standard deviation over the seeds (``accuracy_std``, ...), each run's own value (``repeat.<r>.<name>``)
 and ``accuracy_se`` the standard error of the mean (:mod:`trainables.pipeline.repeats`). ``status`` is
@@ -30,7 +31,7 @@ import pandas as pd
 from search.spec.constraints import feasible
 from trainables.objectives import ACCURACY_FIELDS, INT8_FIELDS, LATENCY_FIELDS, OBJECTIVES
 from trainables.pipeline.repeats import REPEAT_FIELDS, REPEAT_PREFIX
-from trainables.pipeline.result import BOUNDARY, FAILED, OK, STOPPED, classify
+from trainables.pipeline.result import BOUNDARY, BOUNDARY_SECONDS, FAILED, OK, STOPPED, classify
 
 OBJECTIVE_COLUMNS = [o.column for o in OBJECTIVES.values()]
 BASE_COLUMNS = ["trial_id", "status", "pipeline", "order", *OBJECTIVE_COLUMNS]
@@ -40,7 +41,7 @@ FULL_PLAN_KEY = "full_plan"  # the config's field: the plan at the full budget, 
 REFERENCE_KEY = "reference"  # the config's field (and trials.csv column): the trial runs the dense model as it is
 # the latency backend's record rides along with the objectives
 EXTRA_METRICS = (*ACCURACY_FIELDS, "top3", "real_sparsity", *LATENCY_FIELDS, "units_removed", "params_timed", "cached_stages",
-                 "resumed_at", "time_total_s", "timestamp", "node_ip", "pid", *INT8_FIELDS, *REPEAT_FIELDS)
+                 "resumed_at", BOUNDARY_SECONDS, "time_total_s", "timestamp", "node_ip", "pid", *INT8_FIELDS, *REPEAT_FIELDS)
 # time_total_s: Tune's seconds of the trial; timestamp (its last result, Unix seconds), node_ip and pid
 # (the worker that ran it): the report's timeline
 

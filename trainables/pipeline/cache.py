@@ -176,6 +176,13 @@ class StageCache:
             self.hits += 1
         return found
 
+    def has(self, key: str) -> bool:
+        """Whether entry ``key`` is stored (its ``meta.json`` and ``model.pt`` are there), without
+        reading it: no hit or miss is counted, nothing held. An entry found may still be evicted, or
+        fail its content-hash check on read, before it is used."""
+        entry = self.root / key
+        return (entry / "meta.json").is_file() and (entry / "model.pt").is_file()
+
     def _read(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, Any], str] | None:
         entry = self.root / key
         try:

@@ -5,8 +5,10 @@ the driver that reads a trial's results (the searcher, ``trials.csv``, the live 
 
 - After every stage but the last the trial reports ``{STAGE_INDEX: stages done, STAGES: stages
   in its plan, "seconds.<slot>": ...}`` with a checkpoint; with early stopping on, a report after a
-  stage that is measured also holds :data:`BOUNDARY` (the boundary's name, ``D|P1|T``) and its
-  ``boundary.<objective>`` measurements (:mod:`trainables.pipeline.boundary`).
+  stage that is measured also holds :data:`BOUNDARY` (the boundary's name, ``D|P1|T``), its rung
+  (``boundary_rung``, ``target:P``) and its ``boundary.<objective>`` measurements with their noise
+  (:mod:`trainables.pipeline.boundary`). Every report after a stage and the final result hold
+  :data:`BOUNDARY_SECONDS`, the seconds spent measuring boundaries so far (early stopping's own cost).
 - Its final result holds :data:`STAGE_INDEX` equal to :data:`STAGES` and every objective of
   :data:`trainables.objectives.OBJECTIVE_NAMES` as a finite float.
 - A failure that would repeat if retried (training diverged, an objective not finite) is not raised:
@@ -34,6 +36,7 @@ from ..objectives import OBJECTIVE_NAMES
 STAGE_INDEX = "stage_index"  # the result key: stages done so far
 STAGES = "stages"  # the result key: stages in the trial's plan
 BOUNDARY = "boundary"  # the result key naming the boundary; its measurements are ``boundary.<objective>``
+BOUNDARY_SECONDS = "boundary_seconds"  # the result key: seconds the trial spent measuring boundaries so far
 # The result key of a trial that failed for good without raising (its training diverged, an
 # objective is not finite): its value says why. Tune retries a raised error, and these would fail again.
 FAILED = "failed"

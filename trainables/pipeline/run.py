@@ -55,11 +55,11 @@ from ..layout import RunFolder
 from ..models import rebuild
 from ..stage import Context, Domain, Metrics, Stage, distills, is_compressing
 from ..train import Diverged, loader_workers_for, set_loader_workers
-from .boundary import measure_boundary, measured_at
+from .boundary import PREFIX, measure_boundary, measured_at
 from .cache import StageCache, stage_key, state_hash
 from .plan import UNSEEDED, Plan, numbered
 from .repeats import aggregate
-from .result import FAILED, failed_result, final_result, progress_report
+from .result import BOUNDARY_SECONDS, FAILED, failed_result, final_result, progress_report
 
 # stage metrics kept in the trial's final result (as ``stage.<slot>.<name>``; lists joined by ';')
 CARRIED = ("pruning_rate", "unit_sparsity", "search_epochs", "energy_best", "energy_mean", "delta_s",
@@ -220,8 +220,7 @@ def run_plan(
             model, metrics = _computed(stage, model, run_ctx)
             digest, hit, key = None, None, None
         else:
-            key = stage_key(step.model_dump(mode="json"), progress.input_hash, plan.data_key(),
-                            plan.seed if step.seeded else None, teacher=_teacher_hash(stage, ctx, progress))
+            key = step_key(plan, i, progress, _teacher_hash(stage, ctx, progress))
             with cache.claim(key) as hit:
                 if hit is not None:
                     state, metrics, digest = hit
@@ -237,6 +236,37 @@ def run_plan(
     return model, progress.final(plan.pipeline)
 
 
+def step_key(plan: Plan, index: int, progress: Progress, teacher: str | None) -> str:
+    """The stage cache key of ``plan.steps[index]`` on the input ``progress`` names (its
+    ``input_hash``): the step's config, that input, the plan's data, the plan's seed for a ``seeded``
+    step (else None) and ``teacher``, the content hash of the teacher of a step that distills (else
+    None). :func:`run_plan` stores and finds entries by it; :func:`next_stage_cached` looks ahead."""
+    step = plan.steps[index]
+    return stage_key(step.model_dump(mode="json"), progress.input_hash, plan.data_key(),
+                     plan.seed if step.seeded else None, teacher=teacher)
+
+
+def next_stage_cached(plan: Plan, progress: Progress, cache: StageCache | None) -> bool:
+    """Whether the next stage of ``plan`` after ``progress`` (``plan.steps[progress.index]``) is
+    already in ``cache``, so running it costs next to nothing. Checked by
+    :meth:`~trainables.pipeline.cache.StageCache.has` (nothing read, no hit counted) under the key
+    :func:`run_plan` will compute (:func:`step_key`). False without a cache, after the last step, for
+    a step the cache does not keep (the benchmark), or when the key cannot be known without a model
+    hash: a distilling step whose teacher came from no cache entry."""
+    i = progress.index
+    if cache is None or i >= len(plan.steps) or not plan.steps[i].cached:
+        return False
+    stages = plan.stages()
+    teacher = None
+    if distills(stages[i]):
+        domain = stages[i].domain
+        taken = progress.teachers.get(domain)  # else taken just before stage i, from its input
+        teacher = taken["hash"] if taken else (progress.input_hash if teacher_points(stages).get(domain) == i else None)
+        if teacher is None:
+            return False
+    return cache.has(step_key(plan, i, progress, teacher))
+
+
 def _computed(stage: Stage, model: nn.Module | None, ctx: Context) -> tuple[nn.Module, Metrics]:
     """``stage.run(model, ctx)`` with its own seconds added to the metrics as :data:`COMPUTE`."""
     start = time.perf_counter()
@@ -250,7 +280,11 @@ def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True, boundar
 
     With ``boundary_runs > 0`` (early stopping on) the report after a stage also holds the cheap
     objectives of :func:`~trainables.pipeline.boundary.measure_boundary` (latency from that many
-    timed runs), for the driver's scheduler to stop the trial on.
+    timed runs), for the driver's scheduler to stop the trial on; except where the next stage is
+    already in the stage cache (:func:`next_stage_cached`): stopping there would save nothing, so the
+    trial neither measures nor offers itself to be judged. Every report after a stage, and the final
+    result, holds ``boundary_seconds``: the seconds spent measuring boundaries so far (0 with early
+    stopping off), kept across a restore in the checkpoint (``boundary.json``).
 
     The stage cache is ``cache_dir`` (a cache shared across runs) or the run's ``cache/``, evicted
     to ``max_bytes`` after each write. The trial holds every entry it uses under its trial id
@@ -279,6 +313,7 @@ def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True, boundar
                    if cache else None)
     saved = tune.get_checkpoint()
     done = _finished_runs(saved)  # a repeated trial's runs finished before it was restored
+    measuring = {BOUNDARY_SECONDS: _boundary_seconds(saved)}  # what measuring boundaries cost so far
     steps = len(plan.steps)
     total = plan.repeats * steps
 
@@ -293,9 +328,13 @@ def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True, boundar
             if done:
                 (Path(tmp) / REPEATS_FILE).write_text(json.dumps(done))
             report = {**progress_report(index, total), **progress.seconds}
-            if boundary_runs > 0 and repeat == 0 and measured_at(plan, progress.index):
-                report.update(measure_boundary(model, plan.repeat(0), progress.index, ctx, runs=boundary_runs))
-            tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
+            first = plan.repeat(0)
+            if (boundary_runs > 0 and repeat == 0 and measured_at(plan, progress.index)
+                    and not next_stage_cached(first, progress, stage_cache)):
+                report.update(measure_boundary(model, first, progress.index, ctx, runs=boundary_runs))
+                measuring[BOUNDARY_SECONDS] += report[PREFIX + "seconds"]
+            (Path(tmp) / BOUNDARY_FILE).write_text(json.dumps(measuring))
+            tune.report({**report, **measuring}, checkpoint=tune.Checkpoint.from_directory(tmp))
         _injected_fault(index)
 
     for repeat in range(len(done), plan.repeats):
@@ -315,10 +354,21 @@ def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True, boundar
         done.append({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
         if repeat + 1 < plan.repeats:
             checkpoint(None, Progress(), repeat + 1, ctx)  # between two runs: a resume begins the next
-    tune.report(final_result(aggregate(done), total))
+    tune.report({**final_result(aggregate(done), total), **measuring})
 
 
 REPEATS_FILE = "repeats.json"  # in a repeated trial's checkpoint: the final results of its finished runs
+BOUNDARY_FILE = "boundary.json"  # in a trial's checkpoint: ``{"boundary_seconds": spent so far}``
+
+
+def _boundary_seconds(checkpoint) -> float:
+    """The seconds a trial had spent measuring boundaries at ``checkpoint`` (``boundary.json``; 0
+    without a checkpoint or for one from before the file existed)."""
+    if checkpoint is None:
+        return 0.0
+    with checkpoint.as_directory() as folder:
+        spent = Path(folder) / BOUNDARY_FILE
+        return float(json.loads(spent.read_text())[BOUNDARY_SECONDS]) if spent.is_file() else 0.0
 
 
 def _finished_runs(checkpoint) -> list[dict[str, Any]]:
