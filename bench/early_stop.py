@@ -4,7 +4,8 @@ The quickstart space (order, sparsities, pruning method, sharing, INT8) searched
 seed twice, without and with ``early_stop`` (:mod:`search.run.early_stop`), each until ``--trials``
 trials finished that were not stopped, for each of ``--seeds`` seeds. Compute is the sum of the
 trials' seconds (Tune's ``time_total_s``: stages, boundary measurements, checkpoints), stopped
-trials included. The hypervolume curve of a search is its front's hypervolume after each trial in
+trials included; what the boundary measurements alone cost is the early search's summed
+``boundary_seconds``. The hypervolume curve of a search is its front's hypervolume after each trial in
 the order the trials started, against its cumulated compute, under one reference point per seed
 (0 accuracy; 1.1 x the worst size and latency of both searches). Per seed it prints each search's
 final hypervolume and compute, the hypervolume each reached at the compute the cheaper one spent in
@@ -85,13 +86,17 @@ def main() -> None:
                  "plain_to_early_final": needed(*curves["plain"], final["early"])}
         ratio = None if reach["early_to_plain_final"] is None else reach["early_to_plain_final"] / spent["plain"]
         stopped = int((frames["early"]["status"] == "stopped").sum())
+        early_frame = frames["early"]  # early stopping's own cost: its boundary measurements
+        measuring = (float(pd.to_numeric(early_frame["boundary_seconds"], errors="coerce").fillna(0.0).sum())
+                     if "boundary_seconds" in early_frame else 0.0)
         per_seed.append({"seed": seed, "hv_plain": final["plain"], "hv_early": final["early"],
                          "compute_plain_s": round(spent["plain"], 1), "compute_early_s": round(spent["early"], 1),
                          "hv_at_equal_compute_plain": at_equal["plain"], "hv_at_equal_compute_early": at_equal["early"],
                          "early_s_to_plain_hv": reach["early_to_plain_final"],
                          "plain_s_to_early_hv": reach["plain_to_early_final"],
                          "compute_ratio_to_plain_hv": None if ratio is None else round(ratio, 3),
-                         "trials_plain": len(frames["plain"]), "trials_early": len(frames["early"]), "stopped": stopped})
+                         "trials_plain": len(frames["plain"]), "trials_early": len(frames["early"]), "stopped": stopped,
+                         "boundary_seconds_early": round(measuring, 1)})
         table += [
             (f"seed {seed}: hypervolume plain / early", f"{final['plain']:.4g} / {final['early']:.4g}"),
             (f"seed {seed}: compute plain / early (trial-s)", f"{spent['plain']:.0f} / {spent['early']:.0f}"),
@@ -102,6 +107,7 @@ def main() -> None:
             (f"seed {seed}: compute plain needs for early's hv", _seconds(reach["plain_to_early_final"])),
             (f"seed {seed}: trials plain / early (stopped)",
              f"{len(frames['plain'])} / {len(frames['early'])} ({stopped})"),
+            (f"seed {seed}: early's boundary measurements (trial-s)", f"{measuring:.1f}"),
         ]
     ratios = [s["compute_ratio_to_plain_hv"] for s in per_seed]
     higher = [s["hv_at_equal_compute_early"] > s["hv_at_equal_compute_plain"] for s in per_seed]

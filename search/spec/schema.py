@@ -142,15 +142,18 @@ DEFAULT_MARGINS = {"latency_ms": 0.25}  # early_stop.margins unless set
 
 
 class EarlyStop(_Strict):
-    """Multi-objective early stopping at stage boundaries (:mod:`search.run.early_stop`).
+    """Multi-objective early stopping at stage boundaries (:mod:`search.run.early_stop`): trials are
+    compared at rungs (the domain and the compressing kinds done, ``target:P``), and two values within
+    their measured noise (accuracy's standard error, latency's IQR) are a tie.
 
     Args:
         enabled: stop trials at all (off by default).
-        grace: trials that must have reached a boundary before any trial is stopped there.
-        eta: the share of the trials at a boundary that continue is 1/eta, by non-dominated rank
+        grace: trials that must have reached a rung before any trial is stopped there.
+        eta: the share of the trials at a rung that continue is 1/eta, by non-dominated rank
             (successive halving: 2 keeps the better half).
-        margin: relative difference in an objective that counts as real (smaller differences are
-            ties), as a share of the judged trial's value: noise must not stop a trial.
+        margin: the floor of the measured noise, as a share of a value: a difference in an
+            objective below about ``margin`` times the value is a tie however tight the measurement
+            (:func:`search.run.early_stop.floored`); noise must not stop a trial.
         margins: per objective overrides of ``margin``; latency's is 0.25 unless set (a few timed
             runs on a shared machine are that noisy).
         runs: timed runs of the boundary latency.
