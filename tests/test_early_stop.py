@@ -125,3 +125,9 @@ def test_an_early_stopping_search_at_half_fidelity_and_its_front_rerun(tmp_path:
         assert [s["config"].get("epochs") for s in card["plan"]["steps"] if s["kind"] == "T"] == [4]
         assert (Path(r["final"]) / "model.h5").stat().st_size == r["full"]["size_bytes"]
     assert set(report["rank_correlation"]) == {"accuracy", "size_bytes", "latency_ms"}
+    # the reruns share one cache: the first computes the full-budget dense model, the others reuse it
+    cards = [json.loads((Path(r["final"]) / "card.json").read_text()) for r in report["trials"]]
+    assert cards[0]["cached_stages"] == ""
+    assert all("D" in c["cached_stages"].split(",") for c in cards[1:]), [c["cached_stages"] for c in cards]
+    assert all(r["seconds"] > 0 for r in report["trials"])
+    assert not list((run_dir / "final").glob("rerun-cache-*")), "the shared cache is removed after the reruns"

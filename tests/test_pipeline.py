@@ -72,11 +72,11 @@ def test_cache_reuses_every_stage_but_the_benchmark(tmp_path: Path) -> None:
     assert second["cached_stages"] == "D,P1,T,P2"
     assert second["size_bytes"] == first["size_bytes"] and second["accuracy"] == first["accuracy"]
     assert (tmp_path / "b" / "model.h5").read_bytes() == (tmp_path / "a" / "model.h5").read_bytes()
-    for slot in ("D", "P1", "T", "P2"):  # a hit costs little now but reports what the stage cost when computed
-        assert first[f"compute.{slot}"] == pytest.approx(first[f"seconds.{slot}"], rel=0.05, abs=0.05), slot
+    for slot in ("D", "P1", "T", "P2"):  # a hit reports what the stage cost when it was computed
+        assert 0 < first[f"compute.{slot}"] <= first[f"seconds.{slot}"], slot  # seconds adds the cache's write
         assert second[f"compute.{slot}"] == first[f"compute.{slot}"], slot
-    assert second["seconds.D"] < first["compute.D"]
-    assert second["compute.B"] == pytest.approx(second["seconds.B"], rel=0.05, abs=0.05), "B is computed each time"
+    assert 0 < second["compute.B"] <= second["seconds.B"], "B is not cached: computed each time"
+    assert second["compute.B"] != first["compute.B"]
 
 
 def test_a_different_prefix_misses_and_a_shared_prefix_hits(tmp_path: Path) -> None:
