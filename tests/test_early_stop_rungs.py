@@ -5,6 +5,7 @@ a boundary whose next stage is a cache hit (nothing to save)."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from trainables.pipeline.boundary import PREFIX, RUNG, measured_at, rung_name
 from trainables.pipeline.cache import StageCache
 from trainables.pipeline.plan import PruneBudget
 from trainables.pipeline.result import BOUNDARY, BOUNDARY_SECONDS
-from trainables.pipeline.run import Progress, next_stage_cached, tune_trial
+from trainables.pipeline.run import Progress, measure_or_reuse, next_stage_cached, tune_trial
 from trainables.stages.share import ShareConfig
 
 FAST = BenchmarkConfig(warmup=1, runs=3, end_to_end=False)
@@ -163,3 +164,25 @@ def test_a_trial_whose_next_stages_are_cached_is_never_measured_nor_judged(tmp_p
     judged = [json.loads(line)["trial_id"] for line in record.read_text().splitlines()]
     assert judged == [results[0].metrics["trial_id"]] * 2, "only the first trial was judged"
     assert not scheduler.stopped
+
+
+def test_a_model_is_measured_once_at_a_boundary_and_reused_from_its_cache_entry(tmp_path: Path) -> None:
+    """Every trial of a PA search holds the same ``D|T``: the first trial to measure it keeps the
+    measurement beside the cache entry; a trial that took ``D|T`` from the cache reuses it at no cost."""
+    cache = StageCache(tmp_path / "cache")
+    p = plan("PA", s2=0.5)
+    held: dict[str, object] = {}
+
+    def keep(model, progress):
+        if progress.index == 2:  # after D|T
+            held.update(model=model, progress=copy.deepcopy(progress))
+
+    run_plan(p, Context(SOURCE, TARGET, tmp_path / "a"), cache=cache, after_stage=keep)
+    ctx = Context(SOURCE, TARGET, tmp_path / "b")
+    first, spent = measure_or_reuse(held["model"], p, held["progress"], ctx, 2, cache)
+    assert spent > 0 and first[BOUNDARY] == "D|T" and first[PREFIX + "seconds"] == spent
+    again, spent_again = measure_or_reuse(held["model"], p, held["progress"], ctx, 2, cache)
+    assert spent_again == 0.0 and again == first, "the kept measurement, not a new one"
+    _, other_runs = measure_or_reuse(held["model"], p, held["progress"], ctx, 3, cache)
+    assert other_runs > 0, "another number of timed runs is another measurement"
+    assert measure_or_reuse(held["model"], p, Progress(index=2), ctx, 2, None)[1] > 0, "no cache: measured each time"

@@ -51,6 +51,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..files import atomic_write
 from ..layout import RunFolder
 from ..models import rebuild
 from ..stage import Context, Domain, Metrics, Stage, distills, is_compressing
@@ -331,8 +332,9 @@ def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True, boundar
             first = plan.repeat(0)
             if (boundary_runs > 0 and repeat == 0 and measured_at(plan, progress.index)
                     and not next_stage_cached(first, progress, stage_cache)):
-                report.update(measure_boundary(model, first, progress.index, ctx, runs=boundary_runs))
-                measuring[BOUNDARY_SECONDS] += report[PREFIX + "seconds"]
+                measured, spent = measure_or_reuse(model, first, progress, ctx, boundary_runs, stage_cache)
+                report.update(measured)
+                measuring[BOUNDARY_SECONDS] += spent
             (Path(tmp) / BOUNDARY_FILE).write_text(json.dumps(measuring))
             tune.report({**report, **measuring}, checkpoint=tune.Checkpoint.from_directory(tmp))
         _injected_fault(index)
@@ -359,6 +361,24 @@ def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True, boundar
 
 REPEATS_FILE = "repeats.json"  # in a repeated trial's checkpoint: the final results of its finished runs
 BOUNDARY_FILE = "boundary.json"  # in a trial's checkpoint: ``{"boundary_seconds": spent so far}``
+
+
+def measure_or_reuse(model: nn.Module, plan: Plan, progress: Progress, ctx: Context, runs: int,
+              cache: StageCache | None) -> tuple[dict[str, Any], float]:
+    """The boundary measurements of ``model`` after ``progress.index`` stages of ``plan`` and the
+    seconds they cost this trial: measured once per model and kept beside its stage cache entry
+    (``boundary-<runs>.json``), so a trial that took the model from the cache reuses them at no
+    cost; every trial of a search shares ``D|T``, and measuring it in each cost 3-5 s a trial."""
+    kept = None if cache is None or progress.cache_key is None else cache.root / progress.cache_key / f"boundary-{runs}.json"
+    if kept is not None and kept.is_file():
+        try:
+            return json.loads(kept.read_text()), 0.0
+        except ValueError:  # a torn file: measure again
+            pass
+    measured = measure_boundary(model, plan, progress.index, ctx, runs=runs)
+    if kept is not None and kept.parent.is_dir():
+        atomic_write(kept, json.dumps(measured))
+    return measured, float(measured[PREFIX + "seconds"])
 
 
 def _boundary_seconds(checkpoint) -> float:
