@@ -26,6 +26,7 @@ import html
 import itertools
 import math
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -403,7 +404,7 @@ def _timeline_figure(frame: pd.DataFrame):
 
 
 def _importance_figure(run_dir: str | Path | None, names: list[str]):
-    """Parameter importances per objective (Optuna's default evaluator, fANOVA) from ``study.journal``;
+    """Parameter importances per objective (Optuna's default evaluator: PED-ANOVA on Optuna 5) from ``study.journal``;
     a sentence instead where they cannot be computed (no study, too few finished trials)."""
     journal = RunFolder(Path(run_dir or ".")).study_journal
     if run_dir is None or not journal.is_file():
@@ -425,11 +426,13 @@ def _importance_figure(run_dir: str | Path | None, names: list[str]):
     fig = go.Figure()
     for i, name in enumerate(names[: len(complete[0].values or [])]):
         try:
-            imp = optuna.importance.get_param_importances(study, target=lambda t, i=i: t.values[i])
+            with warnings.catch_warnings():  # Optuna 5's PED-ANOVA warns on every small study, on stderr
+                warnings.simplefilter("ignore", UserWarning)
+                imp = optuna.importance.get_param_importances(study, target=lambda t, i=i: t.values[i])
         except (ValueError, RuntimeError) as exc:
             return ("importances", f"no importances: {exc}")
         fig.add_trace(go.Bar(x=list(imp.keys()), y=list(imp.values()), name=name))
-    fig.update_layout(title="parameter importances per objective (Optuna's fANOVA on the run's study; "
+    fig.update_layout(title="parameter importances per objective (Optuna's default evaluator on the run's study; "
                             "parameters every finished trial has)", barmode="group", yaxis_title="importance",
                       height=380)
     return ("importances", fig)
