@@ -57,7 +57,7 @@ from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from search.results.front import pareto_front
+from search.results.front import dominators, pareto_front
 from search.spec.schema import EarlyStop
 from trainables.objectives import OBJECTIVES
 from trainables.pipeline.boundary import PREFIX, PREFIX_PLAN, RUNG
@@ -120,9 +120,10 @@ def fronts_before(points: Sequence[Sequence[float]], index: int, directions: Seq
     spreads = list(spreads) if spreads is not None else [None] * n
     if not len(groups) == len(spreads) == n:
         raise ValueError(f"groups ({len(groups)}) and spreads ({len(spreads)}) must have one entry per point ({n})")
-    beats = {(j, i) for i in range(n) for j in range(n)
-             if groups[j] != groups[i] and dominates_beyond(points[j], points[i], directions, margins,
-                                                            spread_y=spreads[j], spread_x=spreads[i], z=z)}
+    noise = [floored(p, s, margins, z) for p, s in zip(points, spreads)]  # once per point, not per pair
+    beats = {(j, i) for i in range(n)  # j dominates i: dominates_beyond's rule, one vectorised call per point
+             for j in dominators(points, directions, points[i], spread=noise, point_spread=noise[i], z=z)
+             if groups[j] != groups[i]}
     remaining = set(range(n))
     before = 0
     while remaining:
