@@ -97,8 +97,8 @@ def smoke_spec(raw: dict[str, Any]) -> dict[str, Any]:
     raw["data"] = {side: {"name": "digits", "classes": classes, "image_size": SMOKE_IMAGE_SIZE}
                    for side, classes in (("source", [0, 1, 2, 3, 4]), ("target", [5, 6, 7, 8, 9]))}
     raw["model"] = {"name": "small_resnet"}
-    raw["budgets"] = merged(raw["budgets"], {**SMOKE_BUDGETS, "share": {"groups": {"layer3": "keep"}}})
-    raw["budgets"]["share"]["groups"] = {"layer3": "keep"}
+    raw["budgets"] = merged(raw["budgets"], SMOKE_BUDGETS)
+    raw["budgets"]["share"]["groups"] = {"layer3": "keep"}  # the small ResNet has no layer4
     raw["space"] = {"order": {"choice": {"PA": {"s2": {"choice": [0.5, 0.7]}}}},
                     "quantize": {"choice": {"none": {}, "QR": {"share.groups.layer3": {"choice": [4, 16]}},
                                             "I8": {}}}}
@@ -275,7 +275,6 @@ def arm_figures(arm: str, r: dict[str, Any], curve: dict[str, list[float]]) -> d
         rho = r["rerun"]["rank_correlation"]["accuracy"]["spearman"]
         figures["rank_correlation_accuracy"] = None if rho is None else round(rho, 3)
         figures["front_reruns"] = len(r["rerun"]["trials"])
-        figures["search_hypervolume_low_fidelity"] = None  # low-fidelity scores: not comparable, left out
     return figures
 
 
