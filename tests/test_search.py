@@ -182,6 +182,7 @@ def test_a_diverging_trial_fails_cleanly_and_stays_off_the_front(tmp_path: Path,
     assert not failed.empty, "the seed samples the diverging learning rate once"
     assert (failed["status"] == "failed").all() and failed["error"].str.contains("loss became").all()
     assert all(not isinstance(v, float) or math.isnan(v) for v in failed["accuracy"])
+    assert (failed["boundary_seconds"] == 0).all(), "a failed trial's result holds what boundaries cost it too"
     # a divergence would repeat: the trial ends itself as failed rather than raising, so Tune
     # (max_failures=1, for lost nodes) never retries it and writes no error file
     assert not [t for t in failed["trial_id"] if (run_dir / "tune" / t / "error.txt").exists()]

@@ -284,7 +284,7 @@ def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True, boundar
     timed runs), for the driver's scheduler to stop the trial on; except where the next stage is
     already in the stage cache (:func:`next_stage_cached`): stopping there would save nothing, so the
     trial neither measures nor offers itself to be judged. Every report after a stage, and the final
-    result, holds ``boundary_seconds``: the seconds spent measuring boundaries so far (0 with early
+    result (a failed trial's too), holds ``boundary_seconds``: the seconds spent measuring boundaries so far (0 with early
     stopping off), kept across a restore in the checkpoint (``boundary.json``).
 
     The stage cache is ``cache_dir`` (a cache shared across runs) or the run's ``cache/``, evicted
@@ -348,10 +348,10 @@ def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True, boundar
             _, metrics = run_plan(single, ctx, cache=stage_cache, model=model, progress=progress,
                                   after_stage=lambda m, p, r=repeat, c=ctx: checkpoint(m, p, r, c))
         except Diverged as exc:  # deterministic: reported, not raised, so Tune does not retry it
-            tune.report(failed_result(f"Diverged{which}: {exc}", repeat * steps + progress.index, total))
+            tune.report({**failed_result(f"Diverged{which}: {exc}", repeat * steps + progress.index, total), **measuring})
             return
         if plan.repeats > 1 and (failed := final_result(metrics, steps).get(FAILED)):
-            tune.report(failed_result(f"{failed}{which}", (repeat + 1) * steps, total))  # so would their mean be
+            tune.report({**failed_result(f"{failed}{which}", (repeat + 1) * steps, total), **measuring})  # so would their mean be
             return
         done.append({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
         if repeat + 1 < plan.repeats:
