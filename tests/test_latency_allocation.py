@@ -160,3 +160,35 @@ def test_latency_targets():
     for bad in ({}, {"latency": 0.4, "latency_ms": 2.0}, {"latency": 1.2}, {"latency_ms": 0}):
         with pytest.raises(ValueError):
             LatencyTarget(**bad)
+
+
+
+@dataclass
+class _Skewed(_Model):
+    """``heavy`` costs 9x any other group at full width; each group's time is linear in its kept share."""
+
+    heavy: str = ""
+
+    def predict(self, kept):
+        weight = {g: 9.0 if g == self.heavy else 1.0 for g in self.sizes}
+        return self.dense_ms * sum(w * kept.get(g, self.sizes[g]) / self.sizes[g] for g, w in weight.items()) / sum(
+            weight.values())
+
+
+def test_epruning_holds_the_uniform_allocation_under_a_latency_target():
+    from trainables.compress.units import unit_groups
+    from trainables.models import SmallResNet
+    from trainables.stages.epruning import _latency_counts
+
+    model = SmallResNet(num_classes=5, widths=(32, 64, 128))
+    groups = unit_groups(model)
+    skewed = _Skewed(dense_ms=10.0, sizes={g.name: g.size for g in groups}, multiple=1, heavy=groups[-1].name)
+    knapsack = LatencyBudget(target=LatencyTarget(latency=0.5), model=skewed).allocate(
+        {g.name: torch.ones(g.size, dtype=torch.bool) for g in groups}, {g.name: torch.rand(g.size) for g in groups},
+        allocation="latency", floor=0.0, round_to=1)
+    spread = [knapsack[g.name] / g.size for g in groups]
+    assert max(spread) - min(spread) > 0.3, f"the knapsack's shares differ from group to group: {spread}"
+    counts, record = _latency_counts(model, groups, LatencyBudget(target=LatencyTarget(latency=0.5), model=skewed))
+    shares = [k / g.size for k, g in zip(counts, groups)]
+    assert record["latency_predicted_ms"] <= 5.0
+    assert max(shares) - min(shares) < 0.05, f"one share of every group, not the knapsack's cut: {shares}"

@@ -13,7 +13,7 @@ one pruning stage per milestone), or a latency target instead: ``{latency: 0.4}`
 model's latency measured on the trial's own engine, in (0, 1); pipeline label ``L40``, ``EL40`` for
 EPruning) or ``{latency_ms: 2.0}`` (``L2ms``), whose value is any node (``{latency: {choice: [0.3, 0.5]}}``,
 Optuna's parameter ``s2.latency``), which needs unit pruning (``prune.granularity: channel`` or
-``prune.method: epruning``) and takes ``prune.allocation: latency`` by default, ``quantize`` (none, Q: weight sharing, QR: sharing then retraining; I8, QI8,
+``prune.method: epruning``) and takes ``prune.allocation: uniform`` by default, ``quantize`` (none, Q: weight sharing, QR: sharing then retraining; I8, QI8,
 QRI8: the same, deployed in INT8), and any
 budget field by its dotted path (``transfer.optim.lr``, ``transfer.mode``, ``prune.frequency.every``,
 ``prune.after.epochs`` (the pruning stages after transfer only), ``share.groups.layer3`` for a
