@@ -18,9 +18,9 @@ def _sampler(**raw) -> optuna.samplers.BaseSampler:
 def test_the_options_reach_the_samplers_and_unset_keeps_optunas_defaults() -> None:
     assert _sampler(sampler="tpe", sampler_options={"startup": 3})._n_startup_trials == 3
     assert _sampler(sampler="tpe")._n_startup_trials == 10
-    assert _sampler(sampler="gp", sampler_options={"startup": 4})._n_startup_trials == 4
-    assert _sampler(sampler="nsga2", sampler_options={"population": 6})._population_size == 6
-    assert _sampler(sampler="nsga2")._population_size == 50
+    assert _sampler(sampler="gp", sampler_options={"startup": 4}).sampler._n_startup_trials == 4
+    assert _sampler(sampler="nsga2", sampler_options={"population": 6}).sampler._population_size == 6
+    assert _sampler(sampler="nsga2").sampler._population_size == 50  # GP and NSGA-II: search.run.reference_blind
 
 
 def test_tpe_learns_after_its_startup_trials() -> None:
@@ -41,4 +41,4 @@ def test_nsga2_survives_the_pickling_ray_does_and_goes_on_sampling() -> None:
     copy = pickle.loads(pickle.dumps(sampler))
     study.sampler = copy
     study.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)), n_trials=6)
-    assert len(study.trials) == 12 and copy._population_size == 4
+    assert len(study.trials) == 12 and copy.sampler._population_size == 4

@@ -11,6 +11,7 @@ from search.spec.constraints import SelectConstraints, active_constraints
 from search.spec.schema import SamplerOptions, Spec
 
 from .outcome import TRIAL_CONSTRAINTS
+from .reference_blind import ReferenceBlind
 from .searcher import FailAwareOptunaSearch
 from .space_function import SpaceFunction
 
@@ -40,11 +41,13 @@ def make_sampler(name: str, seed: int, constraints: SelectConstraints | None = N
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constraints_func=constraints,
                                           **startup)
+    # GP and NSGA-II model the intersection of the trials' parameters, which the reference trial
+    # (none sampled) empties: blind to it, they model the space (search.run.reference_blind)
     if name == "nsga2":
         population = {} if options.population is None else {"population_size": options.population}
-        return NSGAIISampler(seed=seed, constraints_func=constraints, **population)
+        return ReferenceBlind(NSGAIISampler(seed=seed, constraints_func=constraints, **population))
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, constraints_func=constraints, **startup)
+        return ReferenceBlind(optuna.samplers.GPSampler(seed=seed, constraints_func=constraints, **startup))
     return optuna.samplers.RandomSampler(seed=seed)
 
 
