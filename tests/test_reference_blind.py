@@ -56,3 +56,21 @@ def test_tpe_learns_with_the_reference_trial_in_sight() -> None:
     study = _study(make_sampler("tpe", seed=1, options=SamplerOptions(startup=4)), 24)
     later = [t.params["x"] for t in study.trials[8:]]
     assert later.count(7) >= 8, later
+
+
+def test_nsga2_blind_to_the_reference_breeds_generations_asked_and_told_apart() -> None:
+    """A search asks for trials before earlier ones are told (Ray Tune runs them concurrently);
+    NSGA-II's generation cache indexes the trial list by trial number, so the reference trial is
+    shown failed, never left out: left out, the second generation's ask failed (IndexError)."""
+    sampler = make_sampler("nsga2", seed=0, options=SamplerOptions(population=4))
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    study.enqueue_trial({}, user_attrs={REFERENCE: True})
+    running = [study.ask(), study.ask()]
+    for _ in range(14):
+        trial = running.pop(0)
+        values = (0.5, 0.5) if trial.user_attrs.get(REFERENCE) else (
+            trial.suggest_categorical("x", list(range(10))) / 10, trial.suggest_float("y", 0, 1))
+        study.tell(trial, values)
+        running.append(study.ask())
+    generations = {v for t in study.trials for k, v in t.system_attrs.items() if k.endswith(":generation")}
+    assert len(study.trials) == 16 and max(generations) >= 2, generations

@@ -8,14 +8,15 @@ sample every parameter independently, that is at random, without a warning (optu
 by ``bench/search_efficiency.py`` before this wrapper: NSGA-II and GP drew the very trials random
 search drew, all 14 of every seed.
 
-:class:`ReferenceBlind` wraps such a sampler and hands it the study without the reference trial
-(:class:`_WithoutReference`: every trial list the sampler reads through ``Study._get_trials``, as
-Optuna 4 and 5 samplers do, with the reference left out); the trial itself still runs and counts
-everywhere else (``trials.csv``, the front, the report).
+:class:`ReferenceBlind` wraps such a sampler and hands it the study with the reference trial
+shown as failed (:class:`_WithoutReference`: every trial list the sampler reads through
+``Study._get_trials``, as Optuna 4 and 5 samplers do); the trial itself is complete and counts
+everywhere else (the study, ``trials.csv``, the front, the report).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Container, Sequence
 from typing import Any
 
@@ -28,7 +29,12 @@ from .study import REFERENCE
 
 
 class _WithoutReference:
-    """``study`` as a sampler reads it, less the reference trial; every other attribute is the study's."""
+    """``study`` as a sampler reads it, the reference trial shown as failed; every other attribute is the study's.
+
+    Failed, not left out: samplers learn from COMPLETE trials only, and Optuna's genetic samplers
+    index the trial list by trial number (``trials[trial.number]``), which a list without the
+    reference would shift.
+    """
 
     def __init__(self, study: optuna.Study) -> None:
         self._study = study
@@ -38,8 +44,9 @@ class _WithoutReference:
 
     def _get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None,
                     use_cache: bool = False) -> list[FrozenTrial]:
-        trials = self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
-        return [t for t in trials if not t.user_attrs.get(REFERENCE)]
+        trials = [_failed(t) if t.user_attrs.get(REFERENCE) else t
+                  for t in self._study._get_trials(deepcopy=deepcopy, use_cache=use_cache)]
+        return trials if states is None else [t for t in trials if t.state in states]
 
     def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
         return self._get_trials(deepcopy=deepcopy, states=states)
@@ -47,6 +54,13 @@ class _WithoutReference:
     @property
     def trials(self) -> list[FrozenTrial]:
         return self.get_trials()
+
+
+def _failed(trial: FrozenTrial) -> FrozenTrial:
+    """A copy of ``trial`` whose state reads FAIL (a finished trial no sampler learns from)."""
+    shown = copy.copy(trial)
+    shown.state = TrialState.FAIL
+    return shown
 
 
 class ReferenceBlind(BaseSampler):
