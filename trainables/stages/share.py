@@ -219,6 +219,9 @@ class RetrainConfig(BaseModel):
             weight 0 (the default) is plain cross-entropy. ``unlabeled`` mode ignores it: it is
             distillation already, from the model before sharing, at temperature 1 (the paper's).
             Searchable as ``retrain.distill.weight``.
+        optim: Adam at 1e-4 by default: retraining fine-tunes a trained network. At 1e-3 (the
+            default before) two epochs of unlabeled retraining on Fashion-MNIST's source classes took
+            a pruned, shared ResNet-18 at 32 px from 0.944 to 0.631 on the target (0.942 at 1e-4).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -228,7 +231,7 @@ class RetrainConfig(BaseModel):
     epochs: int = Field(3, ge=1)
     batch_size: int = Field(64, ge=1)
     loss: Literal["kl", "mse"] = "kl"
-    optim: OptimConfig = OptimConfig(name="adam", lr=1e-3)
+    optim: OptimConfig = OptimConfig(name="adam", lr=1e-4)
     distill: DistillConfig = DistillConfig()
 
     @property
