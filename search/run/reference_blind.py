@@ -9,7 +9,7 @@ by ``bench/search_efficiency.py`` before this wrapper: NSGA-II and GP drew the v
 search drew, all 14 of every seed.
 
 :class:`ReferenceBlind` wraps such a sampler and hands it the study with the reference trial
-shown as failed (:class:`_WithoutReference`: every trial list the sampler reads through
+shown as failed (:class:`_ReferenceAsFailed`: every trial list the sampler reads through
 ``Study._get_trials``, as Optuna 4 and 5 samplers do); the trial itself is complete and counts
 everywhere else (the study, ``trials.csv``, the front, the report).
 """
@@ -28,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from .study import REFERENCE
 
 
-class _WithoutReference:
+class _ReferenceAsFailed:
     """``study`` as a sampler reads it, the reference trial shown as failed; every other attribute is the study's.
 
     Failed, not left out: samplers learn from COMPLETE trials only, and Optuna's genetic samplers
@@ -74,22 +74,22 @@ class ReferenceBlind(BaseSampler):
         self.sampler = sampler
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return self.sampler.infer_relative_search_space(_WithoutReference(study), trial)
+        return self.sampler.infer_relative_search_space(_ReferenceAsFailed(study), trial)
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        return self.sampler.sample_relative(_WithoutReference(study), trial, search_space)
+        return self.sampler.sample_relative(_ReferenceAsFailed(study), trial, search_space)
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
-        return self.sampler.sample_independent(_WithoutReference(study), trial, param_name, param_distribution)
+        return self.sampler.sample_independent(_ReferenceAsFailed(study), trial, param_name, param_distribution)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.sampler.before_trial(_WithoutReference(study), trial)
+        self.sampler.before_trial(_ReferenceAsFailed(study), trial)
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
                     values: Sequence[float] | None) -> None:
-        self.sampler.after_trial(_WithoutReference(study), trial, state, values)
+        self.sampler.after_trial(_ReferenceAsFailed(study), trial, state, values)
 
     def reseed_rng(self) -> None:
         self.sampler.reseed_rng()
