@@ -12,7 +12,7 @@ from torchvision import models as tvm
 
 from tests.user_cnn import UserNet
 from trainables.compress.masks import is_masked, make_permanent, sparsity_kept
-from trainables.compress.surgery import alive_units, gated, shrink, zero_units
+from trainables.compress.surgery import alive_units, gated, scoring_copy, shrink, zero_units
 from trainables.compress.units import unit_groups
 from trainables.errors import FrontierError
 from trainables.measure.metrics import export_onnx
@@ -325,3 +325,17 @@ def test_zero_units_reaches_through_pruning_masks_and_training_keeps_dead_units_
     found = alive_units(model)
     for group, vector in keep.items():
         assert torch.equal(found[group], vector), f"{group}: a dead unit came back to life"
+
+
+def test_a_pruned_model_is_scored_on_its_smaller_copy_and_a_dense_one_as_it_is() -> None:
+    """What the stages evaluate a pruned model on: its dead units removed, the same outputs, and the
+    caller's model untouched; a model with no dead unit is scored as it is (nothing to gain)."""
+    model = randomized("resnet18")
+    assert scoring_copy(model, (3, 32, 32), "cpu") is model
+    zero_units(model, random_keep(model, p=0.3))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    scored = scoring_copy(model, (3, 32, 32), "cpu")
+    assert scored is not model and n_params(scored) < 0.3 * n_params(model)
+    with torch.no_grad():
+        assert torch.allclose(scored(image(32)), model(image(32)), atol=1e-4)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

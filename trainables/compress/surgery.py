@@ -154,6 +154,47 @@ def checked_shrink(model: nn.Module, keep: Keep, input_shape: tuple[int, int, in
     return small
 
 
+def without_dead_units(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[nn.Module, float]:
+    """A plain copy of ``model`` (:func:`~trainables.compress.masks.plain_copy`: on the CPU, eval mode,
+    masks permanent) without the units dead in its weights (:func:`alive_units`), by
+    :func:`checked_shrink`, and the share of units removed. A model without dead units, or whose graph
+    cannot be traced into unit groups, comes back as the plain copy, with 0.0.
+
+    The copy computes what ``model`` computes (the check), at the smaller network's cost: what the
+    benchmark times and exports, and what a stage evaluates a pruned model on (:func:`scoring_copy`).
+
+    Raises:
+        FrontierError: :func:`checked_shrink`'s refusal (a unit table wrong for this model).
+    """
+    plain = plain_copy(model)
+    try:
+        groups = unit_groups(plain)
+    except FrontierError:
+        return plain, 0.0
+    keep = alive_units(plain, groups)
+    kept = sum(int(k.sum()) for k in keep.values())
+    total = sum(g.size for g in groups)
+    if kept == total:
+        return plain, 0.0
+    return checked_shrink(plain, keep, input_shape, groups), 1.0 - kept / total
+
+
+def scoring_copy(model: nn.Module, input_shape: tuple[int, int, int], device: torch.device | str) -> nn.Module:
+    """What to evaluate ``model`` on: :func:`without_dead_units`'s copy on ``device``, or ``model``
+    itself when that copy removes nothing or is refused (the benchmark's export then says why).
+
+    A pruned model holds its dead units as zeros until the benchmark removes them, and a forward pass
+    through them costs the dense network's time: scoring the test split on the copy instead gives the
+    same accuracy and loss (within float rounding, :data:`CHECK_TOLERANCE`) in a fraction of the time
+    (2.9x less at 83% of ResNet-18's units removed, 32 px, one CPU thread). Hand-written: the surgery is
+    this project's own (Torch-Pruning's functions do the slicing)."""
+    try:
+        small, removed = without_dead_units(model, input_shape)
+    except FrontierError:
+        return model
+    return small.to(device) if removed > 0 else model
+
+
 def _shrink(model: nn.Module, keep: Keep, groups: list[UnitGroup], step: Callable[[], None]) -> nn.Module:
     """:func:`shrink`'s work; ``step()`` runs before each layer is sliced (a deadline's check)."""
     import torch_pruning as tp

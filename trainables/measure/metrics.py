@@ -36,6 +36,7 @@ from torch import nn
 
 from ..compress.artifact import save_artifact
 from ..compress.masks import plain_copy
+from ..compress.surgery import without_dead_units
 from ..errors import FrontierError
 from ..files import atomic_path
 from ..layout import ModelFiles
@@ -186,7 +187,7 @@ def measure(
     files = ModelFiles(out_dir)
     artifact = files.artifact
     size = save_artifact(plain.state_dict(), artifact, attrs=attrs)
-    plain, removed = _shrunk(plain, input_shape) if surgery else (plain, 0.0)
+    plain, removed = without_dead_units(plain, input_shape) if surgery else (plain, 0.0)
     onnx_path = export_onnx(plain, files.onnx, input_shape)
     quantized = None if int8 is None else build_int8(onnx_path, out_dir, int8, engine=engine, attrs=attrs)
     timed = onnx_path if quantized is None else quantized.onnx
@@ -220,24 +221,6 @@ def _check_int8(engine: str, precision: str) -> None:
     if precision != "fp32":
         raise FrontierError(f"int8: an INT8 model is built from the float32 export; precision must be fp32, "
                             f"not {precision}")
-
-
-def _shrunk(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[nn.Module, float]:
-    """``model`` without its dead units, checked against it on one image, and the share of units
-    removed (a model whose graph cannot be traced, or without dead units, comes back as it is)."""
-    from ..compress.surgery import alive_units, checked_shrink
-    from ..compress.units import unit_groups
-
-    try:
-        groups = unit_groups(model)
-    except FrontierError:
-        return model, 0.0
-    keep = alive_units(model, groups)
-    kept = sum(int(k.sum()) for k in keep.values())
-    total = sum(g.size for g in groups)
-    if kept == total:
-        return model, 0.0
-    return checked_shrink(model, keep, input_shape, groups), 1.0 - kept / total
 
 
 def _check_input_shape(input_shape: tuple[int, int, int]) -> tuple[int, int, int]:

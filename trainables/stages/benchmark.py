@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from ..compress.masks import prunable_layers, zero_fraction
+from ..compress.surgery import scoring_copy
 from ..errors import FrontierError
 from ..layout import RunFolder
 from ..measure.metrics import measure
@@ -141,7 +142,8 @@ class Benchmark:
         start = time.perf_counter()
         model = model.to(ctx.device)  # it may come from the stage cache or a checkpoint, on the CPU
         test = ctx.data("target").test
-        metrics: dict = evaluate(model, loader(test, EVAL_BATCH_SIZE, shuffle=False), ctx.device)
+        scored = scoring_copy(model, ctx.input_shape, ctx.device)  # the same outputs, the pruned network's cost
+        metrics: dict = evaluate(scored, loader(test, EVAL_BATCH_SIZE, shuffle=False), ctx.device)
         layers = [m for _, m in prunable_layers(model, skip_first=False, skip_last=False)]
         metrics.update(sparsity=self.nominal_sparsity, real_sparsity=zero_fraction(layers))
         if self.int8 is not None:

@@ -176,7 +176,7 @@ def epruning(model: nn.Module, splits, cfg: EPruningConfig, schedule: EPruneSche
     group to its count (:func:`~trainables.stages.evolution.repair`); the population searches which
     units. The metrics add the budget's ``latency_*`` record.
     """
-    from ..compress.surgery import zero_units
+    from ..compress.surgery import scoring_copy, zero_units
 
     start = time.perf_counter()
     seed_everything(seed)
@@ -209,7 +209,8 @@ def epruning(model: nn.Module, splits, cfg: EPruningConfig, schedule: EPruneSche
     keep = search.keep()
     rate = removed_share(model, keep, groups)
     zero_units(model, keep, groups)
-    metrics = evaluate(model, loader(splits.test, EVAL_BATCH_SIZE, shuffle=False), device)
+    scored = scoring_copy(model, tuple(splits.test[0][0].shape), device)  # one image's shape
+    metrics = evaluate(scored, loader(splits.test, EVAL_BATCH_SIZE, shuffle=False), device)
     metrics.update(
         pruning_rate=rate,
         unit_sparsity=1.0 - float(search.best.float().mean()),

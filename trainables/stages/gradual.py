@@ -25,6 +25,7 @@ from torch import nn
 from ..augment import Augment, augmented, named
 from ..compress.importance import Importance, importance_names
 from ..compress.masks import plain_copy, prunable_layers, sparsity_kept, zero_fraction
+from ..compress.surgery import scoring_copy
 from ..stage import Context, Domain, Metrics, prune_slot
 from ..train import EVAL_BATCH_SIZE, DistillConfig, OptimConfig, evaluate, fit, loader, seed_everything
 from .batches import training_batches
@@ -282,7 +283,8 @@ def gradual_prune(
             pruner.update(updates[last_update], last=True)
             done.append(last_update)
     pruner.finish()
-    metrics = evaluate(model, loader(splits.test, EVAL_BATCH_SIZE, shuffle=False), device)
+    scored = scoring_copy(model, tuple(splits.test[0][0].shape), device)  # one image's shape
+    metrics = evaluate(scored, loader(splits.test, EVAL_BATCH_SIZE, shuffle=False), device)
     metrics.update(
         pruner.metrics(),
         sparsity_all=zero_fraction([m for _, m in prunable_layers(model, skip_first=False, skip_last=False)]),
