@@ -24,6 +24,7 @@ from search.run.study import load_run_study
 from search.spec.to_plan import plan_for
 from tests.tiny_spec import tiny_spec
 from search.results.files import read_trials
+from search.results.summary import infeasible
 
 MAXMIN = ["max", "min", "min"]
 
@@ -86,6 +87,7 @@ SEARCH = dict(tiny_spec("early", trials=3, space={"order": "PB", "s1": {"choice"
               fidelity=0.5, concurrency=1, seed=1,
               early_stop={"enabled": True, "grace": 2, "eta": 2, "margin": 0.02, "runs": 3,
                           "margins": {"latency_ms": 10.0}})
+SEARCH["select"] = {"min_accuracy": 0.99}  # a floor the half-fidelity scores miss: left to the rerun
 SEARCH["budgets"] = dict(SEARCH["budgets"], transfer={"epochs": 4, "batch_size": 64},
                          prune={"epochs": 2, "recover_epochs": 2, "frequency": 4, "batch_size": 64})
 
@@ -109,6 +111,10 @@ def test_an_early_stopping_search_at_half_fidelity_and_its_front_rerun(tmp_path:
     assert all(states[i] == "PRUNED" for i in stopped["trial_id"])
     front = json.loads((run_dir / "front.json").read_text())
     assert set(stopped["trial_id"]).isdisjoint(t["trial_id"] for t in front["trials"])
+    # at half fidelity the accuracy floor judges no trial: the front is that of every ok trial
+    ok = frame[frame["status"] == "ok"]
+    assert (ok["accuracy"] < 0.99).any() and not infeasible(ok).any()
+    assert len(front["trials"]) >= 1
     # the search ran half the transfer epochs; plans.full.json has the full budget for rerun
     plans, full = (json.loads((run_dir / name).read_text()) for name in ("plans.json", "plans.full.json"))
     some = front["trials"][0]["trial_id"]
@@ -124,6 +130,7 @@ def test_an_early_stopping_search_at_half_fidelity_and_its_front_rerun(tmp_path:
         card = json.loads((Path(r["final"]) / "card.json").read_text())
         assert [s["config"].get("epochs") for s in card["plan"]["steps"] if s["kind"] == "T"] == [4]
         assert (Path(r["final"]) / "model.h5").stat().st_size == r["full"]["size_bytes"]
+        assert r["feasible"] == (r["full"]["accuracy"] >= 0.99)  # the floor, checked at the full budget
     assert set(report["rank_correlation"]) == {"accuracy", "size_bytes", "latency_ms"}
     # the reruns share one cache: the first computes the full-budget dense model, the others reuse it
     cards = [json.loads((Path(r["final"]) / "card.json").read_text()) for r in report["trials"]]

@@ -39,6 +39,7 @@ from trainables.pipeline.run import run_plan
 from trainables.stage import Context
 from trainables.train import loader_workers_for, set_loader_workers
 from search.results.report import load_front
+from search.spec.constraints import active_constraints, feasible
 from search.spec.load import load_spec
 
 # A rerun repeats the trial's computation with the same seed; these are the differences allowed
@@ -130,6 +131,10 @@ def rerun_front(run_dir: str | Path, *, console: Any = None) -> dict[str, Any]:
     that ranking holds at the full budget (1: the same order). Fewer than 3 front trials, or an
     objective that is constant in one of the two columns, gives no correlation (None).
 
+    Each row's ``feasible`` says whether the full-budget model meets the spec's whole ``select``: a
+    search at a fidelity below 1 leaves the accuracy floor to this check
+    (:func:`search.spec.constraints.search_constraints`).
+
     The reruns share a stage cache of their own (a temporary folder under ``final/``, removed at
     the end), so the front's common prefix (the dense and transferred models at the full budget)
     is computed once, not once per trial; each row's ``seconds`` is what its rerun took.
@@ -141,7 +146,8 @@ def rerun_front(run_dir: str | Path, *, console: Any = None) -> dict[str, Any]:
     run = RunFolder(Path(run_dir))
     frame, summary = load_front(run.root)
     names = [o["name"] for o in summary["objectives"]]
-    fidelity = float(load_spec(run.spec_yaml).fidelity)
+    spec = load_spec(run.spec_yaml)
+    fidelity, bounds = float(spec.fidelity), active_constraints(spec.select)
     rows = []
     run.front_rerun_json.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rerun-cache-", dir=run.front_rerun_json.parent) as shared:
@@ -151,7 +157,8 @@ def rerun_front(run_dir: str | Path, *, console: Any = None) -> dict[str, Any]:
             card = json.loads(FinalFolder(out).card.read_text())
             rows.append({"trial_id": t["trial_id"], "pipeline": t["pipeline"], "final": str(out),
                          "seconds": card["seconds"], "search": {n: float(t[n]) for n in names},
-                         "full": {n: card["metrics"].get(n) for n in names}})
+                         "full": {n: card["metrics"].get(n) for n in names},
+                         "feasible": feasible(bounds, card["metrics"])})
     correlation = {}
     for n in names:
         a, b = [r["search"][n] for r in rows], [r["full"][n] for r in rows]

@@ -17,7 +17,7 @@ from ray import tune
 
 from search.results.files import write_results
 from search.results.rows import FinishedTrial, rows_and_plans
-from search.spec.constraints import active_constraints
+from search.spec.constraints import search_constraints
 from search.spec.schema import Spec
 from trainables.errors import FrontierError
 from trainables.files import atomic_write
@@ -73,7 +73,7 @@ def run_search(
         atomic_write(run.cache_pointer, json.dumps({"root": str(Path(cache_dir).resolve())}))
     total = trials or spec.trials
     early = spec.early_stop
-    names, directions, bounds = spec.objective_names, spec.directions, active_constraints(spec.select)
+    names, directions, bounds = spec.objective_names, spec.directions, search_constraints(spec.select, spec.fidelity)
     storage = open_storage(run.study_journal, repair=resume)  # resume: the searcher's pickle reopens it
     start_ray(address)
     progress = SearchProgress(total, names, directions, bounds)

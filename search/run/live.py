@@ -39,7 +39,7 @@ class LiveResults(Callback):
         run_dir: the run folder.
         names: the objectives' names, as the spec lists them.
         directions: ``max`` or ``min``, one per objective.
-        bounds: the spec's ``select`` as :func:`search.spec.constraints.active_constraints` gives them.
+        bounds: the spec's ``select`` as :func:`search.spec.constraints.search_constraints` gives them.
         min_interval_s: seconds at least between the start of one write and the next.
         cost_share: the largest share of the driver's time spent writing: a write that took
             ``c`` seconds (by ``clock``) is followed by a wait of at least ``c / cost_share``.

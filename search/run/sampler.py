@@ -7,7 +7,7 @@ from typing import Any
 
 import optuna
 
-from search.spec.constraints import SelectConstraints, active_constraints
+from search.spec.constraints import SelectConstraints, search_constraints
 from search.spec.schema import SamplerOptions, Spec
 
 from .outcome import TRIAL_CONSTRAINTS
@@ -56,7 +56,7 @@ def make_searcher(spec: Spec, study_name: str, storage: optuna.storages.BaseStor
     """The searcher of a spec: its space, objectives and sampler, its ``select`` as constraints
     (learned by the sampler where it can), the study in ``storage``, and ``budget`` trials that
     were not stopped (early stopping on) or None (Tune's ``num_samples`` counts)."""
-    bounds = active_constraints(spec.select)
+    bounds = search_constraints(spec.select, spec.fidelity)
     learned = (SelectConstraints(len(bounds)) if bounds and spec.sampler in CONSTRAINED_SAMPLERS
                and not TRIAL_CONSTRAINTS else None)
     return FailAwareOptunaSearch(space=SpaceFunction(spec), metric=spec.objective_names, mode=spec.directions,

@@ -35,7 +35,7 @@ class FailAwareOptunaSearch(OptunaSearch):
     ``optuna_trial`` and the sampled ``params``); Ray also merges the sampled values in at the top
     level, which nothing here reads.
 
-    **Constraints.** With ``bounds`` (the spec's ``select``, :func:`search.spec.constraints.active_constraints`)
+    **Constraints.** With ``bounds`` (the spec's ``select``, :func:`search.spec.constraints.search_constraints`)
     an ok trial's constraint values (``{"min_accuracy": 0.9 - accuracy, ...}``) are stored before it
     is told: as its ``constraints`` user attribute, and with Optuna 5's ``Trial.set_constraint``,
     which TPE, NSGA-II and GP read (on Optuna 4 the sampler's ``constraints_func``,

@@ -52,6 +52,28 @@ def active_constraints(select: Any) -> dict[str, float]:
     return {f: float(getattr(select, f)) for f in SELECT_FIELDS if getattr(select, f, None) is not None}
 
 
+def search_constraints(select: Any, fidelity: float) -> dict[str, float]:
+    """The bounds a search judges its own trials by: :func:`active_constraints`, less ``min_accuracy``
+    when the search runs at a ``fidelity`` below 1.
+
+    A low-fidelity score is not the accuracy of the model a user gets: after a quarter of the epochs
+    a heavily pruned or weight-shared plan scores far below what it reaches at the full budget
+    (Fashion-MNIST's search task: 0.2-0.6 against 0.90-0.94), so the floor would mark infeasible, and
+    teach the sampler to avoid, exactly the plans worth rerunning. Size and latency do not depend on
+    the epochs, so their bounds stay; the floor is checked where the accuracy is real, on
+    ``frontier rerun --front``'s full-budget models.
+
+    Example:
+        >>> from types import SimpleNamespace as S
+        >>> search_constraints(S(min_accuracy=0.8, max_size_bytes=1e6, max_latency_ms=None), 0.25)
+        {'max_size_bytes': 1000000.0}
+    """
+    bounds = active_constraints(select)
+    if fidelity < 1:
+        bounds.pop("min_accuracy", None)
+    return bounds
+
+
 def constraint_values(bounds: Mapping[str, float], metrics: Mapping[str, Any]) -> list[float] | None:
     """Optuna constraint values of a result under ``bounds`` (:func:`active_constraints`): for
     ``min_accuracy`` ``bound - accuracy``, for ``max_*`` ``value - bound``; each ``<= 0`` when met.
