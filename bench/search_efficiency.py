@@ -66,7 +66,7 @@ sys.path.insert(0, str(ROOT))
 from search.results.files import read_trials  # noqa: E402
 from search.results.front import ideal_point, normalized_hypervolume  # noqa: E402
 from trainables.layout import RunFolder  # noqa: E402
-from trainables.pipeline.boundary import prefix_hash  # noqa: E402
+from trainables.pipeline.boundary import UNCOMPRESSED, measured_at, prefix_hash, rung_name  # noqa: E402
 from trainables.pipeline.plan import Plan  # noqa: E402
 
 SPACE = ROOT / "spaces" / "fashion_mnist_search.yaml"
@@ -113,21 +113,42 @@ def charged(frame: pd.DataFrame, plans: dict[str, Any]) -> pd.Series:
 
     A stage is known by the hash of the plan up to it (:func:`~trainables.pipeline.boundary.prefix_hash`):
     the first trial of the search to reach it pays ``compute.<slot>``, later ones ``seconds.<slot>``."""
+    return _charged(frame, plans)[0]
+
+
+def stoppable(frame: pd.DataFrame, plans: dict[str, Any]) -> pd.Series:
+    """The most early stopping could save of each trial (charged as :func:`charged`), by trial id:
+    what its stages after its first telling boundary cost, its benchmark included. A boundary tells
+    where :func:`~trainables.pipeline.boundary.measured_at` allows, the next stage is not yet computed
+    in the search (:func:`~trainables.pipeline.run.next_stage_cached`: a cache hit saves nothing), and
+    a compressing stage is done (on this task every trial shares the dense and transferred models:
+    before pruning no trial can be told from another). Their sum over a search, as a share of its
+    trial-seconds, is the ceiling of what early stopping can save on the task, whatever its rule."""
+    return _charged(frame, plans)[1]
+
+
+def _charged(frame: pd.DataFrame, plans: dict[str, Any]) -> tuple[pd.Series, pd.Series]:
     seen: set[str] = set()
-    out = {}
+    out, saved = {}, {}
     for _, row in frame.sort_values("optuna_trial").iterrows():
         total = float(row.get("time_total_s") or 0.0)
         plan = Plan.model_validate(plans[row["trial_id"]])
+        costs = []
         for done, slot in enumerate(plan.slots(), start=1):
             took, computed = row.get(f"seconds.{slot}"), row.get(f"compute.{slot}")
             if took is None or pd.isna(took):  # not reached (stopped, failed)
                 continue
             key = prefix_hash(plan, done)
-            cost = float(took) if key in seen or pd.isna(computed) else float(computed)
+            first = key not in seen
+            cost = float(computed) if first and not pd.isna(computed) else float(took)
+            costs.append((done, cost, first))
             seen.add(key)
             total += cost - float(took)
+        judged = [d for d, _, first in costs if first and measured_at(plan, d - 1)  # told apart before stage d
+                  and not rung_name(plan, d - 1).endswith(UNCOMPRESSED)]
         out[row["trial_id"]] = total
-    return pd.Series(out)
+        saved[row["trial_id"]] = sum(c for d, c, _ in costs if judged and d >= judged[0])
+    return pd.Series(out), pd.Series(saved)
 
 
 def search_curve(frame: pd.DataFrame, seconds: pd.Series, box: dict[str, list[float]]) -> dict[str, list[float]]:
@@ -227,7 +248,8 @@ def load_arm(run_dir: Path, wall: float | None) -> dict[str, Any]:
     run = RunFolder(run_dir)
     frame = read_trials(run_dir)
     plans = json.loads(run.plans_json.read_text())
-    arm = {"frame": frame, "seconds": charged(frame, plans), "wall": wall, "run_dir": run_dir, "plans": plans}
+    seconds, saved = _charged(frame, plans)
+    arm = {"frame": frame, "seconds": seconds, "stoppable": saved, "wall": wall, "run_dir": run_dir, "plans": plans}
     if run.front_rerun_json.is_file():
         arm["rerun"] = json.loads(run.front_rerun_json.read_text())
     return arm
@@ -306,7 +328,11 @@ def arm_figures(arm: str, r: dict[str, Any], curve: dict[str, list[float]]) -> d
                "bench_wall_seconds": None if r["wall"] is None else round(r["wall"], 1)}
     if "boundary_seconds" in frame:
         figures["boundary_seconds"] = round(float(frame["boundary_seconds"].fillna(0).sum()), 1)
+    if "stoppable" in r and arm != "fidelity":
+        figures["stoppable_share"] = round(float(r["stoppable"].sum()) / max(float(r["seconds"].sum()), 1e-9), 3)
     if arm == "fidelity":
+        figures["search_seconds"] = round(curve["seconds"][0], 1)
+        figures["rerun_seconds"] = round(curve["seconds"][-1] - curve["seconds"][0], 1)
         rho = r["rerun"]["rank_correlation"]["accuracy"]["spearman"]
         figures["rank_correlation_accuracy"] = None if rho is None else round(rho, 3)
         figures["front_reruns"] = len(r["rerun"]["trials"])

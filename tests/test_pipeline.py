@@ -52,9 +52,9 @@ def test_digits_pipeline_pretrain_transfer_prune_measure(tmp_path: Path) -> None
     assert {"seconds.D", "seconds.T", "seconds.P2", "seconds.B"} <= set(metrics), "run_stages names slots, as run_plan"
 
 
-def tiny_plan(order: str = "PBA", s1=0.4, s2=0.7):
+def tiny_plan(order: str = "PBA", s1=0.4, s2=0.7, quantize: str = "none"):
     return make_plan(
-        order=order, s1=s1, s2=s2, seed=0, source=SOURCE, target=TARGET,
+        order=order, s1=s1, s2=s2, seed=0, source=SOURCE, target=TARGET, quantize=quantize,
         dense=DenseConfig(model="small_resnet", epochs=1, batch_size=64),
         transfer=TransferConfig(epochs=1, batch_size=64),
         prune=PruneBudget(epochs=1, recover_epochs=0, frequency=4, batch_size=64),
