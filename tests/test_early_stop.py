@@ -25,6 +25,8 @@ from search.spec.to_plan import plan_for
 from tests.tiny_spec import tiny_spec
 from search.results.files import read_trials
 from search.results.summary import infeasible
+from tests.test_pipeline import tiny_plan
+from trainables.pipeline.boundary import FINAL_PLAN, FINAL_RUNG, final_peer, prefix_hash
 
 MAXMIN = ["max", "min", "min"]
 
@@ -66,6 +68,38 @@ def test_the_scheduler_rereads_its_record_after_a_restore(tmp_path: Path) -> Non
     assert restored.judge("b", "D|P1", [0.5, 200.0, 1.0], "pb") == TrialScheduler.STOP
     assert restored.judge("d", "D|P1", [0.4, 250.0, 1.0], "pd") == TrialScheduler.STOP
     assert len(record.read_text().splitlines()) == 4, "a trial judged before is not judged again"
+
+
+def test_finished_float_benchmarks_count_at_the_rung_they_passed(tmp_path: Path) -> None:
+    """A PA trial ending in D|T|P2|B is never measured at target:P, yet its final objectives are that
+    model's: counted there, unjudged, they make a larger pruned model that compresses further
+    stoppable, where alone it would have met the rung empty (grace); a restore reads them back."""
+    from types import SimpleNamespace
+
+    record = tmp_path / "early_stop.jsonl"
+    config = EarlyStop(enabled=True, grace=3, eta=2, margin=0.02)
+    scheduler = ParetoHalving(["accuracy", "size_bytes", "latency_ms"], MAXMIN, config, record=record)
+    restored = pickle.loads(pickle.dumps(scheduler))
+    for trial, size, ms in (("f85", 1.0e6, 0.17), ("f70", 3.7e6, 0.33)):
+        final = {"accuracy": 0.93, "accuracy_se": 0.0036, "size_bytes": size, "latency_ms": ms, "latency_iqr_ms": 0.01,
+                 FINAL_RUNG: "target:P", FINAL_PLAN: trial}
+        scheduler.on_trial_complete(None, SimpleNamespace(trial_id=trial), final)
+    scheduler.on_trial_complete(None, SimpleNamespace(trial_id="i8"), {"accuracy": 0.93, "size_bytes": 2.8e5,
+                                                                        "latency_ms": 0.1})  # INT8: no rung
+    assert set(scheduler.rungs["target:P"]) == {"f85", "f70"}
+    # a 30%-pruned model on its way to sharing: as accurate within its noise, larger and slower
+    qr30 = [0.94, 1.9e7, 1.3]
+    assert scheduler.judge("qr30", "D|T|P2", qr30, "q", rung="target:P", spreads=[0.02, 0, 0.1]) == TrialScheduler.STOP
+    assert restored.judge("qr30b", "D|T|P2", qr30, "q2", rung="target:P", spreads=[0.02, 0, 0.1]) == TrialScheduler.STOP
+    fresh = ParetoHalving(["accuracy", "size_bytes", "latency_ms"], MAXMIN, config)
+    assert fresh.judge("qr30", "D|T|P2", qr30, "q", rung="target:P") == TrialScheduler.CONTINUE, "alone: grace"
+
+
+def test_a_float_benchmark_after_compression_names_its_rung_and_others_none() -> None:
+    pruned, int8 = tiny_plan("PA", s1=None, s2=0.5), tiny_plan("PA", s1=None, s2=0.5, quantize="I8")
+    assert final_peer(pruned) == {FINAL_RUNG: "target:P", FINAL_PLAN: prefix_hash(pruned, 3)}
+    assert final_peer(int8) == {}, "the INT8 model is not the pruned one"
+    assert final_peer(tiny_plan("none", s1=None, s2=None)) == {}, "uncompressed: every trial's model"
 
 
 def test_fidelity_scales_every_epoch_budget_and_keeps_the_full_plan() -> None:

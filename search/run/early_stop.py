@@ -34,7 +34,11 @@ the trials at the rung:
 3. **Grace.** Nothing is stopped at a rung before ``grace`` trials reached it.
 
 Like ASHA the decision is asynchronous: a trial is judged once, when it reaches the rung, against
-those that reached it before; one that continued is never stopped there later. A trial whose next
+those that reached it before; one that continued is never stopped there later. A finished trial
+whose float benchmark measured the model of a rung it passed unmeasured (``D|T|P2|B`` at
+``target:P``: :func:`~trainables.pipeline.boundary.final_peer`) counts there too, with its final
+objectives and their noise, unjudged: MO-ASHA records every trial that reaches a rung, and without
+them a rung of a PA search held only the plans that compress further. A trial whose next
 stage is already in the stage cache is not measured there at all (stopping it would save nothing:
 :func:`trainables.pipeline.run.next_stage_cached`), so it is not judged there either.
 
@@ -60,7 +64,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from search.results.front import dominators, pareto_front
 from search.spec.schema import EarlyStop
 from trainables.objectives import OBJECTIVES
-from trainables.pipeline.boundary import PREFIX, PREFIX_PLAN, RUNG
+from trainables.pipeline.boundary import FINAL_PLAN, FINAL_RUNG, PREFIX, PREFIX_PLAN, RUNG
 from trainables.pipeline.result import BOUNDARY
 
 Spreads = Sequence[float] | None  # one measured spread per objective (0 or NaN: exact); None: all exact
@@ -215,6 +219,28 @@ class ParetoHalving(FIFOScheduler):
                    for k in self.spread_keys]
         return self.judge(trial.trial_id, str(boundary), [float(v) for v in values],
                           str(result.get(PREFIX_PLAN, trial.trial_id)), rung=result.get(RUNG), spreads=spreads)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        super().on_trial_complete(tune_controller, trial, result)
+        values = [(result or {}).get(n) for n in self.names]
+        if not (result or {}).get(FINAL_RUNG) or not all(_finite(v) for v in values):
+            return
+        spreads = [float(result[k]) if k and _finite(result.get(k)) else 0.0 for k in self.spread_keys]
+        self.count_peer(trial.trial_id, str(result[FINAL_RUNG]), [float(v) for v in values],
+                        str(result.get(FINAL_PLAN, trial.trial_id)), spreads)
+
+    def count_peer(self, trial_id: str, rung: str, values: list[float], group: str, spreads: list[float]) -> None:
+        """Count a finished trial's final ``values`` (with their measured ``spreads``) at ``rung``,
+        whose model its benchmark measured (module doc), without judging it; ``group`` as in :meth:`judge`."""
+        self._load()
+        trials = self.rungs.setdefault(rung, {})
+        if trial_id in trials:
+            return
+        trials[trial_id] = values
+        self.spreads.setdefault(rung, {})[trial_id] = spreads
+        self.groups[f"{rung}/{trial_id}"] = group
+        self._append({"trial_id": trial_id, BOUNDARY: "final", "rung": rung, "group": group, "values": values,
+                      "spreads": spreads, "stop": False, "peer": True, "rung_size": len(trials)})
 
     def judge(self, trial_id: str, boundary: str, values: list[float], group: str | None = None, *,
               rung: str | None = None, spreads: list[float] | None = None) -> str:

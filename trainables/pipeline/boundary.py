@@ -82,6 +82,30 @@ def _kind(slot: str) -> str:
     return re.match(r"[A-Za-z]*", slot).group(0)
 
 
+FINAL_RUNG = "final_rung"  # the final result's key: the rung whose model the benchmark measured (:func:`final_peer`)
+FINAL_PLAN = "final_rung_plan"  # beside it: the hash of the plan up to that rung
+
+
+def final_peer(plan: Plan) -> dict[str, str]:
+    """Where a finished trial's own objectives count as a measurement at a rung: ``{FINAL_RUNG: rung,
+    FINAL_PLAN: hash}`` when the benchmark measures the model of the stages before it as it is (a
+    float benchmark after a compressing stage), else ``{}`` (an INT8 benchmark measures another
+    model; an uncompressed model is the one every trial holds).
+
+    Such a trial is not measured at that boundary (:func:`measured_at`: stopping before the benchmark
+    saves nothing), yet it passed the rung: its final accuracy (test split), size and latency, each
+    with its noise, are that model's, so the scheduler counts them among the rung's measurements
+    without judging them. In PA searches, half of the pruned models end in a float benchmark.
+
+    Example (slots -> peer): ``D|T|P2|B`` -> ``target:P``; ``D|T|P2|I8|B``, ``D|T|B`` -> none.
+    """
+    done = len(plan.steps) - 1
+    rung = rung_name(plan, done)
+    if plan.benchmark.int8 is not None or rung.endswith(f":{UNCOMPRESSED}"):
+        return {}
+    return {FINAL_RUNG: rung, FINAL_PLAN: prefix_hash(plan, done)}
+
+
 def measured_at(plan: Plan, done: int) -> bool:
     """Whether a trial measures itself after its first ``done`` stages: at least two stages remain
     (the last is the benchmark; stopping just before it would save only the benchmark)."""

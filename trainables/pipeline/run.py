@@ -56,7 +56,7 @@ from ..layout import RunFolder
 from ..models import rebuild
 from ..stage import Context, Domain, Metrics, Stage, distills, is_compressing
 from ..train import Diverged, loader_workers_for, set_loader_workers
-from .boundary import PREFIX, measure_boundary, measured_at
+from .boundary import PREFIX, final_peer, measure_boundary, measured_at
 from .cache import StageCache, stage_key, state_hash
 from .plan import UNSEEDED, Plan, numbered
 from .repeats import aggregate
@@ -283,7 +283,9 @@ def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True, boundar
     objectives of :func:`~trainables.pipeline.boundary.measure_boundary` (latency from that many
     timed runs), for the driver's scheduler to stop the trial on; except where the next stage is
     already in the stage cache (:func:`next_stage_cached`): stopping there would save nothing, so the
-    trial neither measures nor offers itself to be judged. Every report after a stage, and the final
+    trial neither measures nor offers itself to be judged. With early stopping on, the final result
+    also names the rung whose model a float benchmark measured
+    (:func:`~trainables.pipeline.boundary.final_peer`), for the scheduler to count it there. Every report after a stage, and the final
     result (a failed trial's too), holds ``boundary_seconds``: the seconds spent measuring boundaries so far (0 with early
     stopping off), kept across a restore in the checkpoint (``boundary.json``).
 
@@ -356,7 +358,8 @@ def tune_trial(config: dict[str, Any], run_dir: str, cache: bool = True, boundar
         done.append({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
         if repeat + 1 < plan.repeats:
             checkpoint(None, Progress(), repeat + 1, ctx)  # between two runs: a resume begins the next
-    tune.report({**final_result(aggregate(done), total), **measuring})
+    peer = final_peer(plan) if boundary_runs > 0 else {}  # early stopping on: the rung it passed unmeasured
+    tune.report({**final_result(aggregate(done), total), **measuring, **peer})
 
 
 REPEATS_FILE = "repeats.json"  # in a repeated trial's checkpoint: the final results of its finished runs
