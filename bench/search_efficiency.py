@@ -10,6 +10,13 @@ trials of each arm:
 - ``random``, ``tpe``, ``nsga2``, ``gp``: the samplers alone;
 - ``fidelity``: TPE with every epoch budget at 0.25, then ``frontier rerun --front`` at the full budget.
 
+**What bounds each mechanism** (printed with the figures). ``stoppable_share``: the share of a
+search's trial-seconds in stages early stopping could have cut (:func:`stoppable`), its ceiling on
+the task whatever its rule. The fidelity arm's ``first_model_share``: its low-fidelity search plus
+the first full-budget rerun (which trains the dense and transferred models at the full budget too),
+as a share of random's trial-seconds: before it the arm has no model to count, so it cannot reach
+random's hypervolume for less.
+
 **Compute.** A trial's trial-seconds are what it would have cost in a search of its own arm:
 the arms of a seed share one stage cache to save the bench's wall time, so a stage another arm
 computed first is charged at what it cost then (``compute.<slot>``), and a stage the same arm
@@ -314,6 +321,8 @@ def summarize(runs: dict[int, dict[str, Any]], min_accuracy: float) -> tuple[dic
             reach = needed(curve, target)
             figures[arm]["seconds_to_random_final"] = None if reach is None else round(reach, 1)
             figures[arm]["share_of_random_seconds"] = None if reach is None else round(reach / base, 3)
+            if arm == "fidelity" and len(curve["seconds"]) > 1:  # no share below this reaches any hypervolume
+                figures[arm]["first_model_share"] = round(curve["seconds"][1] / base, 3)
         seeds.append({"seed": seed, "random_final_hypervolume": target, "arms": figures, "curves": curves})
         table += seed_rows(seed, figures)
     return {"box": box, "seeds": seeds}, table
@@ -346,7 +355,11 @@ def seed_rows(seed: int, figures: dict[str, Any]) -> list[tuple[str, str]]:
             rows.append((f"seed {seed} {arm}", f"did not run: {f['error']}"))
             continue
         share = f.get("share_of_random_seconds")
-        extra = "" if arm != "fidelity" else f", rank corr {f['rank_correlation_accuracy']}"
+        extra = "" if arm != "fidelity" else (f", rank corr {f['rank_correlation_accuracy']}, its first "
+                                               f"full-budget model at {f.get('first_model_share')}x random")
+        if arm == "early_stop":
+            extra = (f"; at most {f.get('stoppable_share')} of its trial-s stoppable, "
+                     f"{f.get('boundary_seconds')} s measuring")
         stops = f" ({f['stopped']} stopped)" if f["stopped"] else ""
         rows.append((f"seed {seed} {arm}", f"hv {f['final_hypervolume']:.4f} in {f['trials']} trials{stops}, "
                      f"{f['trial_seconds']:.0f} trial-s; to random's final hv: "
