@@ -161,8 +161,12 @@ def test_a_trial_whose_next_stages_are_cached_is_never_measured_nor_judged(tmp_p
     assert BOUNDARY not in second.columns or second[BOUNDARY].isna().all(), "the second measured no boundary"
     assert results[0].metrics[BOUNDARY_SECONDS] == pytest.approx(first[PREFIX + "seconds"].sum())
     assert results[0].metrics[BOUNDARY_SECONDS] > 0 and results[1].metrics[BOUNDARY_SECONDS] == 0.0
-    judged = [json.loads(line)["trial_id"] for line in record.read_text().splitlines()]
+    lines = [json.loads(line) for line in record.read_text().splitlines()]
+    judged = [e["trial_id"] for e in lines if not e.get("peer")]
     assert judged == [results[0].metrics["trial_id"]] * 2, "only the first trial was judged"
+    # each finished float benchmark counts, unjudged, at the rung its model passed (target:P)
+    peers = [(e["trial_id"], e["rung"], e["stop"]) for e in lines if e.get("peer")]
+    assert sorted(peers) == [(r.metrics["trial_id"], "target:P", False) for r in results]
     assert not scheduler.stopped
 
 
