@@ -233,12 +233,9 @@ class ParetoHalving(FIFOScheduler):
         """Count a finished trial's final ``values`` (with their measured ``spreads``) at ``rung``,
         whose model its benchmark measured (module doc), without judging it; ``group`` as in :meth:`judge`."""
         self._load()
-        trials = self.rungs.setdefault(rung, {})
-        if trial_id in trials:
+        if trial_id in self.rungs.get(rung, {}):
             return
-        trials[trial_id] = values
-        self.spreads.setdefault(rung, {})[trial_id] = spreads
-        self.groups[f"{rung}/{trial_id}"] = group
+        trials = self._enter(rung, trial_id, values, group, spreads)
         self._append({"trial_id": trial_id, BOUNDARY: "final", "rung": rung, "group": group, "values": values,
                       "spreads": spreads, "stop": False, "peer": True, "rung_size": len(trials)})
 
@@ -250,12 +247,9 @@ class ParetoHalving(FIFOScheduler):
         self._load()
         rung = rung or boundary
         spreads = list(spreads) if spreads is not None else [0.0] * len(values)
-        trials = self.rungs.setdefault(rung, {})
-        if trial_id in trials:  # a resumed trial reporting a boundary it passed before
+        if trial_id in self.rungs.get(rung, {}):  # a resumed trial reporting a boundary it passed before
             return TrialScheduler.STOP if self.stopped.get(trial_id) == boundary else TrialScheduler.CONTINUE
-        trials[trial_id] = values
-        self.spreads.setdefault(rung, {})[trial_id] = spreads
-        self.groups[f"{rung}/{trial_id}"] = group or trial_id
+        trials = self._enter(rung, trial_id, values, group or trial_id, spreads)
         ids = list(trials)
         stop = should_stop([trials[i] for i in ids], ids.index(trial_id), self.directions, self.margins,
                            grace=self.config.grace, eta=self.config.eta,
@@ -266,6 +260,15 @@ class ParetoHalving(FIFOScheduler):
         self._append({"trial_id": trial_id, BOUNDARY: boundary, "rung": rung, "group": group or trial_id,
                       "values": values, "spreads": spreads, "stop": stop, "rung_size": len(trials)})
         return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
+
+    def _enter(self, rung: str, trial_id: str, values: list[float], group: str,
+               spreads: list[float]) -> dict[str, list[float]]:
+        """Put ``trial_id`` at ``rung`` (its values, spreads and group); returns the rung's trials."""
+        trials = self.rungs.setdefault(rung, {})
+        trials[trial_id] = values
+        self.spreads.setdefault(rung, {})[trial_id] = spreads
+        self.groups[f"{rung}/{trial_id}"] = group
+        return trials
 
     def _load(self) -> None:
         """Read the record once (after a restore: the judgements made since the pickle). A line from

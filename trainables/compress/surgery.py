@@ -154,11 +154,11 @@ def checked_shrink(model: nn.Module, keep: Keep, input_shape: tuple[int, int, in
     return small
 
 
-def without_dead_units(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[nn.Module, float]:
-    """A plain copy of ``model`` (:func:`~trainables.compress.masks.plain_copy`: on the CPU, eval mode,
-    masks permanent) without the units dead in its weights (:func:`alive_units`), by
+def without_dead_units(plain: nn.Module, input_shape: tuple[int, int, int]) -> tuple[nn.Module, float]:
+    """A copy of ``plain`` (a plain model, :func:`~trainables.compress.masks.plain_copy`'s: on the CPU,
+    eval mode, masks permanent) without the units dead in its weights (:func:`alive_units`), by
     :func:`checked_shrink`, and the share of units removed. A model without dead units, or whose graph
-    cannot be traced into unit groups, comes back as the plain copy, with 0.0.
+    cannot be traced into unit groups, comes back as it is, with 0.0.
 
     The copy computes what ``model`` computes (the check), at the smaller network's cost: what the
     benchmark times and exports, and what a stage evaluates a pruned model on (:func:`scoring_copy`).
@@ -166,7 +166,6 @@ def without_dead_units(model: nn.Module, input_shape: tuple[int, int, int]) -> t
     Raises:
         FrontierError: :func:`checked_shrink`'s refusal (a unit table wrong for this model).
     """
-    plain = plain_copy(model)
     try:
         groups = unit_groups(plain)
     except FrontierError:
@@ -189,7 +188,7 @@ def scoring_copy(model: nn.Module, input_shape: tuple[int, int, int], device: to
     (2.9x less at 83% of ResNet-18's units removed, 32 px, one CPU thread). Hand-written: the surgery is
     this project's own (Torch-Pruning's functions do the slicing)."""
     try:
-        small, removed = without_dead_units(model, input_shape)
+        small, removed = without_dead_units(plain_copy(model), input_shape)
     except FrontierError:
         return model
     return small.to(device) if removed > 0 else model
